@@ -1,0 +1,42 @@
+/* codegen.h: lowering of IR functions to LLVM IR kernels, and their optimization for the host.
+ *
+ * Every kernel is `void name(NmlArgs *)` (runtime/nmlrt.h). Values other than leaves and scalars
+ * live in `work`, at offsets planned here for max_batch rows. */
+#ifndef CODEGEN_H
+#define CODEGEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <llvm-c/Core.h>
+#include <llvm-c/TargetMachine.h>
+
+#include "ir.h"
+
+typedef enum { CG_F32, CG_F64 } CgType;
+
+typedef struct CgKernel {
+	const char *name;  /* exported symbol: void name(NmlArgs *) */
+	const IrFunc *fn;
+	size_t work_bytes; /* out: scratch bytes the kernel needs at max_batch rows */
+} CgKernel;
+
+/* Initializes LLVM's native target; idempotent. The other entry points call it. */
+void cg_init(void);
+
+/* Lower each kernel's IR function into one module created in ctx. */
+LLVMModuleRef cg_module(LLVMContextRef ctx, const char *module_name, const IrModule *m, CgKernel *k, int nk,
+			CgType type, int64_t max_batch);
+
+/* A target machine for the host CPU (PIC, aggressive codegen), for cg_optimize and for emitting objects.
+ * NULL with *err malloc'd on failure; the caller disposes it with LLVMDisposeTargetMachine. */
+LLVMTargetMachineRef cg_host_machine(char **err);
+
+/* Verify, then optimize for the host CPU (default<O3>). Sets the module's triple and data layout.
+ * 0, or -1 with *err malloc'd. */
+int cg_optimize(LLVMModuleRef mod, char **err);
+
+/* The module as text (`nmlc show --llvm`); the caller frees it with LLVMDisposeMessage. */
+char *cg_print(LLVMModuleRef mod);
+
+#endif

@@ -1,0 +1,24 @@
+/* diag.h: diagnostics. file:line:col: error: message, the source line, a caret. */
+#ifndef DIAG_H
+#define DIAG_H
+
+#include <stdio.h>
+
+typedef struct SrcLoc {
+	const char *file; /* interned path as given; NULL for "no location" */
+	int line, col;    /* 1-based */
+} SrcLoc;
+
+/* Register a source text so that diagnostics can quote its lines. The text must outlive them. */
+void diag_add_source(const char *file, const char *text);
+void diag_error(SrcLoc loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void diag_note(SrcLoc loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int diag_count(void);     /* errors reported so far */
+int diag_full(void);      /* the cap on reported errors is reached: stop compiling */
+void diag_reset(void);
+void diag_set_stream(FILE *f);
+
+/* A bug in nmlc, never a user mistake. */
+_Noreturn void die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

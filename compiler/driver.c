@@ -1,0 +1,305 @@
+/* driver.c: the pass list. Parse, check, configure, load data, lower, differentiate, apply the
+ * optimizer: each a straight-line call, each leaving a result `nmlc show` can dump. */
+#include "driver.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "autodiff.h"
+#include "config.h"
+#include "optim.h"
+#include "parse.h"
+
+double drv_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+void drv_init(Compiler *c)
+{
+	memset(c, 0, sizeof *c);
+}
+
+void drv_free(Compiler *c)
+{
+	ir_func_free(c->fwd);
+	ir_func_free(c->eval);
+	ir_func_free(c->step);
+	ir_func_free(c->gradf);
+	free(c->globals.items);
+	free(c->lower.param_leaf);
+	ir_module_free(&c->mod);
+	if (c->data_loaded) {
+		nml_data_free(&c->train);
+		nml_data_free(&c->test);
+	}
+	arena_free(&c->arena);
+}
+
+/* ---- finding and parsing sources ---- */
+
+static char *read_file(Arena *a, const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	char *buf = NULL;
+	if (fseek(f, 0, SEEK_END) == 0) {
+		long n = ftell(f);
+		if (n >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+			buf = arena_alloc(a, (size_t)n + 1);
+			if (fread(buf, 1, (size_t)n, f) != (size_t)n)
+				buf = NULL;
+			else if (memchr(buf, 0, (size_t)n))
+				buf = NULL; /* the lexer's sentinel must be the only NUL */
+		}
+	}
+	fclose(f);
+	return buf;
+}
+
+static int is_dir(const char *path)
+{
+	return path && access(path, R_OK | X_OK) == 0;
+}
+
+/* stdlib/ beside the binary when installed (bin/../share/nml/stdlib) or in the source tree the
+ * binary was built from; $NML_STDLIB overrides both. */
+static const char *find_stdlib(Arena *a)
+{
+	const char *env = getenv("NML_STDLIB");
+	if (env && *env)
+		return env;
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (n > 0) {
+		exe[n] = 0;
+		char *slash = strrchr(exe, '/');
+		if (slash) {
+			*slash = 0;
+			char path[PATH_MAX + 32];
+			snprintf(path, sizeof path, "%s/../share/nml/stdlib", exe);
+			if (is_dir(path))
+				return arena_strndup(a, path, strlen(path));
+		}
+	}
+	if (is_dir(NML_SOURCE_DIR "/stdlib"))
+		return NML_SOURCE_DIR "/stdlib";
+	return NML_STDLIB_INSTALL_DIR;
+}
+
+static int parse_path(Compiler *c, const char *path, SrcLoc from);
+
+static int load_module(Compiler *c, const char *name, const char *including, SrcLoc loc)
+{
+	char path[PATH_MAX];
+	if (strncmp(name, "std.", 4) == 0) {
+		snprintf(path, sizeof path, "%s/%s.nml", c->stdlib_dir, name + 4);
+	} else {
+		/* Other modules are files relative to the including file: use a.b -> a/b.nml */
+		const char *slash = strrchr(including, '/');
+		int dir = slash ? (int)(slash - including + 1) : 0;
+		snprintf(path, sizeof path, "%.*s%s.nml", dir, including, name);
+		for (char *p = path + dir; *p; p++)
+			if (*p == '.' && strcmp(p, ".nml") != 0)
+				*p = '/';
+	}
+	const char *key = intern_cstr(path);
+	for (int i = 0; i < c->nmodules; i++)
+		if (c->modules[i] == key)
+			return 0;
+	if (c->nmodules == 64) {
+		diag_error(loc, "too many modules");
+		return 1;
+	}
+	c->modules[c->nmodules++] = key;
+	return parse_path(c, key, loc);
+}
+
+static int parse_path(Compiler *c, const char *path, SrcLoc from)
+{
+	char *src = read_file(&c->arena, path);
+	if (!src) {
+		if (from.file)
+			diag_error(from, "cannot read module '%s': %s", path, errno ? strerror(errno) : "not text");
+		else
+			diag_error(from, "cannot read '%s': %s", path, errno ? strerror(errno) : "not a text file");
+		return 1;
+	}
+	AstProgram p = {0};
+	int errs = parse_source(&c->arena, path, src, &p);
+	for (AstNode *n = p.items.head; n; n = n->next)
+		if (n->kind == AST_USE)
+			errs += load_module(c, n->name, path, n->loc);
+	/* Modules come before the file that uses them. */
+	if (p.items.head) {
+		if (c->prog.items.tail)
+			c->prog.items.tail->next = p.items.head;
+		else
+			c->prog.items.head = p.items.head;
+		c->prog.items.tail = p.items.tail;
+		c->prog.items.n += p.items.n;
+	}
+	return errs;
+}
+
+int drv_parse(Compiler *c, const char *path)
+{
+	double t0 = drv_now_ms();
+	c->stdlib_dir = find_stdlib(&c->arena);
+	int errs = load_module(c, "std.prelude", "", (SrcLoc){0});
+	AstNode *before = c->prog.items.tail;
+	const char *key = intern_cstr(path);
+	c->modules[c->nmodules++] = key;
+	errno = 0;
+	errs += parse_path(c, key, (SrcLoc){0});
+	/* The file's own items start after what the prelude added; its modules precede them. */
+	for (AstNode *n = before ? before->next : c->prog.items.head; n; n = n->next)
+		if (n->loc.file == key) {
+			c->user_items = n;
+			break;
+		}
+	c->ms_front += drv_now_ms() - t0;
+	return errs;
+}
+
+int drv_check(Compiler *c)
+{
+	double t0 = drv_now_ms();
+	int errs = sema_check(&c->prog, &c->globals);
+	c->ms_front += drv_now_ms() - t0;
+	return errs;
+}
+
+int drv_config(Compiler *c)
+{
+	AstNode *train = sema_train(&c->prog);
+	if (!train) {
+		diag_error((SrcLoc){0}, "no train block: nothing to train");
+		return 1;
+	}
+	double t0 = drv_now_ms();
+	lower_init(&c->lower, &c->arena, &c->globals, &c->mod);
+	int errs = lower_train_config(&c->lower, train, &c->cfg);
+	if (!errs && c->cfg.optimizer.kind == V_OPT)
+		errs += optim_hparams(&c->lower, &c->cfg.optimizer);
+	c->ms_lower += drv_now_ms() - t0;
+	return errs;
+}
+
+/* ---- data ---- */
+
+int drv_load_data(Compiler *c)
+{
+	double t0 = drv_now_ms();
+	const DataSpec *d = &c->cfg.data;
+	char err[512] = "";
+	int rc;
+	if (d->kind == DATA_IDX) {
+		rc = nml_data_load_idx(&c->train, d->path[0], d->path[1], err, sizeof err);
+		if (!rc && d->path[2])
+			rc = nml_data_load_idx(&c->test, d->path[2], d->path[3], err, sizeof err);
+	} else {
+		rc = nml_data_load_npy(&c->train, d->path[0], d->path[1], err, sizeof err);
+		if (!rc && d->path[2])
+			rc = nml_data_load_npy(&c->test, d->path[2], d->path[3], err, sizeof err);
+	}
+	if (!rc && !d->path[2] && d->holdout > 0) {
+		int64_t held = (int64_t)llround(d->holdout * (double)c->train.n);
+		rc = nml_data_split(&c->train, &c->test, held, err, sizeof err);
+	}
+	if (rc) {
+		diag_error(d->loc, "%s", err);
+		nml_data_free(&c->train);
+		nml_data_free(&c->test);
+		return 1;
+	}
+	c->data_loaded = 1;
+	if (c->test.n && (c->test.xdim != c->train.xdim || c->test.ydim != c->train.ydim)) {
+		diag_error(d->loc, "test data has %lld features and %lld targets per sample, training data %lld and %lld",
+			   (long long)c->test.xdim, (long long)c->test.ydim, (long long)c->train.xdim,
+			   (long long)c->train.ydim);
+		return 1;
+	}
+	IrModule *m = &c->mod;
+	m->xshape = (IrShape){2, {IR_BATCH, c->train.xdim}};
+	m->yshape = c->train.ydim ? (IrShape){2, {IR_BATCH, c->train.ydim}} : (IrShape){1, {IR_BATCH}};
+	m->classes = c->train.ydim ? 0 : c->train.classes > c->test.classes ? c->train.classes : c->test.classes;
+	c->ms_data += drv_now_ms() - t0;
+	return 0;
+}
+
+/* ---- lowering ---- */
+
+int drv_lower(Compiler *c)
+{
+	double t0 = drv_now_ms();
+	int before = diag_count();
+	c->fwd = lower_forward(&c->lower);
+	if (!c->fwd)
+		return diag_count() - before + (diag_count() == before);
+	int loss = c->lower.loss, pred = c->lower.pred;
+	SrcLoc loc = c->fwd->inst[loss].loc;
+
+	c->eval = ir_func_clone(c->fwd, "eval");
+	ir_store(c->eval, IR_STORE_LOSS, loss, 0, loc);
+	ir_store(c->eval, IR_STORE_PRED, pred, 0, loc);
+
+	c->step = ir_func_clone(c->fwd, "step");
+	ir_store(c->step, IR_STORE_LOSS, loss, 0, loc);
+	int *grad = malloc((c->mod.nparams + 1) * sizeof *grad);
+	ad_backward(c->step, loss, &c->mod, grad);
+	optim_lower(&c->lower, c->step, &c->cfg.optimizer, grad);
+	free(grad);
+
+	/* The gradient alone, for gradient checks and `nmlc show --grad`. */
+	c->gradf = ir_func_clone(c->fwd, "grad");
+	ir_store(c->gradf, IR_STORE_LOSS, loss, 0, loc);
+	int *g = malloc((c->mod.nparams + 1) * sizeof *g);
+	ad_backward(c->gradf, loss, &c->mod, g);
+	for (int p = 0; p < c->mod.nparams; p++)
+		ir_store(c->gradf, IR_STORE_GRAD, g[p], p, c->mod.params[p].loc);
+	free(g);
+
+	ir_dce(c->eval);
+	ir_dce(c->step);
+	ir_dce(c->gradf);
+	c->ms_lower += drv_now_ms() - t0;
+	return diag_count() - before;
+}
+
+int drv_front(Compiler *c, const char *path)
+{
+	if (drv_parse(c, path) || drv_check(c) || drv_config(c) || drv_load_data(c) || drv_lower(c))
+		return 1;
+	return 0;
+}
+
+/* ---- initial values ---- */
+
+void drv_init_slots(const IrSlot *slots, int n, size_t size, uint64_t seed, uint64_t stream, double *out)
+{
+	memset(out, 0, size * sizeof *out);
+	for (int i = 0; i < n; i++) {
+		const IrSlot *s = &slots[i];
+		NmlRng r;
+		/* One stream per slot: adding a parameter does not change the others' initial values. */
+		nml_rng_init(&r, seed, (stream << 32) + (uint64_t)i);
+		int64_t k = ir_shape_numel(s->shape, 1);
+		double *o = out + s->offset;
+		for (int64_t j = 0; j < k; j++) {
+			switch (s->init.kind) {
+			case INIT_CONST: o[j] = s->init.a; break;
+			case INIT_NORMAL: o[j] = s->init.a + s->init.b * nml_rng_normal(&r); break;
+			case INIT_UNIFORM: o[j] = s->init.a + (s->init.b - s->init.a) * nml_rng_uniform(&r); break;
+			}
+		}
+	}
+}

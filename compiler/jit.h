@@ -1,0 +1,21 @@
+/* jit.h: ORC LLJIT for the host. Kernels built by codegen are optimized and compiled in process;
+ * cblas_*, libm and libc resolve against the running process. */
+#ifndef JIT_H
+#define JIT_H
+
+#include <llvm-c/Core.h>
+
+typedef struct Jit Jit;
+
+Jit *jit_create(char **err);
+/* Builds a module via build(ctx, user) in a fresh thread-safe context, optimizes it with cg_optimize
+ * and hands it to the JIT, which then owns it. 0, or -1 with *err malloc'd. */
+int jit_add(Jit *j, LLVMModuleRef (*build)(LLVMContextRef ctx, void *user), void *user, char **err);
+/* The same; *ir receives the optimized module as text (`nmlc show --llvm`), to free(). */
+int jit_add_ir(Jit *j, LLVMModuleRef (*build)(LLVMContextRef ctx, void *user), void *user, char **ir,
+	       char **err);
+/* The address of an exported symbol (compiling its module on first use); NULL with *err malloc'd. */
+void *jit_lookup(Jit *j, const char *name, char **err);
+void jit_destroy(Jit *j);
+
+#endif

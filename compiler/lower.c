@@ -1,0 +1,855 @@
+/* lower.c: from the syntax tree to tensor IR, by evaluating the train block. */
+#include "lower.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "grammar.h"
+
+enum { LOWER_MAX_DEPTH = 64 };
+
+typedef struct Binding {
+	const char *name;
+	Value v;
+} Binding;
+
+struct Env {
+	Env *parent;
+	Binding *b;
+	int n, cap;
+};
+
+struct Instance {
+	AstNode *layer;
+	const char *path; /* "l1." */
+	Env *env;         /* formals and members */
+	AstNode *forward;
+};
+
+static const Value none = {V_NONE};
+
+/* ---- environments ---- */
+
+Env *lower_env_new(Lower *L, Env *parent)
+{
+	Env *e = arena_alloc(L->arena, sizeof *e);
+	e->parent = parent;
+	return e;
+}
+
+void lower_bind(Lower *L, Env *env, const char *name, Value v)
+{
+	Value *old = lower_lookup_local(env, name);
+	if (old) {
+		*old = v;
+		return;
+	}
+	if (env->n == env->cap) {
+		int cap = env->cap ? 2 * env->cap : 8;
+		Binding *b = arena_alloc(L->arena, cap * sizeof *b);
+		if (env->n)
+			memcpy(b, env->b, env->n * sizeof *b);
+		env->b = b;
+		env->cap = cap;
+	}
+	env->b[env->n++] = (Binding){name, v};
+}
+
+Value *lower_lookup_local(Env *env, const char *name)
+{
+	for (int i = 0; i < env->n; i++)
+		if (env->b[i].name == name)
+			return &env->b[i].v;
+	return NULL;
+}
+
+static Value *lookup(Env *env, const char *name)
+{
+	for (; env; env = env->parent) {
+		Value *v = lower_lookup_local(env, name);
+		if (v)
+			return v;
+	}
+	return NULL;
+}
+
+void lower_init(Lower *L, Arena *arena, const SemaGlobals *g, IrModule *mod)
+{
+	*L = (Lower){.arena = arena, .globals = g, .mod = mod, .pred = -1, .loss = -1};
+	L->global_env = lower_env_new(L, NULL);
+	L->prefix = "";
+}
+
+/* ---- values ---- */
+
+static Value num(double x) { return (Value){.kind = V_NUM, .num = x}; }
+static Value tensor(int id) { return id < 0 ? none : (Value){.kind = V_TENSOR, .id = id}; }
+
+static const char *kind_name(ValueKind k)
+{
+	static const char *const names[] = {"nothing", "number", "tensor", "string", "list", "parameter",
+					    "layer instance", "definition", "builtin", "initializer",
+					    "data source", "optimizer"};
+	return names[k];
+}
+
+int lower_param_value(Lower *L, int slot)
+{
+	if (slot >= L->nparam_leaf) {
+		int n = L->mod->nparams + 16;
+		L->param_leaf = realloc(L->param_leaf, n * sizeof *L->param_leaf);
+		for (int i = L->nparam_leaf; i < n; i++)
+			L->param_leaf[i] = -1;
+		L->nparam_leaf = n;
+	}
+	if (L->param_leaf[slot] < 0) {
+		const IrSlot *s = &L->mod->params[slot];
+		L->param_leaf[slot] = ir_leaf(L->fn, IR_PARAM, slot, s->shape, s->loc);
+	}
+	return L->param_leaf[slot];
+}
+
+int lower_tensor(Lower *L, Value v, SrcLoc loc)
+{
+	switch (v.kind) {
+	case V_TENSOR: return v.id;
+	case V_NUM: return ir_const(L->fn, v.num, loc);
+	case V_PARAM: return lower_param_value(L, v.id);
+	case V_NONE: return -1; /* an error was reported already */
+	default:
+		diag_error(loc, "expected a tensor, got a %s", kind_name(v.kind));
+		return -1;
+	}
+}
+
+static int need_fn(Lower *L, SrcLoc loc, const char *what)
+{
+	if (L->fn)
+		return 1;
+	diag_error(loc, "%s needs tensors, which exist only inside a forward, a function or the loss", what);
+	return 0;
+}
+
+static int as_int(Value v, SrcLoc loc, const char *what, int64_t *out)
+{
+	if (v.kind == V_NONE)
+		return 0;
+	if (v.kind != V_NUM || v.num != floor(v.num) || fabs(v.num) > 1e15) {
+		diag_error(loc, "%s must be a whole number known at compile time", what);
+		return 0;
+	}
+	*out = (int64_t)v.num;
+	return 1;
+}
+
+/* ---- operators ---- */
+
+static IrOp binop_of(int tk)
+{
+	switch (tk) {
+	case TK_PLUS: return IR_ADD;
+	case TK_MINUS: return IR_SUB;
+	case TK_STAR: return IR_MUL;
+	case TK_SLASH: return IR_DIV;
+	case TK_CARET: return IR_POW;
+	case TK_LT: return IR_LT;
+	case TK_LE: return IR_LE;
+	case TK_GT: return IR_GT;
+	case TK_GE: return IR_GE;
+	case TK_EQ: return IR_EQ;
+	case TK_NE: return IR_NE;
+	default: return IR_MATMUL;
+	}
+}
+
+static double fold(IrOp op, double a, double b)
+{
+	switch (op) {
+	case IR_ADD: return a + b;
+	case IR_SUB: return a - b;
+	case IR_MUL: return a * b;
+	case IR_DIV: return a / b;
+	case IR_POW: return pow(a, b);
+	case IR_LT: return a < b;
+	case IR_LE: return a <= b;
+	case IR_GT: return a > b;
+	case IR_GE: return a >= b;
+	case IR_EQ: return a == b;
+	case IR_NE: return a != b;
+	default: die("fold of %s", ir_op_name(op));
+	}
+}
+
+static double fold_unary(IrOp op, double x)
+{
+	switch (op) {
+	case IR_EXP: return exp(x);
+	case IR_LOG: return log(x);
+	case IR_SQRT: return sqrt(x);
+	case IR_RSQRT: return 1 / sqrt(x);
+	case IR_ABS: return fabs(x);
+	case IR_SIGN: return (x > 0) - (x < 0);
+	case IR_TANH: return tanh(x);
+	case IR_SIGMOID: return 1 / (1 + exp(-x));
+	case IR_RELU: return x > 0 ? x : 0;
+	default: die("fold of %s", ir_op_name(op));
+	}
+}
+
+static int is_num(Value v, double x) { return v.kind == V_NUM && v.num == x; }
+
+static Value binary(Lower *L, int tk, Value a, Value b, SrcLoc loc)
+{
+	if (a.kind == V_NONE || b.kind == V_NONE)
+		return none;
+	IrOp op = binop_of(tk);
+	if (a.kind == V_NUM && b.kind == V_NUM && op != IR_MATMUL)
+		return num(fold(op, a.num, b.num));
+	if (!need_fn(L, loc, "this operator"))
+		return none;
+	/* Identities with a scalar constant leave the tensor operand's shape as it is. */
+	if (((op == IR_ADD || op == IR_SUB) && is_num(b, 0)) || ((op == IR_MUL || op == IR_DIV) && is_num(b, 1)))
+		return a;
+	if ((op == IR_ADD && is_num(a, 0)) || (op == IR_MUL && is_num(a, 1)))
+		return b;
+	/* Small integer powers are products: exact, and cheaper than pow. */
+	if (op == IR_POW && b.kind == V_NUM && (b.num == 1 || b.num == 2)) {
+		int x = lower_tensor(L, a, loc);
+		return tensor(b.num == 1 ? x : ir_binary(L->fn, IR_MUL, x, x, loc));
+	}
+	int x = lower_tensor(L, a, loc), y = lower_tensor(L, b, loc);
+	if (op == IR_MATMUL)
+		return tensor(ir_matmul(L->fn, x, y, 0, loc));
+	return tensor(ir_binary(L->fn, op, x, y, loc));
+}
+
+/* ---- calls ---- */
+
+static Value eval_body(Lower *L, Env *env, const AstList *body);
+static Value instantiate(Lower *L, Env *callenv, AstNode *call, AstNode *layer);
+
+int lower_bind_args(Lower *L, Env *callenv, AstNode *call, const AstList *formals, Env *env)
+{
+	int ok = 1, pos = 0;
+	Value given[64];
+	int have[64] = {0};
+	for (AstNode *a = call->args.head; a; a = a->next) {
+		int i = pos;
+		if (a->kind == AST_NAMED) {
+			i = 0;
+			const AstNode *f = formals->head;
+			for (; f && f->name != a->name; f = f->next)
+				i++;
+		} else {
+			pos++;
+		}
+		if (i >= 64)
+			continue; /* sema reported it */
+		given[i] = lower_expr(L, callenv, a->kind == AST_NAMED ? a->rhs : a);
+		have[i] = 1;
+		ok &= given[i].kind != V_NONE;
+	}
+	int i = 0;
+	for (const AstNode *f = formals->head; f; f = f->next, i++) {
+		Value v = i < 64 && have[i] ? given[i] : f->rhs ? lower_expr(L, env, f->rhs) : none;
+		ok &= v.kind != V_NONE;
+		lower_bind(L, env, f->name, v);
+	}
+	return ok;
+}
+
+static Value call_fn(Lower *L, Env *callenv, AstNode *call, Env *parent, const AstList *formals,
+		     AstNode *expr, const AstList *body)
+{
+	if (L->depth >= LOWER_MAX_DEPTH) {
+		diag_error(call->loc, "calls nested more than %d deep (recursion?)", LOWER_MAX_DEPTH);
+		return none;
+	}
+	Env *env = lower_env_new(L, parent);
+	if (!lower_bind_args(L, callenv, call, formals, env))
+		return none;
+	L->depth++;
+	Value v = expr ? lower_expr(L, env, expr) : eval_body(L, env, body);
+	L->depth--;
+	return v;
+}
+
+static int axis_mask(Lower *L, Env *env, AstNode *arg, const IrShape *s, unsigned *mask)
+{
+	int64_t axis;
+	if (!as_int(lower_expr(L, env, arg), arg->loc, "an axis", &axis))
+		return 0;
+	if (axis < -s->rank || axis >= s->rank) {
+		diag_error(arg->loc, "axis %lld is out of range for a tensor of rank %d", (long long)axis, s->rank);
+		return 0;
+	}
+	*mask = 1u << (axis < 0 ? axis + s->rank : axis);
+	return 1;
+}
+
+/* sum, mean, max and min over one axis (kept, size 1) or over everything (a scalar). */
+static Value reduce(Lower *L, Env *env, int b, AstNode *call, Value x, AstNode *axis_arg)
+{
+	int v = lower_tensor(L, x, call->loc);
+	if (v < 0)
+		return none;
+	IrShape s = *ir_shape_of(L->fn, v);
+	unsigned mask = (1u << s.rank) - 1;
+	if (axis_arg && !axis_mask(L, env, axis_arg, &s, &mask))
+		return none;
+	int keep = axis_arg != NULL;
+	SrcLoc loc = call->loc;
+	if (b == BI_min) /* min(x) = -max(-x) */
+		return tensor(ir_unary(L->fn, IR_NEG,
+				       ir_reduce(L->fn, IR_MAX, ir_unary(L->fn, IR_NEG, v, loc), mask, keep, loc), loc));
+	if (b == BI_max)
+		return tensor(ir_reduce(L->fn, IR_MAX, v, mask, keep, loc));
+	int r = ir_reduce(L->fn, IR_SUM, v, mask, keep, loc);
+	if (b == BI_sum)
+		return tensor(r);
+	double count = 1;
+	int batch = 0;
+	for (int i = 0; i < s.rank; i++)
+		if (mask & (1u << i)) {
+			if (s.dim[i] == IR_BATCH)
+				batch = 1;
+			else
+				count *= (double)s.dim[i];
+		}
+	if (count != 1)
+		r = ir_binary(L->fn, IR_MUL, r, ir_const(L->fn, 1.0 / count, loc), loc);
+	if (batch)
+		r = ir_binary(L->fn, IR_DIV, r, ir_leaf(L->fn, IR_ROWS, 0, ir_scalar_shape(), loc), loc);
+	return tensor(r);
+}
+
+static const char *str_arg(Lower *L, Env *env, AstNode *a)
+{
+	Value v = lower_expr(L, env, a);
+	if (v.kind == V_STR)
+		return v.str;
+	if (v.kind != V_NONE)
+		diag_error(a->loc, "expected a string");
+	return NULL;
+}
+
+/* Arguments of a builtin call in declaration order: positional first, then by name. */
+static void builtin_args(int b, AstNode *call, AstNode **out, int max)
+{
+	const SemaBuiltinInfo *info = sema_builtin_info(b);
+	int pos = 0;
+	for (int i = 0; i < max; i++)
+		out[i] = NULL;
+	for (AstNode *a = call->args.head; a; a = a->next) {
+		if (a->kind != AST_NAMED) {
+			if (pos < max)
+				out[pos] = a;
+			pos++;
+			continue;
+		}
+		/* The named parameters are the last ones of the builtin, in the order listed. */
+		int nnamed = 0, slot = -1;
+		for (const char *p = info->named; p && *p; nnamed++) {
+			const char *end = strchr(p, ' ');
+			size_t n = end ? (size_t)(end - p) : strlen(p);
+			if (strlen(a->name) == n && strncmp(p, a->name, n) == 0)
+				slot = nnamed;
+			p = end ? end + 1 : p + n;
+		}
+		if (slot < 0)
+			continue; /* sema reported it */
+		slot += info->max_args - nnamed;
+		if (slot < max && !out[slot])
+			out[slot] = a->rhs;
+	}
+}
+
+static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
+{
+	AstNode *arg[6];
+	builtin_args(b, call, arg, 6);
+	SrcLoc loc = call->loc;
+	static const IrOp unary_op[BI_COUNT] = {
+		[BI_exp] = IR_EXP, [BI_log] = IR_LOG, [BI_sqrt] = IR_SQRT, [BI_rsqrt] = IR_RSQRT,
+		[BI_abs] = IR_ABS, [BI_sign] = IR_SIGN, [BI_tanh] = IR_TANH, [BI_sigmoid] = IR_SIGMOID,
+		[BI_relu] = IR_RELU, [BI_stop_gradient] = IR_STOPGRAD,
+	};
+	switch (b) {
+	case BI_exp: case BI_log: case BI_sqrt: case BI_rsqrt: case BI_abs: case BI_sign:
+	case BI_tanh: case BI_sigmoid: case BI_relu: case BI_stop_gradient: {
+		Value x = lower_expr(L, env, arg[0]);
+		if (x.kind == V_NUM && b != BI_stop_gradient)
+			return num(fold_unary(unary_op[b], x.num));
+		if (x.kind == V_NONE || !need_fn(L, loc, sema_builtin_info(b)->name))
+			return none;
+		return tensor(ir_unary(L->fn, unary_op[b], lower_tensor(L, x, loc), loc));
+	}
+	case BI_sum: case BI_mean: case BI_max: case BI_min: {
+		Value x = lower_expr(L, env, arg[0]);
+		if (x.kind == V_NONE || !need_fn(L, loc, sema_builtin_info(b)->name))
+			return none;
+		/* max(a, b) and min(a, b) with two positional operands are elementwise. */
+		int positional2 = call->args.n == 2 && call->args.head->next->kind != AST_NAMED;
+		if ((b == BI_max || b == BI_min) && positional2) {
+			Value y = lower_expr(L, env, arg[1]);
+			if (y.kind == V_NONE)
+				return none;
+			return tensor(ir_binary(L->fn, b == BI_max ? IR_MAX2 : IR_MIN2, lower_tensor(L, x, loc),
+						lower_tensor(L, y, loc), loc));
+		}
+		return reduce(L, env, b, call, x, arg[1]);
+	}
+	case BI_where: {
+		Value c = lower_expr(L, env, arg[0]), x = lower_expr(L, env, arg[1]), y = lower_expr(L, env, arg[2]);
+		if (c.kind == V_NONE || x.kind == V_NONE || y.kind == V_NONE)
+			return none;
+		if (c.kind == V_NUM)
+			return c.num != 0 ? x : y;
+		if (!need_fn(L, loc, "where"))
+			return none;
+		return tensor(ir_where(L->fn, lower_tensor(L, c, loc), lower_tensor(L, x, loc),
+				       lower_tensor(L, y, loc), loc));
+	}
+	case BI_onehot: {
+		Value y = lower_expr(L, env, arg[0]);
+		int64_t n;
+		if (y.kind == V_NONE || !as_int(lower_expr(L, env, arg[1]), arg[1]->loc, "the class count", &n))
+			return none;
+		if (n < 1) {
+			diag_error(arg[1]->loc, "the class count must be positive");
+			return none;
+		}
+		return need_fn(L, loc, "onehot") ? tensor(ir_onehot(L->fn, lower_tensor(L, y, loc), n, loc)) : none;
+	}
+	case BI_dim: {
+		Value x = lower_expr(L, env, arg[0]);
+		if (x.kind == V_NONE || !need_fn(L, loc, "dim"))
+			return none;
+		int v = lower_tensor(L, x, loc);
+		if (v < 0)
+			return none;
+		IrShape s = *ir_shape_of(L->fn, v);
+		unsigned mask;
+		if (!axis_mask(L, env, arg[1], &s, &mask))
+			return none;
+		int axis = __builtin_ctz(mask);
+		if (s.dim[axis] == IR_BATCH) {
+			diag_error(arg[1]->loc, "the batch dimension is not known at compile time");
+			return none;
+		}
+		return num((double)s.dim[axis]);
+	}
+	case BI_zeros: return (Value){.kind = V_INIT, .init = {INIT_CONST, 0, 0}};
+	case BI_ones: return (Value){.kind = V_INIT, .init = {INIT_CONST, 1, 0}};
+	case BI_he: return (Value){.kind = V_INIT, .init = {(IrInitKind)-1, 0, 0}};
+	case BI_xavier: return (Value){.kind = V_INIT, .init = {(IrInitKind)-2, 0, 0}};
+	case BI_normal: case BI_uniform: {
+		Value a = lower_expr(L, env, arg[0]);
+		Value c = arg[1] ? lower_expr(L, env, arg[1]) : num(0);
+		if (a.kind != V_NUM || c.kind != V_NUM) {
+			diag_error(loc, "initializer arguments must be numbers");
+			return none;
+		}
+		if (b == BI_normal) /* normal(std, mean = 0) */
+			return (Value){.kind = V_INIT, .init = {INIT_NORMAL, c.num, a.num}};
+		if (!(a.num < c.num)) {
+			diag_error(loc, "uniform(low, high) needs low < high");
+			return none;
+		}
+		return (Value){.kind = V_INIT, .init = {INIT_UNIFORM, a.num, c.num}};
+	}
+	case BI_fashion_mnist: case BI_mnist: case BI_idx: case BI_npy:
+		return (Value){.kind = V_DATA, .id = b, .node = call, .env = env};
+	}
+	die("builtin %d has no lowering", b);
+}
+
+static Value call(Lower *L, Env *env, AstNode *call)
+{
+	Value f = lower_expr(L, env, call->lhs);
+	switch (f.kind) {
+	case V_NONE:
+		return none;
+	case V_BUILTIN:
+		return call_builtin(L, env, f.id, call);
+	case V_INST: {
+		Instance *in = f.inst;
+		if (!need_fn(L, call->loc, "calling a layer"))
+			return none;
+		Value v = call_fn(L, env, call, in->env, &in->forward->formals, in->forward->rhs, &in->forward->body);
+		if (in == L->model && v.kind != V_NONE)
+			L->pred = lower_tensor(L, v, call->loc);
+		return v;
+	}
+	case V_DEF:
+		switch (f.node->kind) {
+		case AST_LAYER:
+			return instantiate(L, env, call, f.node);
+		case AST_OPTIMIZER:
+			return (Value){.kind = V_OPT, .node = call, .env = env};
+		default:
+			return call_fn(L, env, call, L->global_env, &f.node->formals, f.node->rhs, &f.node->body);
+		}
+	default:
+		diag_error(call->loc, "a %s cannot be called", kind_name(f.kind));
+		return none;
+	}
+}
+
+/* ---- layers ---- */
+
+IrInit lower_resolve_init(Value v, IrShape s)
+{
+	if (v.kind == V_NUM)
+		return (IrInit){INIT_CONST, v.num, 0};
+	IrInit in = v.init;
+	double fan_in = s.rank >= 2 ? (double)ir_shape_numel(s, 1) / (double)s.dim[s.rank - 1] : (double)s.dim[0];
+	double fan_out = s.rank ? (double)s.dim[s.rank - 1] : 1;
+	if ((int)in.kind == -1) /* he: N(0, 2 / fan_in) */
+		return (IrInit){INIT_NORMAL, 0, sqrt(2.0 / fan_in)};
+	if ((int)in.kind == -2) { /* xavier: U(+-sqrt(6 / (fan_in + fan_out))) */
+		double r = sqrt(6.0 / (fan_in + fan_out));
+		return (IrInit){INIT_UNIFORM, -r, r};
+	}
+	return in;
+}
+
+static int eval_shape(Lower *L, Env *env, const AstList *dims, IrShape *s)
+{
+	*s = (IrShape){0};
+	if (dims->n > IR_MAXRANK) {
+		diag_error(dims->head->loc, "at most %d dimensions", IR_MAXRANK);
+		return 0;
+	}
+	for (AstNode *d = dims->head; d; d = d->next) {
+		int64_t k;
+		if (!as_int(lower_expr(L, env, d), d->loc, "a dimension", &k))
+			return 0;
+		if (k < 1) {
+			diag_error(d->loc, "a dimension must be positive, got %lld", (long long)k);
+			return 0;
+		}
+		s->dim[s->rank++] = k;
+	}
+	return 1;
+}
+
+static void add_param(Lower *L, Instance *in, AstNode *st)
+{
+	IrShape s;
+	if (!eval_shape(L, in->env, &st->args, &s))
+		return;
+	Value init = lower_expr(L, in->env, st->rhs);
+	if (init.kind != V_NUM && init.kind != V_INIT) {
+		if (init.kind != V_NONE)
+			diag_error(st->rhs->loc, "a parameter is initialized with a number or an initializer "
+						 "(zeros, ones, normal, uniform, he, xavier)");
+		return;
+	}
+	char name[256];
+	snprintf(name, sizeof name, "%s%s", in->path, st->name);
+	int slot = ir_add_param(L->mod, intern_cstr(name), s, lower_resolve_init(init, s), st->loc);
+	IrSlot *p = &L->mod->params[slot];
+	p->ntags = st->tags.n;
+	p->tags = arena_alloc(L->arena, (st->tags.n + 1) * sizeof *p->tags);
+	int i = 0;
+	for (AstNode *t = st->tags.head; t; t = t->next)
+		p->tags[i++] = t->name;
+	lower_bind(L, in->env, st->name, (Value){.kind = V_PARAM, .id = slot});
+}
+
+static Value instantiate(Lower *L, Env *callenv, AstNode *call, AstNode *layer)
+{
+	if (L->fn) {
+		diag_error(call->loc, "layer '%s' is created inside a forward or function; create it as a member "
+				      "of a layer or in the train block", layer->name);
+		return none;
+	}
+	if (L->depth >= LOWER_MAX_DEPTH) {
+		diag_error(call->loc, "layers nested more than %d deep (recursion?)", LOWER_MAX_DEPTH);
+		return none;
+	}
+	Instance *in = arena_alloc(L->arena, sizeof *in);
+	in->layer = layer;
+	in->path = L->prefix;
+	in->env = lower_env_new(L, L->global_env);
+	if (!lower_bind_args(L, callenv, call, &layer->formals, in->env))
+		return none;
+	for (int i = 0; i < in->env->n; i++) {
+		ValueKind k = in->env->b[i].v.kind;
+		if (k == V_TENSOR || k == V_PARAM) {
+			diag_error(call->loc, "argument '%s' of layer '%s' must be known at compile time",
+				   in->env->b[i].name, layer->name);
+			return none;
+		}
+	}
+	L->depth++;
+	for (AstNode *st = layer->body.head; st && !diag_full(); st = st->next) {
+		if (st->kind == AST_PARAM) {
+			add_param(L, in, st);
+		} else if (st->kind == AST_ASSIGN) {
+			const char *saved = L->prefix;
+			char path[256];
+			snprintf(path, sizeof path, "%s%s.", in->path, st->name);
+			L->prefix = intern_cstr(path);
+			lower_bind(L, in->env, st->name, lower_expr(L, in->env, st->rhs));
+			L->prefix = saved;
+		} else if (st->kind == AST_FORWARD) {
+			in->forward = st;
+		}
+	}
+	L->depth--;
+	return (Value){.kind = V_INST, .inst = in};
+}
+
+/* ---- expressions ---- */
+
+static Value global(Lower *L, const char *name)
+{
+	AstNode *def = sema_lookup(L->globals, name);
+	if (def && def->kind == AST_CONST) {
+		Value *cached = lower_lookup_local(L->global_env, name);
+		if (cached)
+			return *cached;
+		IrFunc *fn = L->fn;
+		L->fn = NULL; /* a constant is a compile-time value */
+		Value v = lower_expr(L, L->global_env, def->rhs);
+		L->fn = fn;
+		lower_bind(L, L->global_env, name, v);
+		return v;
+	}
+	if (def)
+		return (Value){.kind = V_DEF, .node = def};
+	int b = sema_builtin(name);
+	if (b >= 0)
+		return (Value){.kind = V_BUILTIN, .id = b};
+	return none;
+}
+
+Value lower_expr(Lower *L, Env *env, AstNode *e)
+{
+	if (!e || diag_full())
+		return none;
+	switch (e->kind) {
+	case AST_NUM:
+		return num(e->num);
+	case AST_STR:
+		return (Value){.kind = V_STR, .str = e->name};
+	case AST_NAME: {
+		Value *v = lookup(env, e->name);
+		Value r = v ? *v : global(L, e->name);
+		if (r.kind == V_NONE && !v)
+			diag_error(e->loc, "unknown name '%s'", e->name);
+		if (r.kind == V_PARAM && L->fn)
+			return tensor(lower_param_value(L, r.id));
+		return r;
+	}
+	case AST_UNARY: {
+		Value a = lower_expr(L, env, e->lhs);
+		if (a.kind == V_NUM)
+			return num(-a.num);
+		if (a.kind == V_NONE || !need_fn(L, e->loc, "'-'"))
+			return none;
+		return tensor(ir_unary(L->fn, IR_NEG, lower_tensor(L, a, e->loc), e->loc));
+	}
+	case AST_BINARY: {
+		Value a = lower_expr(L, env, e->lhs); /* left to right, so the IR reads like the source */
+		Value b = lower_expr(L, env, e->rhs);
+		return binary(L, e->op, a, b, e->loc);
+	}
+	case AST_CALL:
+		return call(L, env, e);
+	case AST_MEMBER: {
+		Value a = lower_expr(L, env, e->lhs);
+		if (a.kind == V_NONE)
+			return none;
+		Value *m = a.kind == V_INST ? lower_lookup_local(a.inst->env, e->name) : NULL;
+		if (!m) {
+			if (a.kind == V_INST)
+				diag_error(e->loc, "layer '%s' has no member '%s'", a.inst->layer->name, e->name);
+			else
+				diag_error(e->loc, "a %s has no members", kind_name(a.kind));
+			return none;
+		}
+		if (m->kind == V_PARAM && L->fn)
+			return tensor(lower_param_value(L, m->id));
+		return *m;
+	}
+	case AST_LIST: {
+		Value v = {.kind = V_LIST, .nitems = e->args.n};
+		v.items = arena_alloc(L->arena, (e->args.n + 1) * sizeof *v.items);
+		int i = 0;
+		for (AstNode *a = e->args.head; a; a = a->next)
+			v.items[i++] = lower_expr(L, env, a);
+		return v;
+	}
+	default:
+		die("lower: unexpected %s", ast_kind_name(e->kind));
+	}
+}
+
+static Value eval_body(Lower *L, Env *env, const AstList *body)
+{
+	for (AstNode *st = body->head; st; st = st->next) {
+		if (st->kind == AST_RETURN)
+			return lower_expr(L, env, st->rhs);
+		Value v = lower_expr(L, env, st->rhs);
+		if (st->op != TK_ASSIGN) {
+			Value *old = lookup(env, st->name);
+			int tk = st->op == TK_PLUSEQ ? TK_PLUS : st->op == TK_MINUSEQ ? TK_MINUS
+				: st->op == TK_STAREQ ? TK_STAR : TK_SLASH;
+			v = binary(L, tk, old ? *old : none, v, st->loc);
+		}
+		lower_bind(L, env, st->name, v);
+	}
+	return none;
+}
+
+/* ---- the train block ---- */
+
+static AstNode *field(AstNode *train, const char *name)
+{
+	const char *n = intern_cstr(name);
+	for (AstNode *st = train->body.head; st; st = st->next)
+		if (st->kind == AST_ASSIGN && st->name == n)
+			return st;
+	return NULL;
+}
+
+static int64_t int_field(Lower *L, AstNode *train, const char *name, int64_t dflt, int64_t lo)
+{
+	AstNode *st = field(train, name);
+	int64_t v = dflt;
+	if (!st)
+		return v;
+	if (as_int(lower_expr(L, L->train_env, st->rhs), st->rhs->loc, name, &v) && v < lo) {
+		diag_error(st->rhs->loc, "%s must be at least %lld", name, (long long)lo);
+		v = dflt;
+	}
+	return v;
+}
+
+/* A relative data path is relative to the directory of the file that names it. */
+static const char *relative_to(const char *path, const char *file)
+{
+	const char *slash = file ? strrchr(file, '/') : NULL;
+	if (!path || path[0] == '/' || !slash)
+		return path;
+	char buf[2048];
+	snprintf(buf, sizeof buf, "%.*s/%s", (int)(slash - file), file, path);
+	return intern_cstr(buf);
+}
+
+static void data_spec(Lower *L, Value d, DataSpec *spec)
+{
+	AstNode *arg[6];
+	builtin_args(d.id, d.node, arg, 6);
+	spec->loc = d.node->loc;
+	if (d.id == BI_fashion_mnist || d.id == BI_mnist) {
+		const char *dir = arg[0] ? relative_to(str_arg(L, d.env, arg[0]), d.node->loc.file)
+			: d.id == BI_fashion_mnist ? "/usr/share/datasets/fashion-mnist" : "/usr/share/datasets/mnist";
+		if (!dir)
+			return;
+		static const char *const files[4] = {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+						     "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"};
+		spec->kind = DATA_IDX;
+		for (int i = 0; i < 4; i++) {
+			char path[1024];
+			snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+			spec->path[i] = intern_cstr(path);
+		}
+		return;
+	}
+	spec->kind = d.id == BI_idx ? DATA_IDX : DATA_NPY;
+	for (int i = 0; i < 4; i++)
+		spec->path[i] = arg[i] ? relative_to(str_arg(L, d.env, arg[i]), d.node->loc.file) : NULL;
+	if ((spec->path[2] != NULL) != (spec->path[3] != NULL))
+		diag_error(spec->loc, "give both test files or neither");
+	spec->holdout = 0;
+	if (arg[4]) {
+		Value h = lower_expr(L, d.env, arg[4]);
+		if (h.kind != V_NUM || !(h.num > 0 && h.num < 1))
+			diag_error(arg[4]->loc, "holdout is a fraction between 0 and 1");
+		else
+			spec->holdout = h.num;
+	}
+	if (!spec->path[2] && spec->holdout == 0)
+		spec->holdout = d.id == BI_npy ? 0.1 : 0;
+	if (d.id == BI_idx && !spec->path[2])
+		diag_error(spec->loc, "idx() needs test_images and test_labels");
+}
+
+int lower_train_config(Lower *L, AstNode *train, TrainConfig *cfg)
+{
+	int before = diag_count();
+	L->train = train;
+	L->train_env = lower_env_new(L, L->global_env);
+	*cfg = (TrainConfig){.batch = 128, .epochs = 10, .seed = 0, .loc = train->loc};
+	AstNode *st = field(train, "data");
+	Value d = st ? lower_expr(L, L->train_env, st->rhs) : none;
+	if (d.kind == V_DATA)
+		data_spec(L, d, &cfg->data);
+	else if (d.kind != V_NONE)
+		diag_error(st->rhs->loc, "data must be a data source such as fashion_mnist() or npy(...)");
+	st = field(train, "model");
+	Value m = st ? lower_expr(L, L->train_env, st->rhs) : none;
+	if (m.kind == V_INST) {
+		L->model = m.inst;
+		lower_bind(L, L->train_env, intern_cstr("model"), m);
+	} else if (m.kind != V_NONE) {
+		diag_error(st->rhs->loc, "model must be a layer, such as Mlp(784, 256, 10)");
+	}
+	st = field(train, "optimizer");
+	Value o = st ? lower_expr(L, L->train_env, st->rhs) : none;
+	if (o.kind == V_OPT)
+		cfg->optimizer = o;
+	else if (o.kind != V_NONE)
+		diag_error(st->rhs->loc, "optimizer must be an optimizer such as adam(lr = 1e-3)");
+	cfg->batch = int_field(L, train, "batch", 128, 1);
+	cfg->epochs = (int)int_field(L, train, "epochs", 10, 0);
+	cfg->seed = (uint64_t)int_field(L, train, "seed", 0, 0);
+	return diag_count() - before;
+}
+
+IrFunc *lower_forward(Lower *L)
+{
+	AstNode *st = field(L->train, "loss");
+	if (!st || !L->model)
+		return NULL;
+	int before = diag_count();
+	IrFunc *fn = ir_func_new("forward");
+	L->fn = fn;
+	free(L->param_leaf);
+	L->param_leaf = NULL;
+	L->nparam_leaf = 0;
+	L->pred = -1;
+	Env *env = lower_env_new(L, L->train_env);
+	lower_bind(L, env, intern_cstr("x"), tensor(ir_leaf(fn, IR_INPUT, 0, L->mod->xshape, st->loc)));
+	lower_bind(L, env, intern_cstr("y"), tensor(ir_leaf(fn, IR_INPUT, 1, L->mod->yshape, st->loc)));
+	Value loss = lower_expr(L, env, st->rhs);
+	L->loss = lower_tensor(L, loss, st->rhs->loc);
+	if (L->loss >= 0 && ir_shape_of(fn, L->loss)->rank != 0) {
+		char b[64];
+		diag_error(st->rhs->loc, "the loss must be a scalar, got %s (take a mean?)",
+			   ir_shape_str(*ir_shape_of(fn, L->loss), b, sizeof b));
+	}
+	if (L->pred < 0 && diag_count() == before)
+		diag_error(st->rhs->loc, "the loss does not call the model");
+	if (L->pred >= 0) {
+		const IrShape *ps = ir_shape_of(fn, L->pred);
+		if (ps->rank != 2 || ps->dim[0] != IR_BATCH || ps->dim[1] == IR_BATCH) {
+			char b[64];
+			diag_error(st->rhs->loc, "the model's output must be [N, k], got %s",
+				   ir_shape_str(*ps, b, sizeof b));
+		} else {
+			L->mod->out_dim = ps->dim[1];
+		}
+	}
+	L->fn = NULL;
+	if (diag_count() != before) {
+		ir_func_free(fn);
+		return NULL;
+	}
+	return fn;
+}

@@ -1,0 +1,95 @@
+/* lower.h: elaboration of the train block into tensor IR. Layers are instantiated with their
+ * arguments, which fixes every shape; forward functions, plain functions and the loss are inlined
+ * into one IR function; shape errors are reported at the expression that caused them. */
+#ifndef LOWER_H
+#define LOWER_H
+
+#include "ast.h"
+#include "ir.h"
+#include "sema.h"
+
+typedef enum {
+	V_NONE,
+	V_NUM,     /* compile-time number */
+	V_TENSOR,  /* IR value of the function being built */
+	V_STR,
+	V_LIST,
+	V_PARAM,   /* a layer's parameter slot; becomes a tensor when read in a forward */
+	V_INST,    /* layer instance */
+	V_DEF,     /* layer, function or optimizer definition */
+	V_BUILTIN,
+	V_INIT,    /* initializer */
+	V_DATA,    /* data source */
+	V_OPT,     /* optimizer with its arguments */
+} ValueKind;
+
+typedef struct Instance Instance;
+typedef struct Env Env;
+
+typedef struct Value {
+	ValueKind kind;
+	double num;
+	int id;            /* V_TENSOR: value; V_PARAM: slot; V_BUILTIN / V_DATA: builtin */
+	const char *str;
+	AstNode *node;     /* V_DEF: the definition; V_OPT / V_DATA: the call */
+	Env *env;          /* V_OPT / V_DATA: where the call's arguments are evaluated */
+	Instance *inst;
+	struct Value *items; /* V_LIST */
+	int nitems;
+	IrInit init;       /* V_INIT; kind -1: he, -2: xavier (need the parameter's shape) */
+} Value;
+
+/* Where training data comes from, as the train block says. */
+typedef enum { DATA_IDX, DATA_NPY } DataKind;
+typedef struct DataSpec {
+	DataKind kind;
+	const char *path[4]; /* IDX: train images, labels, test images, labels; NPY: x, y, test x, test y */
+	double holdout;      /* NPY without test files: fraction held out */
+	SrcLoc loc;
+} DataSpec;
+
+typedef struct TrainConfig {
+	DataSpec data;
+	int64_t batch;
+	int epochs;
+	uint64_t seed;
+	Value optimizer;   /* V_OPT */
+	SrcLoc loc;
+} TrainConfig;
+
+typedef struct Lower {
+	Arena *arena;
+	const SemaGlobals *globals;
+	Env *global_env;
+	IrModule *mod;
+	IrFunc *fn;            /* the function being built; NULL while instantiating layers */
+	int *param_leaf;       /* per parameter slot: its PARAM value in fn, or -1 */
+	int nparam_leaf;
+	const char *prefix;    /* path of the layer being instantiated: "l1." */
+	int depth;             /* inlining depth, to stop runaway recursion */
+	AstNode *train;
+	Env *train_env;
+	Instance *model;
+	int pred;              /* the model's output in fn */
+	int loss;              /* the loss in fn */
+} Lower;
+
+void lower_init(Lower *L, Arena *arena, const SemaGlobals *g, IrModule *mod);
+/* Evaluate the train block's settings and instantiate the model (creating its parameters). */
+int lower_train_config(Lower *L, AstNode *train, TrainConfig *cfg);
+/* With mod->xshape/yshape/classes set from the data: build the forward function (loss and model
+ * output). Returns it, or NULL after errors. */
+IrFunc *lower_forward(Lower *L);
+
+/* For optim.c: environments and evaluation. */
+Env *lower_env_new(Lower *L, Env *parent);
+void lower_bind(Lower *L, Env *env, const char *name, Value v);
+Value *lower_lookup_local(Env *env, const char *name);
+Value lower_expr(Lower *L, Env *env, AstNode *e);
+int lower_tensor(Lower *L, Value v, SrcLoc loc); /* a number becomes a constant; -1 if not a tensor */
+int lower_param_value(Lower *L, int slot);      /* the PARAM value of slot in L->fn */
+/* Bind a call's arguments to a definition's formals in env (defaults evaluated there). */
+int lower_bind_args(Lower *L, Env *callenv, AstNode *call, const AstList *formals, Env *env);
+IrInit lower_resolve_init(Value v, IrShape s);
+
+#endif

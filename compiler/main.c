@@ -1,0 +1,516 @@
+/* main.c: the nmlc command line. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "codegen.h"
+#include "config.h"
+#include "driver.h"
+#include "jit.h"
+
+void openblas_set_num_threads(int n);
+
+static const char usage[] =
+	"usage: nmlc <command> [options] FILE.nml\n"
+	"\n"
+	"commands:\n"
+	"  run FILE        train the model of FILE's train block\n"
+	"  check FILE      parse and check FILE (names, arity, shapes); diagnostics only\n"
+	"  show WHAT FILE  print a compiler stage: --ast, --ir (forward), --grad (forward and\n"
+	"                  backward), --step (forward, backward and update), --llvm (kernels)\n"
+	"  gradcheck FILE  compare the derived gradients with central finite differences (f64)\n"
+	"\n"
+	"options of run:\n"
+	"  --epochs N          epochs (default: the train block's); 0 evaluates only\n"
+	"  --batch N           batch size (default: the train block's)\n"
+	"  --seed N            seed of initialization and shuffling\n"
+	"  --threads N         threads for matrix products (default: all cores)\n"
+	"  --limit N           train on the first N training samples only\n"
+	"  --set NAME=VALUE    override a hyperparameter of the optimizer, e.g. --set lr=3e-4\n"
+	"  --init F            start from the parameters in safetensors file F\n"
+	"  --save F            write the trained parameters to safetensors file F\n"
+	"  --log F             write one JSON object per epoch to F\n"
+	"  --verbose           report compile times\n"
+	"  --quiet             no per-epoch lines\n"
+	"options of gradcheck: --seed N, --batch N (samples, default 4)\n"
+	"\n"
+	"  nmlc --help, nmlc --version\n";
+
+typedef struct Options {
+	const char *cmd, *file, *show;
+	long epochs, batch, seed, threads, limit;
+	const char *sets[64];
+	int nsets;
+	const char *init, *save, *log;
+	int verbose, quiet;
+} Options;
+
+static int usage_error(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "nmlc: error: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n(run 'nmlc --help' for usage)\n");
+	return 2;
+}
+
+static int parse_long(const char *s, long lo, long *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo)
+		return 0;
+	*out = v;
+	return 1;
+}
+
+static int parse_args(int argc, char **argv, Options *o)
+{
+	*o = (Options){.epochs = -1, .batch = -1, .seed = -1, .threads = -1, .limit = -1};
+	o->cmd = argv[1];
+	for (int i = 2; i < argc; i++) {
+		const char *a = argv[i];
+		const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+		long *num = !strcmp(a, "--epochs") ? &o->epochs : !strcmp(a, "--batch") ? &o->batch
+			: !strcmp(a, "--seed") ? &o->seed : !strcmp(a, "--threads") ? &o->threads
+			: !strcmp(a, "--limit") ? &o->limit : NULL;
+		const char **str = !strcmp(a, "--init") ? &o->init : !strcmp(a, "--save") ? &o->save
+			: !strcmp(a, "--log") ? &o->log : NULL;
+		if (num || str || !strcmp(a, "--set")) {
+			if (!val)
+				return usage_error("%s needs a value", a);
+			i++;
+			if (num && !parse_long(val, num == &o->epochs || num == &o->seed ? 0 : 1, num))
+				return usage_error("bad number '%s'", val);
+			if (str)
+				*str = val;
+			if (!num && !str) {
+				if (o->nsets == 64)
+					return usage_error("too many %s options", a);
+				o->sets[o->nsets++] = val;
+			}
+		} else if (!strcmp(a, "--verbose")) {
+			o->verbose = 1;
+		} else if (!strcmp(a, "--quiet")) {
+			o->quiet = 1;
+		} else if (!strcmp(o->cmd, "show") && (!strcmp(a, "--ast") || !strcmp(a, "--ir") || !strcmp(a, "--grad")
+						     || !strcmp(a, "--step") || !strcmp(a, "--llvm"))) {
+			o->show = a + 2;
+		} else if (a[0] == '-' && a[1]) {
+			return usage_error("unknown option '%s'", a);
+		} else if (o->file) {
+			return usage_error("more than one file: '%s'", a);
+		} else {
+			o->file = a;
+		}
+	}
+	if (!o->file)
+		return usage_error("%s needs a FILE.nml", o->cmd);
+	if (!strcmp(o->cmd, "show") && !o->show)
+		return usage_error("%s needs one of --ast, --ir, --grad, --step, --llvm", "show");
+	return 0;
+}
+
+/* ---- compiling kernels ---- */
+
+typedef struct Build {
+	Compiler *c;
+	CgKernel k[2];
+	int nk;
+	CgType type;
+	int64_t max_batch;
+	char *text; /* with --llvm: the optimized module */
+} Build;
+
+static LLVMModuleRef build_module(LLVMContextRef ctx, void *user)
+{
+	Build *b = user;
+	return cg_module(ctx, "nml", &b->c->mod, b->k, b->nk, b->type, b->max_batch);
+}
+
+static Jit *compile(Compiler *c, Build *b)
+{
+	double t0 = drv_now_ms();
+	char *err = NULL;
+	Jit *j = jit_create(&err);
+	if (!j || jit_add(j, build_module, b, &err)) {
+		fprintf(stderr, "nmlc: error: code generation failed: %s\n", err ? err : "?");
+		free(err);
+		if (j)
+			jit_destroy(j);
+		return NULL;
+	}
+	c->ms_jit += drv_now_ms() - t0;
+	return j;
+}
+
+static void *lookup(Jit *j, const char *name)
+{
+	char *err = NULL;
+	void *p = jit_lookup(j, name, &err);
+	if (!p)
+		die("kernel %s not found: %s", name, err ? err : "?");
+	return p;
+}
+
+/* ---- hyperparameters ---- */
+
+static int apply_sets(Compiler *c, const Options *o)
+{
+	int bad = 0;
+	for (int i = 0; i < o->nsets; i++) {
+		const char *eq = strchr(o->sets[i], '=');
+		char *end = NULL;
+		double v = eq ? strtod(eq + 1, &end) : 0;
+		if (!eq || eq == o->sets[i] || end == eq + 1 || *end || !isfinite(v)) {
+			fprintf(stderr, "nmlc: error: --set wants NAME=NUMBER, got '%s'\n", o->sets[i]);
+			bad = 1;
+			continue;
+		}
+		int h = ir_find_hparam(&c->mod, intern(o->sets[i], (size_t)(eq - o->sets[i])));
+		if (h < 0) {
+			fprintf(stderr, "nmlc: error: --set %s: the optimizer has no hyperparameter '%.*s' (it has:",
+				o->sets[i], (int)(eq - o->sets[i]), o->sets[i]);
+			for (int k = 0; k < c->mod.nhparams; k++)
+				fprintf(stderr, " %s", c->mod.hparams[k].name);
+			fprintf(stderr, ")\n");
+			bad = 1;
+			continue;
+		}
+		c->mod.hparams[h].value = v;
+	}
+	return bad;
+}
+
+static float *alloc_floats(size_t n)
+{
+	float *p = aligned_alloc(64, ((n ? n : 1) * sizeof(float) + 63) & ~(size_t)63);
+	if (!p)
+		die("out of memory");
+	memset(p, 0, (n ? n : 1) * sizeof(float));
+	return p;
+}
+
+static void to_floats(const double *d, float *f, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		f[i] = (float)d[i];
+}
+
+static NmlTensorRef *tensor_refs(const IrModule *m, float *params)
+{
+	NmlTensorRef *t = calloc(m->nparams + 1, sizeof *t);
+	for (int i = 0; i < m->nparams; i++) {
+		const IrSlot *s = &m->params[i];
+		t[i].name = s->name;
+		t[i].rank = s->shape.rank;
+		for (int k = 0; k < s->shape.rank; k++)
+			t[i].shape[k] = s->shape.dim[k];
+		t[i].data = params + s->offset;
+	}
+	return t;
+}
+
+static void describe(const Compiler *c)
+{
+	const IrModule *m = &c->mod;
+	size_t count = 0;
+	for (int i = 0; i < m->nparams; i++)
+		count += (size_t)ir_shape_numel(m->params[i].shape, 1);
+	printf("model: %zu parameters in %d tensors; optimizer %s(", count, m->nparams,
+	       c->cfg.optimizer.node->lhs->name);
+	for (int i = 0; i < m->nhparams; i++)
+		printf("%s%s=%g", i ? ", " : "", m->hparams[i].name, m->hparams[i].value);
+	printf(")\n");
+	printf("data: %lld training and %lld test samples, %lld features", (long long)c->train.n,
+	       (long long)c->test.n, (long long)c->train.xdim);
+	if (m->classes)
+		printf(", %lld classes", (long long)m->classes);
+	printf("; batch %lld, %d epochs, seed %llu\n", (long long)c->cfg.batch, c->cfg.epochs,
+	       (unsigned long long)c->cfg.seed);
+}
+
+static int cmd_run(Compiler *c, const Options *o)
+{
+	if (o->batch > 0)
+		c->cfg.batch = o->batch;
+	if (o->epochs >= 0)
+		c->cfg.epochs = (int)o->epochs;
+	if (o->seed >= 0)
+		c->cfg.seed = (uint64_t)o->seed;
+	if (apply_sets(c, o))
+		return 1;
+	if (o->limit > 0 && o->limit < c->train.n)
+		c->train.n = o->limit; /* the first rows; the buffer keeps its size */
+	if (o->save) { /* fail before training, not after */
+		char dir[4096];
+		const char *slash = strrchr(o->save, '/');
+		snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - o->save) + 1 : 1, slash ? o->save : ".");
+		if (access(dir, W_OK) != 0) {
+			fprintf(stderr, "nmlc: error: cannot write '%s': directory '%s': %s\n", o->save, dir, strerror(errno));
+			return 1;
+		}
+	}
+	FILE *log = NULL;
+	if (o->log && !(log = fopen(o->log, "w"))) {
+		fprintf(stderr, "nmlc: error: cannot write log '%s': %s\n", o->log, strerror(errno));
+		return 1;
+	}
+	Build b = {.c = c, .k = {{"nml_step", c->step, 0}, {"nml_eval", c->eval, 0}}, .nk = 2,
+		   .type = CG_F32, .max_batch = c->cfg.batch};
+	Jit *j = compile(c, &b);
+	if (!j) {
+		if (log)
+			fclose(log);
+		return 1;
+	}
+	const IrModule *m = &c->mod;
+	float *params = alloc_floats(m->param_size), *grads = alloc_floats(m->param_size);
+	float *state = alloc_floats(m->state_size), *hparams = alloc_floats((size_t)m->nhparams);
+	double *tmp = malloc(((m->param_size > m->state_size ? m->param_size : m->state_size) + 1) * sizeof *tmp);
+	drv_init_slots(m->params, m->nparams, m->param_size, c->cfg.seed, 0, tmp);
+	to_floats(tmp, params, m->param_size);
+	drv_init_slots(m->states, m->nstates, m->state_size, c->cfg.seed, 1, tmp);
+	to_floats(tmp, state, m->state_size);
+	free(tmp);
+	for (int i = 0; i < m->nhparams; i++)
+		hparams[i] = (float)m->hparams[i].value;
+	NmlTensorRef *refs = tensor_refs(m, params);
+	char err[512];
+	int rc = 0;
+	if (o->init && nml_ckpt_load(o->init, refs, m->nparams, err, sizeof err)) {
+		fprintf(stderr, "nmlc: error: %s\n", err);
+		rc = 1;
+	}
+	if (!rc) {
+		if (!o->quiet)
+			describe(c);
+		if (o->verbose || !o->quiet)
+			printf("compiled in %.0f ms (front end %.1f ms, lowering %.1f ms, JIT %.1f ms; data loaded in %.0f ms)\n",
+			       c->ms_front + c->ms_lower + c->ms_jit, c->ms_front, c->ms_lower, c->ms_jit, c->ms_data);
+		fflush(stdout);
+		NmlTrainer tr = {
+			.step = (NmlKernel)lookup(j, "nml_step"), .eval = (NmlKernel)lookup(j, "nml_eval"),
+			.params = params, .grads = grads, .state = state, .hparams = hparams,
+			.step_work = b.k[0].work_bytes, .eval_work = b.k[1].work_bytes, .out_dim = m->out_dim,
+			.batch = c->cfg.batch, .epochs = c->cfg.epochs, .seed = c->cfg.seed,
+			.train = &c->train, .test = c->test.n ? &c->test : NULL, .log = log,
+			.progress = isatty(STDERR_FILENO) && !o->quiet, .quiet = o->quiet,
+		};
+		NmlEpochStats last;
+		if (tr.epochs == 0) {
+			double loss, acc;
+			if (!tr.test || nml_evaluate(&tr, tr.test, &loss, &acc)) {
+				fprintf(stderr, "nmlc: error: --epochs 0 evaluates the test data, and there is none\n");
+				rc = 1;
+			} else {
+				printf("test_loss %.4f  test_acc %.4f\n", loss, acc);
+			}
+		} else if (nml_train(&tr, &last, err, sizeof err)) {
+			fprintf(stderr, "nmlc: error: %s\n", err);
+			rc = 1;
+		}
+	}
+	if (!rc && o->save && nml_ckpt_save(o->save, refs, m->nparams, err, sizeof err)) {
+		fprintf(stderr, "nmlc: error: %s\n", err);
+		rc = 1;
+	}
+	if (log && fclose(log)) {
+		fprintf(stderr, "nmlc: error: writing log '%s': %s\n", o->log, strerror(errno));
+		rc = 1;
+	}
+	free(refs);
+	free(params);
+	free(grads);
+	free(state);
+	free(hparams);
+	jit_destroy(j);
+	return rc;
+}
+
+/* ---- gradient check ---- */
+
+static double eval_loss(NmlKernel k, NmlArgs *a)
+{
+	double loss = 0;
+	a->loss = &loss;
+	k(a);
+	return loss;
+}
+
+static int cmd_gradcheck(Compiler *c, const Options *o)
+{
+	const IrModule *m = &c->mod;
+	int64_t n = o->batch > 0 ? o->batch : 4;
+	if (n > c->train.n)
+		n = c->train.n;
+	uint64_t seed = o->seed >= 0 ? (uint64_t)o->seed : c->cfg.seed;
+	Build b = {.c = c, .k = {{"nml_grad", c->gradf, 0}, {"nml_eval", c->eval, 0}}, .nk = 2,
+		   .type = CG_F64, .max_batch = n};
+	Jit *j = compile(c, &b);
+	if (!j)
+		return 1;
+	NmlKernel gradk = (NmlKernel)lookup(j, "nml_grad"), evalk = (NmlKernel)lookup(j, "nml_eval");
+	double *params = calloc(m->param_size + 1, sizeof *params), *grads = calloc(m->param_size + 1, sizeof *grads);
+	double *hparams = calloc(m->nhparams + 1, sizeof *hparams);
+	drv_init_slots(m->params, m->nparams, m->param_size, seed, 0, params);
+	/* A random batch, in f64. */
+	int64_t *idx = malloc(c->train.n * sizeof *idx);
+	for (int64_t i = 0; i < c->train.n; i++)
+		idx[i] = i;
+	NmlRng r;
+	nml_rng_init(&r, seed, 2);
+	nml_rng_shuffle(&r, idx, c->train.n);
+	int64_t ycols = c->train.ydim ? c->train.ydim : 1;
+	float *xb = malloc(n * c->train.xdim * sizeof *xb), *yb = malloc(n * ycols * sizeof *yb);
+	nml_data_gather(&c->train, idx, n, xb, yb);
+	double *x = malloc(n * c->train.xdim * sizeof *x), *y = malloc(n * ycols * sizeof *y);
+	for (int64_t i = 0; i < n * c->train.xdim; i++)
+		x[i] = xb[i];
+	for (int64_t i = 0; i < n * ycols; i++)
+		y[i] = yb[i];
+	size_t wbytes = b.k[0].work_bytes > b.k[1].work_bytes ? b.k[0].work_bytes : b.k[1].work_bytes;
+	void *work = aligned_alloc(64, (wbytes + 64) & ~(size_t)63);
+	double *pred = calloc(n * (m->out_dim ? m->out_dim : 1), sizeof *pred);
+	NmlArgs a = {.params = params, .grads = grads, .x = x, .y = y, .hparams = hparams, .work = work,
+		     .pred = pred, .n = n, .t = 1};
+	double loss0 = eval_loss(gradk, &a);
+	printf("gradcheck: loss %.10g on %lld samples, f64, central differences\n", loss0, (long long)n);
+	int failed = 0;
+	const double h = 1e-5, rtol = 1e-4, atol = 1e-7;
+	for (int p = 0; p < m->nparams; p++) {
+		const IrSlot *s = &m->params[p];
+		int64_t numel = ir_shape_numel(s->shape, 1), count = numel < 24 ? numel : 24;
+		double max_abs = 0, max_rel = 0;
+		int bad = 0;
+		for (int64_t k = 0; k < count; k++) {
+			int64_t e = count == numel ? k : (int64_t)(nml_rng_u32(&r) % (uint32_t)numel);
+			double *pe = params + s->offset + e, keep = *pe;
+			*pe = keep + h;
+			double up = eval_loss(evalk, &a);
+			*pe = keep - h;
+			double down = eval_loss(evalk, &a);
+			*pe = keep;
+			double fd = (up - down) / (2 * h), an = grads[s->offset + e];
+			double err = fabs(fd - an), scale = fmax(fabs(fd), fabs(an));
+			if (err > max_abs)
+				max_abs = err;
+			if (scale > 0 && err / scale > max_rel)
+				max_rel = err / scale;
+			if (err > atol + rtol * scale) {
+				if (!bad++)
+					printf("  %s[%lld]: derived %.10g, finite difference %.10g\n", s->name, (long long)e, an, fd);
+			}
+		}
+		char sh[64];
+		printf("  %-24s %-14s %3lld of %-8lld max abs err %.2e  max rel err %.2e  %s\n", s->name,
+		       ir_shape_str(s->shape, sh, sizeof sh), (long long)count, (long long)numel, max_abs, max_rel,
+		       bad ? "FAIL" : "ok");
+		failed += bad > 0;
+	}
+	printf("gradcheck: %d of %d parameters %s\n", failed ? failed : m->nparams, m->nparams,
+	       failed ? "FAILED" : "ok");
+	free(idx);
+	free(xb);
+	free(yb);
+	free(x);
+	free(y);
+	free(work);
+	free(pred);
+	free(params);
+	free(grads);
+	free(hparams);
+	jit_destroy(j);
+	return failed ? 1 : 0;
+}
+
+/* ---- show ---- */
+
+static int cmd_show(Compiler *c, const Options *o)
+{
+	if (!strcmp(o->show, "ast")) {
+		AstProgram user = {.items = {c->user_items, NULL, 0}};
+		ast_dump(stdout, &user);
+		return 0;
+	}
+	if (!strcmp(o->show, "ir")) {
+		ir_dump(stdout, &c->mod, c->eval);
+		return 0;
+	}
+	if (!strcmp(o->show, "grad")) {
+		ir_dump(stdout, &c->mod, c->gradf);
+		return 0;
+	}
+	if (!strcmp(o->show, "step")) {
+		ir_dump(stdout, &c->mod, c->step);
+		return 0;
+	}
+	LLVMContextRef ctx = LLVMContextCreate();
+	Build b = {.c = c, .k = {{"nml_step", c->step, 0}, {"nml_eval", c->eval, 0}}, .nk = 2,
+		   .type = CG_F32, .max_batch = c->cfg.batch};
+	LLVMModuleRef mod = build_module(ctx, &b);
+	char *err = NULL;
+	if (cg_optimize(mod, &err)) {
+		fprintf(stderr, "nmlc: error: %s\n", err);
+		free(err);
+		return 1;
+	}
+	char *text = cg_print(mod);
+	fputs(text, stdout);
+	LLVMDisposeMessage(text);
+	LLVMDisposeModule(mod);
+	LLVMContextDispose(ctx);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		fputs(usage, argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("nmlc %s\n", NML_VERSION);
+		return 0;
+	}
+	const char *cmds[] = {"run", "check", "show", "gradcheck"};
+	int known = 0;
+	for (int i = 0; i < 4; i++)
+		known |= !strcmp(argv[1], cmds[i]);
+	if (!known)
+		return usage_error("unknown command '%s'", argv[1]);
+	Options o;
+	int rc = parse_args(argc, argv, &o);
+	if (rc)
+		return rc;
+	if (o.threads > 0)
+		openblas_set_num_threads((int)o.threads);
+
+	Compiler c;
+	drv_init(&c);
+	c.verbose = o.verbose;
+	int errs;
+	if (!strcmp(o.cmd, "show") && !strcmp(o.show, "ast"))
+		errs = drv_parse(&c, o.file);
+	else
+		errs = drv_front(&c, o.file);
+	if (errs) {
+		int n = diag_count();
+		if (n)
+			fprintf(stderr, "%d error%s\n", n, n == 1 ? "" : "s");
+		drv_free(&c);
+		return 1;
+	}
+	if (!strcmp(o.cmd, "check"))
+		rc = 0;
+	else if (!strcmp(o.cmd, "show"))
+		rc = cmd_show(&c, &o);
+	else if (!strcmp(o.cmd, "gradcheck"))
+		rc = cmd_gradcheck(&c, &o);
+	else
+		rc = cmd_run(&c, &o);
+	drv_free(&c);
+	return rc;
+}

@@ -1,0 +1,118 @@
+/* optim.c: the update rule applied to every parameter. */
+#include "optim.h"
+
+#include <string.h>
+
+#include "grammar.h"
+
+int optim_hparams(Lower *L, const Value *opt)
+{
+	int before = diag_count();
+	AstNode *def = sema_lookup(L->globals, opt->node->lhs->name);
+	Env *env = lower_env_new(L, L->global_env);
+	IrFunc *fn = L->fn;
+	L->fn = NULL; /* hyperparameters are numbers; the runtime may change them */
+	lower_bind_args(L, opt->env, opt->node, &def->formals, env);
+	L->fn = fn;
+	for (AstNode *f = def->formals.head; f; f = f->next) {
+		Value *v = lower_lookup_local(env, f->name);
+		if (v->kind == V_NUM)
+			ir_add_hparam(L->mod, f->name, v->num, f->loc);
+		else if (v->kind != V_NONE)
+			diag_error(f->loc, "hyperparameter '%s' must be a number", f->name);
+	}
+	return diag_count() - before;
+}
+
+static void store(Lower *L, IrOp op, int v, int slot, const IrSlot *s, SrcLoc loc)
+{
+	if (v < 0)
+		return;
+	IrShape b;
+	const IrShape *vs = ir_shape_of(L->fn, v);
+	if (!ir_broadcast(*vs, s->shape, &b) || !ir_shape_eq(b, s->shape)) {
+		char x[64], y[64];
+		diag_error(loc, "the update of '%s' has shape %s, the %s is %s", s->name, ir_shape_str(*vs, x, sizeof x),
+			   op == IR_STORE_PARAM ? "parameter" : "state", ir_shape_str(s->shape, y, sizeof y));
+		return;
+	}
+	ir_store(L->fn, op, ir_expand(L->fn, v, s->shape, loc), slot, loc);
+}
+
+int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
+{
+	int before = diag_count();
+	AstNode *def = sema_lookup(L->globals, opt->node->lhs->name);
+	const char *p_name = intern_cstr("p"), *g_name = intern_cstr("g"), *t_name = intern_cstr("t");
+	L->fn = fn;
+	int step = ir_leaf(fn, IR_STEP, 0, ir_scalar_shape(), def->loc);
+	int hp[64];
+	int i = 0;
+	for (AstNode *f = def->formals.head; f && i < 64; f = f->next, i++)
+		hp[i] = ir_leaf(fn, IR_HPARAM, ir_find_hparam(L->mod, f->name), ir_scalar_shape(), f->loc);
+	for (int p = 0; p < L->mod->nparams && !diag_full(); p++) {
+		Env *env = lower_env_new(L, L->global_env);
+		i = 0;
+		for (AstNode *f = def->formals.head; f && i < 64; f = f->next, i++)
+			lower_bind(L, env, f->name, (Value){.kind = V_TENSOR, .id = hp[i]});
+		lower_bind(L, env, p_name, (Value){.kind = V_TENSOR, .id = lower_param_value(L, p)});
+		lower_bind(L, env, g_name, (Value){.kind = V_TENSOR, .id = grad[p]});
+		lower_bind(L, env, t_name, (Value){.kind = V_TENSOR, .id = step});
+		int first_state = L->mod->nstates;
+		for (AstNode *st = def->body.head; st; st = st->next) {
+			const IrSlot *ps = &L->mod->params[p];
+			if (st->kind == AST_STATE) {
+				IrShape s = ps->shape;
+				if (st->args.n) {
+					s = (IrShape){0};
+					for (AstNode *d = st->args.head; d; d = d->next) {
+						Value v = lower_expr(L, env, d);
+						if (v.kind == V_NUM && v.num >= 1 && s.rank < IR_MAXRANK)
+							s.dim[s.rank++] = (int64_t)v.num;
+						else
+							diag_error(d->loc, "a state dimension must be a positive number");
+					}
+				}
+				IrFunc *keep = L->fn;
+				L->fn = NULL;
+				Value init = lower_expr(L, env, st->rhs);
+				L->fn = keep;
+				if (init.kind != V_NUM && init.kind != V_INIT) {
+					if (init.kind != V_NONE)
+						diag_error(st->rhs->loc, "state is initialized with a number or an initializer");
+					continue;
+				}
+				char name[256];
+				snprintf(name, sizeof name, "%s.%s", ps->name, st->name);
+				int slot = ir_add_state(L->mod, intern_cstr(name), s, lower_resolve_init(init, s), st->loc);
+				lower_bind(L, env, st->name,
+					   (Value){.kind = V_TENSOR, .id = ir_leaf(fn, IR_STATE, slot, s, st->loc)});
+				continue;
+			}
+			Value v = lower_expr(L, env, st->rhs);
+			if (st->op != TK_ASSIGN) {
+				Value *old = lower_lookup_local(env, st->name);
+				int tk = st->op == TK_PLUSEQ ? IR_ADD : st->op == TK_MINUSEQ ? IR_SUB
+					: st->op == TK_STAREQ ? IR_MUL : IR_DIV;
+				int a = old ? lower_tensor(L, *old, st->loc) : -1;
+				v = (Value){.kind = V_TENSOR, .id = ir_binary(fn, (IrOp)tk, a, lower_tensor(L, v, st->loc), st->loc)};
+				if (v.id < 0)
+					v.kind = V_NONE;
+			}
+			lower_bind(L, env, st->name, v);
+		}
+		/* Write back what the rule changed: every state, then the parameter. */
+		for (int s = first_state; s < L->mod->nstates; s++) {
+			const IrSlot *ss = &L->mod->states[s];
+			const char *local = strrchr(ss->name, '.') + 1;
+			Value *v = lower_lookup_local(env, intern_cstr(local));
+			int id = v ? lower_tensor(L, *v, ss->loc) : -1;
+			if (id >= 0 && !(fn->inst[id].op == IR_STATE && fn->inst[id].ival == s))
+				store(L, IR_STORE_STATE, id, s, ss, ss->loc);
+		}
+		Value *pv = lower_lookup_local(env, p_name);
+		store(L, IR_STORE_PARAM, lower_tensor(L, *pv, def->loc), p, &L->mod->params[p], def->loc);
+	}
+	L->fn = NULL;
+	return diag_count() - before;
+}

@@ -1,0 +1,58 @@
+/* parse.c: pushes tokens from the lexer into the parser, one at a time.
+ *
+ * Newlines end statements, except inside parentheses and brackets, where an expression may span
+ * lines. An end of line is also implied before '}' and at the end of input, so `{ forward(x) = x }`
+ * needs no line break. */
+#include "parse.h"
+
+#include <stdlib.h>
+
+#include "grammar.h"
+
+void *NmlParseAlloc(void *(*malloc_fn)(size_t));
+void NmlParse(void *parser, int kind, Token tok, ParseCtx *ctx);
+void NmlParseFree(void *parser, void (*free_fn)(void *));
+
+void parse_syntax_error(ParseCtx *ctx, Token tok, int kind)
+{
+	const char *what = lex_token_name(kind);
+	if (what)
+		diag_error(tok.loc, "syntax error: unexpected %s", what);
+	else
+		diag_error(tok.loc, "syntax error: unexpected '%.*s'", tok.len, tok.s);
+}
+
+int parse_source(Arena *arena, const char *file, const char *src, AstProgram *prog)
+{
+	int before = diag_count();
+	ParseCtx ctx = {.arena = arena, .program = prog};
+	Lexer lx;
+	lex_init(&lx, file, src);
+	diag_add_source(file, src);
+	void *parser = NmlParseAlloc(malloc);
+	int depth = 0, prev = TK_NL;
+	for (;;) {
+		Token t = lex_next(&lx);
+		if (t.kind == TK_LPAREN || t.kind == TK_LBRACKET)
+			depth++;
+		else if ((t.kind == TK_RPAREN || t.kind == TK_RBRACKET) && depth > 0)
+			depth--;
+		else if (t.kind == TK_NL && (depth > 0 || prev == TK_NL))
+			continue;
+		if ((t.kind == TK_RBRACE || t.kind == 0) && prev != TK_NL) {
+			Token nl = t;
+			nl.kind = TK_NL;
+			nl.len = 0;
+			NmlParse(parser, TK_NL, nl, &ctx);
+		}
+		if (t.kind == TK_RBRACE)
+			depth = 0; /* an unclosed '(' does not swallow the rest of the file */
+		ctx.last = t;
+		NmlParse(parser, t.kind, t, &ctx);
+		if (t.kind == 0 || diag_full())
+			break;
+		prev = t.kind;
+	}
+	NmlParseFree(parser, free);
+	return diag_count() - before;
+}

@@ -1,0 +1,613 @@
+/* data.c: data sets in memory as float matrices, read from IDX (MNIST layout) or NumPy .npy files.
+ *
+ * Readers never trust a header: every size is checked for overflow, and memory is only committed to
+ * bytes that exist (IDX arrays grow as gzip'd data arrives; NPY sizes are checked against the file),
+ * so a corrupt file costs an error message, not a crash or a huge allocation. */
+#include "nmlrt.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <zlib.h>
+
+enum {
+	IDX_IMAGES = 0x00000803, /* unsigned byte, 3 dimensions */
+	IDX_LABELS = 0x00000801, /* unsigned byte, 1 dimension */
+	DATA_CHUNK = 1 << 16,
+	NPY_MAX_HEADER = 1 << 20, /* numpy writes a few hundred bytes; refuse anything absurd */
+	NPY_MAX_RANK = 64,        /* numpy's NPY_MAXDIMS */
+};
+
+/* Labels are stored as floats; past 2^24 consecutive integers are no longer exact. */
+#define DATA_MAX_LABEL 16777216.0
+
+__attribute__((format(printf, 3, 4)))
+static int data_error(char *err, size_t errlen, const char *fmt, ...)
+{
+	if (err && errlen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return -1;
+}
+
+static uint32_t rd_be32(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static uint64_t rd_le(const unsigned char *p, int size)
+{
+	uint64_t v = 0;
+	for (int i = size - 1; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* ---- IDX ---- */
+
+/* Reads exactly len bytes; 0 on success, else an error naming path. */
+static int gz_read_all(gzFile f, const char *path, void *buf, size_t len, const char *what, char *err,
+                       size_t errlen)
+{
+	unsigned char *p = buf;
+	while (len > 0) {
+		unsigned want = len > DATA_CHUNK ? DATA_CHUNK : (unsigned)len;
+		int got = gzread(f, p, want);
+		if (got < 0) {
+			int code;
+			const char *msg = gzerror(f, &code);
+			size_t plen = strlen(path);
+			if (code == Z_ERRNO)
+				return data_error(err, errlen, "cannot read %s: %s", path, strerror(errno));
+			/* zlib's message starts with the path, which we print anyway. */
+			if (strncmp(msg, path, plen) == 0 && strncmp(msg + plen, ": ", 2) == 0)
+				msg += plen + 2;
+			if (code == Z_DATA_ERROR)
+				return data_error(err, errlen, "%s is corrupt (gzip: %s)", path, msg);
+			return data_error(err, errlen, "cannot read %s: %s", path, msg);
+		}
+		if (got == 0)
+			return data_error(err, errlen, "%s is truncated (%s ends early)", path, what);
+		p += got;
+		len -= (size_t)got;
+	}
+	return 0;
+}
+
+/* Opens an IDX file and checks its magic; dims receives the ndims sizes. */
+static gzFile idx_open(const char *path, uint32_t magic, int ndims, uint32_t *dims, char *err, size_t errlen)
+{
+	errno = 0;
+	gzFile f = gzopen(path, "rb");
+	if (!f) {
+		data_error(err, errlen, "cannot open %s: %s", path, errno ? strerror(errno) : "out of memory");
+		return NULL;
+	}
+	unsigned char h[16];
+	if (gz_read_all(f, path, h, 4, "header", err, errlen) < 0)
+		goto fail;
+	uint32_t m = rd_be32(h);
+	if (m != magic) {
+		const char *kind = magic == IDX_IMAGES ? "image" : "label";
+		if (m == IDX_IMAGES || m == IDX_LABELS)
+			data_error(err, errlen, "%s is an IDX %s file, expected %s", path,
+			           m == IDX_IMAGES ? "image" : "label", magic == IDX_IMAGES ? "images" : "labels");
+		else
+			data_error(err, errlen, "%s is not an IDX %s file (magic 0x%08x, expected 0x%08x)", path, kind,
+			           m, magic);
+		goto fail;
+	}
+	if (gz_read_all(f, path, h + 4, 4 * (size_t)ndims, "header", err, errlen) < 0)
+		goto fail;
+	for (int i = 0; i < ndims; i++)
+		dims[i] = rd_be32(h + 4 + 4 * i);
+	return f;
+fail:
+	gzclose(f);
+	return NULL;
+}
+
+/* Reads count bytes as floats divided by div (divided, not multiplied by 1/div, so a pixel matches
+ * numpy's and torchvision's x / 255 bit for bit). The array grows as bytes arrive (doubling, capped
+ * at count), so a header that lies about the size cannot make us allocate for it up front. */
+static float *idx_read_bytes(gzFile f, const char *path, uint64_t count, float div, char *err, size_t errlen)
+{
+	float value[256];
+	for (int i = 0; i < 256; i++)
+		value[i] = (float)i / div;
+	unsigned char *chunk = malloc(DATA_CHUNK);
+	float *out = NULL;
+	uint64_t cap = 0, have = 0;
+	if (!chunk) {
+		data_error(err, errlen, "out of memory reading %s", path);
+		return NULL;
+	}
+	while (have < count) {
+		if (have == cap) {
+			cap = cap ? 2 * cap : (1 << 20);
+			if (cap > count)
+				cap = count;
+			float *p = realloc(out, cap * sizeof *out);
+			if (!p) {
+				data_error(err, errlen, "out of memory reading %s", path);
+				goto fail;
+			}
+			out = p;
+		}
+		uint64_t want = cap - have < DATA_CHUNK ? cap - have : DATA_CHUNK;
+		if (gz_read_all(f, path, chunk, want, "data", err, errlen) < 0)
+			goto fail;
+		for (uint64_t i = 0; i < want; i++)
+			out[have + i] = value[chunk[i]];
+		have += want;
+	}
+	free(chunk);
+	return out;
+fail:
+	free(chunk);
+	free(out);
+	return NULL;
+}
+
+int nml_data_load_idx(NmlData *d, const char *images, const char *labels, char *err, size_t errlen)
+{
+	NmlData r = {0};
+	uint32_t idim[3], ldim[1];
+	gzFile fi = NULL, fl = NULL;
+
+	if (!(fi = idx_open(images, IDX_IMAGES, 3, idim, err, errlen)))
+		goto fail;
+	if (!(fl = idx_open(labels, IDX_LABELS, 1, ldim, err, errlen)))
+		goto fail;
+	if (idim[0] != ldim[0]) {
+		data_error(err, errlen, "%s has %u images but %s has %u labels", images, idim[0], labels, ldim[0]);
+		goto fail;
+	}
+	if (idim[0] == 0) {
+		data_error(err, errlen, "%s holds no images", images);
+		goto fail;
+	}
+	if (idim[1] == 0 || idim[2] == 0) {
+		data_error(err, errlen, "%s has empty images (%u x %u)", images, idim[1], idim[2]);
+		goto fail;
+	}
+	/* Three 32-bit factors can exceed 64 bits. */
+	uint64_t xdim = (uint64_t)idim[1] * idim[2], total;
+	if (__builtin_mul_overflow(xdim, (uint64_t)idim[0], &total) || total > SIZE_MAX / sizeof(float) ||
+	    total > INT64_MAX) {
+		data_error(err, errlen, "%s is too large (%u x %u x %u)", images, idim[0], idim[1], idim[2]);
+		goto fail;
+	}
+	r.n = idim[0];
+	r.xdim = (int64_t)xdim;
+	if (!(r.x = idx_read_bytes(fi, images, total, 255, err, errlen)))
+		goto fail;
+	if (!(r.y = idx_read_bytes(fl, labels, r.n, 1.0f, err, errlen)))
+		goto fail;
+	float top = 0;
+	for (int64_t i = 0; i < r.n; i++)
+		top = r.y[i] > top ? r.y[i] : top;
+	r.classes = (int64_t)top + 1;
+	gzclose(fi);
+	gzclose(fl);
+	*d = r;
+	return 0;
+fail:
+	if (fi)
+		gzclose(fi);
+	if (fl)
+		gzclose(fl);
+	nml_data_free(&r);
+	return -1;
+}
+
+/* ---- NPY ---- */
+
+typedef struct NpyArray {
+	char kind; /* 'f', 'i', 'u', 'b' */
+	int size;  /* bytes per element */
+	int rank;
+	int64_t shape[NPY_MAX_RANK];
+	int64_t rows, cols; /* shape[0], product of the rest */
+	char descr[16];
+} NpyArray;
+
+/* Header dictionary scanner: the subset of Python literal syntax numpy writes. */
+typedef struct NpyScan {
+	const char *p, *end;
+} NpyScan;
+
+static void npy_space(NpyScan *s)
+{
+	while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+		s->p++;
+}
+
+static int npy_eat(NpyScan *s, char c)
+{
+	npy_space(s);
+	if (s->p < s->end && *s->p == c) {
+		s->p++;
+		return 1;
+	}
+	return 0;
+}
+
+/* A quoted string into buf (truncated to len - 1); 0 if there is none. */
+static int npy_string(NpyScan *s, char *buf, size_t len)
+{
+	npy_space(s);
+	if (s->p >= s->end || (*s->p != '\'' && *s->p != '"'))
+		return 0;
+	char q = *s->p++;
+	size_t n = 0;
+	while (s->p < s->end && *s->p != q) {
+		if (n + 1 < len)
+			buf[n++] = *s->p;
+		s->p++;
+	}
+	if (s->p >= s->end)
+		return 0;
+	s->p++;
+	buf[n] = 0;
+	return 1;
+}
+
+static int npy_word(NpyScan *s, const char *w)
+{
+	npy_space(s);
+	size_t n = strlen(w);
+	if ((size_t)(s->end - s->p) >= n && memcmp(s->p, w, n) == 0) {
+		s->p += n;
+		return 1;
+	}
+	return 0;
+}
+
+/* (d0, d1, ...) with Python's optional trailing comma and Python 2's L suffix. */
+static int npy_shape(NpyScan *s, NpyArray *a)
+{
+	if (!npy_eat(s, '('))
+		return 0;
+	a->rank = 0;
+	for (;;) {
+		if (npy_eat(s, ')'))
+			return 1;
+		npy_space(s);
+		if (s->p >= s->end || *s->p < '0' || *s->p > '9' || a->rank == NPY_MAX_RANK)
+			return 0;
+		int64_t v = 0;
+		while (s->p < s->end && *s->p >= '0' && *s->p <= '9') {
+			if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, *s->p - '0', &v))
+				return 0;
+			s->p++;
+		}
+		if (s->p < s->end && *s->p == 'L')
+			s->p++;
+		a->shape[a->rank++] = v;
+		if (!npy_eat(s, ','))
+			return npy_eat(s, ')');
+	}
+}
+
+static int npy_dtype(NpyArray *a, const char *path, char *err, size_t errlen)
+{
+	const char *d = a->descr;
+	if (strlen(d) < 3 || !strchr("<>|=", d[0]) || !strchr("fiub", d[1]) || d[2] < '1' || d[2] > '8' || d[3])
+		return data_error(err, errlen, "%s has unsupported dtype '%s'", path, d);
+	a->kind = d[1];
+	a->size = d[2] - '0';
+	int ok;
+	switch (a->kind) {
+	case 'f': ok = a->size == 4 || a->size == 8; break;
+	case 'b': ok = a->size == 1; break;
+	default: ok = a->size == 1 || a->size == 2 || a->size == 4 || a->size == 8; break;
+	}
+	if (!ok)
+		return data_error(err, errlen, "%s has unsupported dtype '%s'", path, d);
+	int little = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
+	if (a->size > 1 && (d[0] == '>' || (d[0] == '=' && !little)))
+		return data_error(err, errlen, "%s has big-endian dtype '%s'; only little-endian is supported", path, d);
+	return 0;
+}
+
+static int npy_parse_header(NpyArray *a, const char *h, size_t len, const char *path, char *err, size_t errlen)
+{
+	NpyScan s = {h, h + len};
+	int have_descr = 0, have_order = 0, have_shape = 0, fortran = 0;
+	if (!npy_eat(&s, '{'))
+		goto bad;
+	while (!npy_eat(&s, '}')) {
+		char key[32];
+		if (!npy_string(&s, key, sizeof key) || !npy_eat(&s, ':'))
+			goto bad;
+		if (strcmp(key, "descr") == 0) {
+			npy_space(&s);
+			if (s.p < s.end && *s.p == '[')
+				return data_error(err, errlen, "%s holds a structured array; only plain numeric dtypes are supported",
+				                  path);
+			if (!npy_string(&s, a->descr, sizeof a->descr))
+				goto bad;
+			have_descr = 1;
+		} else if (strcmp(key, "fortran_order") == 0) {
+			if (npy_word(&s, "True"))
+				fortran = 1;
+			else if (!npy_word(&s, "False"))
+				goto bad;
+			have_order = 1;
+		} else if (strcmp(key, "shape") == 0) {
+			if (!npy_shape(&s, a))
+				goto bad;
+			have_shape = 1;
+		} else {
+			goto bad;
+		}
+		if (!npy_eat(&s, ',')) {
+			if (!npy_eat(&s, '}'))
+				goto bad;
+			break;
+		}
+	}
+	if (!have_descr || !have_order || !have_shape)
+		goto bad;
+	if (fortran)
+		return data_error(err, errlen, "%s is in Fortran order; save it C-contiguous (np.ascontiguousarray)", path);
+	return npy_dtype(a, path, err, errlen);
+bad:
+	return data_error(err, errlen, "%s has a malformed .npy header", path);
+}
+
+/* Converts count elements at p to floats. */
+static void npy_convert(const NpyArray *a, const unsigned char *p, size_t count, float *out)
+{
+	if (a->kind == 'f' && a->size == 4 && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__) {
+		memcpy(out, p, count * sizeof *out); /* the common case, already in our format */
+		return;
+	}
+	for (size_t i = 0; i < count; i++, p += a->size) {
+		uint64_t bits = rd_le(p, a->size);
+		switch (a->kind) {
+		case 'f':
+			if (a->size == 4) {
+				uint32_t b = (uint32_t)bits;
+				float f;
+				memcpy(&f, &b, sizeof f);
+				out[i] = f;
+			} else {
+				double f;
+				memcpy(&f, &bits, sizeof f);
+				out[i] = (float)f;
+			}
+			break;
+		case 'i': {
+			/* Sign-extend from size bytes. */
+			int shift = 64 - 8 * a->size;
+			out[i] = (float)((int64_t)(bits << shift) >> shift);
+			break;
+		}
+		case 'u': out[i] = (float)bits; break;
+		default: out[i] = bits != 0; break;
+		}
+	}
+}
+
+/* For integer labels: the most negative and the largest value, exactly. */
+static void npy_int_range(const NpyArray *a, const unsigned char *p, size_t count, int64_t *lo, uint64_t *hi)
+{
+	for (size_t i = 0; i < count; i++, p += a->size) {
+		uint64_t bits = rd_le(p, a->size);
+		if (a->kind == 'i') {
+			int shift = 64 - 8 * a->size;
+			int64_t v = (int64_t)(bits << shift) >> shift;
+			if (v < *lo)
+				*lo = v;
+			if (v > 0 && (uint64_t)v > *hi)
+				*hi = (uint64_t)v;
+		} else if (bits > *hi) {
+			*hi = bits;
+		}
+	}
+}
+
+/* Reads one .npy file into a float matrix [rows, cols]; with lo and hi, also the range of integer
+ * values (labels), taken from the raw integers rather than their float images. */
+static float *npy_read(const char *path, NpyArray *a, int64_t *lo, uint64_t *hi, char *err, size_t errlen)
+{
+	float *out = NULL;
+	unsigned char *chunk = NULL, pre[12];
+	char *header = NULL;
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		data_error(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	struct stat st;
+	if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode)) {
+		data_error(err, errlen, "%s is not a regular file", path);
+		goto fail;
+	}
+	if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
+		data_error(err, errlen, "%s is not a .npy file", path);
+		goto fail;
+	}
+	int major = pre[6];
+	size_t hlen, off;
+	if (major == 1) {
+		hlen = rd_le(pre + 8, 2);
+		off = 10;
+	} else if (major == 2 || major == 3) {
+		if (fread(pre + 10, 1, 2, f) != 2) {
+			data_error(err, errlen, "%s is truncated (.npy header)", path);
+			goto fail;
+		}
+		hlen = rd_le(pre + 8, 4);
+		off = 12;
+	} else {
+		data_error(err, errlen, "%s has unsupported .npy version %d.%d", path, major, pre[7]);
+		goto fail;
+	}
+	if (hlen > NPY_MAX_HEADER || (uint64_t)st.st_size < off + hlen) {
+		data_error(err, errlen, "%s is truncated (.npy header)", path);
+		goto fail;
+	}
+	if (!(header = malloc(hlen + 1)) || fread(header, 1, hlen, f) != hlen) {
+		data_error(err, errlen, "cannot read %s", path);
+		goto fail;
+	}
+	if (npy_parse_header(a, header, hlen, path, err, errlen) < 0)
+		goto fail;
+	if (a->rank == 0) {
+		data_error(err, errlen, "%s holds a scalar; expected an array with one row per sample", path);
+		goto fail;
+	}
+	a->rows = a->shape[0];
+	a->cols = 1;
+	for (int i = 1; i < a->rank; i++)
+		if (__builtin_mul_overflow(a->cols, a->shape[i], &a->cols))
+			goto too_big;
+	int64_t count, bytes;
+	if (__builtin_mul_overflow(a->rows, a->cols, &count) || __builtin_mul_overflow(count, a->size, &bytes) ||
+	    (uint64_t)count > SIZE_MAX / sizeof(float))
+		goto too_big;
+	if (bytes > (int64_t)st.st_size - (int64_t)(off + hlen)) {
+		data_error(err, errlen, "%s is truncated: its header promises %lld bytes of data, the file holds %lld",
+		           path, (long long)bytes, (long long)(st.st_size - (off_t)(off + hlen)));
+		goto fail;
+	}
+	if (a->rows == 0 || a->cols == 0) {
+		data_error(err, errlen, "%s is empty", path);
+		goto fail;
+	}
+	/* The size is now backed by the file, so allocating it is honest. */
+	if (!(out = malloc((size_t)count * sizeof *out)) || !(chunk = malloc(DATA_CHUNK))) {
+		data_error(err, errlen, "out of memory reading %s", path);
+		goto fail;
+	}
+	size_t per = DATA_CHUNK / a->size, done = 0;
+	while (done < (size_t)count) {
+		size_t k = (size_t)count - done < per ? (size_t)count - done : per;
+		if (fread(chunk, a->size, k, f) != k) {
+			data_error(err, errlen, "cannot read %s: %s", path, ferror(f) ? strerror(errno) : "unexpected end of file");
+			goto fail;
+		}
+		npy_convert(a, chunk, k, out + done);
+		if (lo && (a->kind == 'i' || a->kind == 'u' || a->kind == 'b'))
+			npy_int_range(a, chunk, k, lo, hi);
+		done += k;
+	}
+	free(chunk);
+	free(header);
+	fclose(f);
+	return out;
+too_big:
+	data_error(err, errlen, "%s is too large", path);
+fail:
+	free(out);
+	free(chunk);
+	free(header);
+	fclose(f);
+	return NULL;
+}
+
+static void npy_shape_str(const NpyArray *a, char *buf, size_t len)
+{
+	size_t n = 0;
+	n += snprintf(buf + n, len - n, "(");
+	for (int i = 0; i < a->rank && n < len; i++)
+		n += snprintf(buf + n, len - n, i ? ", %lld" : "%lld", (long long)a->shape[i]);
+	if (n < len)
+		snprintf(buf + n, len - n, a->rank == 1 ? ",)" : ")");
+}
+
+int nml_data_load_npy(NmlData *d, const char *x_npy, const char *y_npy, char *err, size_t errlen)
+{
+	NmlData r = {0};
+	NpyArray xa = {0}, ya = {0};
+	int64_t lo = 0;
+	uint64_t hi = 0;
+	if (!(r.x = npy_read(x_npy, &xa, NULL, NULL, err, errlen)))
+		goto fail;
+	if (!(r.y = npy_read(y_npy, &ya, &lo, &hi, err, errlen)))
+		goto fail;
+	if (xa.rows != ya.rows) {
+		data_error(err, errlen, "%s has %lld rows but %s has %lld", x_npy, (long long)xa.rows, y_npy,
+		           (long long)ya.rows);
+		goto fail;
+	}
+	r.n = xa.rows;
+	r.xdim = xa.cols;
+	if (ya.kind == 'f') {
+		r.ydim = ya.cols;
+	} else {
+		if (ya.cols != 1) {
+			char shape[64];
+			npy_shape_str(&ya, shape, sizeof shape);
+			data_error(err, errlen, "%s holds integer labels of shape %s; expected one class index per row "
+			           "(use a float array for multi-dimensional targets)", y_npy, shape);
+			goto fail;
+		}
+		if (lo < 0) {
+			data_error(err, errlen, "%s has a negative label (%lld)", y_npy, (long long)lo);
+			goto fail;
+		}
+		if (hi >= DATA_MAX_LABEL) {
+			data_error(err, errlen, "%s has label %llu; labels must be below 2^24", y_npy, (unsigned long long)hi);
+			goto fail;
+		}
+		r.classes = (int64_t)hi + 1;
+	}
+	*d = r;
+	return 0;
+fail:
+	nml_data_free(&r);
+	return -1;
+}
+
+/* ---- splitting and batching ---- */
+
+int nml_data_split(NmlData *d, NmlData *held, int64_t count, char *err, size_t errlen)
+{
+	if (count <= 0 || count >= d->n)
+		return data_error(err, errlen, "cannot hold out %lld of %lld samples", (long long)count, (long long)d->n);
+	int64_t keep = d->n - count, yw = d->ydim ? d->ydim : 1;
+	NmlData h = {.n = count, .xdim = d->xdim, .ydim = d->ydim, .classes = d->classes};
+	h.x = malloc((size_t)(count * d->xdim) * sizeof *h.x);
+	h.y = malloc((size_t)(count * yw) * sizeof *h.y);
+	if (!h.x || !h.y) {
+		nml_data_free(&h);
+		return data_error(err, errlen, "out of memory splitting the data set");
+	}
+	memcpy(h.x, d->x + keep * d->xdim, (size_t)(count * d->xdim) * sizeof *h.x);
+	memcpy(h.y, d->y + keep * yw, (size_t)(count * yw) * sizeof *h.y);
+	/* Shrinking cannot lose data; if realloc declines, the larger block is still valid. */
+	float *p = realloc(d->x, (size_t)(keep * d->xdim) * sizeof *p);
+	if (p)
+		d->x = p;
+	p = realloc(d->y, (size_t)(keep * yw) * sizeof *p);
+	if (p)
+		d->y = p;
+	d->n = keep;
+	*held = h;
+	return 0;
+}
+
+void nml_data_free(NmlData *d)
+{
+	free(d->x);
+	free(d->y);
+	memset(d, 0, sizeof *d);
+}
+
+void nml_data_gather(const NmlData *d, const int64_t *idx, int64_t n, float *xb, float *yb)
+{
+	int64_t yw = d->ydim ? d->ydim : 1;
+	for (int64_t i = 0; i < n; i++) {
+		memcpy(xb + i * d->xdim, d->x + idx[i] * d->xdim, (size_t)d->xdim * sizeof *xb);
+		memcpy(yb + i * yw, d->y + idx[i] * yw, (size_t)yw * sizeof *yb);
+	}
+}

@@ -1,0 +1,121 @@
+/* nmlrt.h: the NML runtime, what generated kernels and the driver link against.
+ *
+ * Every generated kernel has one argument, a pointer to NmlArgs; the field order is the ABI that a
+ * JIT-compiled module and an ahead-of-time object share. All tensor data of one kernel has one element
+ * type (float for training, double for gradient checks). */
+#ifndef NMLRT_H
+#define NMLRT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct NmlArgs {
+	void *params;        /* parameter block */
+	void *grads;         /* gradient block, same layout as params */
+	void *state;         /* optimizer state block */
+	const void *x;       /* batch inputs [n, xdim] */
+	const void *y;       /* batch targets: [n] class indices stored as floats, or [n, ydim] */
+	const void *hparams; /* runtime hyperparameters, one scalar each */
+	void *work;          /* scratch of the size the compiler reports for this kernel */
+	void *loss;          /* out: mean loss of the batch (one scalar) */
+	void *pred;          /* out: model output [n, out_dim] */
+	int64_t n;           /* rows in this batch, at most the batch size compiled for */
+	double t;            /* optimizer step, 1-based */
+} NmlArgs;
+
+typedef void (*NmlKernel)(NmlArgs *args);
+
+/* ---- random numbers (rng.c): Philox-4x32-10, so a stream depends on (seed, stream) only ---- */
+typedef struct NmlRng {
+	uint32_t key[2];
+	uint32_t ctr[4];
+	uint32_t buf[4];
+	int avail; /* unread words left in buf */
+} NmlRng;
+
+void nml_rng_init(NmlRng *r, uint64_t seed, uint64_t stream);
+uint32_t nml_rng_u32(NmlRng *r);
+double nml_rng_uniform(NmlRng *r); /* [0, 1) with 53 random bits */
+double nml_rng_normal(NmlRng *r);  /* standard normal */
+void nml_rng_shuffle(NmlRng *r, int64_t *idx, int64_t n);
+/* The bare block function: ten rounds over ctr under key (exposed for known-answer tests). */
+void nml_philox4x32(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
+
+/* ---- data sets (data.c) ---- */
+typedef struct NmlData {
+	int64_t n;       /* samples */
+	int64_t xdim;    /* features per sample, flattened */
+	int64_t ydim;    /* 0: y holds one class index per sample; else targets per sample */
+	int64_t classes; /* number of classes (max label + 1) when ydim == 0 */
+	float *x;        /* [n, xdim] */
+	float *y;        /* [n] or [n, ydim] */
+} NmlData;
+
+/* gzip'd (or plain) IDX image and label files, MNIST layout; pixels scaled to [0, 1]. */
+int nml_data_load_idx(NmlData *d, const char *images, const char *labels, char *err, size_t errlen);
+/* NumPy .npy arrays: x of any float/int dtype with n rows; y integer (class indices) or float. */
+int nml_data_load_npy(NmlData *d, const char *x_npy, const char *y_npy, char *err, size_t errlen);
+/* Move the last `count` samples of d into held (a held-out split). */
+int nml_data_split(NmlData *d, NmlData *held, int64_t count, char *err, size_t errlen);
+void nml_data_free(NmlData *d);
+/* Copy rows idx[0..n) into xb [n, xdim] and yb [n] or [n, ydim]. */
+void nml_data_gather(const NmlData *d, const int64_t *idx, int64_t n, float *xb, float *yb);
+
+/* ---- checkpoints (ckpt.c): safetensors, F32, written atomically ---- */
+typedef struct NmlTensorRef {
+	const char *name;
+	int rank;
+	int64_t shape[4];
+	float *data;
+} NmlTensorRef;
+
+/* Writes path.tmp.XXXXXX beside path, syncs it and renames it over path: on failure an existing
+ * checkpoint is left as it was. The header carries "__metadata__": {"format": "nml"}. */
+int nml_ckpt_save(const char *path, const NmlTensorRef *t, int count, char *err, size_t errlen);
+/* Fill every tensor of t from the file; a missing or mis-shaped tensor is an error naming it. All
+ * tensors are checked before any is written, so a failed load leaves them unchanged. Tensors in the
+ * file that t does not name are ignored. */
+int nml_ckpt_load(const char *path, const NmlTensorRef *t, int count, char *err, size_t errlen);
+
+/* ---- training loop (train.c) ---- */
+struct NmlEpochStats;
+
+typedef struct NmlTrainer {
+	NmlKernel step;          /* forward, backward and update of one batch */
+	NmlKernel eval;          /* forward and loss of one batch, writes pred */
+	float *params, *grads, *state, *hparams;
+	size_t step_work, eval_work; /* scratch bytes of each kernel */
+	int64_t out_dim;          /* width of pred */
+	int64_t batch;
+	int epochs;
+	uint64_t seed;
+	const NmlData *train, *test;
+	FILE *log;                /* JSONL, one record per epoch, or NULL */
+	int progress;             /* 1: redraw a progress bar (terminal); 0: plain lines */
+	int quiet;                /* no per-epoch lines */
+	/* Resuming: epochs and optimizer steps already done (0 for a fresh run). Training runs epochs
+	 * epochs_done+1 .. epochs, shuffled as an uninterrupted run would be, and advances both. */
+	int epochs_done;
+	int64_t steps_done;
+	/* Called after each epoch's output (e.g. to write a checkpoint), unless NULL; -1 stops training
+	 * and nml_train returns -1 with the callback's err. */
+	int (*after_epoch)(struct NmlTrainer *tr, const struct NmlEpochStats *s, char *err, size_t errlen);
+	void *user;               /* for after_epoch */
+} NmlTrainer;
+
+typedef struct NmlEpochStats {
+	int epoch;
+	double train_loss, test_loss, test_accuracy, samples_per_sec, seconds;
+} NmlEpochStats;
+
+/* Runs tr->epochs epochs; last receives the final epoch's figures. Returns 0, or -1 with err set
+ * (a non-finite loss: "loss is nan at epoch E, step T"). Test loss and accuracy are NaN without a
+ * test set. */
+int nml_train(NmlTrainer *tr, NmlEpochStats *last, char *err, size_t errlen);
+/* Mean loss and accuracy of params on d, in order, batch by batch. Accuracy (argmax of pred against
+ * the label) is NaN unless d holds class indices and out_dim >= 2. Returns 0, or -1 on a bad data set
+ * or no memory. */
+int nml_evaluate(NmlTrainer *tr, const NmlData *d, double *loss, double *accuracy);
+
+#endif

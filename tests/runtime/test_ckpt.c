@@ -1,0 +1,371 @@
+/* test_ckpt.c: safetensors checkpoints: round trip, atomic replacement, load errors.
+ *
+ *   test_ckpt          the C side
+ *   test_ckpt --numpy  numpy reads a checkpoint we wrote (skipped without numpy) */
+#include "check.h"
+
+#include <dirent.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "nmlrt.h"
+
+static char dir[256];
+static char err[512];
+
+static const char *P(const char *name)
+{
+	static char buf[4][512];
+	static int next;
+	char *p = buf[next++ % 4];
+	snprintf(p, sizeof buf[0], "%s/%s", dir, name);
+	return p;
+}
+
+/* Whole file into a malloc'd buffer; NULL if it cannot be read. */
+static unsigned char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	long n = ftell(f);
+	rewind(f);
+	unsigned char *buf = malloc(n > 0 ? (size_t)n : 1);
+	*len = fread(buf, 1, (size_t)n, f);
+	fclose(f);
+	return buf;
+}
+
+static void spit(const char *path, const void *data, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+	if (!f || fwrite(data, 1, len, f) != len || fclose(f) != 0) {
+		perror(path);
+		exit(1);
+	}
+}
+
+/* Files in the test directory whose names contain ".tmp." (leftovers of a save). */
+static int temp_files(void)
+{
+	DIR *d = opendir(dir);
+	int n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)))
+		n += strstr(e->d_name, ".tmp.") != NULL;
+	closedir(d);
+	return n;
+}
+
+/* The model of these tests: a 784x128 weight, a bias, a scalar and an empty tensor. */
+static float w[784 * 128], b[128], s[1];
+static NmlTensorRef model[] = {
+	{"l1.w", 2, {784, 128}, w},
+	{"l1.b", 1, {128}, b},
+	{"step", 0, {0}, s},
+	{"empty", 2, {0, 3}, NULL},
+};
+enum { NMODEL = sizeof model / sizeof model[0] };
+
+static void fill(float k)
+{
+	for (int i = 0; i < 784 * 128; i++)
+		w[i] = (i % 1000) * 0.001f * k - 0.5f;
+	for (int i = 0; i < 128; i++)
+		b[i] = -i * k;
+	s[0] = 42 * k;
+}
+
+static int model_is(float k)
+{
+	float w0[784 * 128], b0[128], s0 = s[0];
+	memcpy(w0, w, sizeof w);
+	memcpy(b0, b, sizeof b);
+	fill(k);
+	int same = memcmp(w0, w, sizeof w) == 0 && memcmp(b0, b, sizeof b) == 0 && s0 == s[0];
+	memcpy(w, w0, sizeof w);
+	memcpy(b, b0, sizeof b);
+	s[0] = s0;
+	return same;
+}
+
+static void round_trip(void)
+{
+	fill(1);
+	CHECK(nml_ckpt_save(P("a.safetensors"), model, NMODEL, err, sizeof err) == 0);
+	CHECK(temp_files() == 0);
+	fill(0);
+	if (!check_report(nml_ckpt_load(P("a.safetensors"), model, NMODEL, err, sizeof err) == 0, __FILE__, __LINE__,
+	                  "%s", err))
+		return;
+	CHECK(model_is(1));
+
+	/* Header: u64 length, a multiple of 8, JSON padded with spaces, metadata, data right after. */
+	size_t len;
+	unsigned char *f = slurp(P("a.safetensors"), &len);
+	uint64_t hlen = 0;
+	for (int i = 7; i >= 0; i--)
+		hlen = hlen << 8 | f[i];
+	CHECK(hlen % 8 == 0);
+	CHECK(len == 8 + hlen + sizeof w + sizeof b + sizeof s);
+	CHECK(f[8] == '{');
+	char *h = strndup((char *)f + 8, hlen);
+	CHECK(strstr(h, "\"__metadata__\":{\"format\":\"nml\"}") != NULL);
+	CHECK(strstr(h, "\"l1.w\":{\"dtype\":\"F32\",\"shape\":[784,128],\"data_offsets\":[0,401408]}") != NULL);
+	CHECK(strstr(h, "\"step\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[401920,401924]}") != NULL);
+	char *close = strrchr(h, '}');
+	int spaces = 1;
+	for (char *p = close + 1; *p; p++)
+		spaces &= *p == ' ';
+	CHECK(spaces);
+	CHECK(memcmp(f + 8 + hlen, w, sizeof w) == 0);
+	free(h);
+	free(f);
+
+	/* Permissions follow the umask like any new file, not mkstemp's 0600. */
+	struct stat st;
+	mode_t mask = umask(022);
+	CHECK(nml_ckpt_save(P("mode.safetensors"), model, NMODEL, err, sizeof err) == 0);
+	umask(mask);
+	CHECK(stat(P("mode.safetensors"), &st) == 0 && (st.st_mode & 0777) == 0644);
+
+	/* Overwriting replaces the file; loading a subset is fine. */
+	fill(2);
+	CHECK(nml_ckpt_save(P("a.safetensors"), model, NMODEL, err, sizeof err) == 0);
+	fill(0);
+	CHECK(nml_ckpt_load(P("a.safetensors"), model, 2, err, sizeof err) == 0);
+	CHECK(w[5] == (5 % 1000) * 0.001f * 2 - 0.5f && b[3] == -6 && s[0] == 0);
+	CHECK(temp_files() == 0);
+
+	/* A relative path in the current directory (the directory fsync uses "."). */
+	char cwd[512];
+	if (getcwd(cwd, sizeof cwd) && chdir(dir) == 0) {
+		CHECK(nml_ckpt_save("rel.safetensors", model, 1, err, sizeof err) == 0);
+		CHECK(chdir(cwd) == 0);
+	}
+	CHECK(access(P("rel.safetensors"), R_OK) == 0);
+	CHECK(nml_ckpt_save(P("none.safetensors"), model, 0, err, sizeof err) == 0);
+	CHECK(nml_ckpt_load(P("none.safetensors"), model, 0, err, sizeof err) == 0);
+}
+
+static void save_failures(void)
+{
+	fill(3);
+	CHECK(nml_ckpt_save(P("keep.safetensors"), model, NMODEL, err, sizeof err) == 0);
+	size_t len0, len1;
+	unsigned char *before = slurp(P("keep.safetensors"), &len0);
+
+	/* No such directory: nothing is created. */
+	CHECK(nml_ckpt_save(P("no/such/dir/x.safetensors"), model, NMODEL, err, sizeof err) < 0);
+	CHECK_ERR(err, "cannot save checkpoint");
+	CHECK_ERR(err, "no/such/dir/x.safetensors");
+
+	/* The write fails half way (file size limit, so it works as root too): the old file survives
+	 * byte for byte and the temporary file is gone. */
+	struct rlimit old, small;
+	getrlimit(RLIMIT_FSIZE, &old);
+	small = old;
+	small.rlim_cur = 64 * 1024;
+	void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+	CHECK(setrlimit(RLIMIT_FSIZE, &small) == 0);
+	fill(4);
+	int rc = nml_ckpt_save(P("keep.safetensors"), model, NMODEL, err, sizeof err);
+	setrlimit(RLIMIT_FSIZE, &old);
+	signal(SIGXFSZ, prev);
+	CHECK(rc < 0);
+	CHECK_ERR(err, "cannot save checkpoint");
+	CHECK(temp_files() == 0);
+	unsigned char *after = slurp(P("keep.safetensors"), &len1);
+	CHECK(len0 == len1 && memcmp(before, after, len0) == 0);
+	free(before);
+	free(after);
+
+	/* Tensors that cannot be described are refused before any file is made. */
+	NmlTensorRef dup[] = {{"a", 1, {1}, s}, {"a", 1, {1}, s}};
+	CHECK(nml_ckpt_save(P("dup.safetensors"), dup, 2, err, sizeof err) < 0);
+	CHECK_ERR(err, "two tensors named 'a'");
+	NmlTensorRef bad[] = {{"r", 5, {1}, s}, {"__metadata__", 1, {1}, s}, {NULL, 1, {1}, s}, {"neg", 1, {-1}, s},
+	                      {"nodata", 1, {3}, NULL}};
+	for (int i = 0; i < 5; i++) {
+		CHECK(nml_ckpt_save(P("bad.safetensors"), &bad[i], 1, err, sizeof err) < 0);
+		CHECK_ERR(err, "is invalid");
+	}
+	CHECK(access(P("dup.safetensors"), F_OK) != 0 && access(P("bad.safetensors"), F_OK) != 0);
+	CHECK(temp_files() == 0);
+
+	/* Odd names are JSON-escaped and come back. */
+	float v = 7;
+	NmlTensorRef odd = {"quote\"back\\slash\nnl", 1, {1}, &v};
+	CHECK(nml_ckpt_save(P("odd.safetensors"), &odd, 1, err, sizeof err) == 0);
+	v = 0;
+	CHECK(nml_ckpt_load(P("odd.safetensors"), &odd, 1, err, sizeof err) == 0 && v == 7);
+}
+
+/* A file with this header text and nbytes of data (values 1, 2, 3, ...). */
+static void handmade(const char *name, const char *json, size_t nbytes)
+{
+	size_t jl = strlen(json), hl = (jl + 7) / 8 * 8;
+	unsigned char *buf = calloc(1, 8 + hl + nbytes);
+	for (int i = 0; i < 8; i++)
+		buf[i] = (unsigned char)((uint64_t)hl >> 8 * i);
+	memcpy(buf + 8, json, jl);
+	memset(buf + 8 + jl, ' ', hl - jl);
+	for (size_t i = 0; i < nbytes / 4; i++) {
+		float f = (float)(i + 1);
+		memcpy(buf + 8 + hl + 4 * i, &f, 4);
+	}
+	spit(P(name), buf, 8 + hl + nbytes);
+	free(buf);
+}
+
+static void load_failures(void)
+{
+	fill(5);
+	CHECK(nml_ckpt_save(P("m.safetensors"), model, 2, err, sizeof err) == 0);
+	fill(6);
+
+	/* Missing and mis-shaped tensors are named, and nothing is loaded. */
+	CHECK(nml_ckpt_load(P("m.safetensors"), model, NMODEL, err, sizeof err) < 0);
+	char want[600];
+	snprintf(want, sizeof want, "checkpoint %s has no tensor 'step'", P("m.safetensors"));
+	CHECK_STR(err, want);
+	CHECK(model_is(6));
+
+	NmlTensorRef narrow = {"l1.w", 2, {784, 256}, NULL};
+	CHECK(nml_ckpt_save(P("wide.safetensors"), &narrow, 1, err, sizeof err) < 0); /* no data: refused */
+	float *big = calloc(784 * 256, sizeof *big);
+	narrow.data = big;
+	CHECK(nml_ckpt_save(P("wide.safetensors"), &narrow, 1, err, sizeof err) == 0);
+	free(big);
+	CHECK(nml_ckpt_load(P("wide.safetensors"), model, 1, err, sizeof err) < 0);
+	snprintf(want, sizeof want, "tensor 'l1.w' has shape [784, 256] in %s, model expects [784, 128]",
+	         P("wide.safetensors"));
+	CHECK_STR(err, want);
+	CHECK(nml_ckpt_load(P("m.safetensors"), &model[2], 1, err, sizeof err) < 0);
+	CHECK_ERR(err, "has no tensor 'step'");
+	NmlTensorRef b2 = {"l1.b", 2, {128, 1}, b};
+	CHECK(nml_ckpt_load(P("m.safetensors"), &b2, 1, err, sizeof err) < 0);
+	CHECK_ERR(err, "tensor 'l1.b' has shape [128] in");
+	CHECK_ERR(err, "model expects [128, 1]");
+	CHECK(model_is(6));
+
+	/* Truncation: the data of the last tensor is cut short. */
+	size_t len;
+	unsigned char *f = slurp(P("m.safetensors"), &len);
+	spit(P("cut.safetensors"), f, len - 4);
+	CHECK(nml_ckpt_load(P("cut.safetensors"), model, 2, err, sizeof err) < 0);
+	CHECK_ERR(err, "is truncated");
+	CHECK_ERR(err, "'l1.b'");
+	spit(P("cut.safetensors"), f, 100);
+	CHECK(nml_ckpt_load(P("cut.safetensors"), model, 2, err, sizeof err) < 0);
+	CHECK_ERR(err, "not a safetensors file or is truncated");
+	spit(P("cut.safetensors"), f, 5);
+	CHECK(nml_ckpt_load(P("cut.safetensors"), model, 2, err, sizeof err) < 0);
+	CHECK_ERR(err, "too short");
+	free(f);
+	CHECK(model_is(6));
+
+	/* Hand-made headers. */
+	float v[4] = {0};
+	NmlTensorRef t = {"t", 1, {2}, v};
+	handmade("f16.st", "{\"t\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4);
+	CHECK(nml_ckpt_load(P("f16.st"), &t, 1, err, sizeof err) < 0);
+	CHECK_ERR(err, "tensor 't' has dtype F16 in");
+	CHECK_ERR(err, "expects F32");
+
+	handmade("ok.st", "{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]},\"u\":{}}", 12);
+	CHECK(nml_ckpt_load(P("ok.st"), &t, 1, err, sizeof err) == 0 && v[0] == 2 && v[1] == 3);
+
+	const char *bad[] = {
+		"{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,4]}}",
+		"{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}",
+		"{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[-8,0]}}",
+		"{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0.5,8.5]}}",
+		"{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}",
+		"{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[1e300,1e300]}}",
+		"{\"t\":{\"dtype\":\"F32\",\"shape\":[2]}}",
+		"{\"t\":{\"dtype\":\"F32\",\"shape\":[\"2\"],\"data_offsets\":[0,8]}}",
+		"{\"t\":{\"dtype\":\"F32\",\"shape\":[1e400],\"data_offsets\":[0,8]}}",
+		"{\"t\":{\"dtype\":32,\"shape\":[2],\"data_offsets\":[0,8]}}",
+		"{\"t\":[1,2]}",
+		"{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}",
+		"[1, 2, 3]",
+		"not json",
+	};
+	for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+		handmade("bad.st", bad[k], 8);
+		v[0] = -1;
+		int rc = nml_ckpt_load(P("bad.st"), &t, 1, err, sizeof err);
+		check_report(rc < 0 && v[0] == -1 && strstr(err, P("bad.st")), __FILE__, __LINE__, "header %zu: rc %d, %s",
+		             k, rc, err);
+	}
+	handmade("past.st", "{\"t\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,16]}}", 8);
+	CHECK(nml_ckpt_load(P("past.st"), &t, 1, err, sizeof err) < 0);
+	CHECK_ERR(err, "lies past the end of the file");
+
+	/* A length field claiming a 2^63-byte header. */
+	unsigned char huge[16] = {0, 0, 0, 0, 0, 0, 0, 0x80, '{', '}'};
+	spit(P("huge.st"), huge, sizeof huge);
+	CHECK(nml_ckpt_load(P("huge.st"), &t, 1, err, sizeof err) < 0);
+	CHECK_ERR(err, "not a safetensors file");
+	CHECK(nml_ckpt_load(P("absent.st"), &t, 1, err, sizeof err) < 0);
+	CHECK_ERR(err, "cannot open checkpoint");
+	CHECK(nml_ckpt_load(dir, &t, 1, err, sizeof err) < 0);
+	CHECK_ERR(err, "not a regular file");
+}
+
+static int numpy(void)
+{
+	if (!check_have_numpy()) {
+		printf("numpy not available to /usr/bin/python3, skipped\n");
+		return 77;
+	}
+	fill(1);
+	if (!check_report(nml_ckpt_save(P("np.safetensors"), model, NMODEL, err, sizeof err) == 0, __FILE__, __LINE__,
+	                  "%s", err))
+		return check_done();
+	/* The reader below follows the safetensors format description, nothing NML-specific. */
+	char cmd[2048];
+	snprintf(cmd, sizeof cmd,
+	         "/usr/bin/python3 -c \""
+	         "import json, struct, sys, numpy as np\n"
+	         "raw = open(sys.argv[1], 'rb').read()\n"
+	         "n, = struct.unpack('<Q', raw[:8])\n"
+	         "assert n %% 8 == 0\n"
+	         "h = json.loads(raw[8:8 + n])\n"
+	         "data = raw[8 + n:]\n"
+	         "assert h.pop('__metadata__') == {'format': 'nml'}\n"
+	         "t = {k: np.frombuffer(data[v['data_offsets'][0]:v['data_offsets'][1]], dtype='<f4').reshape(v['shape'])"
+	         " for k, v in h.items() if v['dtype'] == 'F32'}\n"
+	         "assert sorted(t) == ['empty', 'l1.b', 'l1.w', 'step'], sorted(t)\n"
+	         "i = np.arange(784 * 128)\n"
+	         "w = ((i %% 1000).astype(np.float32) * np.float32(0.001) - np.float32(0.5)).reshape(784, 128)\n"
+	         "assert t['l1.w'].shape == (784, 128) and np.array_equal(t['l1.w'], w)\n"
+	         "assert np.array_equal(t['l1.b'], -np.arange(128, dtype=np.float32))\n"
+	         "assert t['step'].shape == () and t['step'] == 42\n"
+	         "assert t['empty'].shape == (0, 3)\n"
+	         "ends = sorted(v['data_offsets'] for v in h.values())\n"
+	         "assert ends[0][0] == 0 and all(a[1] == b[0] for a, b in zip(ends, ends[1:])) and ends[-1][1] == len(data)\n"
+	         "\" '%s'",
+	         P("np.safetensors"));
+	CHECK(check_system(cmd) == 0);
+	return check_done();
+}
+
+int main(int argc, char **argv)
+{
+	check_tmpdir(dir, sizeof dir);
+	int rc;
+	if (argc > 1 && strcmp(argv[1], "--numpy") == 0) {
+		rc = numpy();
+	} else {
+		round_trip();
+		save_failures();
+		load_failures();
+		rc = check_done();
+	}
+	check_rmtree(dir);
+	return rc;
+}

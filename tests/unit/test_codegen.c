@@ -1,0 +1,959 @@
+/* test_codegen.c: every op kind, JIT-compiled in f32 and f64, against a plain C reference.
+ *
+ * Each case builds a small IR function with the ir.h builder. The reference is a naive interpreter of
+ * the IR in double (multi-index loops, no merged axes, triple-loop matmul), run on the same inputs
+ * rounded to the kernel's type; a few cases are also checked against hand-written loops. Every
+ * buffer handed to a kernel ends at (and, in a second run, starts at) an inaccessible page, so a
+ * kernel that touches memory outside its buffers crashes the test. The last line is
+ * "N passed, M failed"; the exit status is non-zero on failure. */
+#include <math.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "codegen.h"
+#include "ir.h"
+#include "jit.h"
+#include "nmlrt.h"
+
+static int passed, failed;
+static Jit *jit;
+static const SrcLoc L0;
+#define N IR_BATCH
+
+static IrShape mkshape(int rank, const int64_t *d) { return ir_shape(rank, d); }
+#define S(...) mkshape((int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__})
+#define SCALAR ir_scalar_shape()
+
+/* ---- buffers next to an inaccessible page ---- */
+
+static size_t page;
+
+typedef struct Buf {
+	void *p;
+	char *map;
+	size_t maplen;
+} Buf;
+
+/* at_end: the buffer ends at the guard page (catches overruns); else it starts after one. */
+static Buf galloc(size_t bytes, int at_end)
+{
+	size_t span = (bytes + page - 1) / page * page;
+	Buf b = {.maplen = span + page};
+	b.map = mmap(NULL, b.maplen, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (b.map == MAP_FAILED) {
+		perror("mmap");
+		exit(1);
+	}
+	if (at_end) {
+		mprotect(b.map + span, page, PROT_NONE);
+		b.p = b.map + span - bytes;
+	} else {
+		mprotect(b.map, page, PROT_NONE);
+		b.p = b.map + page;
+	}
+	return b;
+}
+
+static void gfree(Buf *b) { munmap(b->map, b->maplen); }
+
+/* ---- the reference ---- */
+
+typedef struct Blocks {
+	double *params, *grads, *state, *x, *y, *hparams, *pred;
+	double loss;
+	size_t nparams, nstate, nx, ny, npred;
+} Blocks;
+
+static int64_t dim(int64_t d, int64_t n) { return d == IR_BATCH ? n : d; }
+
+static void unflatten(const IrShape *s, int64_t n, int64_t flat, int64_t *idx)
+{
+	for (int i = s->rank - 1; i >= 0; i--) {
+		int64_t d = dim(s->dim[i], n);
+		idx[i] = d ? flat % d : 0;
+		flat = d ? flat / d : 0;
+	}
+}
+
+/* The element of operand shape a that broadcasts to index idx of shape o (numpy rules). */
+static int64_t bcast(const IrShape *a, const IrShape *o, const int64_t *idx, int64_t n)
+{
+	int lead = o->rank - a->rank;
+	int64_t k = 0;
+	for (int j = 0; j < a->rank; j++) {
+		int64_t d = dim(a->dim[j], n);
+		k = k * d + (d == 1 || j + lead < 0 ? 0 : idx[j + lead]);
+	}
+	return k;
+}
+
+static double ref_op(IrOp op, double a, double b, double c)
+{
+	switch (op) {
+	case IR_NEG: return -a;
+	case IR_EXP: return exp(a);
+	case IR_LOG: return log(a);
+	case IR_SQRT: return sqrt(a);
+	case IR_RSQRT: return 1 / sqrt(a);
+	case IR_ABS: return fabs(a);
+	case IR_SIGN: return a > 0 ? 1 : a < 0 ? -1 : 0;
+	case IR_TANH: return tanh(a);
+	case IR_SIGMOID: return 1 / (1 + exp(-a));
+	case IR_RELU: return a > 0 ? a : 0;
+	case IR_STOPGRAD: case IR_EXPAND: return a;
+	case IR_ADD: return a + b;
+	case IR_SUB: return a - b;
+	case IR_MUL: return a * b;
+	case IR_DIV: return a / b;
+	case IR_POW: return pow(a, b);
+	case IR_MAX2: return fmax(a, b);
+	case IR_MIN2: return fmin(a, b);
+	case IR_LT: return a < b;
+	case IR_LE: return a <= b;
+	case IR_GT: return a > b;
+	case IR_GE: return a >= b;
+	case IR_EQ: return a == b;
+	case IR_NE: return a != b;
+	case IR_WHERE: return a != 0 ? b : c;
+	default: abort();
+	}
+}
+
+static void ref_store(double *dst, const IrShape *ds, const double *src, const IrShape *ss, int64_t n)
+{
+	int64_t idx[IR_MAXRANK];
+	for (int64_t o = 0; o < ir_shape_numel(*ds, n); o++) {
+		unflatten(ds, n, o, idx);
+		dst[o] = src[bcast(ss, ds, idx, n)];
+	}
+}
+
+static void ref_eval(const IrModule *m, const IrFunc *f, Blocks *b, int64_t n, double t)
+{
+	double **v = calloc((size_t)f->n, sizeof *v);
+	int64_t idx[IR_MAXRANK];
+	for (int i = 0; i < f->n; i++) {
+		const IrInst *in = &f->inst[i];
+		const IrShape *s = &in->shape;
+		int64_t size = ir_shape_numel(*s, n);
+		double *r = v[i] = calloc((size_t)(size ? size : 1), sizeof(double));
+		const IrShape *sa = in->in[0] >= 0 ? &f->inst[in->in[0]].shape : NULL;
+		switch (ir_op_kind(in->op)) {
+		case OPK_LEAF:
+			for (int64_t o = 0; o < size; o++) {
+				switch (in->op) {
+				case IR_CONST: r[o] = in->fval; break;
+				case IR_INPUT: r[o] = (in->ival ? b->y : b->x)[o]; break;
+				case IR_PARAM: r[o] = b->params[m->params[in->ival].offset + o]; break;
+				case IR_STATE: r[o] = b->state[m->states[in->ival].offset + o]; break;
+				case IR_HPARAM: r[o] = b->hparams[in->ival]; break;
+				case IR_STEP: r[o] = t; break;
+				case IR_ROWS: r[o] = (double)n; break;
+				default: abort();
+				}
+			}
+			break;
+		case OPK_UNARY:
+		case OPK_BINARY:
+		case OPK_TERNARY:
+			for (int64_t o = 0; o < size; o++) {
+				double x[3] = {0};
+				unflatten(s, n, o, idx);
+				for (int j = 0; j < ir_op_arity(in->op); j++)
+					x[j] = v[in->in[j]][bcast(&f->inst[in->in[j]].shape, s, idx, n)];
+				r[o] = ref_op(in->op, x[0], x[1], x[2]);
+			}
+			break;
+		case OPK_REDUCE: {
+			int64_t kept = 1;
+			for (int a = 0; a < sa->rank; a++)
+				if (!(in->ival >> a & 1))
+					kept *= dim(sa->dim[a], n);
+			for (int64_t o = 0; o < kept; o++)
+				r[o] = in->op == IR_MAX ? -INFINITY : 0;
+			for (int64_t e = 0; e < ir_shape_numel(*sa, n); e++) {
+				unflatten(sa, n, e, idx);
+				int64_t o = 0;
+				for (int a = 0; a < sa->rank; a++)
+					if (!(in->ival >> a & 1))
+						o = o * dim(sa->dim[a], n) + idx[a];
+				double x = v[in->in[0]][e];
+				r[o] = in->op == IR_MAX ? (x > r[o] ? x : r[o]) : r[o] + x;
+			}
+			break;
+		}
+		case OPK_MATMUL: {
+			const IrShape *sb = &f->inst[in->in[1]].shape;
+			int ta = in->ival & 1, tb = in->ival >> 1 & 1;
+			int64_t M = dim(s->dim[0], n), Nn = dim(s->dim[1], n), K = dim(sa->dim[ta ? 0 : 1], n);
+			int64_t ra = dim(sa->dim[1], n), rb = dim(sb->dim[1], n);
+			const double *A = v[in->in[0]], *B = v[in->in[1]];
+			for (int64_t p = 0; p < M; p++)
+				for (int64_t q = 0; q < Nn; q++) {
+					double acc = 0;
+					for (int64_t k = 0; k < K; k++)
+						acc += (ta ? A[k * ra + p] : A[p * ra + k]) * (tb ? B[q * rb + k] : B[k * rb + q]);
+					r[p * Nn + q] = acc;
+				}
+			break;
+		}
+		case OPK_SPECIAL:
+			for (int64_t p = 0; p < dim(sa->dim[0], n); p++)
+				for (int q = 0; q < in->ival; q++)
+					r[p * in->ival + q] = v[in->in[0]][p] == q;
+			break;
+		case OPK_STORE: {
+			const double *src = v[in->in[0]];
+			switch (in->op) {
+			case IR_STORE_PARAM:
+				ref_store(b->params + m->params[in->ival].offset, &m->params[in->ival].shape, src, sa, n);
+				break;
+			case IR_STORE_GRAD:
+				ref_store(b->grads + m->params[in->ival].offset, &m->params[in->ival].shape, src, sa, n);
+				break;
+			case IR_STORE_STATE:
+				ref_store(b->state + m->states[in->ival].offset, &m->states[in->ival].shape, src, sa, n);
+				break;
+			case IR_STORE_LOSS: b->loss = src[0]; break;
+			case IR_STORE_PRED: memcpy(b->pred, src, (size_t)ir_shape_numel(*sa, n) * sizeof(double)); break;
+			default: abort();
+			}
+			break;
+		}
+		}
+	}
+	for (int i = 0; i < f->n; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* ---- cases ---- */
+
+enum { GEN_UNIFORM, GEN_WIDE, GEN_TINY, GEN_HUGE, GEN_LIST };
+
+typedef struct Case {
+	const char *name;
+	IrModule m;
+	IrFunc *f;
+	int gen;             /* how x is filled */
+	const double *list;  /* GEN_LIST: x values, repeated */
+	int nlist;
+	double tol32, tol64; /* |got - want| <= tol (1 + |want|); 0: defaults */
+	double rel32, rel64; /* if set, |got - want| <= rel |want| + the smallest normal (math accuracy) */
+	double maxrel;       /* the largest relative error seen, reported for math accuracy */
+	int64_t max_batch;   /* compiled for; 16 unless set */
+	int64_t n;           /* run at this batch only; 0: at several below max_batch */
+	/* an independent check of the output, from the inputs (in double) */
+	double (*check)(const Blocks *in, const Blocks *out, int64_t n);
+} Case;
+
+static Case C;
+
+static void begin(const char *name, IrShape xs, IrShape ys)
+{
+	ir_module_free(&C.m);
+	ir_func_free(C.f);
+	C = (Case){.name = name, .m = {.xshape = xs, .yshape = ys}, .gen = GEN_UNIFORM, .max_batch = 16};
+	C.f = ir_func_new(intern_cstr(name));
+}
+
+static int x_(void) { return ir_leaf(C.f, IR_INPUT, 0, C.m.xshape, L0); }
+static int y_(void) { return ir_leaf(C.f, IR_INPUT, 1, C.m.yshape, L0); }
+
+static int param(const char *name, IrShape s)
+{
+	int slot = ir_add_param(&C.m, intern_cstr(name), s, (IrInit){0}, L0);
+	return ir_leaf(C.f, IR_PARAM, slot, s, L0);
+}
+
+static int state(const char *name, IrShape s)
+{
+	int slot = ir_add_state(&C.m, intern_cstr(name), s, (IrInit){0}, L0);
+	return ir_leaf(C.f, IR_STATE, slot, s, L0);
+}
+
+static int hparam(const char *name, double value)
+{
+	int h = ir_add_hparam(&C.m, intern_cstr(name), value, L0);
+	return ir_leaf(C.f, IR_HPARAM, h, SCALAR, L0);
+}
+
+static int cst(double v) { return ir_const(C.f, v, L0); }
+static int un(IrOp op, int a) { return ir_unary(C.f, op, a, L0); }
+static int bin(IrOp op, int a, int b) { return ir_binary(C.f, op, a, b, L0); }
+static int red(IrOp op, int a, unsigned mask, int keep) { return ir_reduce(C.f, op, a, mask, keep, L0); }
+static int mm(int a, int b, int flags) { return ir_matmul(C.f, a, b, flags, L0); }
+static void pred(int v) { ir_store(C.f, IR_STORE_PRED, v, 0, L0); }
+static void loss(int v) { ir_store(C.f, IR_STORE_LOSS, v, 0, L0); }
+/* A gradient slot for v, which has no batch dimension: a parameter of v's shape that is not read. */
+static void grad(const char *name, int v)
+{
+	IrShape s = *ir_shape_of(C.f, v);
+	int slot = ir_add_param(&C.m, intern_cstr(name), s, (IrInit){0}, L0);
+	ir_store(C.f, IR_STORE_GRAD, v, slot, L0);
+}
+
+/* ---- running a case ---- */
+
+static uint64_t rng_state;
+
+static double uniform(double lo, double hi)
+{
+	rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+	return lo + (hi - lo) * (double)(rng_state >> 11) * 0x1p-53;
+}
+
+static double gen_x(int64_t i)
+{
+	switch (C.gen) {
+	case GEN_WIDE: return uniform(-80, 80);
+	case GEN_TINY: return (uniform(0, 1) < 0.5 ? -1 : 1) * pow(10, uniform(-9, -2));
+	case GEN_HUGE: return uniform(-1e4, 1e4);
+	case GEN_LIST: return C.list[i % C.nlist];
+	default: return uniform(-3, 3);
+	}
+}
+
+static double round_to(CgType t, double v) { return t == CG_F32 ? (double)(float)v : v; }
+
+static double *dalloc(size_t n) { return calloc(n ? n : 1, sizeof(double)); }
+
+static void fill(double *d, size_t n, CgType t, double lo, double hi)
+{
+	for (size_t i = 0; i < n; i++)
+		d[i] = round_to(t, uniform(lo, hi));
+}
+
+static Blocks make_inputs(CgType t, int64_t n)
+{
+	const IrModule *m = &C.m;
+	Blocks b = {
+		.nparams = m->param_size,
+		.nstate = m->state_size,
+		.nx = (size_t)ir_shape_numel(m->xshape, n),
+		.ny = (size_t)ir_shape_numel(m->yshape, n),
+	};
+	for (int i = 0; i < C.f->n; i++)
+		if (C.f->inst[i].op == IR_STORE_PRED)
+			b.npred = (size_t)ir_shape_numel(*ir_shape_of(C.f, C.f->inst[i].in[0]), n);
+	b.params = dalloc(b.nparams);
+	b.grads = dalloc(b.nparams);
+	b.state = dalloc(b.nstate);
+	b.x = dalloc(b.nx);
+	b.y = dalloc(b.ny);
+	b.hparams = dalloc((size_t)m->nhparams);
+	b.pred = dalloc(b.npred);
+	fill(b.params, b.nparams, t, -1, 1);
+	fill(b.grads, b.nparams, t, -1, 1);
+	fill(b.state, b.nstate, t, -1, 1);
+	fill(b.pred, b.npred, t, -1, 1);
+	for (size_t i = 0; i < b.nx; i++)
+		b.x[i] = round_to(t, gen_x((int64_t)i));
+	for (size_t i = 0; i < b.ny; i++)
+		b.y[i] = m->classes ? floor(uniform(0, (double)m->classes)) : round_to(t, uniform(-3, 3));
+	for (int i = 0; i < m->nhparams; i++)
+		b.hparams[i] = round_to(t, m->hparams[i].value);
+	b.loss = 42;
+	return b;
+}
+
+static Blocks copy_blocks(const Blocks *s)
+{
+	Blocks b = *s;
+	double **f[] = {&b.params, &b.grads, &b.state, &b.x, &b.y, &b.hparams, &b.pred};
+	size_t n[] = {b.nparams, b.nparams, b.nstate, b.nx, b.ny, (size_t)C.m.nhparams, b.npred};
+	for (int i = 0; i < 7; i++) {
+		double *d = dalloc(n[i]);
+		memcpy(d, *f[i], n[i] * sizeof(double));
+		*f[i] = d;
+	}
+	return b;
+}
+
+static void free_blocks(Blocks *b)
+{
+	free(b->params), free(b->grads), free(b->state), free(b->x), free(b->y), free(b->hparams), free(b->pred);
+}
+
+static Buf to_buf(const double *d, size_t n, CgType t, int at_end)
+{
+	size_t es = t == CG_F32 ? 4 : 8;
+	Buf b = galloc(n * es, at_end);
+	for (size_t i = 0; i < n; i++) {
+		if (t == CG_F32)
+			((float *)b.p)[i] = (float)d[i];
+		else
+			((double *)b.p)[i] = d[i];
+	}
+	return b;
+}
+
+static double get(const Buf *b, size_t i, CgType t) { return t == CG_F32 ? ((float *)b->p)[i] : ((double *)b->p)[i]; }
+
+static int close_enough(double got, double want, CgType t)
+{
+	want = round_to(t, want); /* a float result overflows where the double one does not */
+	if (isnan(want) || isnan(got))
+		return isnan(want) && isnan(got);
+	if (isinf(want) || isinf(got))
+		return got == want;
+	double rel = t == CG_F32 ? C.rel32 : C.rel64;
+	if (rel) {
+		double tiny = t == CG_F32 ? 0x1p-126 : 0x1p-1022;
+		if (fabs(want) >= tiny && fabs(got - want) / fabs(want) > C.maxrel)
+			C.maxrel = fabs(got - want) / fabs(want);
+		return fabs(got - want) <= rel * fabs(want) + tiny;
+	}
+	double tol = t == CG_F32 ? (C.tol32 ? C.tol32 : 2e-5) : (C.tol64 ? C.tol64 : 1e-12);
+	return fabs(got - want) <= tol * (1 + fabs(want));
+}
+
+/* Compares one block; reports its first mismatch. */
+static int compare(const char *what, const Buf *got, const double *want, size_t n, CgType t, const char *ctx)
+{
+	for (size_t i = 0; i < n; i++) {
+		double g = get(got, i, t);
+		if (!close_enough(g, want[i], t)) {
+			fprintf(stderr, "FAIL %s: %s[%zu] = %.17g, want %.17g\n", ctx, what, i, g, want[i]);
+			return 0;
+		}
+	}
+	return 1;
+}
+
+/* The run in progress, named when a kernel faults on a guard page. */
+static char running[160];
+
+static void on_fault(int sig)
+{
+	static const char msg[] = "FAIL: memory fault in ";
+	write(2, msg, sizeof msg - 1);
+	write(2, running, strlen(running));
+	write(2, "\n", 1);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static void run_n(NmlKernel k, size_t work, CgType t, int64_t n, int at_end, const char *tname)
+{
+	char *ctx = running;
+	snprintf(ctx, sizeof running, "%s %s n=%lld%s", C.name, tname, (long long)n, at_end ? "" : " (guard before)");
+	rng_state = 0x9E3779B97F4A7C15ull ^ (uint64_t)n;
+	Blocks in = make_inputs(t, n), want = copy_blocks(&in);
+	double step = 3;
+	ref_eval(&C.m, C.f, &want, n, step);
+
+	Buf params = to_buf(in.params, in.nparams, t, at_end), grads = to_buf(in.grads, in.nparams, t, at_end);
+	Buf st = to_buf(in.state, in.nstate, t, at_end), x = to_buf(in.x, in.nx, t, at_end);
+	Buf y = to_buf(in.y, in.ny, t, at_end), hp = to_buf(in.hparams, (size_t)C.m.nhparams, t, at_end);
+	Buf pr = to_buf(in.pred, in.npred, t, at_end), ls = to_buf(&in.loss, 1, t, at_end);
+	Buf wk = galloc(work, at_end);
+	memset(wk.p, 0xff, work); /* NaNs: a value read before it is written shows */
+	NmlArgs a = {
+		.params = params.p, .grads = grads.p, .state = st.p, .x = x.p, .y = y.p, .hparams = hp.p,
+		.work = wk.p, .loss = ls.p, .pred = pr.p, .n = n, .t = step,
+	};
+	k(&a);
+
+	int ok = compare("params", &params, want.params, want.nparams, t, ctx) &&
+		 compare("grads", &grads, want.grads, want.nparams, t, ctx) &&
+		 compare("state", &st, want.state, want.nstate, t, ctx) &&
+		 compare("loss", &ls, &want.loss, 1, t, ctx) && compare("pred", &pr, want.pred, want.npred, t, ctx);
+	if (ok && C.check) {
+		/* The reference itself, against hand-written loops. */
+		double err = C.check(&in, &want, n);
+		if (err > 1e-12) {
+			fprintf(stderr, "FAIL %s: the reference is off by %g from the hand-written check\n", ctx, err);
+			ok = 0;
+		}
+	}
+	ok ? passed++ : failed++;
+	Buf *bufs[] = {&params, &grads, &st, &x, &y, &hp, &pr, &ls, &wk};
+	for (int i = 0; i < 9; i++)
+		gfree(bufs[i]);
+	free_blocks(&in);
+	free_blocks(&want);
+}
+
+typedef struct Build {
+	CgKernel k;
+	CgType t;
+} Build;
+
+static LLVMModuleRef build(LLVMContextRef ctx, void *user)
+{
+	Build *b = user;
+	return cg_module(ctx, b->k.name, &C.m, &b->k, 1, b->t, C.max_batch);
+}
+
+/* Compiles the case in both types and runs it at several batch sizes below max_batch (16). */
+static void run(void)
+{
+	static int serial;
+	static const int64_t ns[] = {5, 16, 1, 0};
+	if (diag_count()) {
+		fprintf(stderr, "FAIL %s: the IR did not build\n", C.name);
+		failed++;
+		diag_reset();
+		return;
+	}
+	for (int ti = 0; ti < 2; ti++) {
+		CgType t = ti ? CG_F64 : CG_F32;
+		const char *tname = ti ? "f64" : "f32";
+		char name[64];
+		snprintf(name, sizeof name, "k%d_%s", serial++, tname);
+		Build b = {.k = {.name = name, .fn = C.f}, .t = t};
+		char *err = NULL;
+		NmlKernel k = NULL;
+		if (jit_add(jit, build, &b, &err) == 0)
+			k = (NmlKernel)jit_lookup(jit, name, &err);
+		if (!k) {
+			fprintf(stderr, "FAIL %s %s: %s\n", C.name, tname, err);
+			free(err);
+			failed++;
+			continue;
+		}
+		C.maxrel = 0;
+		for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++)
+			for (int at_end = 1; at_end >= 0; at_end--)
+				if (!C.n || i == 0)
+					run_n(k, b.k.work_bytes, t, C.n ? C.n : ns[i], at_end, tname);
+		if (C.rel32)
+			printf("%s %s: largest relative error %.2g\n", C.name, tname, C.maxrel);
+	}
+}
+
+/* ---- hand-written checks of the reference ---- */
+
+/* pred = x [N,3] + p [3] */
+static double check_bias(const Blocks *in, const Blocks *out, int64_t n)
+{
+	double e = 0;
+	for (int64_t i = 0; i < n; i++)
+		for (int j = 0; j < 3; j++)
+			e = fmax(e, fabs(out->pred[i * 3 + j] - (in->x[i * 3 + j] + in->params[j])));
+	return e;
+}
+
+/* pred = x [N,1] * q [1,4] */
+static double check_outer(const Blocks *in, const Blocks *out, int64_t n)
+{
+	double e = 0;
+	for (int64_t i = 0; i < n; i++)
+		for (int j = 0; j < 4; j++)
+			e = fmax(e, fabs(out->pred[i * 4 + j] - in->x[i] * in->params[j]));
+	return e;
+}
+
+/* grad of the first slot = x^T [4,N] @ y [N,3] */
+static double check_xtg(const Blocks *in, const Blocks *out, int64_t n)
+{
+	double e = 0;
+	for (int r = 0; r < 4; r++)
+		for (int c = 0; c < 3; c++) {
+			double s = 0;
+			for (int64_t i = 0; i < n; i++)
+				s += in->x[i * 4 + r] * in->y[i * 3 + c];
+			e = fmax(e, fabs(out->grads[r * 3 + c] - s));
+		}
+	return e;
+}
+
+/* grad = column sums of x [N,5], loss = sum of all */
+static double check_colsum(const Blocks *in, const Blocks *out, int64_t n)
+{
+	double e = 0, all = 0;
+	for (int j = 0; j < 5; j++) {
+		double s = 0;
+		for (int64_t i = 0; i < n; i++)
+			s += in->x[i * 5 + j];
+		all += s;
+		e = fmax(e, fabs(out->grads[j] - s));
+	}
+	return fmax(e, fabs(out->loss - all));
+}
+
+/* ---- the cases ---- */
+
+static const IrOp unary_ops[] = {IR_NEG, IR_EXP, IR_LOG, IR_SQRT, IR_RSQRT, IR_ABS, IR_SIGN,
+				 IR_TANH, IR_SIGMOID, IR_RELU, IR_STOPGRAD};
+static const IrOp binary_ops[] = {IR_ADD, IR_SUB, IR_MUL, IR_DIV, IR_POW, IR_MAX2, IR_MIN2,
+				  IR_LT, IR_LE, IR_GT, IR_GE, IR_EQ, IR_NE};
+
+static int positive_domain(IrOp op) { return op == IR_LOG || op == IR_SQRT || op == IR_RSQRT; }
+
+static void test_unary(void)
+{
+	char name[64];
+	for (size_t i = 0; i < sizeof unary_ops / sizeof unary_ops[0]; i++) {
+		IrOp op = unary_ops[i];
+		snprintf(name, sizeof name, "unary %s", ir_op_name(op));
+		begin(intern_cstr(name), S(N, 5), S(N));
+		int x = x_();
+		if (positive_domain(op))
+			x = bin(IR_ADD, un(IR_ABS, x), cst(0.25));
+		pred(un(op, x));
+		run();
+	}
+	/* large and tiny arguments: no overflow to NaN, no cancellation */
+	static const struct {
+		IrOp op;
+		int gen;
+	} wide[] = {
+		{IR_EXP, GEN_WIDE}, {IR_EXP, GEN_TINY}, {IR_TANH, GEN_WIDE}, {IR_TANH, GEN_TINY},
+		{IR_TANH, GEN_HUGE}, {IR_SIGMOID, GEN_WIDE}, {IR_SIGMOID, GEN_HUGE}, {IR_SIGMOID, GEN_TINY},
+	};
+	for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) {
+		static const char *gname[] = {"", "wide", "tiny", "huge"};
+		snprintf(name, sizeof name, "unary %s %s", ir_op_name(wide[i].op), gname[wide[i].gen]);
+		begin(intern_cstr(name), S(N, 7), S(N));
+		C.gen = wide[i].gen;
+		C.rel32 = 4e-6; /* relative: the values span many magnitudes */
+		C.rel64 = 1e-13;
+		pred(un(wide[i].op, x_()));
+		run();
+	}
+	/* scalar ops are computed once, in registers, then stored */
+	begin("unary of scalars", S(N, 2), S(N));
+	loss(un(IR_TANH, bin(IR_MUL, hparam("h", 0.3), un(IR_EXP, cst(-1.5)))));
+	run();
+}
+
+/* Operands of a binary op, in one broadcasting pattern; b made safe for division and pow. */
+static void binary_case(IrOp op, const char *pattern, IrShape xs, IrShape ys, int (*mk)(int *, int *))
+{
+	char name[96];
+	snprintf(name, sizeof name, "binary %s %s", ir_op_name(op), pattern);
+	begin(intern_cstr(name), xs, ys);
+	int a, b;
+	mk(&a, &b);
+	if (op == IR_DIV)
+		b = bin(IR_ADD, un(IR_ABS, b), cst(0.5));
+	if (op == IR_POW)
+		a = bin(IR_ADD, un(IR_ABS, a), cst(0.25));
+	if (op >= IR_LT && op <= IR_NE) { /* ties are frequent among signs */
+		a = un(IR_SIGN, a);
+		b = un(IR_SIGN, b);
+	}
+	pred(bin(op, a, b));
+	run();
+}
+
+static int mk_row(int *a, int *b) { return *a = x_(), *b = param("p", S(3)); }        /* [N,3] . [3] */
+static int mk_row_swapped(int *a, int *b) { return *b = x_(), *a = param("p", S(3)); } /* [3] . [N,3] */
+static int mk_outer(int *a, int *b) { return *a = x_(), *b = param("q", S(1, 4)); }    /* [N,1] . [1,4] */
+static int mk_same(int *a, int *b) { return *a = x_(), *b = y_(); }                    /* [N,3] . [N,3] */
+static int mk_const(int *a, int *b) { return *a = x_(), *b = cst(0.75); }
+static int mk_hparam(int *a, int *b) { return *b = x_(), *a = hparam("h", -0.5); }
+static int mk_col(int *a, int *b) { return *a = x_(), *b = y_(); }                     /* [N,3] . [N,1] */
+
+static void test_binary(void)
+{
+	for (size_t i = 0; i < sizeof binary_ops / sizeof binary_ops[0]; i++) {
+		IrOp op = binary_ops[i];
+		binary_case(op, "[N,3].[3]", S(N, 3), S(N), mk_row);
+		binary_case(op, "[3].[N,3]", S(N, 3), S(N), mk_row_swapped);
+		binary_case(op, "[N,1].[1,4]", S(N, 1), S(N), mk_outer);
+		binary_case(op, "[N,3].[N,3]", S(N, 3), S(N, 3), mk_same);
+		binary_case(op, "[N,3].[N,1]", S(N, 3), S(N, 1), mk_col);
+		binary_case(op, "[N,3].const", S(N, 3), S(N), mk_const);
+		binary_case(op, "hparam.[N,3]", S(N, 3), S(N), mk_hparam);
+	}
+	begin("add [N,3]+[3] by hand", S(N, 3), S(N));
+	pred(bin(IR_ADD, x_(), param("p", S(3))));
+	C.check = check_bias;
+	run();
+	begin("mul [N,1]*[1,4] by hand", S(N, 1), S(N));
+	pred(bin(IR_MUL, x_(), param("q", S(1, 4))));
+	C.check = check_outer;
+	run();
+
+	/* pow with exponents that have cheaper exact forms, and with runtime exponents */
+	static const double ks[] = {0, 1, 2, 3, 0.5, -1, -2, 1.7};
+	for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++) {
+		char name[64];
+		snprintf(name, sizeof name, "pow x^%g", ks[i]);
+		begin(intern_cstr(name), S(N, 5), S(N));
+		pred(bin(IR_POW, bin(IR_ADD, un(IR_ABS, x_()), cst(0.25)), cst(ks[i])));
+		run();
+	}
+	begin("pow x^hparam, 0.9^t", S(N, 5), S(N));
+	pred(bin(IR_POW, bin(IR_ADD, un(IR_ABS, x_()), cst(0.25)), hparam("k", 2.5)));
+	loss(bin(IR_POW, cst(0.9), ir_leaf(C.f, IR_STEP, 0, SCALAR, L0)));
+	run();
+}
+
+static void test_where_expand(void)
+{
+	begin("where [N,3] [N,3] [3]", S(N, 3), S(N));
+	int x = x_();
+	pred(ir_where(C.f, bin(IR_GT, x, cst(0)), x, param("p", S(3)), L0));
+	run();
+
+	begin("where [N,1] [3] const", S(N, 1), S(N));
+	pred(ir_where(C.f, bin(IR_GT, x_(), cst(0)), param("p", S(3)), cst(-1), L0));
+	run();
+
+	begin("where hparam [N,3] [3]", S(N, 3), S(N));
+	pred(ir_where(C.f, hparam("on", 0), x_(), param("p", S(3)), L0));
+	run();
+
+	begin("where [3] hparam [N,1]", S(N, 1), S(N));
+	pred(ir_where(C.f, bin(IR_GT, param("p", S(3)), cst(0)), hparam("h", 2), x_(), L0));
+	run();
+
+	begin("expand [3] to [N,3]", S(N, 2), S(N));
+	pred(ir_expand(C.f, param("p", S(3)), S(N, 3), L0));
+	run();
+
+	begin("expand [N,1] to [N,4]", S(N, 1), S(N));
+	pred(ir_expand(C.f, x_(), S(N, 4), L0));
+	run();
+
+	begin("expand const to [N,2]", S(N, 1), S(N));
+	pred(ir_expand(C.f, cst(2.5), S(N, 2), L0));
+	run();
+
+	/* the batch in the middle of a rank-3 shape */
+	begin("expand [3] to [2,N,3]", S(N, 3), S(N));
+	int e = bin(IR_ADD, ir_expand(C.f, param("p", S(3)), S(2, N, 3), L0), x_());
+	grad("g", red(IR_SUM, e, 2, 0));
+	pred(red(IR_MAX, e, 1, 0));
+	run();
+
+	begin("stop_gradient of a work value", S(N, 3), S(N));
+	int s = un(IR_STOPGRAD, bin(IR_MUL, x_(), cst(2)));
+	pred(bin(IR_ADD, s, un(IR_STOPGRAD, s)));
+	run();
+}
+
+static void test_reduce(void)
+{
+	for (int op = 0; op < 2; op++) {
+		IrOp r = op ? IR_MAX : IR_SUM;
+		char name[64];
+
+		snprintf(name, sizeof name, "%s [N,5] axis 0", ir_op_name(r));
+		begin(intern_cstr(name), S(N, 5), S(N));
+		int x = x_();
+		grad("g", red(r, x, 1, 0));
+		grad("k", red(r, x, 1, 1));          /* [1,5] into a [5] slot */
+		pred(red(r, x, 2, 1));               /* [N,1] */
+		loss(red(r, x, 3, 0));
+		if (r == IR_SUM)
+			C.check = check_colsum;
+		run();
+
+		snprintf(name, sizeof name, "%s [N,5] last axis", ir_op_name(r));
+		begin(intern_cstr(name), S(N, 5), S(N));
+		pred(red(r, bin(IR_SUB, x_(), cst(10)), 2, 0)); /* [N], all negative */
+		run();
+
+		/* rank 3 from broadcasting: [N,1,5] * [4,1] */
+		static const unsigned masks3[] = {1, 2, 4, 3, 5, 6, 7};
+		for (size_t i = 0; i < sizeof masks3 / sizeof masks3[0]; i++) {
+			unsigned mk = masks3[i];
+			snprintf(name, sizeof name, "%s [N,4,5] mask %u", ir_op_name(r), mk);
+			begin(intern_cstr(name), S(N, 1, 5), S(N));
+			int v = red(r, bin(IR_MUL, x_(), param("p", S(4, 1))), mk, 0);
+			if (mk == 7)
+				loss(v);
+			else if (mk & 1)
+				grad("g", v);
+			else
+				pred(v);
+			run();
+		}
+		/* rank 4: [N,1,3,1] * [2,1,4] */
+		static const unsigned masks4[] = {5, 10, 9, 6, 14, 15};
+		for (size_t i = 0; i < sizeof masks4 / sizeof masks4[0]; i++) {
+			unsigned mk = masks4[i];
+			snprintf(name, sizeof name, "%s [N,2,3,4] mask %u", ir_op_name(r), mk);
+			begin(intern_cstr(name), S(N, 1, 3, 1), S(N));
+			int v = red(r, bin(IR_ADD, x_(), param("p", S(2, 1, 4))), mk, 0);
+			if (mk == 15)
+				loss(v);
+			else if (mk & 1)
+				grad("g", v);
+			else
+				pred(v);
+			run();
+		}
+	}
+	begin("sum_to", S(N, 1, 5), S(N, 3));
+	int g3 = bin(IR_MUL, x_(), param("p", S(4, 1)));
+	grad("a", ir_sum_to(C.f, g3, S(4, 1), L0));
+	grad("b", ir_sum_to(C.f, g3, S(5), L0));
+	grad("c", ir_sum_to(C.f, y_(), S(3), L0));
+	grad("d", ir_sum_to(C.f, y_(), S(1, 3), L0));
+	loss(ir_sum_to(C.f, y_(), SCALAR, L0));
+	run();
+
+	begin("sum of a broadcast constant", S(N, 1), S(N));
+	grad("g", red(IR_SUM, ir_expand(C.f, cst(2), S(N, 3), L0), 1, 0));
+	loss(red(IR_MAX, ir_expand(C.f, hparam("h", -4), S(N, 3), L0), 3, 0));
+	run();
+
+	begin("reduce of a one-element value", S(N, 4), S(N));
+	int tot = red(IR_SUM, x_(), 3, 1); /* [1,1] */
+	pred(bin(IR_SUB, x_(), red(IR_SUM, tot, 3, 0)));
+	run();
+}
+
+static void test_matmul(void)
+{
+	begin("matmul x @ W", S(N, 4), S(N));
+	pred(mm(x_(), param("w", S(4, 3)), 0));
+	run();
+
+	begin("matmul x^T @ y (batch inner)", S(N, 4), S(N, 3));
+	grad("g", mm(x_(), y_(), 1));
+	C.check = check_xtg;
+	run();
+
+	begin("matmul x @ V^T", S(N, 4), S(N));
+	pred(mm(x_(), param("v", S(3, 4)), 2));
+	run();
+
+	begin("matmul P^T @ x^T, then its transpose", S(N, 4), S(N));
+	int pt = mm(param("p", S(4, 2)), x_(), 3); /* [2,N] */
+	grad("g", red(IR_SUM, pt, 2, 0));
+	pred(mm(pt, param("i", S(2, 2)), 1));      /* [N,2], lda = n */
+	run();
+
+	begin("matmul x @ y^T [N,N]", S(N, 4), S(N, 4));
+	pred(red(IR_SUM, mm(x_(), y_(), 2), 1, 0));
+	run();
+
+	begin("matmul of a scalar matrix", S(N, 2), S(N));
+	pred(mm(x_(), ir_expand(C.f, hparam("h", 0.5), S(2, 3), L0), 0));
+	run();
+}
+
+static void test_onehot_stores(void)
+{
+	begin("onehot", S(N, 4), S(N));
+	C.m.classes = 4;
+	pred(ir_onehot(C.f, y_(), 4, L0));
+	run();
+
+	/* softmax cross-entropy, mean over the batch: loss = mean(logsumexp(z) - z[y]) */
+	begin("cross-entropy", S(N, 4), S(N));
+	C.m.classes = 4;
+	int z = mm(x_(), param("w", S(4, 4)), 0);
+	int mx = un(IR_STOPGRAD, red(IR_MAX, z, 2, 1));
+	int sh = bin(IR_SUB, z, mx);
+	int lse = un(IR_LOG, red(IR_SUM, un(IR_EXP, sh), 2, 1));
+	int picked = red(IR_SUM, bin(IR_MUL, ir_onehot(C.f, y_(), 4, L0), sh), 2, 1);
+	int rows = ir_leaf(C.f, IR_ROWS, 0, SCALAR, L0);
+	loss(bin(IR_DIV, red(IR_SUM, bin(IR_SUB, lse, picked), 3, 0), rows));
+	pred(z);
+	run();
+
+	/* an optimizer update: reads of a slot come before its store */
+	begin("sgd with momentum", S(N, 3), S(N));
+	int p = param("p", S(3)), w = param("w", S(2, 3));
+	int mom = state("p.m", S(3));
+	int g = ir_sum_to(C.f, bin(IR_MUL, x_(), p), S(3), L0);
+	int m2 = bin(IR_ADD, bin(IR_MUL, hparam("b", 0.9), mom), g);
+	int p2 = bin(IR_SUB, p, bin(IR_MUL, hparam("lr", 0.1), m2));
+	ir_store(C.f, IR_STORE_GRAD, g, 0, L0);
+	ir_store(C.f, IR_STORE_STATE, m2, 0, L0);
+	ir_store(C.f, IR_STORE_PARAM, p2, 0, L0);
+	ir_store(C.f, IR_STORE_PARAM, bin(IR_MUL, w, ir_leaf(C.f, IR_STEP, 0, SCALAR, L0)), 1, L0);
+	ir_store(C.f, IR_STORE_STATE, cst(0), 0, L0); /* a broadcast scalar into a slot */
+	run();
+}
+
+/* A two-layer MLP's training step written out by hand, as autodiff would. */
+static void test_mlp(void)
+{
+	begin("mlp step", S(N, 6), S(N));
+	C.m.classes = 3;
+	int x = x_(), w1 = param("w1", S(6, 8)), b1 = param("b1", S(8)), w2 = param("w2", S(8, 3)),
+	    b2 = param("b2", S(3));
+	int h = bin(IR_ADD, mm(x, w1, 0), b1);
+	int a = un(IR_RELU, h);
+	int z = bin(IR_ADD, mm(a, w2, 0), b2);
+	int e = un(IR_EXP, bin(IR_SUB, z, un(IR_STOPGRAD, red(IR_MAX, z, 2, 1))));
+	int sm = bin(IR_DIV, e, red(IR_SUM, e, 2, 1));
+	int oh = ir_onehot(C.f, y_(), 3, L0);
+	int rows = ir_leaf(C.f, IR_ROWS, 0, SCALAR, L0);
+	loss(bin(IR_DIV, un(IR_NEG, red(IR_SUM, bin(IR_MUL, oh, un(IR_LOG, sm)), 3, 0)), rows));
+	int dz = bin(IR_DIV, bin(IR_SUB, sm, oh), rows);
+	int dw2 = mm(a, dz, 1), db2 = ir_sum_to(C.f, dz, S(3), L0);
+	int da = mm(dz, w2, 2);
+	int dh = ir_where(C.f, bin(IR_GT, h, cst(0)), da, cst(0), L0);
+	int dw1 = mm(x, dh, 1), db1 = ir_sum_to(C.f, dh, S(8), L0);
+	int lr = hparam("lr", 0.05);
+	int ps[] = {w1, b1, w2, b2}, gs[] = {dw1, db1, dw2, db2};
+	for (int i = 0; i < 4; i++) {
+		ir_store(C.f, IR_STORE_GRAD, gs[i], i, L0);
+		ir_store(C.f, IR_STORE_PARAM, bin(IR_SUB, ps[i], bin(IR_MUL, lr, gs[i])), i, L0);
+	}
+	pred(sm);
+	run();
+}
+
+/* exp, log, tanh and sigmoid against libm across their ranges and at special values. */
+static void test_math(void)
+{
+	static double v[4096];
+	int nv = 0;
+	for (int i = -1000; i <= 1000; i++)
+		v[nv++] = i * 0.09;                       /* [-90, 90] */
+	for (int i = 0; i < 600; i++)
+		v[nv++] = (i & 1 ? -1 : 1) * pow(10, -30 + i * 0.06); /* 1e-30 .. 1e6 */
+	static const double special[] = {0.0, -0.0, INFINITY, -INFINITY, NAN, 1.0, -1.0, 0x1p-149, 0x1p-1074,
+					 0x1p-126, 1e-40, 88.7, -87.3, -103.9, 709.7, -745.0, 700, -700, 1e300};
+	for (size_t i = 0; i < sizeof special / sizeof special[0]; i++)
+		v[nv++] = special[i];
+	static const IrOp ops[] = {IR_EXP, IR_LOG, IR_TANH, IR_SIGMOID};
+	for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
+		char name[64];
+		snprintf(name, sizeof name, "accuracy %s", ir_op_name(ops[i]));
+		begin(intern_cstr(name), S(N, 16), S(N));
+		C.gen = GEN_LIST;
+		C.list = v;
+		C.nlist = nv;
+		/* a few ulps: 4e-7 is 3.4 ulp of float; the double bound is set by tanh's cancellation just
+		 * above its series threshold */
+		C.rel32 = 4e-7;
+		C.rel64 = 1e-14;
+		C.max_batch = C.n = (nv + 15) / 16;
+		int x = x_();
+		pred(un(ops[i], ops[i] == IR_LOG ? un(IR_ABS, x) : x));
+		run();
+	}
+}
+
+int main(void)
+{
+	page = (size_t)sysconf(_SC_PAGESIZE);
+	signal(SIGSEGV, on_fault);
+	signal(SIGBUS, on_fault);
+	char *err = NULL;
+	jit = jit_create(&err);
+	if (!jit) {
+		fprintf(stderr, "jit_create: %s\n", err);
+		return 1;
+	}
+	test_unary();
+	test_binary();
+	test_where_expand();
+	test_reduce();
+	test_matmul();
+	test_onehot_stores();
+	test_mlp();
+	test_math();
+	ir_module_free(&C.m);
+	ir_func_free(C.f);
+	jit_destroy(jit);
+	printf("%d passed, %d failed\n", passed, failed);
+	return failed != 0;
+}
