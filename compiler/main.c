@@ -11,6 +11,25 @@
 #include "jit.h"
 
 void openblas_set_num_threads(int n);
+char *openblas_get_corename(void);
+
+/* OpenBLAS 0.3.21 (Debian 12) does not recognize recent Intel server CPUs and falls back to its
+ * generic SSE3 ("Prescott") kernels, which run sgemm at half the speed of its AVX-512 ones. The
+ * kernel choice is made when the library loads, from $OPENBLAS_CORETYPE; so when the fallback is
+ * in use on a CPU with AVX-512 or AVX2, nmlc runs itself again with that variable set. A value the
+ * user set is left alone. */
+static void pick_blas_kernels(char **argv)
+{
+	if (getenv("OPENBLAS_CORETYPE") || strcmp(openblas_get_corename(), "Prescott") != 0)
+		return;
+	__builtin_cpu_init();
+	const char *core = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+			&& __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") ? "SkylakeX"
+		: __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? "Haswell" : NULL;
+	if (!core || setenv("OPENBLAS_CORETYPE", core, 1) != 0)
+		return;
+	execv("/proc/self/exe", argv); /* on failure, go on with the generic kernels */
+}
 
 static const char usage[] =
 	"usage: nmlc <command> [options] FILE.nml\n"
@@ -485,6 +504,8 @@ int main(int argc, char **argv)
 	int rc = parse_args(argc, argv, &o);
 	if (rc)
 		return rc;
+	if (!strcmp(o.cmd, "run"))
+		pick_blas_kernels(argv);
 	if (o.threads > 0)
 		openblas_set_num_threads((int)o.threads);
 
