@@ -268,9 +268,11 @@ int drv_lower(Compiler *c)
 		ir_store(c->gradf, IR_STORE_GRAD, g[p], p, c->mod.params[p].loc);
 	free(g);
 
-	ir_dce(c->eval);
-	ir_dce(c->step);
-	ir_dce(c->gradf);
+	IrFunc *fns[] = {c->eval, c->step, c->gradf};
+	for (int i = 0; i < 3; i++) {
+		ir_cse(fns[i]);
+		ir_dce(fns[i]);
+	}
 	c->ms_lower += drv_now_ms() - t0;
 	return diag_count() - before;
 }

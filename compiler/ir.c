@@ -409,3 +409,57 @@ void ir_dce(IrFunc *f)
 	free(live);
 	free(remap);
 }
+
+/* Common subexpressions: an op with the same operands and attributes as an earlier one is replaced
+ * by it. Every op is pure; stores are never merged. Run ir_dce afterwards. */
+static uint64_t inst_hash(const IrInst *in)
+{
+	uint64_t h = 1469598103934665603ull;
+	uint64_t words[6];
+	memcpy(&words[0], &in->fval, 8);
+	words[1] = (uint64_t)in->op | (uint64_t)(uint32_t)in->ival << 32;
+	words[2] = (uint64_t)(uint32_t)in->in[0] | (uint64_t)(uint32_t)in->in[1] << 32;
+	words[3] = (uint64_t)(uint32_t)in->in[2] | (uint64_t)(uint32_t)in->shape.rank << 32;
+	words[4] = (uint64_t)in->shape.dim[0] ^ (uint64_t)in->shape.dim[1] << 21;
+	words[5] = (uint64_t)in->shape.dim[2] ^ (uint64_t)in->shape.dim[3] << 21;
+	for (int i = 0; i < 6; i++)
+		h = (h ^ words[i]) * 1099511628211ull;
+	return h;
+}
+
+static int inst_same(const IrInst *a, const IrInst *b)
+{
+	return a->op == b->op && a->ival == b->ival && a->in[0] == b->in[0] && a->in[1] == b->in[1]
+	       && a->in[2] == b->in[2] && ir_shape_eq(a->shape, b->shape)
+	       && memcmp(&a->fval, &b->fval, sizeof a->fval) == 0;
+}
+
+void ir_cse(IrFunc *f)
+{
+	size_t cap = 16;
+	while (cap < 2 * (size_t)f->n)
+		cap *= 2;
+	int *table = malloc(cap * sizeof *table), *remap = malloc((f->n + 1) * sizeof *remap);
+	if (!table || !remap)
+		die("out of memory");
+	for (size_t i = 0; i < cap; i++)
+		table[i] = -1;
+	for (int i = 0; i < f->n; i++) {
+		IrInst *in = &f->inst[i];
+		for (int k = 0; k < ir_op_arity(in->op); k++)
+			in->in[k] = remap[in->in[k]];
+		remap[i] = i;
+		if (ir_op_kind(in->op) == OPK_STORE)
+			continue;
+		size_t j = inst_hash(in) & (cap - 1);
+		for (; table[j] >= 0; j = (j + 1) & (cap - 1))
+			if (inst_same(&f->inst[table[j]], in))
+				break;
+		if (table[j] >= 0)
+			remap[i] = table[j];
+		else
+			table[j] = i;
+	}
+	free(table);
+	free(remap);
+}

@@ -110,6 +110,8 @@ void ir_store(IrFunc *f, IrOp op, int a, int slot, SrcLoc loc);
 
 static inline const IrShape *ir_shape_of(const IrFunc *f, int v) { return &f->inst[v].shape; }
 
+/* Merge instructions identical to an earlier one (same op, operands, attributes). */
+void ir_cse(IrFunc *f);
 /* Remove every instruction no store depends on. */
 void ir_dce(IrFunc *f);
 

@@ -70,6 +70,7 @@ typedef struct Lower {
 	AstNode *train;
 	Env *train_env;
 	Instance *model;
+	AstNode *schedule[64]; /* per optimizer formal: its expression of t and T, or NULL */
 	int pred;              /* the model's output in fn */
 	int loss;              /* the loss in fn */
 } Lower;

@@ -188,7 +188,18 @@ static int apply_sets(Compiler *c, const Options *o)
 			bad = 1;
 			continue;
 		}
-		int h = ir_find_hparam(&c->mod, intern(o->sets[i], (size_t)(eq - o->sets[i])));
+		const char *name = intern(o->sets[i], (size_t)(eq - o->sets[i]));
+		int h = ir_find_hparam(&c->mod, name);
+		const AstNode *opt = sema_lookup(&c->globals, c->cfg.optimizer.node->lhs->name);
+		int k = 0, scheduled = 0;
+		for (const AstNode *f = opt->formals.head; f; f = f->next, k++)
+			scheduled |= f->name == name && k < 64 && c->lower.schedule[k];
+		if (scheduled) {
+			fprintf(stderr, "nmlc: error: --set %s: '%s' is a schedule in the train block; edit it there\n",
+				o->sets[i], name);
+			bad = 1;
+			continue;
+		}
 		if (h < 0) {
 			fprintf(stderr, "nmlc: error: --set %s: the optimizer has no hyperparameter '%.*s' (it has:",
 				o->sets[i], (int)(eq - o->sets[i]), o->sets[i]);
@@ -198,6 +209,7 @@ static int apply_sets(Compiler *c, const Options *o)
 			bad = 1;
 			continue;
 		}
+
 		c->mod.hparams[h].value = v;
 	}
 	return bad;
@@ -238,10 +250,19 @@ static void describe(const Compiler *c)
 	size_t count = 0;
 	for (int i = 0; i < m->nparams; i++)
 		count += (size_t)ir_shape_numel(m->params[i].shape, 1);
-	printf("model: %zu parameters in %d tensors; optimizer %s(", count, m->nparams,
-	       c->cfg.optimizer.node->lhs->name);
-	for (int i = 0; i < m->nhparams; i++)
-		printf("%s%s=%g", i ? ", " : "", m->hparams[i].name, m->hparams[i].value);
+	const AstNode *opt = sema_lookup(&c->globals, c->cfg.optimizer.node->lhs->name);
+	printf("model: %zu parameters in %d tensors; optimizer %s(", count, m->nparams, opt->name);
+	int i = 0;
+	for (const AstNode *f = opt->formals.head; f; f = f->next, i++) {
+		int h = ir_find_hparam(m, f->name);
+		if (i < 64 && c->lower.schedule[i])
+			printf("%s%s=schedule", i ? ", " : "", f->name);
+		else if (h >= 0)
+			printf("%s%s=%g", i ? ", " : "", f->name, m->hparams[h].value);
+	}
+	int T = ir_find_hparam(m, intern_cstr("T"));
+	if (T >= 0)
+		printf("; T=%g steps", m->hparams[T].value);
 	printf(")\n");
 	printf("data: %lld training and %lld test samples, %lld features", (long long)c->train.n,
 	       (long long)c->test.n, (long long)c->train.xdim);
@@ -259,10 +280,13 @@ static int cmd_run(Compiler *c, const Options *o)
 		c->cfg.epochs = (int)o->epochs;
 	if (o->seed >= 0)
 		c->cfg.seed = (uint64_t)o->seed;
-	if (apply_sets(c, o))
-		return 1;
 	if (o->limit > 0 && o->limit < c->train.n)
 		c->train.n = o->limit; /* the first rows; the buffer keeps its size */
+	int T = ir_find_hparam(&c->mod, intern_cstr("T"));
+	if (T >= 0) /* schedules see the run's length in steps */
+		c->mod.hparams[T].value = (double)c->cfg.epochs * (double)((c->train.n + c->cfg.batch - 1) / c->cfg.batch);
+	if (apply_sets(c, o))
+		return 1;
 	if (o->save) { /* fail before training, not after */
 		char dir[4096];
 		const char *slash = strrchr(o->save, '/');

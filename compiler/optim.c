@@ -5,6 +5,32 @@
 
 #include "grammar.h"
 
+/* Does e read the step t or the run length T? Then it is a schedule, evaluated every step. */
+static int mentions_step(const AstNode *e)
+{
+	if (!e)
+		return 0;
+	if (e->kind == AST_NAME)
+		return e->name == intern_cstr("t") || e->name == intern_cstr("T");
+	if (mentions_step(e->lhs) || mentions_step(e->rhs))
+		return 1;
+	for (const AstNode *a = e->args.head; a; a = a->next)
+		if (mentions_step(a))
+			return 1;
+	return 0;
+}
+
+static AstNode *call_arg(AstNode *call, const AstNode *formals, int index, const char *name)
+{
+	int pos = 0;
+	for (AstNode *a = call->args.head; a; a = a->next) {
+		if (a->kind == AST_NAMED ? a->name == name : pos++ == index)
+			return a->kind == AST_NAMED ? a->rhs : a;
+	}
+	(void)formals;
+	return NULL;
+}
+
 int optim_hparams(Lower *L, const Value *opt)
 {
 	int before = diag_count();
@@ -12,15 +38,25 @@ int optim_hparams(Lower *L, const Value *opt)
 	Env *env = lower_env_new(L, L->global_env);
 	IrFunc *fn = L->fn;
 	L->fn = NULL; /* hyperparameters are numbers; the runtime may change them */
-	lower_bind_args(L, opt->env, opt->node, &def->formals, env);
-	L->fn = fn;
-	for (AstNode *f = def->formals.head; f; f = f->next) {
-		Value *v = lower_lookup_local(env, f->name);
-		if (v->kind == V_NUM)
-			ir_add_hparam(L->mod, f->name, v->num, f->loc);
-		else if (v->kind != V_NONE)
-			diag_error(f->loc, "hyperparameter '%s' must be a number", f->name);
+	int i = 0;
+	for (AstNode *f = def->formals.head; f && i < 64; f = f->next, i++) {
+		AstNode *arg = call_arg(opt->node, def->formals.head, i, f->name);
+		L->schedule[i] = NULL;
+		if (arg && mentions_step(arg)) {
+			L->schedule[i] = arg;
+			ir_add_hparam(L->mod, intern_cstr("T"), 0, arg->loc);
+			lower_bind(L, env, f->name, (Value){V_NONE});
+			continue;
+		}
+		Value v = arg ? lower_expr(L, opt->env, arg) : f->rhs ? lower_expr(L, env, f->rhs) : (Value){V_NONE};
+		lower_bind(L, env, f->name, v);
+		if (v.kind == V_NUM)
+			ir_add_hparam(L->mod, f->name, v.num, f->loc);
+		else if (v.kind != V_NONE)
+			diag_error(arg ? arg->loc : f->loc, "hyperparameter '%s' must be a number or a schedule "
+							    "(an expression of t and T)", f->name);
 	}
+	L->fn = fn;
 	return diag_count() - before;
 }
 
@@ -48,8 +84,18 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 	int step = ir_leaf(fn, IR_STEP, 0, ir_scalar_shape(), def->loc);
 	int hp[64];
 	int i = 0;
-	for (AstNode *f = def->formals.head; f && i < 64; f = f->next, i++)
-		hp[i] = ir_leaf(fn, IR_HPARAM, ir_find_hparam(L->mod, f->name), ir_scalar_shape(), f->loc);
+	Env *sched = lower_env_new(L, opt->env);
+	lower_bind(L, sched, t_name, (Value){.kind = V_TENSOR, .id = step});
+	int T = ir_find_hparam(L->mod, intern_cstr("T"));
+	if (T >= 0)
+		lower_bind(L, sched, intern_cstr("T"),
+			   (Value){.kind = V_TENSOR, .id = ir_leaf(fn, IR_HPARAM, T, ir_scalar_shape(), def->loc)});
+	for (AstNode *f = def->formals.head; f && i < 64; f = f->next, i++) {
+		if (L->schedule[i])
+			hp[i] = lower_tensor(L, lower_expr(L, sched, L->schedule[i]), L->schedule[i]->loc);
+		else
+			hp[i] = ir_leaf(fn, IR_HPARAM, ir_find_hparam(L->mod, f->name), ir_scalar_shape(), f->loc);
+	}
 	for (int p = 0; p < L->mod->nparams && !diag_full(); p++) {
 		Env *env = lower_env_new(L, L->global_env);
 		i = 0;

@@ -345,7 +345,13 @@ static void check_train(Sema *s, const AstNode *t)
 				diag_error(st->loc, "train field '%s' set twice", st->name);
 		if (nseen < 16)
 			seen[nseen++] = st->name;
+		int mark_field = s->n;
+		if (st->name == intern_cstr("optimizer")) { /* hyperparameters may be schedules */
+			define(s, intern_cstr("t"));
+			define(s, intern_cstr("T"));
+		}
 		check_expr(s, st->rhs);
+		s->n = mark_field;
 		define(s, st->name);
 	}
 	static const char *const required[] = {"data", "model", "loss", "optimizer"};

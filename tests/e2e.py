@@ -68,10 +68,18 @@ with tempfile.TemporaryDirectory() as tmp:
         acc = float(words[words.index("test_acc") + 1])
         check("checkpoint round trip", abs(acc - recs[-1]["test_accuracy"]) < 1e-4, f"{acc} vs {recs[-1]}")
 
-    # A hyperparameter changed from the command line changes training.
-    r = run("--limit", "2000", "--epochs", "1", "--seed", "5", "--set", "lr=0", "--log", log2)
+    # A hyperparameter changed from the command line changes training: lr = 0 freezes the model.
+    small = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "ir", "features.nml")
+    r = subprocess.run([nmlc, "run", small, "--epochs", "3", "--set", "lr=0", "--log", log2],
+                       capture_output=True, text=True)
     recs3 = records(log2) if r.returncode == 0 else []
-    check("--set lr=0 freezes the model", len(recs3) == 1 and recs3[0]["test_accuracy"] < 0.3, str(recs3))
+    check("--set lr=0 freezes the model", len(recs3) == 3 and len({x["test_loss"] for x in recs3}) == 1,
+          str(recs3) + r.stderr)
+    r = subprocess.run([nmlc, "run", small, "--epochs", "3", "--log", log2], capture_output=True, text=True)
+    recs4 = records(log2) if r.returncode == 0 else []
+    check("--set changes training", len(recs4) == 3 and recs4[2]["test_loss"] < recs3[0]["test_loss"], str(recs4))
+    r = run("--set", "lr=1", expect=1)
+    check("a schedule cannot be --set", r.returncode == 1 and "is a schedule" in r.stderr, r.stderr)
 
     # Failures: a clear message, a non-zero exit, nothing written.
     r = run("--set", "nosuch=1", expect=1)

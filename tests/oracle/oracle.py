@@ -1,0 +1,205 @@
+#!/usr/bin/python3
+"""Oracle: the standard library's optimizers and losses against PyTorch.
+
+Each case trains a small tanh network (tests/data blobs) with nmlc from weights this script writes,
+full batch (batch 128 >= the 86 training rows, so shuffling cannot matter), one step per epoch, and
+runs the same steps with torch.optim and torch.nn.functional from the same weights on the same
+rows. Every saved parameter must match torch's, and every printed train/test loss must match
+torch's loss on the training rows before the step / held-out rows after it. A case with 0 epochs
+checks only `--epochs 0 --init`: the test loss of the initial weights.
+
+Usage: oracle.py NMLC [PREFIX...]   (only the cases whose name starts with a PREFIX)
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError:
+    print("torch is not importable; skipping")
+    sys.exit(77)
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
+STEPS = 10
+# f32 on both sides; only summation order and libm differ, a relative 1e-6 or so per gradient.
+# Measured after 10 steps: at most ~2e-7 abs (see the report lines), so rtol 1e-4 / atol 1e-5
+# leave a wide margin, while a wrong formula (a missing dampening, weight decay or bias correction)
+# moves parameters by 1e-3 or more.
+RTOL, ATOL = 1e-4, 1e-5
+# Losses: --log writes them in full; `--epochs 0` prints 4 decimals, rounding by up to 5e-5.
+LOSS_TOL, PRINTED_LOSS_TOL = 5e-6, 6e-5
+
+LOSSES = {
+    "ce": ("cross_entropy(model(x), y)", "blobs_y", 3, lambda o, y: F.cross_entropy(o, y)),
+    "ce_smooth": ("cross_entropy(model(x), y, smoothing = 0.1)", "blobs_y", 3,
+                  lambda o, y: F.cross_entropy(o, y, label_smoothing=0.1)),
+    "mse": ("mse(model(x), y)", "reg_t", 2, F.mse_loss),
+}
+
+SGD, ADAM = torch.optim.SGD, torch.optim.Adam
+# name, loss, NML optimizer, --set, torch optimizer of a parameter list, epochs
+CASES = [
+    ("sgd", "ce", "sgd(lr = 0.1)", [], lambda p: SGD(p, lr=0.1), STEPS),
+    ("sgd-momentum", "ce", "sgd(lr = 0.1, momentum = 0.9)", [],
+     lambda p: SGD(p, lr=0.1, momentum=0.9), STEPS),
+    ("sgd-dampening", "ce", "sgd(lr = 0.1, momentum = 0.9, dampening = 0.5)", [],
+     lambda p: SGD(p, lr=0.1, momentum=0.9, dampening=0.5), STEPS),
+    ("sgd-nesterov", "ce", "sgd(lr = 0.1, momentum = 0.9, nesterov = 1)", [],
+     lambda p: SGD(p, lr=0.1, momentum=0.9, nesterov=True), STEPS),
+    ("sgd-weight-decay", "ce", "sgd(lr = 0.1, weight_decay = 0.01)", [],
+     lambda p: SGD(p, lr=0.1, weight_decay=0.01), STEPS),
+    ("sgd-set", "ce", "sgd(lr = 0.1, momentum = 0.9)", ["lr=0.03", "momentum=0.5"],
+     lambda p: SGD(p, lr=0.03, momentum=0.5), STEPS),
+    ("adam", "ce", "adam()", [], lambda p: ADAM(p), STEPS),
+    ("adam-betas", "ce", "adam(lr = 1e-2, b1 = 0.8, b2 = 0.99, eps = 1e-6)", [],
+     lambda p: ADAM(p, lr=1e-2, betas=(0.8, 0.99), eps=1e-6), STEPS),
+    ("adam-weight-decay", "ce", "adam(weight_decay = 0.01)", [],
+     lambda p: ADAM(p, weight_decay=0.01), STEPS),
+    ("adam-set", "ce", "adam()", ["lr=0.05"], lambda p: ADAM(p, lr=0.05), STEPS),
+    ("loss-ce-smooth", "ce_smooth", "sgd(lr = 0.1, momentum = 0.9)", [],
+     lambda p: SGD(p, lr=0.1, momentum=0.9), STEPS),
+    ("loss-mse", "mse", "adam(lr = 1e-2)", [], lambda p: ADAM(p, lr=1e-2), STEPS),
+    ("loss-eval-ce", "ce", "sgd()", [], None, 0),
+    ("loss-eval-ce-smooth", "ce_smooth", "sgd()", [], None, 0),
+    ("loss-eval-mse", "mse", "sgd()", [], None, 0),
+]
+
+NML = """use std.nn
+use std.optim
+
+layer Net(d, h, k) {{
+  l1 = Linear(d, h)
+  l2 = Linear(h, k)
+  forward(x) = l2(tanh(l1(x)))
+}}
+
+train {{
+  data      = npy("{x}", "{y}")
+  model     = Net(6, 8, {k})
+  loss      = {loss}
+  optimizer = {opt}
+  batch     = 128
+}}
+"""
+
+
+def write_safetensors(path, tensors):
+    header, offset = {}, 0
+    for name, a in tensors.items():
+        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(len(h).to_bytes(8, "little") + h)
+        for a in tensors.values():
+            f.write(np.ascontiguousarray(a, np.float32).tobytes())
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        raw = f.read()
+    n = int.from_bytes(raw[:8], "little")
+    header, data = json.loads(raw[8:8 + n]), raw[8 + n:]
+    return {name: np.frombuffer(data[m["data_offsets"][0]:m["data_offsets"][1]], "<f4").reshape(m["shape"])
+            for name, m in header.items() if name != "__metadata__"}
+
+
+def forward(p, x):
+    return torch.tanh(x @ p["l1.w"] + p["l1.b"]) @ p["l2.w"] + p["l2.b"]
+
+
+def torch_run(init, x, y, loss_fn, make_opt, epochs):
+    """Parameters after `epochs` full-batch steps, and the (train, test) losses of every epoch."""
+    n_test = int(np.floor(0.1 * len(x) + 0.5))
+    xtr, ytr, xte, yte = x[:-n_test], y[:-n_test], x[-n_test:], y[-n_test:]
+    p = {k: torch.tensor(v, requires_grad=True) for k, v in init.items()}
+    opt = make_opt(list(p.values())) if make_opt else None
+    losses = []
+    for _ in range(epochs):
+        opt.zero_grad()
+        loss = loss_fn(forward(p, xtr), ytr)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            losses.append((loss.item(), loss_fn(forward(p, xte), yte).item()))
+    with torch.no_grad():
+        test = loss_fn(forward(p, xte), yte).item()
+    return {k: v.detach().numpy() for k, v in p.items()}, losses, test
+
+
+def run_case(nmlc, tmp, case):
+    name, loss, opt, sets, make_opt, epochs = case
+    loss_src, yfile, k, loss_fn = LOSSES[loss]
+    xpath, ypath = (os.path.abspath(os.path.join(DATA, f + ".npy")) for f in ("blobs_x", yfile))
+    src = os.path.join(tmp, name + ".nml")
+    with open(src, "w") as f:
+        f.write(NML.format(x=xpath, y=ypath, k=k, loss=loss_src, opt=opt))
+
+    rng = np.random.default_rng(1)
+    init = {"l1.w": rng.uniform(-0.4, 0.4, (6, 8)), "l1.b": rng.uniform(-0.4, 0.4, 8),
+            "l2.w": rng.uniform(-0.35, 0.35, (8, k)), "l2.b": rng.uniform(-0.35, 0.35, k)}
+    init = {n: a.astype(np.float32) for n, a in init.items()}
+    init_path, out_path = os.path.join(tmp, name + ".init.safetensors"), os.path.join(tmp, name + ".out.safetensors")
+    write_safetensors(init_path, init)
+
+    cmd = [nmlc, "run", src, "--threads", "1", "--init", init_path, "--epochs", str(epochs)]
+    cmd += [a for s in sets for a in ("--set", s)]
+    log_path = os.path.join(tmp, name + ".jsonl")
+    if epochs:
+        cmd += ["--save", out_path, "--log", log_path]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        return False, f"nmlc exited {r.returncode}: {r.stderr.strip()}"
+
+    x, y = np.load(xpath), np.load(ypath)
+    want, want_losses, want_test = torch_run(init, torch.from_numpy(x), torch.from_numpy(y),
+                                             loss_fn, make_opt, epochs)
+    if epochs:
+        with open(log_path) as f:
+            got_losses = [(e["train_loss"], e["test_loss"]) for e in map(json.loads, f)]
+        tol = LOSS_TOL
+    else:
+        got_losses = [(float(m),) for m in re.findall(r"^test_loss (\S+)", r.stdout, re.M)]
+        want_losses, tol = [(want_test,)], PRINTED_LOSS_TOL
+    if len(got_losses) != len(want_losses):
+        return False, f"expected {len(want_losses)} epochs of losses, got:\n{r.stdout}"
+    loss_diff = max(abs(g - w) for gl, wl in zip(got_losses, want_losses) for g, w in zip(gl, wl))
+    ok = loss_diff <= tol
+    detail = f"loss max diff {loss_diff:.1e} (tol {tol:.0e})"
+    if epochs:
+        got = read_safetensors(out_path)
+        if sorted(got) != sorted(want):
+            return False, f"saved tensors {sorted(got)}, expected {sorted(want)}"
+        abs_diff = max(float(np.max(np.abs(got[n] - want[n]))) for n in want)
+        rel_diff = max(float(np.max(np.abs(got[n] - want[n]) / np.abs(want[n]))) for n in want)
+        ok &= all(np.allclose(got[n], want[n], rtol=RTOL, atol=ATOL) for n in want)
+        detail = (f"params max abs {abs_diff:.1e} rel {rel_diff:.1e} "
+                  f"(rtol {RTOL:.0e} atol {ATOL:.0e}), " + detail)
+    return ok, detail
+
+
+def main():
+    nmlc, prefixes = os.path.abspath(sys.argv[1]), sys.argv[2:]
+    torch.set_num_threads(1)
+    cases = [c for c in CASES if not prefixes or c[0].startswith(tuple(prefixes))]
+    passed = failed = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in cases:
+            ok, detail = run_case(nmlc, tmp, case)
+            print(f"{'PASS' if ok else 'FAIL'} {case[0]:<20} {detail}")
+            passed += ok
+            failed += not ok
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed or not cases else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
