@@ -74,6 +74,8 @@ static Value *lookup(Env *env, const char *name)
 	return NULL;
 }
 
+const char *lower_model_name(const Lower *L) { return L->model ? L->model->layer->name : "?"; }
+
 void lower_init(Lower *L, Arena *arena, const SemaGlobals *g, IrModule *mod)
 {
 	*L = (Lower){.arena = arena, .globals = g, .mod = mod, .pred = -1, .loss = -1};

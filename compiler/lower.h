@@ -82,6 +82,9 @@ int lower_train_config(Lower *L, AstNode *train, TrainConfig *cfg);
  * output). Returns it, or NULL after errors. */
 IrFunc *lower_forward(Lower *L);
 
+/* The name of the model's layer. */
+const char *lower_model_name(const Lower *L);
+
 /* For optim.c: environments and evaluation. */
 Env *lower_env_new(Lower *L, Env *parent);
 void lower_bind(Lower *L, Env *env, const char *name, Value v);

@@ -250,8 +250,9 @@ static void describe(const Compiler *c)
 	size_t count = 0;
 	for (int i = 0; i < m->nparams; i++)
 		count += (size_t)ir_shape_numel(m->params[i].shape, 1);
+	printf("model      %s: %zu parameters in %d tensors\n", lower_model_name(&c->lower), count, m->nparams);
 	const AstNode *opt = sema_lookup(&c->globals, c->cfg.optimizer.node->lhs->name);
-	printf("model: %zu parameters in %d tensors; optimizer %s(", count, m->nparams, opt->name);
+	printf("optimizer  %s(", opt->name);
 	int i = 0;
 	for (const AstNode *f = opt->formals.head; f; f = f->next, i++) {
 		int h = ir_find_hparam(m, f->name);
@@ -261,14 +262,14 @@ static void describe(const Compiler *c)
 			printf("%s%s=%g", i ? ", " : "", f->name, m->hparams[h].value);
 	}
 	int T = ir_find_hparam(m, intern_cstr("T"));
+	printf(")");
 	if (T >= 0)
-		printf("; T=%g steps", m->hparams[T].value);
-	printf(")\n");
-	printf("data: %lld training and %lld test samples, %lld features", (long long)c->train.n,
+		printf(", T=%g steps", m->hparams[T].value);
+	printf("\ndata       %lld training and %lld test samples, %lld features", (long long)c->train.n,
 	       (long long)c->test.n, (long long)c->train.xdim);
 	if (m->classes)
 		printf(", %lld classes", (long long)m->classes);
-	printf("; batch %lld, %d epochs, seed %llu\n", (long long)c->cfg.batch, c->cfg.epochs,
+	printf("; batch %lld, epochs %d, seed %llu\n", (long long)c->cfg.batch, c->cfg.epochs,
 	       (unsigned long long)c->cfg.seed);
 }
 
@@ -331,7 +332,7 @@ static int cmd_run(Compiler *c, const Options *o)
 		if (!o->quiet)
 			describe(c);
 		if (o->verbose || !o->quiet)
-			printf("compiled in %.0f ms (front end %.1f ms, lowering %.1f ms, JIT %.1f ms; data loaded in %.0f ms)\n",
+			printf("compiled   in %.0f ms (front end %.1f ms, lowering %.1f ms, JIT %.1f ms); data loaded in %.0f ms\n",
 			       c->ms_front + c->ms_lower + c->ms_jit, c->ms_front, c->ms_lower, c->ms_jit, c->ms_data);
 		fflush(stdout);
 		NmlTrainer tr = {
