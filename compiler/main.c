@@ -350,7 +350,10 @@ static int cmd_run(Compiler *c, const Options *o)
 				fprintf(stderr, "nmlc: error: --epochs 0 evaluates the test data, and there is none\n");
 				rc = 1;
 			} else {
-				printf("test_loss %.4f  test_acc %.4f\n", loss, acc);
+				if (isnan(acc))
+					printf("test_loss %.4f  test_acc -\n", loss);
+				else
+					printf("test_loss %.4f  test_acc %.4f\n", loss, acc);
 			}
 		} else if (nml_train(&tr, &last, err, sizeof err)) {
 			fprintf(stderr, "nmlc: error: %s\n", err);

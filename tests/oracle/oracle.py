@@ -4,9 +4,10 @@
 Each case trains a small tanh network (tests/data blobs) with nmlc from weights this script writes,
 full batch (batch 128 >= the 86 training rows, so shuffling cannot matter), one step per epoch, and
 runs the same steps with torch.optim and torch.nn.functional from the same weights on the same
-rows. Every saved parameter must match torch's, and every printed train/test loss must match
-torch's loss on the training rows before the step / held-out rows after it. A case with 0 epochs
-checks only `--epochs 0 --init`: the test loss of the initial weights.
+rows (the first n - round(0.1 n); npy() holds out the rest). Every saved parameter must match
+torch's, and so must every epoch's train and test loss in the --log file (the loss on the training
+rows before the step, on the held-out rows after it). A case with 0 epochs checks the test loss
+that `--epochs 0 --init` prints for the initial weights.
 
 Usage: oracle.py NMLC [PREFIX...]   (only the cases whose name starts with a PREFIX)
 """
@@ -17,58 +18,59 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
-
 try:
+    import numpy as np
     import torch
     import torch.nn.functional as F
 except ImportError:
-    print("torch is not importable; skipping")
+    print("numpy or torch is not importable; skipping")
     sys.exit(77)
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
 STEPS = 10
-# f32 on both sides; only summation order and libm differ, a relative 1e-6 or so per gradient.
-# Measured after 10 steps: at most ~2e-7 abs (see the report lines), so rtol 1e-4 / atol 1e-5
-# leave a wide margin, while a wrong formula (a missing dampening, weight decay or bias correction)
-# moves parameters by 1e-3 or more.
+# f32 on both sides: only summation order and libm differ, by a few ulps per step. After 10 steps
+# parameters (|p| < 1) differ by at most 5e-7, losses (~1) by 6e-7: rtol 1e-4 / atol 1e-5 and an
+# absolute 5e-6 leave 10x or more of margin. A wrong formula moves them much further: Adam's eps
+# 1e-6 instead of 1e-8 already moves parameters by 4e-5, a missing dampening or weight decay by 4e-3
+# or more.
 RTOL, ATOL = 1e-4, 1e-5
-# Losses: --log writes them in full; `--epochs 0` prints 4 decimals, rounding by up to 5e-5.
-LOSS_TOL, PRINTED_LOSS_TOL = 5e-6, 6e-5
+LOSS_TOL = 5e-6
+# `--epochs 0` prints 4 decimals: rounding by up to 5e-5, plus the f32 differences.
+PRINTED_LOSS_TOL = 6e-5
 
 LOSSES = {
-    "ce": ("cross_entropy(model(x), y)", "blobs_y", 3, lambda o, y: F.cross_entropy(o, y)),
+    "ce": ("cross_entropy(model(x), y)", "blobs_y", 3, F.cross_entropy),
     "ce_smooth": ("cross_entropy(model(x), y, smoothing = 0.1)", "blobs_y", 3,
                   lambda o, y: F.cross_entropy(o, y, label_smoothing=0.1)),
     "mse": ("mse(model(x), y)", "reg_t", 2, F.mse_loss),
 }
 
 SGD, ADAM = torch.optim.SGD, torch.optim.Adam
-# name, loss, NML optimizer, --set, torch optimizer of a parameter list, epochs
+# name, loss, NML optimizer, --set, torch optimizer of a parameter list (None: evaluate only)
 CASES = [
-    ("sgd", "ce", "sgd(lr = 0.1)", [], lambda p: SGD(p, lr=0.1), STEPS),
+    ("sgd", "ce", "sgd(lr = 0.1)", [], lambda p: SGD(p, lr=0.1)),
     ("sgd-momentum", "ce", "sgd(lr = 0.1, momentum = 0.9)", [],
-     lambda p: SGD(p, lr=0.1, momentum=0.9), STEPS),
+     lambda p: SGD(p, lr=0.1, momentum=0.9)),
     ("sgd-dampening", "ce", "sgd(lr = 0.1, momentum = 0.9, dampening = 0.5)", [],
-     lambda p: SGD(p, lr=0.1, momentum=0.9, dampening=0.5), STEPS),
+     lambda p: SGD(p, lr=0.1, momentum=0.9, dampening=0.5)),
     ("sgd-nesterov", "ce", "sgd(lr = 0.1, momentum = 0.9, nesterov = 1)", [],
-     lambda p: SGD(p, lr=0.1, momentum=0.9, nesterov=True), STEPS),
+     lambda p: SGD(p, lr=0.1, momentum=0.9, nesterov=True)),
     ("sgd-weight-decay", "ce", "sgd(lr = 0.1, weight_decay = 0.01)", [],
-     lambda p: SGD(p, lr=0.1, weight_decay=0.01), STEPS),
+     lambda p: SGD(p, lr=0.1, weight_decay=0.01)),
     ("sgd-set", "ce", "sgd(lr = 0.1, momentum = 0.9)", ["lr=0.03", "momentum=0.5"],
-     lambda p: SGD(p, lr=0.03, momentum=0.5), STEPS),
-    ("adam", "ce", "adam()", [], lambda p: ADAM(p), STEPS),
+     lambda p: SGD(p, lr=0.03, momentum=0.5)),
+    ("adam", "ce", "adam()", [], lambda p: ADAM(p)),
     ("adam-betas", "ce", "adam(lr = 1e-2, b1 = 0.8, b2 = 0.99, eps = 1e-6)", [],
-     lambda p: ADAM(p, lr=1e-2, betas=(0.8, 0.99), eps=1e-6), STEPS),
+     lambda p: ADAM(p, lr=1e-2, betas=(0.8, 0.99), eps=1e-6)),
     ("adam-weight-decay", "ce", "adam(weight_decay = 0.01)", [],
-     lambda p: ADAM(p, weight_decay=0.01), STEPS),
-    ("adam-set", "ce", "adam()", ["lr=0.05"], lambda p: ADAM(p, lr=0.05), STEPS),
+     lambda p: ADAM(p, weight_decay=0.01)),
+    ("adam-set", "ce", "adam()", ["lr=0.05"], lambda p: ADAM(p, lr=0.05)),
     ("loss-ce-smooth", "ce_smooth", "sgd(lr = 0.1, momentum = 0.9)", [],
-     lambda p: SGD(p, lr=0.1, momentum=0.9), STEPS),
-    ("loss-mse", "mse", "adam(lr = 1e-2)", [], lambda p: ADAM(p, lr=1e-2), STEPS),
-    ("loss-eval-ce", "ce", "sgd()", [], None, 0),
-    ("loss-eval-ce-smooth", "ce_smooth", "sgd()", [], None, 0),
-    ("loss-eval-mse", "mse", "sgd()", [], None, 0),
+     lambda p: SGD(p, lr=0.1, momentum=0.9)),
+    ("loss-mse", "mse", "adam(lr = 1e-2)", [], lambda p: ADAM(p, lr=1e-2)),
+    ("loss-eval-ce", "ce", "sgd()", [], None),
+    ("loss-eval-ce-smooth", "ce_smooth", "sgd()", [], None),
+    ("loss-eval-mse", "mse", "sgd()", [], None),
 ]
 
 NML = """use std.nn
@@ -93,7 +95,8 @@ train {{
 def write_safetensors(path, tensors):
     header, offset = {}, 0
     for name, a in tensors.items():
-        header[name] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        header[name] = {"dtype": "F32", "shape": list(a.shape),
+                        "data_offsets": [offset, offset + a.nbytes]}
         offset += a.nbytes
     h = json.dumps(header).encode()
     h += b" " * (-len(h) % 8)
@@ -108,7 +111,7 @@ def read_safetensors(path):
         raw = f.read()
     n = int.from_bytes(raw[:8], "little")
     header, data = json.loads(raw[8:8 + n]), raw[8 + n:]
-    return {name: np.frombuffer(data[m["data_offsets"][0]:m["data_offsets"][1]], "<f4").reshape(m["shape"])
+    return {name: np.frombuffer(data[slice(*m["data_offsets"])], "<f4").reshape(m["shape"])
             for name, m in header.items() if name != "__metadata__"}
 
 
@@ -117,26 +120,30 @@ def forward(p, x):
 
 
 def torch_run(init, x, y, loss_fn, make_opt, epochs):
-    """Parameters after `epochs` full-batch steps, and the (train, test) losses of every epoch."""
+    """Parameters after `epochs` full-batch steps, the (train, test) losses of every epoch and the
+    final test loss."""
     n_test = int(np.floor(0.1 * len(x) + 0.5))
     xtr, ytr, xte, yte = x[:-n_test], y[:-n_test], x[-n_test:], y[-n_test:]
     p = {k: torch.tensor(v, requires_grad=True) for k, v in init.items()}
-    opt = make_opt(list(p.values())) if make_opt else None
+
+    def test_loss():
+        with torch.no_grad():
+            return loss_fn(forward(p, xte), yte).item()
+
+    opt = make_opt(list(p.values())) if epochs else None
     losses = []
     for _ in range(epochs):
         opt.zero_grad()
         loss = loss_fn(forward(p, xtr), ytr)
         loss.backward()
         opt.step()
-        with torch.no_grad():
-            losses.append((loss.item(), loss_fn(forward(p, xte), yte).item()))
-    with torch.no_grad():
-        test = loss_fn(forward(p, xte), yte).item()
-    return {k: v.detach().numpy() for k, v in p.items()}, losses, test
+        losses.append((loss.item(), test_loss()))
+    return {k: v.detach().numpy() for k, v in p.items()}, losses, test_loss()
 
 
 def run_case(nmlc, tmp, case):
-    name, loss, opt, sets, make_opt, epochs = case
+    name, loss, opt, sets, make_opt = case
+    epochs = STEPS if make_opt else 0
     loss_src, yfile, k, loss_fn = LOSSES[loss]
     xpath, ypath = (os.path.abspath(os.path.join(DATA, f + ".npy")) for f in ("blobs_x", yfile))
     src = os.path.join(tmp, name + ".nml")
@@ -147,12 +154,12 @@ def run_case(nmlc, tmp, case):
     init = {"l1.w": rng.uniform(-0.4, 0.4, (6, 8)), "l1.b": rng.uniform(-0.4, 0.4, 8),
             "l2.w": rng.uniform(-0.35, 0.35, (8, k)), "l2.b": rng.uniform(-0.35, 0.35, k)}
     init = {n: a.astype(np.float32) for n, a in init.items()}
-    init_path, out_path = os.path.join(tmp, name + ".init.safetensors"), os.path.join(tmp, name + ".out.safetensors")
+    init_path, out_path, log_path = (os.path.join(tmp, name + ext)
+                                     for ext in (".init.safetensors", ".out.safetensors", ".jsonl"))
     write_safetensors(init_path, init)
 
     cmd = [nmlc, "run", src, "--threads", "1", "--init", init_path, "--epochs", str(epochs)]
     cmd += [a for s in sets for a in ("--set", s)]
-    log_path = os.path.join(tmp, name + ".jsonl")
     if epochs:
         cmd += ["--save", out_path, "--log", log_path]
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -171,7 +178,7 @@ def run_case(nmlc, tmp, case):
         want_losses, tol = [(want_test,)], PRINTED_LOSS_TOL
     if len(got_losses) != len(want_losses):
         return False, f"expected {len(want_losses)} epochs of losses, got:\n{r.stdout}"
-    loss_diff = max(abs(g - w) for gl, wl in zip(got_losses, want_losses) for g, w in zip(gl, wl))
+    loss_diff = float(np.max(np.abs(np.array(got_losses, float) - np.array(want_losses))))
     ok = loss_diff <= tol
     detail = f"loss max diff {loss_diff:.1e} (tol {tol:.0e})"
     if epochs:
