@@ -5,6 +5,7 @@
  * so the data that follows is aligned), then the tensors' raw little-endian bytes back to back, each
  * located by data_offsets relative to the end of the header. */
 #include "nmlrt.h"
+#include "rterr.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -27,18 +28,6 @@ enum {
 #define CKPT_MAX_OFFSET 9007199254740992.0
 
 #define CKPT_LITTLE (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
-
-__attribute__((format(printf, 3, 4)))
-static int ckpt_error(char *err, size_t errlen, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return -1;
-}
 
 /* Elements of t, or -1 if the count does not fit the format. */
 static int64_t ckpt_numel(const NmlTensorRef *t)
@@ -97,18 +86,18 @@ static char *ckpt_header(const char *path, const NmlTensorRef *t, int count, cha
 		int64_t numel = t[i].rank >= 0 && t[i].rank <= CKPT_MAX_RANK ? ckpt_numel(&t[i]) : -1;
 		if (!t[i].name || !*t[i].name || strcmp(t[i].name, "__metadata__") == 0 || numel < 0 ||
 		    (numel > 0 && !t[i].data)) {
-			ckpt_error(err, errlen, "cannot save checkpoint %s: tensor %d ('%s') is invalid", path, i,
+			rt_error(err, errlen, "cannot save checkpoint %s: tensor %d ('%s') is invalid", path, i,
 			           t[i].name ? t[i].name : "(null)");
 			goto fail;
 		}
 		for (int j = 0; j < i; j++)
 			if (strcmp(t[i].name, t[j].name) == 0) {
-				ckpt_error(err, errlen, "cannot save checkpoint %s: two tensors named '%s'", path, t[i].name);
+				rt_error(err, errlen, "cannot save checkpoint %s: two tensors named '%s'", path, t[i].name);
 				goto fail;
 			}
 		double end = offset + (double)numel * sizeof(float);
 		if (end > CKPT_MAX_OFFSET) {
-			ckpt_error(err, errlen, "cannot save checkpoint %s: too much data", path);
+			rt_error(err, errlen, "cannot save checkpoint %s: too much data", path);
 			goto fail;
 		}
 		cJSON *e = cJSON_AddObjectToObject(root, t[i].name), *shape, *offs;
@@ -134,7 +123,7 @@ static char *ckpt_header(const char *path, const NmlTensorRef *t, int count, cha
 	cJSON_Delete(root);
 	return json;
 oom:
-	ckpt_error(err, errlen, "out of memory saving checkpoint %s", path);
+	rt_error(err, errlen, "out of memory saving checkpoint %s", path);
 fail:
 	cJSON_Delete(root);
 	return NULL;
@@ -160,7 +149,7 @@ static int ckpt_sync_dir(const char *path)
 int nml_ckpt_save(const char *path, const NmlTensorRef *t, int count, char *err, size_t errlen)
 {
 	if (count < 0)
-		return ckpt_error(err, errlen, "cannot save checkpoint %s: negative tensor count", path);
+		return rt_error(err, errlen, "cannot save checkpoint %s: negative tensor count", path);
 	char *json = ckpt_header(path, t, count, err, errlen);
 	if (!json)
 		return -1;
@@ -172,13 +161,13 @@ int nml_ckpt_save(const char *path, const NmlTensorRef *t, int count, char *err,
 	char *tmp = malloc(plen + sizeof ".tmp.XXXXXX");
 	if (!tmp) {
 		free(json);
-		return ckpt_error(err, errlen, "out of memory saving checkpoint %s", path);
+		return rt_error(err, errlen, "out of memory saving checkpoint %s", path);
 	}
 	memcpy(tmp, path, plen);
 	memcpy(tmp + plen, ".tmp.XXXXXX", sizeof ".tmp.XXXXXX");
 	int fd = mkstemp(tmp);
 	if (fd < 0) {
-		ckpt_error(err, errlen, "cannot save checkpoint %s: %s", path, strerror(errno));
+		rt_error(err, errlen, "cannot save checkpoint %s: %s", path, strerror(errno));
 		free(tmp);
 		free(json);
 		return -1;
@@ -213,11 +202,11 @@ int nml_ckpt_save(const char *path, const NmlTensorRef *t, int count, char *err,
 	free(tmp);
 	free(json);
 	if (ckpt_sync_dir(path) < 0)
-		return ckpt_error(err, errlen, "checkpoint %s was written but its directory could not be synced: %s", path,
+		return rt_error(err, errlen, "checkpoint %s was written but its directory could not be synced: %s", path,
 		                  strerror(errno));
 	return 0;
 io_fail:
-	ckpt_error(err, errlen, "cannot save checkpoint %s: %s", path, strerror(errno));
+	rt_error(err, errlen, "cannot save checkpoint %s: %s", path, strerror(errno));
 	unlink(tmp);
 	free(tmp);
 	free(json);
@@ -242,15 +231,15 @@ static int ckpt_check(const char *path, const cJSON *root, const NmlTensorRef *t
 {
 	const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, t->name);
 	if (!e)
-		return ckpt_error(err, errlen, "checkpoint %s has no tensor '%s'", path, t->name);
+		return rt_error(err, errlen, "checkpoint %s has no tensor '%s'", path, t->name);
 	const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(e, "dtype");
 	const cJSON *shape = cJSON_GetObjectItemCaseSensitive(e, "shape");
 	const cJSON *offs = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
 	if (!cJSON_IsObject(e) || !cJSON_IsString(dtype) || !cJSON_IsArray(shape) || !cJSON_IsArray(offs) ||
 	    cJSON_GetArraySize(offs) != 2)
-		return ckpt_error(err, errlen, "checkpoint %s has a malformed entry for tensor '%s'", path, t->name);
+		return rt_error(err, errlen, "checkpoint %s has a malformed entry for tensor '%s'", path, t->name);
 	if (strcmp(dtype->valuestring, "F32") != 0)
-		return ckpt_error(err, errlen, "tensor '%s' has dtype %.32s in %s, model expects F32", t->name,
+		return rt_error(err, errlen, "tensor '%s' has dtype %.32s in %s, model expects F32", t->name,
 		                  dtype->valuestring, path);
 
 	int64_t dims[CKPT_SHOW_RANK];
@@ -259,7 +248,7 @@ static int ckpt_check(const char *path, const cJSON *root, const NmlTensorRef *t
 	cJSON_ArrayForEach(v, shape) {
 		double d;
 		if (!ckpt_uint(v, &d))
-			return ckpt_error(err, errlen, "checkpoint %s has a malformed shape for tensor '%s'", path, t->name);
+			return rt_error(err, errlen, "checkpoint %s has a malformed shape for tensor '%s'", path, t->name);
 		if (rank < CKPT_SHOW_RANK)
 			dims[rank] = (int64_t)d;
 		same &= rank < t->rank && (int64_t)d == t->shape[rank];
@@ -271,16 +260,16 @@ static int ckpt_check(const char *path, const cJSON *root, const NmlTensorRef *t
 		if (rank > CKPT_SHOW_RANK)
 			snprintf(got, sizeof got, "rank %d", rank);
 		ckpt_shape_str(t->shape, t->rank, want, sizeof want);
-		return ckpt_error(err, errlen, "tensor '%s' has shape %s in %s, model expects %s", t->name, got, path, want);
+		return rt_error(err, errlen, "tensor '%s' has shape %s in %s, model expects %s", t->name, got, path, want);
 	}
 
 	double b, x;
 	int64_t numel = ckpt_numel(t);
 	if (!ckpt_uint(cJSON_GetArrayItem(offs, 0), &b) || !ckpt_uint(cJSON_GetArrayItem(offs, 1), &x) || b > x ||
 	    numel < 0 || x - b != (double)numel * sizeof(float))
-		return ckpt_error(err, errlen, "checkpoint %s has bad data offsets for tensor '%s'", path, t->name);
+		return rt_error(err, errlen, "checkpoint %s has bad data offsets for tensor '%s'", path, t->name);
 	if (x > data_bytes)
-		return ckpt_error(err, errlen, "checkpoint %s is truncated (tensor '%s' lies past the end of the file)", path,
+		return rt_error(err, errlen, "checkpoint %s is truncated (tensor '%s' lies past the end of the file)", path,
 		                  t->name);
 	*begin = b;
 	return 0;
@@ -290,7 +279,7 @@ int nml_ckpt_load(const char *path, const NmlTensorRef *t, int count, char *err,
 {
 	FILE *f = fopen(path, "rb");
 	if (!f)
-		return ckpt_error(err, errlen, "cannot open checkpoint %s: %s", path, strerror(errno));
+		return rt_error(err, errlen, "cannot open checkpoint %s: %s", path, strerror(errno));
 	char *header = NULL;
 	cJSON *root = NULL;
 	double *begin = NULL;
@@ -299,32 +288,32 @@ int nml_ckpt_load(const char *path, const NmlTensorRef *t, int count, char *err,
 	struct stat st;
 	unsigned char len8[8];
 	if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode)) {
-		ckpt_error(err, errlen, "checkpoint %s is not a regular file", path);
+		rt_error(err, errlen, "checkpoint %s is not a regular file", path);
 		goto out;
 	}
 	if (fread(len8, 1, 8, f) != 8) {
-		ckpt_error(err, errlen, "checkpoint %s is not a safetensors file (too short)", path);
+		rt_error(err, errlen, "checkpoint %s is not a safetensors file (too short)", path);
 		goto out;
 	}
 	uint64_t hlen = 0;
 	for (int i = 7; i >= 0; i--)
 		hlen = hlen << 8 | len8[i];
 	if (hlen > CKPT_MAX_HEADER || hlen > (uint64_t)st.st_size - 8) {
-		ckpt_error(err, errlen, "checkpoint %s is not a safetensors file or is truncated (header length %llu)",
+		rt_error(err, errlen, "checkpoint %s is not a safetensors file or is truncated (header length %llu)",
 		           path, (unsigned long long)hlen);
 		goto out;
 	}
 	if (!(header = malloc(hlen + 1)) || !(begin = malloc((count > 0 ? count : 1) * sizeof *begin))) {
-		ckpt_error(err, errlen, "out of memory loading checkpoint %s", path);
+		rt_error(err, errlen, "out of memory loading checkpoint %s", path);
 		goto out;
 	}
 	if (fread(header, 1, hlen, f) != hlen) {
-		ckpt_error(err, errlen, "cannot read checkpoint %s", path);
+		rt_error(err, errlen, "cannot read checkpoint %s", path);
 		goto out;
 	}
 	root = cJSON_ParseWithLength(header, hlen);
 	if (!cJSON_IsObject(root)) {
-		ckpt_error(err, errlen, "checkpoint %s has a malformed header", path);
+		rt_error(err, errlen, "checkpoint %s has a malformed header", path);
 		goto out;
 	}
 
@@ -339,7 +328,7 @@ int nml_ckpt_load(const char *path, const NmlTensorRef *t, int count, char *err,
 			continue;
 		if (fseeko(f, (off_t)(8 + hlen) + (off_t)begin[i], SEEK_SET) != 0 ||
 		    fread(t[i].data, sizeof(float), numel, f) != numel) {
-			ckpt_error(err, errlen, "cannot read tensor '%s' from checkpoint %s", t[i].name, path);
+			rt_error(err, errlen, "cannot read tensor '%s' from checkpoint %s", t[i].name, path);
 			goto out;
 		}
 		if (!CKPT_LITTLE)

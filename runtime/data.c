@@ -4,6 +4,7 @@
  * bytes that exist (IDX arrays grow as gzip'd data arrives; NPY sizes are checked against the file),
  * so a corrupt file costs an error message, not a crash or a huge allocation. */
 #include "nmlrt.h"
+#include "rterr.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -22,18 +23,6 @@ enum {
 
 /* Labels are stored as floats; past 2^24 consecutive integers are no longer exact. */
 #define DATA_MAX_LABEL 16777216.0
-
-__attribute__((format(printf, 3, 4)))
-static int data_error(char *err, size_t errlen, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return -1;
-}
 
 static uint32_t rd_be32(const unsigned char *p)
 {
@@ -63,16 +52,16 @@ static int gz_read_all(gzFile f, const char *path, void *buf, size_t len, const 
 			const char *msg = gzerror(f, &code);
 			size_t plen = strlen(path);
 			if (code == Z_ERRNO)
-				return data_error(err, errlen, "cannot read %s: %s", path, strerror(errno));
+				return rt_error(err, errlen, "cannot read %s: %s", path, strerror(errno));
 			/* zlib's message starts with the path, which we print anyway. */
 			if (strncmp(msg, path, plen) == 0 && strncmp(msg + plen, ": ", 2) == 0)
 				msg += plen + 2;
 			if (code == Z_DATA_ERROR)
-				return data_error(err, errlen, "%s is corrupt (gzip: %s)", path, msg);
-			return data_error(err, errlen, "cannot read %s: %s", path, msg);
+				return rt_error(err, errlen, "%s is corrupt (gzip: %s)", path, msg);
+			return rt_error(err, errlen, "cannot read %s: %s", path, msg);
 		}
 		if (got == 0)
-			return data_error(err, errlen, "%s is truncated (%s ends early)", path, what);
+			return rt_error(err, errlen, "%s is truncated (%s ends early)", path, what);
 		p += got;
 		len -= (size_t)got;
 	}
@@ -85,7 +74,7 @@ static gzFile idx_open(const char *path, uint32_t magic, int ndims, uint32_t *di
 	errno = 0;
 	gzFile f = gzopen(path, "rb");
 	if (!f) {
-		data_error(err, errlen, "cannot open %s: %s", path, errno ? strerror(errno) : "out of memory");
+		rt_error(err, errlen, "cannot open %s: %s", path, errno ? strerror(errno) : "out of memory");
 		return NULL;
 	}
 	unsigned char h[16];
@@ -95,10 +84,10 @@ static gzFile idx_open(const char *path, uint32_t magic, int ndims, uint32_t *di
 	if (m != magic) {
 		const char *kind = magic == IDX_IMAGES ? "image" : "label";
 		if (m == IDX_IMAGES || m == IDX_LABELS)
-			data_error(err, errlen, "%s is an IDX %s file, expected %s", path,
+			rt_error(err, errlen, "%s is an IDX %s file, expected %s", path,
 			           m == IDX_IMAGES ? "image" : "label", magic == IDX_IMAGES ? "images" : "labels");
 		else
-			data_error(err, errlen, "%s is not an IDX %s file (magic 0x%08x, expected 0x%08x)", path, kind,
+			rt_error(err, errlen, "%s is not an IDX %s file (magic 0x%08x, expected 0x%08x)", path, kind,
 			           m, magic);
 		goto fail;
 	}
@@ -124,7 +113,7 @@ static float *idx_read_bytes(gzFile f, const char *path, uint64_t count, float d
 	float *out = NULL;
 	uint64_t cap = 0, have = 0;
 	if (!chunk) {
-		data_error(err, errlen, "out of memory reading %s", path);
+		rt_error(err, errlen, "out of memory reading %s", path);
 		return NULL;
 	}
 	while (have < count) {
@@ -134,7 +123,7 @@ static float *idx_read_bytes(gzFile f, const char *path, uint64_t count, float d
 				cap = count;
 			float *p = realloc(out, cap * sizeof *out);
 			if (!p) {
-				data_error(err, errlen, "out of memory reading %s", path);
+				rt_error(err, errlen, "out of memory reading %s", path);
 				goto fail;
 			}
 			out = p;
@@ -165,22 +154,22 @@ int nml_data_load_idx(NmlData *d, const char *images, const char *labels, char *
 	if (!(fl = idx_open(labels, IDX_LABELS, 1, ldim, err, errlen)))
 		goto fail;
 	if (idim[0] != ldim[0]) {
-		data_error(err, errlen, "%s has %u images but %s has %u labels", images, idim[0], labels, ldim[0]);
+		rt_error(err, errlen, "%s has %u images but %s has %u labels", images, idim[0], labels, ldim[0]);
 		goto fail;
 	}
 	if (idim[0] == 0) {
-		data_error(err, errlen, "%s holds no images", images);
+		rt_error(err, errlen, "%s holds no images", images);
 		goto fail;
 	}
 	if (idim[1] == 0 || idim[2] == 0) {
-		data_error(err, errlen, "%s has empty images (%u x %u)", images, idim[1], idim[2]);
+		rt_error(err, errlen, "%s has empty images (%u x %u)", images, idim[1], idim[2]);
 		goto fail;
 	}
 	/* Three 32-bit factors can exceed 64 bits. */
 	uint64_t xdim = (uint64_t)idim[1] * idim[2], total;
 	if (__builtin_mul_overflow(xdim, (uint64_t)idim[0], &total) || total > SIZE_MAX / sizeof(float) ||
 	    total > INT64_MAX) {
-		data_error(err, errlen, "%s is too large (%u x %u x %u)", images, idim[0], idim[1], idim[2]);
+		rt_error(err, errlen, "%s is too large (%u x %u x %u)", images, idim[0], idim[1], idim[2]);
 		goto fail;
 	}
 	r.n = idim[0];
@@ -299,7 +288,7 @@ static int npy_dtype(NpyArray *a, const char *path, char *err, size_t errlen)
 {
 	const char *d = a->descr;
 	if (strlen(d) < 3 || !strchr("<>|=", d[0]) || !strchr("fiub", d[1]) || d[2] < '1' || d[2] > '8' || d[3])
-		return data_error(err, errlen, "%s has unsupported dtype '%s'", path, d);
+		return rt_error(err, errlen, "%s has unsupported dtype '%s'", path, d);
 	a->kind = d[1];
 	a->size = d[2] - '0';
 	int ok;
@@ -309,10 +298,10 @@ static int npy_dtype(NpyArray *a, const char *path, char *err, size_t errlen)
 	default: ok = a->size == 1 || a->size == 2 || a->size == 4 || a->size == 8; break;
 	}
 	if (!ok)
-		return data_error(err, errlen, "%s has unsupported dtype '%s'", path, d);
+		return rt_error(err, errlen, "%s has unsupported dtype '%s'", path, d);
 	int little = __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__;
 	if (a->size > 1 && (d[0] == '>' || (d[0] == '=' && !little)))
-		return data_error(err, errlen, "%s has big-endian dtype '%s'; only little-endian is supported", path, d);
+		return rt_error(err, errlen, "%s has big-endian dtype '%s'; only little-endian is supported", path, d);
 	return 0;
 }
 
@@ -329,7 +318,7 @@ static int npy_parse_header(NpyArray *a, const char *h, size_t len, const char *
 		if (strcmp(key, "descr") == 0) {
 			npy_space(&s);
 			if (s.p < s.end && *s.p == '[')
-				return data_error(err, errlen, "%s holds a structured array; only plain numeric dtypes are supported",
+				return rt_error(err, errlen, "%s holds a structured array; only plain numeric dtypes are supported",
 				                  path);
 			if (!npy_string(&s, a->descr, sizeof a->descr))
 				goto bad;
@@ -356,10 +345,10 @@ static int npy_parse_header(NpyArray *a, const char *h, size_t len, const char *
 	if (!have_descr || !have_order || !have_shape)
 		goto bad;
 	if (fortran)
-		return data_error(err, errlen, "%s is in Fortran order; save it C-contiguous (np.ascontiguousarray)", path);
+		return rt_error(err, errlen, "%s is in Fortran order; save it C-contiguous (np.ascontiguousarray)", path);
 	return npy_dtype(a, path, err, errlen);
 bad:
-	return data_error(err, errlen, "%s has a malformed .npy header", path);
+	return rt_error(err, errlen, "%s has a malformed .npy header", path);
 }
 
 /* Converts count elements at p to floats. */
@@ -423,16 +412,16 @@ static float *npy_read(const char *path, NpyArray *a, int64_t *lo, uint64_t *hi,
 	char *header = NULL;
 	FILE *f = fopen(path, "rb");
 	if (!f) {
-		data_error(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		rt_error(err, errlen, "cannot open %s: %s", path, strerror(errno));
 		return NULL;
 	}
 	struct stat st;
 	if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode)) {
-		data_error(err, errlen, "%s is not a regular file", path);
+		rt_error(err, errlen, "%s is not a regular file", path);
 		goto fail;
 	}
 	if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
-		data_error(err, errlen, "%s is not a .npy file", path);
+		rt_error(err, errlen, "%s is not a .npy file", path);
 		goto fail;
 	}
 	int major = pre[6];
@@ -442,27 +431,27 @@ static float *npy_read(const char *path, NpyArray *a, int64_t *lo, uint64_t *hi,
 		off = 10;
 	} else if (major == 2 || major == 3) {
 		if (fread(pre + 10, 1, 2, f) != 2) {
-			data_error(err, errlen, "%s is truncated (.npy header)", path);
+			rt_error(err, errlen, "%s is truncated (.npy header)", path);
 			goto fail;
 		}
 		hlen = rd_le(pre + 8, 4);
 		off = 12;
 	} else {
-		data_error(err, errlen, "%s has unsupported .npy version %d.%d", path, major, pre[7]);
+		rt_error(err, errlen, "%s has unsupported .npy version %d.%d", path, major, pre[7]);
 		goto fail;
 	}
 	if (hlen > NPY_MAX_HEADER || (uint64_t)st.st_size < off + hlen) {
-		data_error(err, errlen, "%s is truncated (.npy header)", path);
+		rt_error(err, errlen, "%s is truncated (.npy header)", path);
 		goto fail;
 	}
 	if (!(header = malloc(hlen + 1)) || fread(header, 1, hlen, f) != hlen) {
-		data_error(err, errlen, "cannot read %s", path);
+		rt_error(err, errlen, "cannot read %s", path);
 		goto fail;
 	}
 	if (npy_parse_header(a, header, hlen, path, err, errlen) < 0)
 		goto fail;
 	if (a->rank == 0) {
-		data_error(err, errlen, "%s holds a scalar; expected an array with one row per sample", path);
+		rt_error(err, errlen, "%s holds a scalar; expected an array with one row per sample", path);
 		goto fail;
 	}
 	a->rows = a->shape[0];
@@ -475,24 +464,24 @@ static float *npy_read(const char *path, NpyArray *a, int64_t *lo, uint64_t *hi,
 	    (uint64_t)count > SIZE_MAX / sizeof(float))
 		goto too_big;
 	if (bytes > (int64_t)st.st_size - (int64_t)(off + hlen)) {
-		data_error(err, errlen, "%s is truncated: its header promises %lld bytes of data, the file holds %lld",
+		rt_error(err, errlen, "%s is truncated: its header promises %lld bytes of data, the file holds %lld",
 		           path, (long long)bytes, (long long)(st.st_size - (off_t)(off + hlen)));
 		goto fail;
 	}
 	if (a->rows == 0 || a->cols == 0) {
-		data_error(err, errlen, "%s is empty", path);
+		rt_error(err, errlen, "%s is empty", path);
 		goto fail;
 	}
 	/* The size is now backed by the file, so allocating it is honest. */
 	if (!(out = malloc((size_t)count * sizeof *out)) || !(chunk = malloc(DATA_CHUNK))) {
-		data_error(err, errlen, "out of memory reading %s", path);
+		rt_error(err, errlen, "out of memory reading %s", path);
 		goto fail;
 	}
 	size_t per = DATA_CHUNK / a->size, done = 0;
 	while (done < (size_t)count) {
 		size_t k = (size_t)count - done < per ? (size_t)count - done : per;
 		if (fread(chunk, a->size, k, f) != k) {
-			data_error(err, errlen, "cannot read %s: %s", path, ferror(f) ? strerror(errno) : "unexpected end of file");
+			rt_error(err, errlen, "cannot read %s: %s", path, ferror(f) ? strerror(errno) : "unexpected end of file");
 			goto fail;
 		}
 		npy_convert(a, chunk, k, out + done);
@@ -505,7 +494,7 @@ static float *npy_read(const char *path, NpyArray *a, int64_t *lo, uint64_t *hi,
 	fclose(f);
 	return out;
 too_big:
-	data_error(err, errlen, "%s is too large", path);
+	rt_error(err, errlen, "%s is too large", path);
 fail:
 	free(out);
 	free(chunk);
@@ -535,7 +524,7 @@ int nml_data_load_npy(NmlData *d, const char *x_npy, const char *y_npy, char *er
 	if (!(r.y = npy_read(y_npy, &ya, &lo, &hi, err, errlen)))
 		goto fail;
 	if (xa.rows != ya.rows) {
-		data_error(err, errlen, "%s has %lld rows but %s has %lld", x_npy, (long long)xa.rows, y_npy,
+		rt_error(err, errlen, "%s has %lld rows but %s has %lld", x_npy, (long long)xa.rows, y_npy,
 		           (long long)ya.rows);
 		goto fail;
 	}
@@ -547,16 +536,16 @@ int nml_data_load_npy(NmlData *d, const char *x_npy, const char *y_npy, char *er
 		if (ya.cols != 1) {
 			char shape[64];
 			npy_shape_str(&ya, shape, sizeof shape);
-			data_error(err, errlen, "%s holds integer labels of shape %s; expected one class index per row "
+			rt_error(err, errlen, "%s holds integer labels of shape %s; expected one class index per row "
 			           "(use a float array for multi-dimensional targets)", y_npy, shape);
 			goto fail;
 		}
 		if (lo < 0) {
-			data_error(err, errlen, "%s has a negative label (%lld)", y_npy, (long long)lo);
+			rt_error(err, errlen, "%s has a negative label (%lld)", y_npy, (long long)lo);
 			goto fail;
 		}
 		if (hi >= DATA_MAX_LABEL) {
-			data_error(err, errlen, "%s has label %llu; labels must be below 2^24", y_npy, (unsigned long long)hi);
+			rt_error(err, errlen, "%s has label %llu; labels must be below 2^24", y_npy, (unsigned long long)hi);
 			goto fail;
 		}
 		r.classes = (int64_t)hi + 1;
@@ -573,14 +562,14 @@ fail:
 int nml_data_split(NmlData *d, NmlData *held, int64_t count, char *err, size_t errlen)
 {
 	if (count <= 0 || count >= d->n)
-		return data_error(err, errlen, "cannot hold out %lld of %lld samples", (long long)count, (long long)d->n);
+		return rt_error(err, errlen, "cannot hold out %lld of %lld samples", (long long)count, (long long)d->n);
 	int64_t keep = d->n - count, yw = d->ydim ? d->ydim : 1;
 	NmlData h = {.n = count, .xdim = d->xdim, .ydim = d->ydim, .classes = d->classes};
 	h.x = malloc((size_t)(count * d->xdim) * sizeof *h.x);
 	h.y = malloc((size_t)(count * yw) * sizeof *h.y);
 	if (!h.x || !h.y) {
 		nml_data_free(&h);
-		return data_error(err, errlen, "out of memory splitting the data set");
+		return rt_error(err, errlen, "out of memory splitting the data set");
 	}
 	memcpy(h.x, d->x + keep * d->xdim, (size_t)(count * d->xdim) * sizeof *h.x);
 	memcpy(h.y, d->y + keep * yw, (size_t)(count * yw) * sizeof *h.y);

@@ -1,6 +1,7 @@
 /* train.c: the training loop around the compiled step and eval kernels: shuffling, batching, loss
  * bookkeeping, evaluation, and the per-epoch report (terminal line, progress bar, JSONL record). */
 #include "nmlrt.h"
+#include "rterr.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -24,18 +25,6 @@ typedef struct TrainBufs {
 	void *work;
 	int64_t *idx;
 } TrainBufs;
-
-__attribute__((format(printf, 3, 4)))
-static int train_error(char *err, size_t errlen, const char *fmt, ...)
-{
-	if (err && errlen) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return -1;
-}
 
 static double now(void)
 {
@@ -238,18 +227,18 @@ int nml_train(NmlTrainer *tr, NmlEpochStats *last, char *err, size_t errlen)
 {
 	const NmlData *d = tr->train, *test = tr->test;
 	if (!tr->step || !check_data(tr, d))
-		return train_error(err, errlen, "nothing to train: no step kernel, no training data or a batch size below 1");
+		return rt_error(err, errlen, "nothing to train: no step kernel, no training data or a batch size below 1");
 	if (test && (!tr->eval || !check_data(tr, test)))
-		return train_error(err, errlen, "cannot evaluate: no eval kernel or an empty test set");
+		return rt_error(err, errlen, "cannot evaluate: no eval kernel or an empty test set");
 	if (test && (test->xdim != d->xdim || test->ydim != d->ydim))
-		return train_error(err, errlen, "the test set has %lld features and %lld targets per sample, the training "
+		return rt_error(err, errlen, "the test set has %lld features and %lld targets per sample, the training "
 		                   "set %lld and %lld", (long long)test->xdim, (long long)test->ydim, (long long)d->xdim,
 		                   (long long)d->ydim);
 
 	TrainBufs sb, eb = {0};
 	if (bufs_alloc(&sb, tr, d, tr->step_work, d->n) < 0 || (test && bufs_alloc(&eb, tr, test, tr->eval_work, 0) < 0)) {
 		bufs_free(&sb);
-		return train_error(err, errlen, "out of memory for training buffers");
+		return rt_error(err, errlen, "out of memory for training buffers");
 	}
 	NmlEpochStats s = {.epoch = tr->epochs_done, .train_loss = NAN, .test_loss = NAN, .test_accuracy = NAN,
 	                   .samples_per_sec = NAN, .seconds = 0};
@@ -275,7 +264,7 @@ int nml_train(NmlTrainer *tr, NmlEpochStats *last, char *err, size_t errlen)
 			if (!isfinite(l)) {
 				if (bar && drawn >= 0)
 					progress_clear();
-				rc = train_error(err, errlen, "loss is %s at epoch %d, step %lld", isnan(l) ? "nan" : "inf",
+				rc = rt_error(err, errlen, "loss is %s at epoch %d, step %lld", isnan(l) ? "nan" : "inf",
 				                 epoch, (long long)tr->steps_done);
 				goto out;
 			}
