@@ -78,6 +78,11 @@ with tempfile.TemporaryDirectory() as tmp:
     r = subprocess.run([nmlc, "run", small, "--epochs", "3", "--log", log2], capture_output=True, text=True)
     recs4 = records(log2) if r.returncode == 0 else []
     check("--set changes training", len(recs4) == 3 and recs4[2]["test_loss"] < recs3[0]["test_loss"], str(recs4))
+    nan_ckpt = os.path.join(tmp, "nan.safetensors")
+    r = subprocess.run([nmlc, "run", small, "--epochs", "3", "--set", "lr=1e30", "--save", nan_ckpt],
+                       capture_output=True, text=True)
+    check("a diverging run stops", r.returncode == 1 and "loss is nan" in r.stderr
+          and not os.path.exists(nan_ckpt), r.stderr)
     r = run("--set", "lr=1", expect=1)
     check("a schedule cannot be --set", r.returncode == 1 and "is a schedule" in r.stderr, r.stderr)
 
