@@ -65,6 +65,10 @@ CASES = [
     ("adam-weight-decay", "ce", "adam(weight_decay = 0.01)", [],
      lambda p: ADAM(p, weight_decay=0.01)),
     ("adam-set", "ce", "adam()", ["lr=0.05"], lambda p: ADAM(p, lr=0.05)),
+    ("sched-linear-decay", "ce", "sgd(lr = 0.1 * linear_decay(t, T), momentum = 0.9)", [],
+     lambda p: lambda_lr(SGD(p, lr=0.1, momentum=0.9), lambda e: 1 - e / STEPS)),
+    ("sched-warmup", "ce", "adam(lr = 0.01 * warmup(t, 4))", [],
+     lambda p: lambda_lr(ADAM(p, lr=0.01), lambda e: min((e + 1) / 4, 1))),
     ("loss-ce-smooth", "ce_smooth", "sgd(lr = 0.1, momentum = 0.9)", [],
      lambda p: SGD(p, lr=0.1, momentum=0.9)),
     ("loss-mse", "mse", "adam(lr = 1e-2)", [], lambda p: ADAM(p, lr=1e-2)),
@@ -73,8 +77,14 @@ CASES = [
     ("loss-eval-mse", "mse", "sgd()", [], None),
 ]
 
+def lambda_lr(opt, factor):
+    """The optimizer with torch's LambdaLR scaling its learning rate by factor(steps so far)."""
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
 NML = """use std.nn
 use std.optim
+use std.sched
 
 layer Net(d, h, k) {{
   l1 = Linear(d, h)
@@ -130,13 +140,16 @@ def torch_run(init, x, y, loss_fn, make_opt, epochs):
         with torch.no_grad():
             return loss_fn(forward(p, xte), yte).item()
 
-    opt = make_opt(list(p.values())) if epochs else None
+    made = make_opt(list(p.values())) if epochs else None
+    opt, sched = made if isinstance(made, tuple) else (made, None)
     losses = []
     for _ in range(epochs):
         opt.zero_grad()
         loss = loss_fn(forward(p, xtr), ytr)
         loss.backward()
         opt.step()
+        if sched:
+            sched.step()
         losses.append((loss.item(), test_loss()))
     return {k: v.detach().numpy() for k, v in p.items()}, losses, test_loss()
 
