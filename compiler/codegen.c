@@ -1,13 +1,17 @@
-/* codegen.c: IR functions to LLVM IR kernels, one loop nest (or one BLAS call) per op.
+/* codegen.c: IR functions to LLVM IR kernels, one loop nest (or one BLAS call) per unit of the fusion
+ * plan (fuse.h).
  *
  * A kernel is `void name(NmlArgs *a)`. Every IR value is one of:
  *   a scalar in a register (constants, hyperparameters, t, n, and elementwise ops of those only),
- *   a view of a slot (parameters, state, x, y), or
- *   its own region of `work`, planned here for max_batch rows.
- * Broadcasting is resolved at compile time into loop nests whose axes are merged wherever no operand
- * broadcasts along them, so a plain elementwise op is one flat loop and a bias add two. Every nest
- * tells LLVM (scoped noalias metadata) that its output does not overlap its inputs, which is what lets
- * the loop vectorizer run without runtime overlap checks. */
+ *   a view of a slot (parameters, state, x, y),
+ *   a register inside the loop nest that computes it, when nothing outside the nest reads it, or
+ *   a region of `work`, planned for max_batch rows.
+ * A nest runs over one iteration space; each of its memory operands is right-aligned to it (numpy
+ * broadcasting), and axes are merged wherever no operand broadcasts along them, so a plain
+ * elementwise nest is one flat loop and a bias add two. The body computes the nest's ops in program
+ * order at each index. Every nest tells LLVM (scoped noalias metadata) which of its accesses can
+ * overlap (only those of the same slot or region), which is what lets the loop vectorizer run
+ * without runtime overlap checks. */
 #include "codegen.h"
 
 #include <math.h>
@@ -19,6 +23,7 @@
 #include <llvm-c/Target.h>
 #include <llvm-c/Transforms/PassBuilder.h>
 
+#include "fuse.h"
 #include "nmlrt.h"
 
 /* The fields of NmlArgs, in ABI order. */
@@ -28,24 +33,12 @@ _Static_assert(offsetof(NmlArgs, pred) == ARG_PRED * sizeof(void *), "NmlArgs: n
 _Static_assert(offsetof(NmlArgs, n) == ARG_N * sizeof(void *), "NmlArgs: then n");
 _Static_assert(offsetof(NmlArgs, t) == offsetof(NmlArgs, n) + sizeof(int64_t), "NmlArgs: then t");
 
-enum { WORK_ALIGN = 64 };   /* a cache line, and one AVX-512 vector */
-enum { NEST_MAXOPS = 4 };   /* the output and up to three operands */
 enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 }; /* cblas.h */
 
-typedef enum {
-	V_NONE,  /* a store: no value */
-	V_IMM,   /* a scalar in a register, the same everywhere in its shape */
-	V_SLOT,  /* points into params, state, x or y */
-	V_WORK,  /* its own region of work */
-	V_ALIAS, /* shares its operand's storage (a copy that needs none) */
-} ValKind;
-
 typedef struct Val {
-	ValKind kind;
-	size_t off;        /* V_WORK, and a V_IMM that must be in memory (a matmul operand): bytes into work */
-	int region;        /* off is valid */
-	LLVMValueRef imm;  /* V_IMM */
-	LLVMValueRef ptr;  /* the first element, once emitted */
+	LLVMValueRef imm; /* FV_SCALAR */
+	LLVMValueRef ptr; /* the first element, for a value in memory */
+	LLVMValueRef reg; /* FV_REG and FV_WORK, inside the nest computing it: the element at this index */
 } Val;
 
 typedef struct Cg {
@@ -56,6 +49,7 @@ typedef struct Cg {
 	CgType type;
 	const IrModule *m;
 	const IrFunc *f;
+	const FusePlan *plan;
 	const char *kname;
 	LLVMValueRef fn;
 	LLVMValueRef arg[ARG_COUNT];
@@ -159,32 +153,44 @@ static LLVMValueRef horner(Cg *g, LLVMValueRef x, const double *c, int n)
 	return p;
 }
 
-/* ---- memory: each nest gets its own alias scope for what it writes ---- */
+/* ---- memory: alias scopes ----
+ *
+ * Each nest has one scope per slot or region it writes. A store, and a load of what the nest writes,
+ * is in its own scope and not in the others; every other load is in none of them. */
 
-static LLVMValueRef new_scope(Cg *g)
+typedef struct Access {
+	LLVMValueRef scope, noalias; /* metadata lists, or NULL */
+} Access;
+
+static LLVMMetadataRef new_scope(Cg *g)
 {
 	char name[256];
 	int len = snprintf(name, sizeof name, "%s.%d", g->kname, g->nscopes++);
 	LLVMMetadataRef ops[2] = {LLVMMDStringInContext2(g->ctx, name, (size_t)len), g->domain};
-	LLVMMetadataRef scope = LLVMMDNodeInContext2(g->ctx, ops, 2);
-	return LLVMMetadataAsValue(g->ctx, LLVMMDNodeInContext2(g->ctx, &scope, 1));
+	return LLVMMDNodeInContext2(g->ctx, ops, 2);
 }
 
-/* A load of what the current nest writes (written: 1) or of something it does not (0). */
-static LLVMValueRef load(Cg *g, LLVMValueRef p, LLVMValueRef scope, int written)
+static LLVMValueRef scope_list(Cg *g, LLVMMetadataRef *s, int n)
+{
+	return n ? LLVMMetadataAsValue(g->ctx, LLVMMDNodeInContext2(g->ctx, s, (size_t)n)) : NULL;
+}
+
+static void tag(Cg *g, LLVMValueRef inst, Access a)
+{
+	if (a.scope)
+		LLVMSetMetadata(inst, g->md_scope, a.scope);
+	if (a.noalias)
+		LLVMSetMetadata(inst, g->md_noalias, a.noalias);
+}
+
+static LLVMValueRef load(Cg *g, LLVMValueRef p, Access a)
 {
 	LLVMValueRef v = LLVMBuildLoad2(g->b, g->T, p, "");
-	if (scope)
-		LLVMSetMetadata(v, written ? g->md_scope : g->md_noalias, scope);
+	tag(g, v, a);
 	return v;
 }
 
-static void store(Cg *g, LLVMValueRef v, LLVMValueRef p, LLVMValueRef scope)
-{
-	LLVMValueRef s = LLVMBuildStore(g->b, v, p);
-	if (scope)
-		LLVMSetMetadata(s, g->md_scope, scope);
-}
+static void store(Cg *g, LLVMValueRef v, LLVMValueRef p, Access a) { tag(g, LLVMBuildStore(g->b, v, p), a); }
 
 /* ---- loops ---- */
 
@@ -233,38 +239,60 @@ static LLVMValueRef loop_end(Cg *g, Loop *l, LLVMValueRef acc_next)
 
 /* ---- loop nests over a broadcast iteration space ----
  *
- * Operand 0 is written, the others are read. Each operand's dims are aligned to the iteration space:
- * od[k][i] is it[i] (the operand advances along axis i) or 1 (it is broadcast). Axes of size 1 are
- * dropped and neighbouring axes along which the same operands advance are merged, so the loops left
- * are the ones broadcasting forces. */
+ * Each operand's dims are aligned to the iteration space: od[i] is it[i] (the operand advances along
+ * axis i) or 1 (it is broadcast). Axes of size 1 are dropped and neighbouring axes along which the
+ * same operands advance are merged, so the loops left are the ones broadcasting forces. */
+
+/* Storage, for alias metadata: a region by the value that owns it, a slot by block and index. */
+enum { KEY_PARAM = 1 << 24, KEY_STATE = 2 << 24, KEY_GRAD = 3 << 24, KEY_X = 4 << 24, KEY_Y, KEY_LOSS, KEY_PRED };
+
+typedef struct NestOp {
+	int val;                /* the IR value read through it, or -1 */
+	int key;                /* its storage */
+	int write;
+	LLVMValueRef base;      /* first element, or NULL for a scalar */
+	LLVMValueRef scalar;
+	int64_t od[IR_MAXRANK];
+	unsigned adv;           /* bit d: advances with loop d */
+	LLVMValueRef stride[IR_MAXRANK];
+	LLVMValueRef off[IR_MAXRANK + 1]; /* element index inside d loops */
+	Access md;
+	LLVMValueRef cur;       /* loaded at the current index */
+} NestOp;
+
 typedef struct Nest {
 	int rank;
 	int64_t it[IR_MAXRANK];
-	int nop;
-	LLVMValueRef base[NEST_MAXOPS];   /* first element, or NULL for a scalar */
-	LLVMValueRef scalar[NEST_MAXOPS];
-	int64_t od[NEST_MAXOPS][IR_MAXRANK];
+	NestOp *op;
+	int nop, cap;
 	/* set by nest_plan */
 	int depth, open;
-	LLVMValueRef dim[IR_MAXRANK];     /* trip counts, outermost first */
-	unsigned adv[IR_MAXRANK];         /* bit k: operand k advances with this loop */
-	LLVMValueRef stride[IR_MAXRANK][NEST_MAXOPS];
-	LLVMValueRef off[IR_MAXRANK + 1][NEST_MAXOPS]; /* element index of each operand inside d loops */
+	LLVMValueRef dim[IR_MAXRANK]; /* trip counts, outermost first */
 	Loop loop[IR_MAXRANK];
-	LLVMValueRef scope;
 } Nest;
 
-static void nest_space(Nest *ns, const IrShape *s)
+static void nest_init(Nest *ns, const IrShape *s)
 {
-	ns->rank = s->rank;
+	*ns = (Nest){.rank = s->rank};
 	for (int i = 0; i < s->rank; i++)
 		ns->it[i] = s->dim[i];
 }
 
-/* Operand k is v of shape s, right-aligned to the iteration space (numpy broadcasting). A read
- * operand of one element is loaded once, before the loops. */
-static void nest_operand(Cg *g, Nest *ns, int k, const Val *v, const IrShape *s)
+static void nest_free(Nest *ns) { free(ns->op); }
+
+/* An operand at base (or the scalar imm) of shape s, right-aligned to the iteration space. A read
+ * operand of one element is loaded once, before the loops. Returns its index. */
+static int nest_add(Cg *g, Nest *ns, int val, int key, int write, LLVMValueRef base, LLVMValueRef imm,
+		    const IrShape *s)
 {
+	if (ns->nop == ns->cap) {
+		ns->cap = ns->cap ? 2 * ns->cap : 8;
+		ns->op = realloc(ns->op, (size_t)ns->cap * sizeof *ns->op);
+		if (!ns->op)
+			die("out of memory");
+	}
+	NestOp *o = &ns->op[ns->nop];
+	*o = (NestOp){.val = val, .key = key, .write = write};
 	int lead = s->rank - ns->rank;
 	for (int j = 0; j < lead; j++)
 		if (s->dim[j] != 1)
@@ -273,60 +301,103 @@ static void nest_operand(Cg *g, Nest *ns, int k, const Val *v, const IrShape *s)
 		int64_t d = i + lead >= 0 ? s->dim[i + lead] : 1;
 		if (d != 1 && d != ns->it[i])
 			die("codegen: %s: operand does not broadcast to the loop nest", g->kname);
-		ns->od[k][i] = d;
+		o->od[i] = d;
 	}
-	ns->base[k] = ns->scalar[k] = NULL;
-	if (v->kind == V_IMM)
-		ns->scalar[k] = v->imm;
-	else if (k > 0 && static_one(s))
-		ns->scalar[k] = LLVMBuildLoad2(g->b, g->T, v->ptr, "");
+	if (imm)
+		o->scalar = imm;
+	else if (!write && static_one(s))
+		o->scalar = LLVMBuildLoad2(g->b, g->T, base, "");
 	else
-		ns->base[k] = v->ptr;
-	if (k >= ns->nop)
-		ns->nop = k + 1;
+		o->base = base;
+	return ns->nop++;
 }
 
+/* The loops, the operands' strides, and the alias metadata. */
 static void nest_plan(Cg *g, Nest *ns)
 {
 	ns->depth = ns->open = 0;
 	for (int i = 0; i < ns->rank; i++) {
 		if (ns->it[i] == 1)
 			continue;
-		unsigned adv = 0;
-		for (int k = 0; k < ns->nop; k++)
-			if (ns->base[k] && ns->od[k][i] != 1)
-				adv |= 1u << k;
-		LLVMValueRef d = dimv(g, ns->it[i]);
-		if (ns->depth > 0 && ns->adv[ns->depth - 1] == adv) {
-			ns->dim[ns->depth - 1] = imul(g, ns->dim[ns->depth - 1], d);
-		} else {
-			ns->adv[ns->depth] = adv;
-			ns->dim[ns->depth++] = d;
+		int same = ns->depth > 0;
+		for (int k = 0; k < ns->nop && same; k++) {
+			int adv = ns->op[k].base && ns->op[k].od[i] != 1;
+			same = adv == (int)(ns->op[k].adv >> (ns->depth - 1) & 1);
 		}
+		LLVMValueRef d = dimv(g, ns->it[i]);
+		if (same) {
+			ns->dim[ns->depth - 1] = imul(g, ns->dim[ns->depth - 1], d);
+			continue;
+		}
+		for (int k = 0; k < ns->nop; k++)
+			if (ns->op[k].base && ns->op[k].od[i] != 1)
+				ns->op[k].adv |= 1u << ns->depth;
+		ns->dim[ns->depth++] = d;
 	}
 	for (int k = 0; k < ns->nop; k++) {
+		NestOp *o = &ns->op[k];
 		LLVMValueRef s = ci(g, 1);
 		for (int d = ns->depth - 1; d >= 0; d--) {
-			ns->stride[d][k] = ns->adv[d] & (1u << k) ? s : ci(g, 0);
-			if (ns->adv[d] & (1u << k))
+			o->stride[d] = o->adv & (1u << d) ? s : ci(g, 0);
+			if (o->adv & (1u << d))
 				s = imul(g, s, ns->dim[d]);
 		}
-		ns->off[0][k] = ci(g, 0);
+		o->off[0] = ci(g, 0);
 	}
-	ns->scope = new_scope(g);
+
+	int nw = 0, *keys = malloc((size_t)(ns->nop + 1) * sizeof *keys);
+	LLVMMetadataRef *scopes = malloc((size_t)(ns->nop + 1) * sizeof *scopes);
+	LLVMMetadataRef *others = malloc((size_t)(ns->nop + 1) * sizeof *others);
+	if (!keys || !scopes || !others)
+		die("out of memory");
+	for (int k = 0; k < ns->nop; k++) {
+		int w = 0;
+		while (w < nw && keys[w] != ns->op[k].key)
+			w++;
+		if (ns->op[k].write && w == nw) {
+			keys[nw] = ns->op[k].key;
+			scopes[nw++] = new_scope(g);
+		}
+	}
+	LLVMValueRef all = scope_list(g, scopes, nw);
+	for (int w = 0; w < nw; w++) {
+		Access a = {scope_list(g, &scopes[w], 1), NULL};
+		int n = 0;
+		for (int x = 0; x < nw; x++)
+			if (x != w)
+				others[n++] = scopes[x];
+		a.noalias = scope_list(g, others, n);
+		for (int k = 0; k < ns->nop; k++)
+			if (ns->op[k].key == keys[w])
+				ns->op[k].md = a;
+	}
+	for (int k = 0; k < ns->nop; k++) {
+		int w = 0;
+		while (w < nw && keys[w] != ns->op[k].key)
+			w++;
+		if (w == nw)
+			ns->op[k].md = (Access){NULL, all};
+	}
+	free(keys);
+	free(scopes);
+	free(others);
 }
 
-/* Opens the loops up to depth upto. */
-static void nest_enter(Cg *g, Nest *ns, int upto)
+/* Opens the loops up to depth upto; with acc_init, the last one carries an accumulator, returned. */
+static LLVMValueRef nest_enter(Cg *g, Nest *ns, int upto, LLVMValueRef acc_init)
 {
+	LLVMValueRef acc = NULL;
 	for (int d = ns->open; d < upto; d++) {
 		LLVMValueRef iv = loop_begin(g, &ns->loop[d], ns->dim[d]);
-		for (int k = 0; k < ns->nop; k++)
-			ns->off[d + 1][k] = ns->adv[d] & (1u << k)
-						    ? iadd(g, ns->off[d][k], imul(g, iv, ns->stride[d][k]))
-						    : ns->off[d][k];
+		if (acc_init && d == upto - 1)
+			acc = loop_acc(g, &ns->loop[d], acc_init);
+		for (int k = 0; k < ns->nop; k++) {
+			NestOp *o = &ns->op[k];
+			o->off[d + 1] = o->adv & (1u << d) ? iadd(g, o->off[d], imul(g, iv, o->stride[d])) : o->off[d];
+		}
 	}
 	ns->open = upto;
+	return acc;
 }
 
 static void nest_leave(Cg *g, Nest *ns)
@@ -335,14 +406,20 @@ static void nest_leave(Cg *g, Nest *ns)
 		loop_end(g, &ns->loop[--ns->open], NULL);
 }
 
-static LLVMValueRef nest_addr(Cg *g, Nest *ns, int k) { return elem(g, ns->base[k], ns->off[ns->open][k]); }
+static LLVMValueRef nest_addr(Cg *g, Nest *ns, int k) { return elem(g, ns->op[k].base, ns->op[k].off[ns->open]); }
 
-static LLVMValueRef nest_load(Cg *g, Nest *ns, int k)
+/* Operand k at the current index, loaded once per body. */
+static LLVMValueRef nest_get(Cg *g, Nest *ns, int k)
 {
-	return ns->base[k] ? load(g, nest_addr(g, ns, k), ns->scope, k == 0) : ns->scalar[k];
+	NestOp *o = &ns->op[k];
+	if (!o->base)
+		return o->scalar;
+	if (!o->cur)
+		o->cur = load(g, nest_addr(g, ns, k), o->md);
+	return o->cur;
 }
 
-static void nest_store(Cg *g, Nest *ns, LLVMValueRef v) { store(g, v, nest_addr(g, ns, 0), ns->scope); }
+static void nest_put(Cg *g, Nest *ns, int k, LLVMValueRef v) { store(g, v, nest_addr(g, ns, k), ns->op[k].md); }
 
 /* ---- scalar math, written out so that loops over it vectorize (a libm call would not) ---- */
 
@@ -504,22 +581,57 @@ static LLVMValueRef op_scalar(Cg *g, IrOp op, LLVMValueRef *x)
 
 static const IrShape *shape_of(Cg *g, int v) { return &g->f->inst[v].shape; }
 
-/* dst (of shape s) = op(operands), the operands broadcast to s. */
-static void emit_map(Cg *g, IrOp op, LLVMValueRef dst, const IrShape *s, int nin, const Val *const *v,
-		     const IrShape *const *vs)
+static FuseValKind kind_of(Cg *g, int v) { return g->plan->val[v].kind; }
+
+/* The storage a value is read from. */
+static int read_key(Cg *g, int v)
 {
-	Nest ns = {0};
-	nest_space(&ns, s);
-	nest_operand(g, &ns, 0, &(Val){.kind = V_WORK, .ptr = dst}, s);
-	for (int j = 0; j < nin; j++)
-		nest_operand(g, &ns, j + 1, v[j], vs[j]);
+	int r = fuse_root(g->plan, g->f, v);
+	const IrInst *in = &g->f->inst[r];
+	switch (in->op) {
+	case IR_PARAM: return KEY_PARAM + in->ival;
+	case IR_STATE: return KEY_STATE + in->ival;
+	case IR_INPUT: return in->ival ? KEY_Y : KEY_X;
+	default: return r;
+	}
+}
+
+/* The slot a store writes, its first element and its shape. */
+static int store_dst(Cg *g, int i, LLVMValueRef *dst, const IrShape **s)
+{
+	const IrInst *in = &g->f->inst[i];
+	const IrModule *m = g->m;
+	*s = shape_of(g, in->in[0]);
+	switch (in->op) {
+	case IR_STORE_PARAM:
+		*s = &m->params[in->ival].shape;
+		*dst = elem(g, g->arg[ARG_PARAMS], ci(g, (int64_t)m->params[in->ival].offset));
+		return KEY_PARAM + in->ival;
+	case IR_STORE_GRAD:
+		*s = &m->params[in->ival].shape;
+		*dst = elem(g, g->arg[ARG_GRADS], ci(g, (int64_t)m->params[in->ival].offset));
+		return KEY_GRAD + in->ival;
+	case IR_STORE_STATE:
+		*s = &m->states[in->ival].shape;
+		*dst = elem(g, g->arg[ARG_STATE], ci(g, (int64_t)m->states[in->ival].offset));
+		return KEY_STATE + in->ival;
+	case IR_STORE_LOSS: *dst = g->arg[ARG_LOSS]; return KEY_LOSS;
+	case IR_STORE_PRED: *dst = g->arg[ARG_PRED]; return KEY_PRED;
+	default: die("codegen: %s is not a store", ir_op_name(in->op));
+	}
+}
+
+/* dst (of shape s) = the scalar v everywhere */
+static void emit_fill(Cg *g, LLVMValueRef dst, const IrShape *s, LLVMValueRef v, int key)
+{
+	Nest ns;
+	nest_init(&ns, s);
+	int k = nest_add(g, &ns, -1, key, 1, dst, NULL, s);
 	nest_plan(g, &ns);
-	nest_enter(g, &ns, ns.depth);
-	LLVMValueRef x[3];
-	for (int j = 0; j < nin; j++)
-		x[j] = nest_load(g, &ns, j + 1);
-	nest_store(g, &ns, op_scalar(g, op, x));
+	nest_enter(g, &ns, ns.depth, NULL);
+	nest_put(g, &ns, k, v);
 	nest_leave(g, &ns);
+	nest_free(&ns);
 }
 
 static void emit_leaf(Cg *g, int i)
@@ -541,30 +653,28 @@ static void emit_leaf(Cg *g, int i)
 	}
 }
 
-static void emit_elementwise(Cg *g, int i)
+/* A unit without a loop: a leaf, a scalar op, or a value sharing its operand's storage. */
+static void emit_value(Cg *g, int i)
 {
 	const IrInst *in = &g->f->inst[i];
 	Val *v = &g->val[i];
-	int nin = ir_op_arity(in->op);
-	if (v->kind == V_ALIAS) {
-		*v = g->val[in->in[0]];
-		v->kind = V_ALIAS;
-		return;
-	}
-	if (v->kind == V_IMM) {
+	IrOpKind k = ir_op_kind(in->op);
+	if (k == OPK_LEAF) {
+		emit_leaf(g, i);
+	} else if (kind_of(g, i) == FV_ALIAS) {
+		v->ptr = g->val[in->in[0]].ptr;
+	} else if (kind_of(g, i) != FV_SCALAR) {
+		die("codegen: %s: %%%d (%s) has no loop", g->kname, i, ir_op_name(in->op));
+	} else if (in->op == IR_RESHAPE) {
+		v->imm = g->val[in->in[0]].imm;
+	} else {
 		LLVMValueRef x[3];
-		for (int j = 0; j < nin; j++)
+		for (int j = 0; j < ir_op_arity(in->op); j++)
 			x[j] = g->val[in->in[j]].imm;
 		v->imm = op_scalar(g, in->op, x);
-		return;
 	}
-	const Val *ops[3];
-	const IrShape *shapes[3];
-	for (int j = 0; j < nin; j++) {
-		ops[j] = &g->val[in->in[j]];
-		shapes[j] = shape_of(g, in->in[j]);
-	}
-	emit_map(g, in->op, v->ptr, &in->shape, nin, ops, shapes);
+	if (g->plan->val[i].region) /* a matmul reads it */
+		emit_fill(g, v->ptr, &in->shape, v->imm, i);
 }
 
 static LLVMValueRef reduce_step(Cg *g, IrOp op, LLVMValueRef acc, LLVMValueRef x, int reassoc)
@@ -578,56 +688,151 @@ static LLVMValueRef reduce_step(Cg *g, IrOp op, LLVMValueRef acc, LLVMValueRef x
 	return s;
 }
 
-/* Reduce over the axes in the mask: the output holds the kept axes in order, contiguous. The nest runs
- * over the operand's shape with the output broadcast along the reduced axes. When the innermost loop
- * reduces, it sums in a register and, if it is the only reducing loop, stores without initializing
- * the output first; otherwise the output is initialized and accumulated in place. */
-static void emit_reduce(Cg *g, int i)
+/* ---- fused loop nests ---- */
+
+/* The nest operand through which value a is read, added on first use. */
+static int read_op(Cg *g, Nest *ns, int a)
 {
-	const IrInst *in = &g->f->inst[i];
-	const IrShape *s = shape_of(g, in->in[0]);
-	LLVMValueRef init = cf(g, in->op == IR_MAX ? -INFINITY : 0);
-	LLVMValueRef out = g->val[i].ptr;
-	Nest ns = {0};
-	nest_space(&ns, s);
-	nest_operand(g, &ns, 1, &g->val[in->in[0]], s);
-	ns.base[0] = out;
-	ns.nop = 2;
-	IrShape kept = {0};
-	for (int a = 0; a < s->rank; a++) {
-		int red = (in->ival >> a) & 1;
-		ns.od[0][a] = red ? 1 : s->dim[a];
-		if (!red)
-			kept.dim[kept.rank++] = s->dim[a];
+	for (int k = 0; k < ns->nop; k++)
+		if (ns->op[k].val == a && !ns->op[k].write)
+			return k;
+	return nest_add(g, ns, a, read_key(g, a), 0, g->val[a].ptr, NULL, shape_of(g, a));
+}
+
+/* Value a at the current index of nest q. */
+static LLVMValueRef operand(Cg *g, Nest *ns, int q, int a)
+{
+	const FuseVal *v = &g->plan->val[a];
+	if (v->kind == FV_SCALAR)
+		return g->val[a].imm;
+	if (v->unit == q)
+		return g->val[a].reg;
+	return nest_get(g, ns, read_op(g, ns, a));
+}
+
+/* The members of unit q at the current index, in program order. wk[x] is the operand member x writes
+ * (or -1); out is the reduction's output operand. Returns the reduction's next accumulator when it
+ * is carried in a register (acc), else updates the output in place. */
+static LLVMValueRef emit_body(Cg *g, Nest *ns, int q, const int *wk, int out, LLVMValueRef acc)
+{
+	const FuseUnit *u = &g->plan->unit[q];
+	LLVMValueRef next = NULL;
+	for (int k = 0; k < ns->nop; k++)
+		ns->op[k].cur = NULL;
+	for (int x = 0; x < u->n; x++) {
+		int i = u->inst[x];
+		const IrInst *in = &g->f->inst[i];
+		switch (ir_op_kind(in->op)) {
+		case OPK_UNARY:
+		case OPK_BINARY:
+		case OPK_TERNARY: {
+			LLVMValueRef a[3];
+			for (int j = 0; j < ir_op_arity(in->op); j++)
+				a[j] = operand(g, ns, q, in->in[j]);
+			g->val[i].reg = op_scalar(g, in->op, a);
+			if (wk[x] >= 0)
+				nest_put(g, ns, wk[x], g->val[i].reg);
+			break;
+		}
+		case OPK_STORE: nest_put(g, ns, wk[x], operand(g, ns, q, in->in[0])); break;
+		case OPK_REDUCE: {
+			LLVMValueRef v = operand(g, ns, q, in->in[0]);
+			if (acc)
+				next = reduce_step(g, in->op, acc, v, 1);
+			else
+				nest_put(g, ns, out, reduce_step(g, in->op, load(g, nest_addr(g, ns, out), ns->op[out].md), v, 0));
+			break;
+		}
+		default: die("codegen: %s: %s in a loop nest", g->kname, ir_op_name(in->op));
+		}
+	}
+	return next;
+}
+
+/* One loop nest: the unit's elementwise ops and stores at each index of its space, and the reduction
+ * they feed. A reduction runs over the space with its output broadcast along the reduced axes. When
+ * the innermost loop reduces, it sums in a register and, if it is the only reducing loop, stores
+ * without initializing the output first; otherwise the output is initialized and accumulated in
+ * place. */
+static void emit_nest(Cg *g, int q)
+{
+	const FuseUnit *u = &g->plan->unit[q];
+	const IrFunc *f = g->f;
+	Nest ns;
+	nest_init(&ns, &u->space);
+	int *wk = malloc((size_t)u->n * sizeof *wk);
+	if (!wk)
+		die("out of memory");
+	int out = -1;
+	for (int x = 0; x < u->n; x++) {
+		int i = u->inst[x];
+		const IrInst *in = &f->inst[i];
+		wk[x] = -1;
+		for (int j = 0; j < ir_op_arity(in->op); j++) {
+			int a = in->in[j];
+			if (kind_of(g, a) != FV_SCALAR && g->plan->val[a].unit != q)
+				read_op(g, &ns, a);
+		}
+		switch (ir_op_kind(in->op)) {
+		case OPK_STORE: {
+			LLVMValueRef dst;
+			const IrShape *s;
+			int key = store_dst(g, i, &dst, &s);
+			wk[x] = nest_add(g, &ns, -1, key, 1, dst, NULL, s);
+			break;
+		}
+		case OPK_REDUCE: {
+			IrShape kept = {0};
+			out = nest_add(g, &ns, -1, i, 1, g->val[i].ptr, NULL, &kept);
+			for (int a = 0; a < ns.rank; a++)
+				ns.op[out].od[a] = (in->ival >> a) & 1 ? 1 : ns.it[a];
+			break;
+		}
+		default:
+			if (kind_of(g, i) == FV_WORK)
+				wk[x] = nest_add(g, &ns, -1, i, 1, g->val[i].ptr, NULL, &in->shape);
+			break;
+		}
 	}
 	nest_plan(g, &ns);
 
-	int inner = ns.depth > 0 && !(ns.adv[ns.depth - 1] & 1);
-	int outer = 0;
-	for (int d = 0; d < ns.depth - inner; d++)
-		outer |= !(ns.adv[d] & 1);
-	if (!inner || outer) {
-		Loop l;
-		LLVMValueRef j = loop_begin(g, &l, numelv(g, &kept));
-		store(g, init, elem(g, out, j), NULL);
-		loop_end(g, &l, NULL);
-	}
-	if (inner) {
-		nest_enter(g, &ns, ns.depth - 1);
-		Loop l;
-		LLVMValueRef j = loop_begin(g, &l, ns.dim[ns.depth - 1]);
-		LLVMValueRef acc = loop_acc(g, &l, init);
-		LLVMValueRef x = ns.base[1] ? load(g, elem(g, ns.base[1], iadd(g, ns.off[ns.open][1], j)), ns.scope, 0)
-					    : ns.scalar[1];
-		LLVMValueRef r = loop_end(g, &l, reduce_step(g, in->op, acc, x, 1));
-		if (outer)
-			r = reduce_step(g, in->op, nest_load(g, &ns, 0), r, 0);
-		nest_store(g, &ns, r);
+	if (u->red < 0) {
+		nest_enter(g, &ns, ns.depth, NULL);
+		emit_body(g, &ns, q, wk, -1, NULL);
+		nest_leave(g, &ns);
 	} else {
-		nest_enter(g, &ns, ns.depth);
-		nest_store(g, &ns, reduce_step(g, in->op, nest_load(g, &ns, 0), nest_load(g, &ns, 1), 0));
+		const IrInst *in = &f->inst[u->red];
+		LLVMValueRef init = cf(g, in->op == IR_MAX ? -INFINITY : 0);
+		unsigned adv = ns.op[out].adv;
+		int inner = ns.depth > 0 && !(adv & (1u << (ns.depth - 1)));
+		int outer = 0;
+		for (int d = 0; d < ns.depth - inner; d++)
+			outer |= !(adv & (1u << d));
+		if (!inner || outer) {
+			IrShape kept = {0};
+			for (int a = 0; a < u->space.rank; a++)
+				if (!((in->ival >> a) & 1))
+					kept.dim[kept.rank++] = u->space.dim[a];
+			Loop l;
+			LLVMValueRef j = loop_begin(g, &l, numelv(g, &kept));
+			store(g, init, elem(g, g->val[u->red].ptr, j), (Access){0});
+			loop_end(g, &l, NULL);
+		}
+		if (inner) {
+			LLVMValueRef acc = nest_enter(g, &ns, ns.depth, init);
+			LLVMValueRef next = emit_body(g, &ns, q, wk, out, acc);
+			LLVMValueRef r = loop_end(g, &ns.loop[--ns.open], next);
+			if (outer)
+				r = reduce_step(g, in->op, load(g, nest_addr(g, &ns, out), ns.op[out].md), r, 0);
+			nest_put(g, &ns, out, r);
+		} else {
+			nest_enter(g, &ns, ns.depth, NULL);
+			emit_body(g, &ns, q, wk, out, NULL);
+		}
+		nest_leave(g, &ns);
 	}
-	nest_leave(g, &ns);
+	free(wk);
+	nest_free(&ns);
 }
 
 /* C = op(A) op(B) by cblas_?gemm, row-major; lda and ldb are the stored row lengths. */
@@ -687,135 +892,30 @@ static void emit_onehot(Cg *g, int i)
 	const IrInst *in = &g->f->inst[i];
 	if (in->op != IR_ONEHOT)
 		die("codegen: no lowering for %s", ir_op_name(in->op));
-	const Val *a = &g->val[in->in[0]];
-	LLVMValueRef out = g->val[i].ptr, k = ci(g, in->ival), scope = new_scope(g);
+	int a = in->in[0];
+	LLVMValueRef out = g->val[i].ptr, k = ci(g, in->ival);
+	LLVMMetadataRef s = new_scope(g);
+	Access wr = {scope_list(g, &s, 1), NULL}, rd = {NULL, wr.scope};
 	Loop rows, cols;
-	LLVMValueRef r = loop_begin(g, &rows, dimv(g, shape_of(g, in->in[0])->dim[0]));
-	LLVMValueRef c = a->kind == V_IMM ? a->imm : load(g, elem(g, a->ptr, r), scope, 0);
+	LLVMValueRef r = loop_begin(g, &rows, dimv(g, shape_of(g, a)->dim[0]));
+	LLVMValueRef c = kind_of(g, a) == FV_SCALAR ? g->val[a].imm : load(g, elem(g, g->val[a].ptr, r), rd);
 	LLVMValueRef j = loop_begin(g, &cols, k);
 	LLVMValueRef hit = flag(g, LLVMRealOEQ, LLVMBuildSIToFP(g->b, j, g->T, ""), c);
-	store(g, hit, elem(g, out, iadd(g, imul(g, r, k), j)), scope);
+	store(g, hit, elem(g, out, iadd(g, imul(g, r, k), j)), wr);
 	loop_end(g, &cols, NULL);
 	loop_end(g, &rows, NULL);
 }
 
-static void emit_store(Cg *g, int i)
-{
-	const IrInst *in = &g->f->inst[i];
-	const IrShape *s = shape_of(g, in->in[0]);
-	LLVMValueRef dst;
-	switch (in->op) {
-	case IR_STORE_PARAM:
-		s = &g->m->params[in->ival].shape;
-		dst = elem(g, g->arg[ARG_PARAMS], ci(g, (int64_t)g->m->params[in->ival].offset));
-		break;
-	case IR_STORE_GRAD:
-		s = &g->m->params[in->ival].shape;
-		dst = elem(g, g->arg[ARG_GRADS], ci(g, (int64_t)g->m->params[in->ival].offset));
-		break;
-	case IR_STORE_STATE:
-		s = &g->m->states[in->ival].shape;
-		dst = elem(g, g->arg[ARG_STATE], ci(g, (int64_t)g->m->states[in->ival].offset));
-		break;
-	case IR_STORE_LOSS: dst = g->arg[ARG_LOSS]; break;
-	case IR_STORE_PRED: dst = g->arg[ARG_PRED]; break;
-	default: die("codegen: %s is not a store", ir_op_name(in->op));
-	}
-	const Val *v = &g->val[in->in[0]];
-	const IrShape *vs = shape_of(g, in->in[0]);
-	emit_map(g, IR_STOPGRAD, dst, s, 1, &v, &vs);
-}
-
 /* ---- kernels ---- */
 
-static int is_scalar_leaf(IrOp op) { return op == IR_CONST || op == IR_HPARAM || op == IR_STEP || op == IR_ROWS; }
-
-/* Decides where each value lives; returns the bytes of work. A matmul operand must be in memory, so
- * a scalar that is one gets a region too. */
-static size_t plan(Cg *g, int64_t max_batch)
+static void emit_unit(Cg *g, int q)
 {
-	const IrFunc *f = g->f;
-	size_t esize = g->type == CG_F32 ? 4 : 8, top = 0;
-	for (int i = 0; i < f->n; i++) {
-		const IrInst *in = &f->inst[i];
-		Val *v = &g->val[i];
-		*v = (Val){.kind = V_WORK};
-		switch (ir_op_kind(in->op)) {
-		case OPK_LEAF: v->kind = is_scalar_leaf(in->op) ? V_IMM : V_SLOT; break;
-		case OPK_UNARY:
-		case OPK_BINARY:
-		case OPK_TERNARY: {
-			int imm = 1;
-			for (int j = 0; j < ir_op_arity(in->op); j++)
-				imm &= g->val[in->in[j]].kind == V_IMM;
-			ValKind a = g->val[in->in[0]].kind;
-			if (imm)
-				v->kind = V_IMM;
-			/* a work region is never overwritten, so a same-shape copy of one can share it */
-			else if (in->op == IR_STOPGRAD && (a == V_WORK || a == V_ALIAS) &&
-				 ir_shape_eq(in->shape, f->inst[in->in[0]].shape))
-				v->kind = V_ALIAS;
-			break;
-		}
-		case OPK_STORE: v->kind = V_NONE; break;
-		case OPK_SPECIAL: /* a reshape keeps the layout, so it shares its operand's storage */
-			if (in->op == IR_RESHAPE)
-				v->kind = g->val[in->in[0]].kind == V_IMM ? V_IMM : V_ALIAS;
-			break;
-		case OPK_MATMUL:
-			for (int j = 0; j < 2; j++)
-				if (g->val[in->in[j]].kind == V_IMM)
-					g->val[in->in[j]].region = 1;
-			break;
-		default: break;
-		}
-		if (v->kind == V_WORK)
-			v->region = 1;
-	}
-	for (int i = 0; i < f->n; i++) {
-		Val *v = &g->val[i];
-		if (!v->region)
-			continue;
-		v->off = top;
-		size_t bytes = (size_t)ir_shape_numel(f->inst[i].shape, max_batch) * esize;
-		top += (bytes + WORK_ALIGN - 1) / WORK_ALIGN * WORK_ALIGN;
-	}
-	return top;
-}
-
-static void emit_inst(Cg *g, int i)
-{
-	const IrInst *in = &g->f->inst[i];
-	Val *v = &g->val[i];
-	if (v->region) {
-		LLVMValueRef off = ci(g, (int64_t)v->off);
-		v->ptr = LLVMBuildInBoundsGEP2(g->b, g->i8, g->arg[ARG_WORK], &off, 1, "");
-	}
-	switch (ir_op_kind(in->op)) {
-	case OPK_LEAF: emit_leaf(g, i); break;
-	case OPK_UNARY:
-	case OPK_BINARY:
-	case OPK_TERNARY: emit_elementwise(g, i); break;
-	case OPK_REDUCE: emit_reduce(g, i); break;
-	case OPK_MATMUL: emit_matmul(g, i); break;
-	case OPK_SPECIAL:
-		if (in->op == IR_RESHAPE) {
-			if (v->kind == V_IMM) {
-				v->imm = g->val[in->in[0]].imm;
-			} else {
-				*v = g->val[in->in[0]];
-				v->kind = V_ALIAS;
-			}
-		} else {
-			emit_onehot(g, i);
-		}
-		break;
-	case OPK_STORE: emit_store(g, i); break;
-	}
-	if (v->kind == V_IMM && v->region) {
-		const Val *src = v;
-		const IrShape *s = &in->shape;
-		emit_map(g, IR_STOPGRAD, v->ptr, s, 1, &src, &s);
+	const FuseUnit *u = &g->plan->unit[q];
+	switch (u->kind) {
+	case FU_NONE: emit_value(g, u->inst[0]); break;
+	case FU_NEST: emit_nest(g, q); break;
+	case FU_MATMUL: emit_matmul(g, u->inst[0]); break;
+	case FU_ONEHOT: emit_onehot(g, u->inst[0]); break;
 	}
 }
 
@@ -828,6 +928,7 @@ static LLVMTypeRef args_type(Cg *g)
 	f[ARG_T] = LLVMDoubleTypeInContext(g->ctx);
 	return LLVMStructTypeInContext(g->ctx, f, ARG_COUNT, 0);
 }
+
 
 static void emit_kernel(Cg *g, CgKernel *k, int64_t max_batch)
 {
@@ -855,15 +956,32 @@ static void emit_kernel(Cg *g, CgKernel *k, int64_t max_batch)
 		g->arg[i] = LLVMBuildLoad2(g->b, ft, LLVMBuildStructGEP2(g->b, at, a, (unsigned)i, ""), names[i]);
 	}
 
+	FusePlan *plan = fuse_plan(g->m, g->f, g->type == CG_F32 ? 4 : 8, max_batch, !k->unfused);
+	g->plan = plan;
+	k->work_bytes = plan->work_bytes;
 	g->val = calloc((size_t)(g->f->n ? g->f->n : 1), sizeof *g->val);
 	if (!g->val)
 		die("out of memory");
-	k->work_bytes = plan(g, max_batch);
-	for (int i = 0; i < g->f->n; i++)
-		emit_inst(g, i);
+	for (int i = 0; i < g->f->n; i++) {
+		if (!plan->val[i].region)
+			continue;
+		LLVMValueRef off = ci(g, (int64_t)plan->val[i].off);
+		g->val[i].ptr = LLVMBuildInBoundsGEP2(g->b, g->i8, g->arg[ARG_WORK], &off, 1, "");
+	}
+	for (int q = 0; q < plan->nunits; q++)
+		emit_unit(g, q);
 	LLVMBuildRetVoid(g->b);
 	free(g->val);
 	g->val = NULL;
+	fuse_free(plan);
+	g->plan = NULL;
+}
+
+void cg_dump_kernels(FILE *out, const IrModule *m, const IrFunc *f, CgType type, int64_t max_batch)
+{
+	FusePlan *p = fuse_plan(m, f, type == CG_F32 ? 4 : 8, max_batch, 1);
+	fuse_dump(out, m, f, p);
+	fuse_free(p);
 }
 
 void cg_init(void)

@@ -1,12 +1,13 @@
 /* codegen.h: lowering of IR functions to LLVM IR kernels, and their optimization for the host.
  *
- * Every kernel is `void name(NmlArgs *)` (runtime/nmlrt.h). Values other than leaves and scalars
- * live in `work`, at offsets planned here for max_batch rows. */
+ * Every kernel is `void name(NmlArgs *)` (runtime/nmlrt.h). Its ops are grouped into loop nests first
+ * (fuse.h); values that leave their nest live in `work`, at offsets planned for max_batch rows. */
 #ifndef CODEGEN_H
 #define CODEGEN_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include <llvm-c/Core.h>
 #include <llvm-c/TargetMachine.h>
@@ -19,6 +20,7 @@ typedef struct CgKernel {
 	const char *name;  /* exported symbol: void name(NmlArgs *) */
 	const IrFunc *fn;
 	size_t work_bytes; /* out: scratch bytes the kernel needs at max_batch rows */
+	int unfused;       /* in: one loop nest per op, the baseline fusion is tested and measured against */
 } CgKernel;
 
 /* Initializes LLVM's native target; idempotent. The other entry points call it. */
@@ -27,6 +29,9 @@ void cg_init(void);
 /* Lower each kernel's IR function into one module created in ctx. */
 LLVMModuleRef cg_module(LLVMContextRef ctx, const char *module_name, const IrModule *m, CgKernel *k, int nk,
 			CgType type, int64_t max_batch);
+
+/* The loop nests of f as cg_module would make them (`nmlc show --kernels`). */
+void cg_dump_kernels(FILE *out, const IrModule *m, const IrFunc *f, CgType type, int64_t max_batch);
 
 /* A target machine for the host CPU (PIC, aggressive codegen), for cg_optimize and for emitting objects.
  * NULL with *err malloc'd on failure; the caller disposes it with LLVMDisposeTargetMachine. */

@@ -38,7 +38,8 @@ static const char usage[] =
 	"  run FILE        train the model of FILE's train block\n"
 	"  check FILE      parse and check FILE (names, arity, shapes); diagnostics only\n"
 	"  show WHAT FILE  print a compiler stage: --ast, --ir (forward), --grad (forward and\n"
-	"                  backward), --step (forward, backward and update), --llvm (kernels)\n"
+	"                  backward), --step (forward, backward and update), --kernels (the\n"
+	"                  step's loop nests), --llvm (the kernels' LLVM IR)\n"
 	"  gradcheck FILE  compare the derived gradients with central finite differences (f64)\n"
 	"\n"
 	"options of run:\n"
@@ -115,7 +116,8 @@ static int parse_args(int argc, char **argv, Options *o)
 		} else if (!strcmp(a, "--quiet")) {
 			o->quiet = 1;
 		} else if (!strcmp(o->cmd, "show") && (!strcmp(a, "--ast") || !strcmp(a, "--ir") || !strcmp(a, "--grad")
-						     || !strcmp(a, "--step") || !strcmp(a, "--llvm"))) {
+						     || !strcmp(a, "--step") || !strcmp(a, "--kernels")
+						     || !strcmp(a, "--llvm"))) {
 			o->show = a + 2;
 		} else if (a[0] == '-' && a[1]) {
 			return usage_error("unknown option '%s'", a);
@@ -128,7 +130,7 @@ static int parse_args(int argc, char **argv, Options *o)
 	if (!o->file)
 		return usage_error("%s needs a FILE.nml", o->cmd);
 	if (!strcmp(o->cmd, "show") && !o->show)
-		return usage_error("%s needs one of --ast, --ir, --grad, --step, --llvm", "show");
+		return usage_error("%s needs one of --ast, --ir, --grad, --step, --kernels, --llvm", "show");
 	return 0;
 }
 
@@ -492,6 +494,10 @@ static int cmd_show(Compiler *c, const Options *o)
 	}
 	if (!strcmp(o->show, "step")) {
 		ir_dump(stdout, &c->mod, c->step);
+		return 0;
+	}
+	if (!strcmp(o->show, "kernels")) {
+		cg_dump_kernels(stdout, &c->mod, c->step, CG_F32, c->cfg.batch);
 		return 0;
 	}
 	LLVMContextRef ctx = LLVMContextCreate();

@@ -4,6 +4,7 @@
   foo.err   `nmlc check foo.nml` fails and prints exactly this on stderr
   foo.ast   `nmlc show --ast` prints this     foo.ir    `nmlc show --ir`
   foo.grad  `nmlc show --grad`                foo.step  `nmlc show --step`
+  foo.kernels  `nmlc show --kernels`
 
 Run from the directory of the .nml files so paths in diagnostics are short.
 --update rewrites the expected files from what nmlc prints now; review the diff before committing.
@@ -14,7 +15,7 @@ import subprocess
 import sys
 
 KINDS = {".err": ["check"], ".ast": ["show", "--ast"], ".ir": ["show", "--ir"],
-         ".grad": ["show", "--grad"], ".step": ["show", "--step"]}
+         ".grad": ["show", "--grad"], ".step": ["show", "--step"], ".kernels": ["show", "--kernels"]}
 
 
 def main():

@@ -4,8 +4,10 @@
  * the IR in double (multi-index loops, no merged axes, triple-loop matmul), run on the same inputs
  * rounded to the kernel's type; a few cases are also checked against hand-written loops. Every
  * buffer handed to a kernel ends at (and, in a second run, starts at) an inaccessible page, so a
- * kernel that touches memory outside its buffers crashes the test. The last line is
- * "N passed, M failed"; the exit status is non-zero on failure. */
+ * kernel that touches memory outside its buffers crashes the test. Each case is compiled fused (f32
+ * and f64) and one op per loop nest (f64); a case may also say how many loop nests the fusion plan
+ * must have and which values must stay in registers. The last line is "N passed, M failed"; the exit
+ * status is non-zero on failure. */
 #include <math.h>
 #include <signal.h>
 #include <stdint.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include "codegen.h"
+#include "fuse.h"
 #include "ir.h"
 #include "jit.h"
 #include "nmlrt.h"
@@ -250,6 +253,10 @@ typedef struct Case {
 	int64_t n;           /* run at this batch only; 0: at several below max_batch */
 	/* an independent check of the output, from the inputs (in double) */
 	double (*check)(const Blocks *in, const Blocks *out, int64_t n);
+	int nests;           /* if set: loop nests in the fused plan */
+	int reg[8], nreg;    /* values the fused plan keeps in registers */
+	int work[8], nwork;  /* values it writes to work */
+	const char *dump;    /* if set: cg_dump_kernels in f32 */
 } Case;
 
 static Case C;
@@ -491,23 +498,74 @@ static LLVMModuleRef build(LLVMContextRef ctx, void *user)
 	return cg_module(ctx, b->k.name, &C.m, &b->k, 1, b->t, C.max_batch);
 }
 
-/* Compiles the case in both types and runs it at several batch sizes below max_batch (16). */
+/* The fused plan against what the case expects of it. */
+static int check_plan(void)
+{
+	FusePlan *p = fuse_plan(&C.m, C.f, 8, C.max_batch, 1);
+	int ok = 1, nests = 0;
+	for (int q = 0; q < p->nunits; q++)
+		nests += p->unit[q].kind == FU_NEST;
+	if (C.nests && nests != C.nests) {
+		fprintf(stderr, "FAIL %s: %d loop nests, want %d\n", C.name, nests, C.nests);
+		ok = 0;
+	}
+	for (int i = 0; i < C.nreg; i++)
+		if (p->val[C.reg[i]].kind != FV_REG) {
+			fprintf(stderr, "FAIL %s: %%%d is not kept in registers\n", C.name, C.reg[i]);
+			ok = 0;
+		}
+	for (int i = 0; i < C.nwork; i++)
+		if (p->val[C.work[i]].kind != FV_WORK) {
+			fprintf(stderr, "FAIL %s: %%%d is not written to work\n", C.name, C.work[i]);
+			ok = 0;
+		}
+	if (!ok) {
+		fuse_dump(stderr, &C.m, C.f, p);
+		ir_dump(stderr, &C.m, C.f);
+	}
+	fuse_free(p);
+	return ok;
+}
+
+static void expect_nests(int n) { C.nests = n; }
+static void expect_reg(int v) { C.reg[C.nreg++] = v; }
+static void expect_work(int v) { C.work[C.nwork++] = v; }
+
+/* Compiles the case fused in both types and unfused in f64, and runs each at several batch sizes up
+ * to max_batch (16). */
 static void run(void)
 {
 	static int serial;
 	static const int64_t ns[] = {5, 16, 1, 0};
+	static const struct {
+		CgType t;
+		int unfused;
+		const char *name;
+	} variants[] = {{CG_F32, 0, "f32"}, {CG_F64, 0, "f64"}, {CG_F64, 1, "f64 unfused"}};
 	if (diag_count()) {
 		fprintf(stderr, "FAIL %s: the IR did not build\n", C.name);
 		failed++;
 		diag_reset();
 		return;
 	}
-	for (int ti = 0; ti < 2; ti++) {
-		CgType t = ti ? CG_F64 : CG_F32;
-		const char *tname = ti ? "f64" : "f32";
+	check_plan() ? passed++ : failed++;
+	/* the dump of every case, to show it handles each kind of unit */
+	char *text = NULL;
+	size_t len = 0;
+	FILE *mem = open_memstream(&text, &len);
+	cg_dump_kernels(mem, &C.m, C.f, CG_F32, C.max_batch);
+	fclose(mem);
+	if (C.dump && strcmp(text, C.dump)) {
+		fprintf(stderr, "FAIL %s: the dump is\n%s\nwant\n%s\n", C.name, text, C.dump);
+		failed++;
+	}
+	free(text);
+	for (size_t vi = 0; vi < sizeof variants / sizeof variants[0]; vi++) {
+		CgType t = variants[vi].t;
+		const char *tname = variants[vi].name;
 		char name[64];
-		snprintf(name, sizeof name, "k%d_%s", serial++, tname);
-		Build b = {.k = {.name = name, .fn = C.f}, .t = t};
+		snprintf(name, sizeof name, "k%d_%s", serial++, t == CG_F32 ? "f32" : "f64");
+		Build b = {.k = {.name = name, .fn = C.f, .unfused = variants[vi].unfused}, .t = t};
 		char *err = NULL;
 		NmlKernel k = NULL;
 		if (jit_add(jit, build, &b, &err) == 0)
@@ -523,7 +581,7 @@ static void run(void)
 			for (int at_end = 1; at_end >= 0; at_end--)
 				if (!C.n || i == 0)
 					run_n(k, b.k.work_bytes, t, C.n ? C.n : ns[i], at_end, tname);
-		if (C.rel32)
+		if (C.rel32 && !variants[vi].unfused)
 			printf("%s %s: largest relative error %.2g\n", C.name, tname, C.maxrel);
 	}
 }
@@ -900,6 +958,130 @@ static void test_mlp(void)
 	run();
 }
 
+/* Loop fusion: what shares a nest, what stays in registers, and that the IR's order survives. */
+static void test_fusion(void)
+{
+	/* one nest for the chain, its stores and the reduction it feeds; a, c and d never leave it */
+	begin("fuse multi-use intermediates", S(N, 5), S(N));
+	int x = x_(), p = param("p", S(5));
+	int a = un(IR_EXP, bin(IR_MUL, x, cst(0.5)));
+	int b = bin(IR_ADD, a, p);
+	int c = bin(IR_MUL, a, b);
+	int d = bin(IR_SUB, un(IR_TANH, c), a);
+	pred(d);
+	loss(red(IR_SUM, c, 3, 0));
+	expect_nests(2); /* the chain, and the store of the loss */
+	expect_reg(a), expect_reg(b), expect_reg(c), expect_reg(d);
+	C.dump = "kernel fuse multi-use intermediates: 2 loop nests, 0 other calls; work 1 regions, 64 bytes"
+		 " (* : written to work)\n"
+		 "  nest  [N, 5]: mul %3, exp %4, add %5, mul %6, tanh %7, sub %8, store_pred, sum %10 axes=0,1*"
+		 "  <- x p\n"
+		 "  nest  []: store_loss  <- %10\n"
+		 "  work: %10@0\n";
+	run();
+
+	/* operands broadcast into the nest: [N,1], [1,4], [4], a scalar, and an [N,1] value from work */
+	begin("fuse broadcast operands", S(N, 1), S(N));
+	x = x_();
+	int u = bin(IR_MUL, x, param("q", S(1, 4)));
+	int v = bin(IR_ADD, u, param("p", S(4)));
+	int hx = bin(IR_MUL, hparam("h", -0.5), un(IR_ABS, x)); /* [N,1]: a nest of its own */
+	int w = ir_where(C.f, bin(IR_GT, v, cst(0)), v, hx, L0);
+	int e = bin(IR_ADD, w, ir_expand(C.f, x, S(N, 4), L0));
+	pred(bin(IR_MUL, e, un(IR_EXP, hparam("k", 0.25))));
+	expect_nests(2);
+	expect_reg(u), expect_reg(v), expect_reg(w), expect_work(hx);
+	run();
+
+	/* an optimizer update: grads, state and parameters stored from inside the nest. The matmul reads
+	 * w between the nest's reads of w and its store, so it sees the old w; the matmul after the
+	 * store reads the new one, so nothing that runs after it can join the nest. */
+	begin("fuse stores in a nest", S(N, 4), S(N, 3));
+	int wp = param("w", S(4, 3)), bp = param("b", S(3)), m = state("w.m", S(4, 3));
+	int b1 = hparam("b1", 0.9), lr = hparam("lr", 0.1);
+	int g = mm(x_(), y_(), 1);
+	int g2 = bin(IR_ADD, g, bin(IR_MUL, hparam("wd", 0.01), wp));
+	int m2 = bin(IR_ADD, bin(IR_MUL, b1, m), bin(IR_MUL, bin(IR_SUB, cst(1), b1), g2));
+	int upd = bin(IR_DIV, m2, bin(IR_ADD, un(IR_SQRT, un(IR_ABS, m2)), cst(1e-3)));
+	int w2 = bin(IR_SUB, wp, bin(IR_MUL, lr, upd));
+	int early = mm(x_(), wp, 0); /* the old w */
+	ir_store(C.f, IR_STORE_GRAD, g2, 0, L0);
+	ir_store(C.f, IR_STORE_STATE, m2, 0, L0);
+	ir_store(C.f, IR_STORE_PARAM, w2, 0, L0);
+	int late = mm(x_(), ir_leaf(C.f, IR_PARAM, 0, S(4, 3), L0), 0); /* the new w */
+	ir_store(C.f, IR_STORE_STATE, bin(IR_MUL, m2, cst(2)), 0, L0);  /* after late: a nest of its own */
+	/* a [1,3] value into [3] slots, and a reduction stored from outside its nest */
+	int gb = red(IR_SUM, bin(IR_MUL, y_(), cst(2)), 1, 1);
+	ir_store(C.f, IR_STORE_GRAD, gb, 1, L0);
+	ir_store(C.f, IR_STORE_PARAM, bin(IR_SUB, bp, bin(IR_MUL, lr, gb)), 1, L0);
+	pred(bin(IR_ADD, early, late));
+	/* the update; the second store of w.m; y*2 summed; the grad of b; the update of b; pred */
+	expect_nests(6);
+	expect_reg(g2), expect_reg(upd), expect_reg(w2), expect_work(m2);
+	run();
+
+	/* two stores to one slot in one nest: the later wins */
+	begin("fuse two stores to a slot", S(N, 2), S(N));
+	int s0 = param("s", S(3, 2));
+	int t0 = bin(IR_MUL, s0, cst(3));
+	ir_store(C.f, IR_STORE_PARAM, t0, 0, L0);
+	ir_store(C.f, IR_STORE_PARAM, bin(IR_ADD, t0, cst(1)), 0, L0);
+	pred(bin(IR_ADD, x_(), red(IR_SUM, ir_leaf(C.f, IR_PARAM, 0, S(3, 2), L0), 1, 0)));
+	/* a read of s after its stores, over the same space: not in their nest, so it sees them */
+	ir_store(C.f, IR_STORE_GRAD, bin(IR_MUL, ir_leaf(C.f, IR_PARAM, 0, S(3, 2), L0), cst(-2)), 0, L0);
+	expect_nests(4);
+	expect_reg(t0);
+	run();
+
+	/* softmax: exp feeds a sum in the same nest, and is read again after it (so it is in work);
+	 * the log-sum-exp's exp only feeds its sum (so it is not) */
+	begin("fuse softmax", S(N, 6), S(N));
+	x = x_();
+	int mx = un(IR_STOPGRAD, red(IR_MAX, x, 2, 1));
+	int sh = bin(IR_SUB, x, mx);
+	int ex = un(IR_EXP, sh);
+	int se = red(IR_SUM, ex, 2, 1);
+	pred(bin(IR_DIV, ex, se));
+	int ex2 = un(IR_EXP, bin(IR_SUB, x, mx));
+	int lse = un(IR_LOG, red(IR_SUM, ex2, 2, 1));
+	loss(red(IR_SUM, bin(IR_SUB, bin(IR_SUB, x, mx), lse), 3, 0));
+	expect_nests(6);
+	expect_reg(sh), expect_work(ex), expect_reg(ex2);
+	run();
+
+	/* bias, relu and the masked column sums of the backward pass; a and h go on to a matmul and a
+	 * later nest, the mask does not */
+	begin("fuse column sums", S(N, 4), S(N, 3));
+	int h = bin(IR_ADD, mm(x_(), param("w", S(4, 3)), 0), param("b", S(3)));
+	int act = un(IR_RELU, h);
+	int z = mm(act, param("v", S(3, 2)), 0);
+	int mask = bin(IR_GT, h, cst(0));
+	int dh = ir_where(C.f, mask, y_(), cst(0), L0);
+	grad("db", red(IR_SUM, dh, 1, 0));
+	grad("dw", mm(act, dh, 1));
+	pred(z);
+	expect_nests(5); /* bias and relu; mask and sums; the stores of two results and of pred */
+	expect_work(h), expect_work(act), expect_reg(mask), expect_work(dh);
+	run();
+
+	/* a value read by a reduction in its nest and by a nest over the same space after it */
+	begin("fuse value used after its reduction", S(N, 4), S(N));
+	int t = bin(IR_MUL, x_(), cst(2));
+	int r = red(IR_SUM, t, 2, 1);
+	pred(bin(IR_SUB, t, r));
+	expect_nests(2);
+	expect_work(t);
+	run();
+
+	/* outer reducing loops: [N,3,4] summed over axes 0 and 2 with the producer in the nest, and a
+	 * full reduction of a chain */
+	begin("fuse rank-3 reduction", S(N, 1, 4), S(N));
+	int r3 = bin(IR_MUL, un(IR_TANH, x_()), param("p", S(3, 1)));
+	grad("g", red(IR_SUM, un(IR_EXP, r3), 5, 0));
+	loss(red(IR_MAX, bin(IR_ADD, r3, cst(1)), 7, 0));
+	run();
+}
+
 /* exp, log, tanh and sigmoid against libm across their ranges and at special values. */
 static void test_math(void)
 {
@@ -950,6 +1132,7 @@ int main(void)
 	test_matmul();
 	test_onehot_stores();
 	test_mlp();
+	test_fusion();
 	test_math();
 	ir_module_free(&C.m);
 	ir_func_free(C.f);

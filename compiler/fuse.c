@@ -1,0 +1,616 @@
+/* fuse.c: the grouping of IR instructions into loop nests, the order the nests run in, and where
+ * each value lives.
+ *
+ * Instructions are taken in program order, each becoming a unit of its own or joining a nest made
+ * before. An elementwise op joins a nest over its own shape that computes one of its operands, or
+ * else the latest nest over that shape; a reduction joins the nest that computes its operand, over
+ * that operand's shape; a store joins the nest that computes the value it stores, when the slot has
+ * that value's layout. Joining moves the nest down to where the joining instruction is, so it is
+ * allowed only when no unit the nest would move past depends on it:
+ *   - that unit reads a value the nest computes (it would read it before it is written);
+ *   - it writes a slot the nest reads or writes, or reads a slot the nest writes (the IR's order
+ *     says who sees the old value; moving would change that).
+ * Inside a nest ops run in program order at each index, so a read of a slot and a store to it in
+ * the same nest are safe when both are at the same index: a nest never reads a slot after storing
+ * to it, and never stores to a slot it reads with broadcasting (at other indices).
+ *
+ * A value stays in registers when every op reading it is in its nest; otherwise it gets a region of
+ * work, and regions are reused once their last reader has run. */
+#include "fuse.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { WORK_ALIGN = 64 };  /* a cache line, and one AVX-512 vector */
+enum { WINDOW = 64 };      /* a nest is taken back from at most this many units ago: planning stays linear */
+
+/* A slot as a number: the block it is in, and its index there. */
+enum { B_PARAM, B_STATE, B_GRAD, B_LOSS, B_PRED };
+#define SLOT_KEY(block, slot) ((block) << 24 | (slot))
+
+static void *xrealloc(void *p, size_t size)
+{
+	p = realloc(p, size ? size : 1);
+	if (!p)
+		die("out of memory");
+	return p;
+}
+
+static void *xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size);
+	if (!p)
+		die("out of memory");
+	return p;
+}
+
+typedef struct Vec {
+	int *v;
+	int n, cap;
+} Vec;
+
+static void push(Vec *v, int x)
+{
+	if (v->n == v->cap) {
+		v->cap = v->cap ? 2 * v->cap : 4;
+		v->v = xrealloc(v->v, (size_t)v->cap * sizeof *v->v);
+	}
+	v->v[v->n++] = x;
+}
+
+static int has(const Vec *v, int x)
+{
+	for (int i = 0; i < v->n; i++)
+		if (v->v[i] == x)
+			return 1;
+	return 0;
+}
+
+static void add(Vec *v, int x)
+{
+	if (!has(v, x))
+		push(v, x);
+}
+
+typedef struct Unit {
+	FuseUnitKind kind;
+	IrShape space;
+	int red;
+	Vec inst;
+	Vec reads, writes, loose; /* slot keys: read, written, read with broadcasting */
+} Unit;
+
+typedef struct Planner {
+	const IrModule *m;
+	const IrFunc *f;
+	Unit *u;
+	int nu;
+	int *unit_of;      /* per instruction */
+	int *slot;         /* per instruction: the slot key of the storage it views, or -1 */
+	char *uniform;     /* per instruction: the same at every index */
+	char *alias;       /* per instruction: shares its operand's storage */
+	char *scalar_mem;  /* per instruction: a uniform value a matmul reads from memory */
+	int *order, *pos;  /* the units in the order they run; each unit's place in it */
+	int norder;
+} Planner;
+
+static int is_scalar_leaf(IrOp op) { return op == IR_CONST || op == IR_HPARAM || op == IR_STEP || op == IR_ROWS; }
+
+static const IrShape *shape(const Planner *p, int v) { return &p->f->inst[v].shape; }
+
+/* The same elements in the same order: equal once leading 1s are dropped. */
+static int same_layout(const IrShape *a, const IrShape *b)
+{
+	int i = 0, j = 0;
+	while (i < a->rank && a->dim[i] == 1)
+		i++;
+	while (j < b->rank && b->dim[j] == 1)
+		j++;
+	if (a->rank - i != b->rank - j)
+		return 0;
+	for (; i < a->rank; i++, j++)
+		if (a->dim[i] != b->dim[j])
+			return 0;
+	return 1;
+}
+
+/* The slot a store writes, and the shape of what it writes there. */
+static int store_key(const IrModule *m, const IrInst *in, const IrShape *value, IrShape *dst)
+{
+	*dst = *value;
+	switch (in->op) {
+	case IR_STORE_PARAM: *dst = m->params[in->ival].shape; return SLOT_KEY(B_PARAM, in->ival);
+	case IR_STORE_GRAD: *dst = m->params[in->ival].shape; return SLOT_KEY(B_GRAD, in->ival);
+	case IR_STORE_STATE: *dst = m->states[in->ival].shape; return SLOT_KEY(B_STATE, in->ival);
+	case IR_STORE_LOSS: return SLOT_KEY(B_LOSS, 0);
+	case IR_STORE_PRED: return SLOT_KEY(B_PRED, 0);
+	default: die("fuse: %s is not a store", ir_op_name(in->op));
+	}
+}
+
+static void add_member(Planner *p, int u, int i)
+{
+	Unit *U = &p->u[u];
+	const IrInst *in = &p->f->inst[i];
+	push(&U->inst, i);
+	p->unit_of[i] = u;
+	for (int j = 0; j < ir_op_arity(in->op); j++) {
+		int a = in->in[j], k = p->slot[a];
+		if (k < 0)
+			continue;
+		add(&U->reads, k);
+		if (U->kind == FU_NEST && !same_layout(shape(p, a), &U->space))
+			add(&U->loose, k);
+	}
+	if (ir_op_kind(in->op) == OPK_STORE) {
+		IrShape dst;
+		add(&U->writes, store_key(p->m, in, shape(p, in->in[0]), &dst));
+	}
+}
+
+static int new_unit(Planner *p, FuseUnitKind kind, const IrShape *space, int i)
+{
+	int u = p->nu++;
+	p->u[u] = (Unit){.kind = kind, .red = -1};
+	if (space)
+		p->u[u].space = *space;
+	p->pos[u] = p->norder;
+	p->order[p->norder++] = u;
+	add_member(p, u, i);
+	return u;
+}
+
+/* Must unit b run after unit a? */
+static int depends(const Planner *p, int a, int b)
+{
+	const Unit *A = &p->u[a], *B = &p->u[b];
+	for (int x = 0; x < B->inst.n; x++) {
+		const IrInst *in = &p->f->inst[B->inst.v[x]];
+		for (int j = 0; j < ir_op_arity(in->op); j++)
+			if (p->unit_of[in->in[j]] == a)
+				return 1;
+	}
+	for (int x = 0; x < A->writes.n; x++)
+		if (has(&B->reads, A->writes.v[x]) || has(&B->writes, A->writes.v[x]))
+			return 1;
+	for (int x = 0; x < A->reads.n; x++)
+		if (has(&B->writes, A->reads.v[x]))
+			return 1;
+	return 0;
+}
+
+/* Can unit a move to the end of the order, past every unit after it? */
+static int can_sink(const Planner *p, int a)
+{
+	if (p->norder - p->pos[a] > WINDOW)
+		return 0;
+	for (int q = p->pos[a] + 1; q < p->norder; q++)
+		if (depends(p, a, p->order[q]))
+			return 0;
+	return 1;
+}
+
+static void sink(Planner *p, int a)
+{
+	for (int q = p->pos[a]; q + 1 < p->norder; q++) {
+		p->order[q] = p->order[q + 1];
+		p->pos[p->order[q]] = q;
+	}
+	p->order[p->norder - 1] = a;
+	p->pos[a] = p->norder - 1;
+}
+
+/* Can instruction i join nest u (whose space the caller has checked), the nest moving down to i? */
+static int fits(const Planner *p, int u, int i)
+{
+	const Unit *U = &p->u[u];
+	const IrInst *in = &p->f->inst[i];
+	if (U->kind != FU_NEST)
+		return 0;
+	for (int j = 0; j < ir_op_arity(in->op); j++) {
+		int a = in->in[j];
+		if (a == U->red) /* not complete before the nest ends */
+			return 0;
+		if (p->slot[a] >= 0 && has(&U->writes, p->slot[a])) /* a read after a store */
+			return 0;
+	}
+	if (ir_op_kind(in->op) == OPK_STORE) {
+		IrShape dst;
+		if (has(&U->loose, store_key(p->m, in, shape(p, in->in[0]), &dst)))
+			return 0;
+	}
+	return can_sink(p, u);
+}
+
+static void join(Planner *p, int u, int i)
+{
+	sink(p, u);
+	add_member(p, u, i);
+}
+
+/* A nest that computes value a (not its reduction), over space s. */
+static int producer(const Planner *p, int a, const IrShape *s)
+{
+	int u = p->unit_of[a];
+	const Unit *U = &p->u[u];
+	if (U->kind != FU_NEST || U->red == a || p->uniform[a] || !ir_shape_eq(U->space, *s))
+		return -1;
+	return u;
+}
+
+/* An elementwise op: into the latest nest computing one of its operands, else the latest nest over
+ * its shape, else a nest of its own. */
+static void place_elementwise(Planner *p, int i, int fuse)
+{
+	const IrInst *in = &p->f->inst[i];
+	if (fuse) {
+		int best = -1;
+		for (int j = 0; j < ir_op_arity(in->op); j++) {
+			int u = producer(p, in->in[j], &in->shape);
+			if (u >= 0 && (best < 0 || p->pos[u] > p->pos[best]) && fits(p, u, i))
+				best = u;
+		}
+		for (int q = p->norder - 1; best < 0 && q >= 0 && q >= p->norder - WINDOW; q--) {
+			int u = p->order[q];
+			if (p->u[u].kind == FU_NEST && ir_shape_eq(p->u[u].space, in->shape)) {
+				if (fits(p, u, i))
+					best = u;
+				break;
+			}
+		}
+		if (best >= 0) {
+			join(p, best, i);
+			return;
+		}
+	}
+	new_unit(p, FU_NEST, &in->shape, i);
+}
+
+/* Is value a in work, or would it be if something outside its nest read it? Such values are never
+ * overwritten, so a copy of one can share its storage. Slots can be. */
+static int in_work(const Planner *p, int a)
+{
+	IrOpKind k = ir_op_kind(p->f->inst[a].op);
+	if (p->uniform[a])
+		return 0;
+	return p->alias[a] ? p->slot[a] < 0 : k != OPK_LEAF;
+}
+
+static void place(Planner *p, int i, int fuse)
+{
+	const IrInst *in = &p->f->inst[i];
+	int a = ir_op_arity(in->op) > 0 ? in->in[0] : -1;
+	switch (ir_op_kind(in->op)) {
+	case OPK_LEAF:
+		p->uniform[i] = is_scalar_leaf(in->op);
+		if (in->op == IR_PARAM)
+			p->slot[i] = SLOT_KEY(B_PARAM, in->ival);
+		else if (in->op == IR_STATE)
+			p->slot[i] = SLOT_KEY(B_STATE, in->ival);
+		new_unit(p, FU_NONE, NULL, i);
+		break;
+	case OPK_UNARY:
+	case OPK_BINARY:
+	case OPK_TERNARY: {
+		int uni = 1;
+		for (int j = 0; j < ir_op_arity(in->op); j++)
+			uni &= p->uniform[in->in[j]];
+		if (uni) {
+			p->uniform[i] = 1;
+			new_unit(p, FU_NONE, NULL, i);
+			break;
+		}
+		if (in->op == IR_STOPGRAD && ir_shape_eq(in->shape, *shape(p, a)) && in_work(p, a)) {
+			int u = fuse ? producer(p, a, &in->shape) : -1;
+			if (u >= 0 && fits(p, u, i)) {
+				join(p, u, i);
+			} else {
+				p->alias[i] = 1;
+				new_unit(p, FU_NONE, NULL, i);
+			}
+			break;
+		}
+		place_elementwise(p, i, fuse);
+		break;
+	}
+	case OPK_REDUCE: {
+		int u = fuse ? producer(p, a, shape(p, a)) : -1;
+		if (u >= 0 && p->u[u].red < 0 && fits(p, u, i)) {
+			join(p, u, i);
+			p->u[u].red = i;
+		} else {
+			u = new_unit(p, FU_NEST, shape(p, a), i);
+			p->u[u].red = i;
+		}
+		break;
+	}
+	case OPK_MATMUL:
+		for (int j = 0; j < 2; j++)
+			if (p->uniform[in->in[j]])
+				p->scalar_mem[in->in[j]] = 1;
+		new_unit(p, FU_MATMUL, NULL, i);
+		break;
+	case OPK_SPECIAL:
+		if (in->op == IR_RESHAPE) {
+			p->uniform[i] = p->uniform[a];
+			p->alias[i] = !p->uniform[a];
+			p->slot[i] = p->uniform[a] ? -1 : p->slot[a];
+			new_unit(p, FU_NONE, NULL, i);
+		} else {
+			new_unit(p, FU_ONEHOT, NULL, i);
+		}
+		break;
+	case OPK_STORE: {
+		IrShape dst;
+		store_key(p->m, in, shape(p, a), &dst);
+		int u = fuse && same_layout(shape(p, a), &dst) ? producer(p, a, shape(p, a)) : -1;
+		if (u >= 0 && fits(p, u, i))
+			join(p, u, i);
+		else
+			new_unit(p, FU_NEST, &dst, i);
+		break;
+	}
+	}
+}
+
+/* ---- where values live ---- */
+
+int fuse_root(const FusePlan *p, const IrFunc *f, int v)
+{
+	while (p->val[v].kind == FV_ALIAS)
+		v = f->inst[v].in[0];
+	return v;
+}
+
+static void classify(const Planner *p, FusePlan *plan)
+{
+	const IrFunc *f = p->f;
+	char *outside = xcalloc((size_t)f->n, 1);
+	for (int i = 0; i < f->n; i++) {
+		const IrInst *in = &f->inst[i];
+		for (int j = 0; j < ir_op_arity(in->op); j++)
+			if (p->unit_of[in->in[j]] != p->unit_of[i])
+				outside[in->in[j]] = 1;
+	}
+	for (int i = 0; i < f->n; i++) {
+		const IrInst *in = &f->inst[i];
+		FuseVal *v = &plan->val[i];
+		v->unit = p->pos[p->unit_of[i]];
+		switch (ir_op_kind(in->op)) {
+		case OPK_LEAF: v->kind = p->uniform[i] ? FV_SCALAR : FV_SLOT; break;
+		case OPK_UNARY:
+		case OPK_BINARY:
+		case OPK_TERNARY:
+		case OPK_SPECIAL:
+			if (p->uniform[i])
+				v->kind = FV_SCALAR;
+			else if (p->alias[i])
+				v->kind = FV_ALIAS;
+			else if (in->op == IR_ONEHOT)
+				v->kind = FV_WORK;
+			else
+				v->kind = outside[i] ? FV_WORK : FV_REG;
+			break;
+		case OPK_REDUCE:
+		case OPK_MATMUL: v->kind = FV_WORK; break;
+		case OPK_STORE: v->kind = FV_NONE; break;
+		}
+		v->region = v->kind == FV_WORK || p->scalar_mem[i];
+	}
+	free(outside);
+}
+
+typedef struct Live {
+	size_t off, end;
+	int last; /* the last unit that reads it */
+} Live;
+
+/* First fit, in the order the units run, of each region into the space no live region holds. */
+static void layout(const Planner *p, FusePlan *plan, size_t esize, int64_t max_batch)
+{
+	const IrFunc *f = p->f;
+	int *last = xcalloc((size_t)f->n, sizeof *last);
+	for (int i = 0; i < f->n; i++)
+		last[i] = plan->val[i].unit;
+	for (int i = 0; i < f->n; i++) {
+		const IrInst *in = &f->inst[i];
+		for (int j = 0; j < ir_op_arity(in->op); j++) {
+			int r = fuse_root(plan, f, in->in[j]);
+			if (last[r] < plan->val[i].unit)
+				last[r] = plan->val[i].unit;
+		}
+	}
+	Live *live = xcalloc((size_t)f->n, sizeof *live);
+	int nlive = 0;
+	size_t top = 0;
+	for (int q = 0; q < plan->nunits; q++) {
+		const FuseUnit *u = &plan->unit[q];
+		int k = 0;
+		for (int x = 0; x < nlive; x++)
+			if (live[x].last >= q)
+				live[k++] = live[x];
+		nlive = k;
+		for (int x = 0; x < u->n; x++) {
+			int i = u->inst[x];
+			FuseVal *v = &plan->val[i];
+			if (!v->region)
+				continue;
+			size_t bytes = (size_t)ir_shape_numel(f->inst[i].shape, max_batch) * esize;
+			v->bytes = (bytes + WORK_ALIGN - 1) / WORK_ALIGN * WORK_ALIGN;
+			size_t at = 0;
+			int y = 0;
+			for (; y < nlive && live[y].off < at + v->bytes; y++)
+				if (live[y].end > at)
+					at = live[y].end;
+			v->off = at;
+			memmove(&live[y + 1], &live[y], (size_t)(nlive - y) * sizeof *live);
+			live[y] = (Live){at, at + v->bytes, last[i]};
+			nlive++;
+			if (at + v->bytes > top)
+				top = at + v->bytes;
+			plan->nregions++;
+		}
+	}
+	plan->work_bytes = top;
+	free(live);
+	free(last);
+}
+
+FusePlan *fuse_plan(const IrModule *m, const IrFunc *f, size_t esize, int64_t max_batch, int fuse)
+{
+	size_t n = (size_t)f->n;
+	Planner p = {.m = m, .f = f};
+	p.u = xcalloc(n, sizeof *p.u);
+	p.unit_of = xcalloc(n, sizeof *p.unit_of);
+	p.slot = xcalloc(n, sizeof *p.slot);
+	p.uniform = xcalloc(n, 1);
+	p.alias = xcalloc(n, 1);
+	p.scalar_mem = xcalloc(n, 1);
+	p.order = xcalloc(n, sizeof *p.order);
+	p.pos = xcalloc(n, sizeof *p.pos);
+	for (int i = 0; i < f->n; i++)
+		p.slot[i] = -1;
+	for (int i = 0; i < f->n; i++)
+		place(&p, i, fuse);
+
+	FusePlan *plan = xcalloc(1, sizeof *plan);
+	plan->nunits = p.norder;
+	plan->unit = xcalloc(n, sizeof *plan->unit);
+	plan->val = xcalloc(n, sizeof *plan->val);
+	for (int q = 0; q < p.norder; q++) {
+		Unit *U = &p.u[p.order[q]];
+		plan->unit[q] = (FuseUnit){.kind = U->kind, .space = U->space, .red = U->red, .inst = U->inst.v,
+					   .n = U->inst.n};
+		U->inst.v = NULL;
+	}
+	classify(&p, plan);
+	layout(&p, plan, esize, max_batch);
+
+	for (int u = 0; u < p.nu; u++) {
+		free(p.u[u].reads.v);
+		free(p.u[u].writes.v);
+		free(p.u[u].loose.v);
+	}
+	free(p.u);
+	free(p.unit_of);
+	free(p.slot);
+	free(p.uniform);
+	free(p.alias);
+	free(p.scalar_mem);
+	free(p.order);
+	free(p.pos);
+	return plan;
+}
+
+void fuse_free(FusePlan *p)
+{
+	if (!p)
+		return;
+	for (int q = 0; q < p->nunits; q++)
+		free(p->unit[q].inst);
+	free(p->unit);
+	free(p->val);
+	free(p);
+}
+
+/* ---- the dump ---- */
+
+static void dump_value(FILE *out, const IrModule *m, const IrFunc *f, int v)
+{
+	const IrInst *in = &f->inst[v];
+	switch (in->op) {
+	case IR_PARAM: fprintf(out, "%s", m->params[in->ival].name); break;
+	case IR_STATE: fprintf(out, "%s", m->states[in->ival].name); break;
+	case IR_INPUT: fprintf(out, "%s", in->ival ? "y" : "x"); break;
+	default: fprintf(out, "%%%d", v); break;
+	}
+}
+
+static void dump_member(FILE *out, const IrModule *m, const IrFunc *f, const FusePlan *p, int i)
+{
+	const IrInst *in = &f->inst[i];
+	switch (in->op) {
+	case IR_STORE_PARAM:
+	case IR_STORE_GRAD: fprintf(out, "%s %s", ir_op_name(in->op), m->params[in->ival].name); return;
+	case IR_STORE_STATE: fprintf(out, "%s %s", ir_op_name(in->op), m->states[in->ival].name); return;
+	case IR_STORE_LOSS:
+	case IR_STORE_PRED: fprintf(out, "%s", ir_op_name(in->op)); return;
+	default: break;
+	}
+	fprintf(out, "%s %%%d", ir_op_name(in->op), i);
+	if (ir_op_kind(in->op) == OPK_REDUCE) {
+		fprintf(out, " axes=");
+		for (int a = 0, first = 1; a < IR_MAXRANK; a++)
+			if (in->ival & (1 << a)) {
+				fprintf(out, "%s%d", first ? "" : ",", a);
+				first = 0;
+			}
+	}
+	if (p->val[i].kind == FV_WORK)
+		fprintf(out, "*");
+}
+
+void fuse_dump(FILE *out, const IrModule *m, const IrFunc *f, const FusePlan *p)
+{
+	int nests = 0, calls = 0;
+	for (int q = 0; q < p->nunits; q++) {
+		nests += p->unit[q].kind == FU_NEST;
+		calls += p->unit[q].kind == FU_MATMUL || p->unit[q].kind == FU_ONEHOT;
+	}
+	fprintf(out, "kernel %s: %d loop nests, %d other calls; work %d regions, %zu bytes (* : written to work)\n",
+		f->name, nests, calls, p->nregions, p->work_bytes);
+	char buf[64];
+	for (int q = 0; q < p->nunits; q++) {
+		const FuseUnit *u = &p->unit[q];
+		if (u->kind == FU_NONE) {
+			int i = u->inst[0];
+			if (p->val[i].region)
+				fprintf(out, "  fill  %%%d %s\n", i, ir_shape_str(f->inst[i].shape, buf, sizeof buf));
+			continue;
+		}
+		if (u->kind != FU_NEST) {
+			int i = u->inst[0];
+			const IrInst *in = &f->inst[i];
+			fprintf(out, "  call  %s %%%d = ", ir_op_name(in->op), i);
+			for (int j = 0; j < ir_op_arity(in->op); j++) {
+				fprintf(out, "%s", j ? ", " : "");
+				dump_value(out, m, f, in->in[j]);
+			}
+			fprintf(out, " : %s\n", ir_shape_str(in->shape, buf, sizeof buf));
+			continue;
+		}
+		fprintf(out, "  nest  %s:", ir_shape_str(u->space, buf, sizeof buf));
+		for (int x = 0; x < u->n; x++) {
+			fprintf(out, "%s", x ? ", " : " ");
+			dump_member(out, m, f, p, u->inst[x]);
+		}
+		/* what it reads from memory */
+		int first = 1;
+		for (int x = 0; x < u->n; x++) {
+			const IrInst *in = &f->inst[u->inst[x]];
+			for (int j = 0; j < ir_op_arity(in->op); j++) {
+				int a = in->in[j], seen = 0;
+				if (p->val[a].unit == q || p->val[a].kind == FV_SCALAR)
+					continue;
+				for (int y = 0; y < x && !seen; y++)
+					for (int k = 0; k < ir_op_arity(f->inst[u->inst[y]].op); k++)
+						seen |= f->inst[u->inst[y]].in[k] == a;
+				for (int k = 0; k < j; k++)
+					seen |= in->in[k] == a;
+				if (seen)
+					continue;
+				fprintf(out, "%s", first ? "  <- " : " ");
+				dump_value(out, m, f, a);
+				first = 0;
+			}
+		}
+		fprintf(out, "\n");
+	}
+	if (p->nregions) {
+		fprintf(out, "  work:");
+		for (int i = 0; i < f->n; i++)
+			if (p->val[i].region)
+				fprintf(out, " %%%d@%zu", i, p->val[i].off);
+		fprintf(out, "\n");
+	}
+}

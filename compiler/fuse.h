@@ -1,0 +1,68 @@
+/* fuse.h: the loop nests of a kernel, planned before any code is generated.
+ *
+ * An IR function becomes a list of units run in order: a loop nest, a matmul, a onehot, or nothing at
+ * all (leaves, scalars, views). A nest computes a group of elementwise ops and stores at each index
+ * of one iteration space, and may feed one reduction of that space; its values stay in registers
+ * unless something outside the nest reads them. The plan also places every value that needs memory
+ * in `work`, reusing a region once nothing reads it any more. fuse_dump prints it (for
+ * `nmlc show --kernels`, through cg_dump_kernels). */
+#ifndef FUSE_H
+#define FUSE_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "ir.h"
+
+typedef enum {
+	FV_NONE,   /* a store: no value */
+	FV_SCALAR, /* the same at every index (constants, hparams, t, n and ops of those only): a register */
+	FV_SLOT,   /* a view of params, state, x or y */
+	FV_WORK,   /* a region of work */
+	FV_ALIAS,  /* the storage of in[0]: a reshape, or a stop_gradient of a value already in memory */
+	FV_REG,    /* only in registers, inside the nest that computes it */
+} FuseValKind;
+
+typedef enum {
+	FU_NONE,   /* a leaf, a scalar op or an alias: no loop (a scalar a matmul reads is stored, though) */
+	FU_NEST,   /* elementwise ops and stores over one iteration space, and perhaps one reduction of it */
+	FU_MATMUL,
+	FU_ONEHOT,
+} FuseUnitKind;
+
+typedef struct FuseUnit {
+	FuseUnitKind kind;
+	IrShape space; /* FU_NEST: the iteration space */
+	int red;       /* FU_NEST: the reduction the nest feeds (it runs over space), or -1 */
+	int *inst;     /* members, in program order */
+	int n;
+} FuseUnit;
+
+typedef struct FuseVal {
+	FuseValKind kind;
+	int unit;     /* the unit that computes it */
+	int region;   /* has a region of work at off (FV_WORK, and a scalar a matmul reads) */
+	size_t off;   /* bytes into work */
+	size_t bytes;
+} FuseVal;
+
+typedef struct FusePlan {
+	FuseUnit *unit; /* in the order they run */
+	int nunits;
+	FuseVal *val;   /* one per instruction */
+	size_t work_bytes;
+	int nregions;
+} FusePlan;
+
+/* Plans f for elements of esize bytes and at most max_batch rows. fuse = 0 puts every op in a unit
+ * of its own (the unfused reference, for comparison). The caller frees the plan with fuse_free. */
+FusePlan *fuse_plan(const IrModule *m, const IrFunc *f, size_t esize, int64_t max_batch, int fuse);
+void fuse_free(FusePlan *p);
+
+/* The storage value v reads through: v itself unless it is an alias. */
+int fuse_root(const FusePlan *p, const IrFunc *f, int v);
+
+/* One line per loop nest or library call, with what each reads and writes. */
+void fuse_dump(FILE *out, const IrModule *m, const IrFunc *f, const FusePlan *p);
+
+#endif
