@@ -43,6 +43,10 @@ LOSSES = {
     "ce_smooth": ("cross_entropy(model(x), y, smoothing = 0.1)", "blobs_y", 3,
                   lambda o, y: F.cross_entropy(o, y, label_smoothing=0.1)),
     "mse": ("mse(model(x), y)", "reg_t", 2, F.mse_loss),
+    "softmax": ("mse(softmax(model(x)), onehot(y, 3))", "blobs_y", 3,
+                lambda o, y: F.mse_loss(F.softmax(o, -1), F.one_hot(y, 3).to(o.dtype))),
+    "logsumexp": ("mean(logsumexp(model(x)) - sum(log_softmax(model(x)), axis = -1) / 3)", "blobs_y", 3,
+                  lambda o, y: (torch.logsumexp(o, -1) - F.log_softmax(o, -1).sum(-1) / 3).mean()),
 }
 
 SGD, ADAM = torch.optim.SGD, torch.optim.Adam
@@ -72,6 +76,8 @@ CASES = [
     ("loss-ce-smooth", "ce_smooth", "sgd(lr = 0.1, momentum = 0.9)", [],
      lambda p: SGD(p, lr=0.1, momentum=0.9)),
     ("loss-mse", "mse", "adam(lr = 1e-2)", [], lambda p: ADAM(p, lr=1e-2)),
+    ("loss-softmax", "softmax", "adam(lr = 1e-2)", [], lambda p: ADAM(p, lr=1e-2)),
+    ("loss-logsumexp", "logsumexp", "sgd(lr = 0.1)", [], lambda p: SGD(p, lr=0.1)),
     ("loss-eval-ce", "ce", "sgd()", [], None),
     ("loss-eval-ce-smooth", "ce_smooth", "sgd()", [], None),
     ("loss-eval-mse", "mse", "sgd()", [], None),
