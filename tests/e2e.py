@@ -86,6 +86,21 @@ with tempfile.TemporaryDirectory() as tmp:
     r = run("--set", "lr=1", expect=1)
     check("a schedule cannot be --set", r.returncode == 1 and "is a schedule" in r.stderr, r.stderr)
 
+    # --batch: ceil(1000 / 256) = 4 steps per epoch.
+    r = run("--limit", "1000", "--epochs", "2", "--batch", "256", "--log", log2)
+    recs5 = records(log2) if r.returncode == 0 else []
+    check("--batch sets the steps per epoch", [x.get("step") for x in recs5] == [4, 8], str(recs5))
+
+    # The command line itself.
+    r = subprocess.run([nmlc, "--version"], capture_output=True, text=True)
+    check("--version", r.returncode == 0 and r.stdout.startswith("nmlc "), r.stdout)
+    r = subprocess.run([nmlc, "--help"], capture_output=True, text=True)
+    check("--help", r.returncode == 0 and "usage: nmlc" in r.stdout and "gradcheck" in r.stdout, r.stdout)
+    for bad in (["frobnicate", example], ["run", example, "--epochs", "many"], ["run"],
+                ["run", example, "--bogus"], ["show", example]):
+        r = subprocess.run([nmlc, *bad], capture_output=True, text=True)
+        check(f"usage error {bad[1:]}", r.returncode == 2 and "error" in r.stderr, r.stderr)
+
     # Failures: a clear message, a non-zero exit, nothing written.
     r = run("--set", "nosuch=1", expect=1)
     check("unknown hyperparameter", r.returncode == 1 and "no hyperparameter 'nosuch'" in r.stderr, r.stderr)
