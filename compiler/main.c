@@ -50,7 +50,9 @@ static const char usage[] =
 	"  --limit N           train on the first N training samples only\n"
 	"  --set NAME=VALUE    override a hyperparameter of the optimizer, e.g. --set lr=3e-4\n"
 	"  --init F            start from the parameters in safetensors file F\n"
-	"  --save F            write the trained parameters to safetensors file F\n"
+	"  --save F            write parameters and optimizer state to safetensors file F\n"
+	"                      after every epoch\n"
+	"  --resume F          continue the run saved in F (up to --epochs in all)\n"
 	"  --log F             write one JSON object per epoch to F\n"
 	"  --verbose           report compile times\n"
 	"  --quiet             no per-epoch lines\n"
@@ -63,7 +65,7 @@ typedef struct Options {
 	long epochs, batch, seed, threads, limit;
 	const char *sets[64];
 	int nsets;
-	const char *init, *save, *log;
+	const char *init, *save, *log, *resume;
 	int verbose, quiet;
 } Options;
 
@@ -97,7 +99,7 @@ static int parse_args(int argc, char **argv, Options *o)
 			: !strcmp(a, "--seed") ? &o->seed : !strcmp(a, "--threads") ? &o->threads
 			: !strcmp(a, "--limit") ? &o->limit : NULL;
 		const char **str = !strcmp(a, "--init") ? &o->init : !strcmp(a, "--save") ? &o->save
-			: !strcmp(a, "--log") ? &o->log : NULL;
+			: !strcmp(a, "--log") ? &o->log : !strcmp(a, "--resume") ? &o->resume : NULL;
 		if (num || str || !strcmp(a, "--set")) {
 			if (!val)
 				return usage_error("%s needs a value", a);
@@ -129,6 +131,8 @@ static int parse_args(int argc, char **argv, Options *o)
 	}
 	if (!o->file)
 		return usage_error("%s needs a FILE.nml", o->cmd);
+	if (o->init && o->resume)
+		return usage_error("%s: give --init or --resume, not both", o->cmd);
 	if (!strcmp(o->cmd, "show") && !o->show)
 		return usage_error("%s needs one of --ast, --ir, --grad, --step, --kernels, --llvm", "show");
 	return 0;
@@ -232,20 +236,6 @@ static void to_floats(const double *d, float *f, size_t n)
 		f[i] = (float)d[i];
 }
 
-static NmlTensorRef *tensor_refs(const IrModule *m, float *params)
-{
-	NmlTensorRef *t = calloc(m->nparams + 1, sizeof *t);
-	for (int i = 0; i < m->nparams; i++) {
-		const IrSlot *s = &m->params[i];
-		t[i].name = s->name;
-		t[i].rank = s->shape.rank;
-		for (int k = 0; k < s->shape.rank; k++)
-			t[i].shape[k] = s->shape.dim[k];
-		t[i].data = params + s->offset;
-	}
-	return t;
-}
-
 static void describe(const Compiler *c)
 {
 	const IrModule *m = &c->mod;
@@ -275,6 +265,149 @@ static void describe(const Compiler *c)
 	       (unsigned long long)c->cfg.seed);
 }
 
+/* ---- training ---- */
+
+/* The buffers of a run, and what a checkpoint of it holds: every parameter, then every state
+ * tensor, with the run's position (epoch, step, seed) and hyperparameters as metadata. */
+typedef struct Run {
+	Compiler *c;
+	const Options *o;
+	float *params, *grads, *state, *hparams;
+	NmlTensorRef *refs;
+	int nrefs;
+} Run;
+
+static void ref_slots(NmlTensorRef *t, const IrSlot *slots, int n, float *block)
+{
+	for (int i = 0; i < n; i++) {
+		t[i] = (NmlTensorRef){.name = slots[i].name, .rank = slots[i].shape.rank, .data = block + slots[i].offset};
+		for (int k = 0; k < slots[i].shape.rank; k++)
+			t[i].shape[k] = slots[i].shape.dim[k];
+	}
+}
+
+static void run_init(Run *r, Compiler *c, const Options *o)
+{
+	const IrModule *m = &c->mod;
+	*r = (Run){.c = c, .o = o, .nrefs = m->nparams + m->nstates};
+	r->params = alloc_floats(m->param_size);
+	r->grads = alloc_floats(m->param_size);
+	r->state = alloc_floats(m->state_size);
+	r->hparams = alloc_floats((size_t)m->nhparams);
+	double *tmp = malloc(((m->param_size > m->state_size ? m->param_size : m->state_size) + 1) * sizeof *tmp);
+	drv_init_slots(m->params, m->nparams, m->param_size, c->cfg.seed, 0, tmp);
+	to_floats(tmp, r->params, m->param_size);
+	drv_init_slots(m->states, m->nstates, m->state_size, c->cfg.seed, 1, tmp);
+	to_floats(tmp, r->state, m->state_size);
+	free(tmp);
+	r->refs = calloc((size_t)r->nrefs + 1, sizeof *r->refs);
+	ref_slots(r->refs, m->params, m->nparams, r->params);
+	ref_slots(r->refs + m->nparams, m->states, m->nstates, r->state);
+}
+
+static void run_free(Run *r)
+{
+	free(r->params);
+	free(r->grads);
+	free(r->state);
+	free(r->hparams);
+	free(r->refs);
+}
+
+static int run_save(Run *r, int epoch, int64_t step, char *err, size_t errlen)
+{
+	const IrModule *m = &r->c->mod;
+	enum { MAXMETA = 67 };
+	NmlMeta meta[MAXMETA];
+	char text[MAXMETA][2][64];
+	int n = 0;
+	snprintf(text[n][1], 64, "%d", epoch);
+	meta[n] = (NmlMeta){"epoch", text[n][1]}, n++;
+	snprintf(text[n][1], 64, "%lld", (long long)step);
+	meta[n] = (NmlMeta){"step", text[n][1]}, n++;
+	snprintf(text[n][1], 64, "%llu", (unsigned long long)r->c->cfg.seed);
+	meta[n] = (NmlMeta){"seed", text[n][1]}, n++;
+	for (int i = 0; i < m->nhparams && n < MAXMETA; i++, n++) {
+		snprintf(text[n][0], 64, "hparam.%s", m->hparams[i].name);
+		snprintf(text[n][1], 64, "%.17g", m->hparams[i].value);
+		meta[n] = (NmlMeta){text[n][0], text[n][1]};
+	}
+	return nml_ckpt_save_meta(r->o->save, r->refs, r->nrefs, meta, n, err, errlen);
+}
+
+/* After every epoch: an interrupted run keeps its last finished epoch, and can --resume from it. */
+static int after_epoch(NmlTrainer *tr, const NmlEpochStats *s, char *err, size_t errlen)
+{
+	Run *r = tr->user;
+	return r->o->save ? run_save(r, s->epoch, tr->steps_done, err, errlen) : 0;
+}
+
+static int meta_number(const char *path, const char *key, double *v, char *err, size_t errlen)
+{
+	char text[64], *end;
+	int rc = nml_ckpt_meta(path, key, text, sizeof text, err, errlen);
+	if (rc == 1)
+		snprintf(err, errlen, "checkpoint %s has no '%s' (was it written by nmlc run --save?)", path, key);
+	if (rc)
+		return -1;
+	*v = strtod(text, &end);
+	if (end == text || *end) {
+		snprintf(err, errlen, "checkpoint %s: '%s' is not a number", path, key);
+		return -1;
+	}
+	return 0;
+}
+
+/* --resume: parameters, state, position and hyperparameters from a checkpoint of this model. */
+static int run_resume(Run *r, NmlTrainer *tr, char *err, size_t errlen)
+{
+	Compiler *c = r->c;
+	const char *path = r->o->resume;
+	double epoch, step, seed;
+	if (nml_ckpt_load(path, r->refs, r->nrefs, err, errlen) || meta_number(path, "epoch", &epoch, err, errlen)
+	    || meta_number(path, "step", &step, err, errlen) || meta_number(path, "seed", &seed, err, errlen))
+		return -1;
+	tr->epochs_done = (int)epoch;
+	tr->steps_done = (int64_t)step;
+	if (r->o->seed < 0)
+		tr->seed = c->cfg.seed = (uint64_t)seed;
+	for (int i = 0; i < c->mod.nhparams; i++) {
+		char key[96];
+		double v;
+		if (c->mod.hparams[i].name == intern_cstr("T"))
+			continue; /* the length of this run, from --epochs */
+		snprintf(key, sizeof key, "hparam.%s", c->mod.hparams[i].name);
+		if (meta_number(path, key, &v, err, errlen) == 0)
+			c->mod.hparams[i].value = v;
+	}
+	return 0;
+}
+
+static int check_writable(const char *path)
+{
+	char dir[4096];
+	const char *slash = strrchr(path, '/');
+	snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + 1 : 1, slash ? path : ".");
+	if (access(dir, W_OK) == 0)
+		return 0;
+	fprintf(stderr, "nmlc: error: cannot write '%s': directory '%s': %s\n", path, dir, strerror(errno));
+	return -1;
+}
+
+static int evaluate_only(NmlTrainer *tr)
+{
+	double loss, acc;
+	if (!tr->test || nml_evaluate(tr, tr->test, &loss, &acc)) {
+		fprintf(stderr, "nmlc: error: --epochs 0 evaluates the test data, and there is none\n");
+		return 1;
+	}
+	if (isnan(acc))
+		printf("test_loss %.4f  test_acc -\n", loss);
+	else
+		printf("test_loss %.4f  test_acc %.4f\n", loss, acc);
+	return 0;
+}
+
 static int cmd_run(Compiler *c, const Options *o)
 {
 	if (o->batch > 0)
@@ -288,93 +421,69 @@ static int cmd_run(Compiler *c, const Options *o)
 	int T = ir_find_hparam(&c->mod, intern_cstr("T"));
 	if (T >= 0) /* schedules see the run's length in steps */
 		c->mod.hparams[T].value = (double)c->cfg.epochs * (double)((c->train.n + c->cfg.batch - 1) / c->cfg.batch);
-	if (apply_sets(c, o))
+	if (o->save && check_writable(o->save)) /* fail before training, not after */
 		return 1;
-	if (o->save) { /* fail before training, not after */
-		char dir[4096];
-		const char *slash = strrchr(o->save, '/');
-		snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - o->save) + 1 : 1, slash ? o->save : ".");
-		if (access(dir, W_OK) != 0) {
-			fprintf(stderr, "nmlc: error: cannot write '%s': directory '%s': %s\n", o->save, dir, strerror(errno));
-			return 1;
-		}
-	}
-	FILE *log = NULL;
-	if (o->log && !(log = fopen(o->log, "w"))) {
-		fprintf(stderr, "nmlc: error: cannot write log '%s': %s\n", o->log, strerror(errno));
-		return 1;
-	}
 	Build b = {.c = c, .k = {{"nml_step", c->step, 0}, {"nml_eval", c->eval, 0}}, .nk = 2,
 		   .type = CG_F32, .max_batch = c->cfg.batch};
 	Jit *j = compile(c, &b);
-	if (!j) {
-		if (log)
-			fclose(log);
+	if (!j)
 		return 1;
-	}
-	const IrModule *m = &c->mod;
-	float *params = alloc_floats(m->param_size), *grads = alloc_floats(m->param_size);
-	float *state = alloc_floats(m->state_size), *hparams = alloc_floats((size_t)m->nhparams);
-	double *tmp = malloc(((m->param_size > m->state_size ? m->param_size : m->state_size) + 1) * sizeof *tmp);
-	drv_init_slots(m->params, m->nparams, m->param_size, c->cfg.seed, 0, tmp);
-	to_floats(tmp, params, m->param_size);
-	drv_init_slots(m->states, m->nstates, m->state_size, c->cfg.seed, 1, tmp);
-	to_floats(tmp, state, m->state_size);
-	free(tmp);
-	for (int i = 0; i < m->nhparams; i++)
-		hparams[i] = (float)m->hparams[i].value;
-	NmlTensorRef *refs = tensor_refs(m, params);
+	Run r;
+	run_init(&r, c, o);
+	NmlTrainer tr = {
+		.step = (NmlKernel)lookup(j, "nml_step"), .eval = (NmlKernel)lookup(j, "nml_eval"),
+		.params = r.params, .grads = r.grads, .state = r.state, .hparams = r.hparams,
+		.step_work = b.k[0].work_bytes, .eval_work = b.k[1].work_bytes, .out_dim = c->mod.out_dim,
+		.batch = c->cfg.batch, .epochs = c->cfg.epochs, .seed = c->cfg.seed,
+		.train = &c->train, .test = c->test.n ? &c->test : NULL,
+		.progress = isatty(STDERR_FILENO) && !o->quiet, .quiet = o->quiet,
+		.after_epoch = after_epoch, .user = &r,
+	};
 	char err[512];
 	int rc = 0;
-	if (o->init && nml_ckpt_load(o->init, refs, m->nparams, err, sizeof err)) {
+	if ((o->init && nml_ckpt_load(o->init, r.refs, c->mod.nparams, err, sizeof err))
+	    || (o->resume && run_resume(&r, &tr, err, sizeof err))) {
 		fprintf(stderr, "nmlc: error: %s\n", err);
 		rc = 1;
 	}
+	if (!rc && apply_sets(c, o)) /* after --resume, so the command line wins */
+		rc = 1;
+	if (!rc && o->log && !(tr.log = fopen(o->log, "w"))) {
+		fprintf(stderr, "nmlc: error: cannot write log '%s': %s\n", o->log, strerror(errno));
+		rc = 1;
+	}
 	if (!rc) {
-		if (!o->quiet)
+		for (int i = 0; i < c->mod.nhparams; i++)
+			r.hparams[i] = (float)c->mod.hparams[i].value;
+		if (!o->quiet) {
 			describe(c);
-		if (o->verbose || !o->quiet)
 			printf("compiled   in %.0f ms (front end %.1f ms, lowering %.1f ms, JIT %.1f ms); data loaded in %.0f ms\n",
 			       c->ms_front + c->ms_lower + c->ms_jit, c->ms_front, c->ms_lower, c->ms_jit, c->ms_data);
+			if (o->resume)
+				printf("resumed    from %s after epoch %d, step %lld\n", o->resume, tr.epochs_done,
+				       (long long)tr.steps_done);
+		}
 		fflush(stdout);
-		NmlTrainer tr = {
-			.step = (NmlKernel)lookup(j, "nml_step"), .eval = (NmlKernel)lookup(j, "nml_eval"),
-			.params = params, .grads = grads, .state = state, .hparams = hparams,
-			.step_work = b.k[0].work_bytes, .eval_work = b.k[1].work_bytes, .out_dim = m->out_dim,
-			.batch = c->cfg.batch, .epochs = c->cfg.epochs, .seed = c->cfg.seed,
-			.train = &c->train, .test = c->test.n ? &c->test : NULL, .log = log,
-			.progress = isatty(STDERR_FILENO) && !o->quiet, .quiet = o->quiet,
-		};
 		NmlEpochStats last;
-		if (tr.epochs == 0) {
-			double loss, acc;
-			if (!tr.test || nml_evaluate(&tr, tr.test, &loss, &acc)) {
-				fprintf(stderr, "nmlc: error: --epochs 0 evaluates the test data, and there is none\n");
-				rc = 1;
-			} else {
-				if (isnan(acc))
-					printf("test_loss %.4f  test_acc -\n", loss);
-				else
-					printf("test_loss %.4f  test_acc %.4f\n", loss, acc);
-			}
-		} else if (nml_train(&tr, &last, err, sizeof err)) {
+		if (o->resume && tr.epochs_done >= tr.epochs && tr.epochs > 0)
+			printf("nothing to do: %s has finished %d epochs (ask for more with --epochs)\n", o->resume,
+			       tr.epochs_done);
+		else if (tr.epochs == 0)
+			rc = evaluate_only(&tr);
+		else if (nml_train(&tr, &last, err, sizeof err)) {
+			fprintf(stderr, "nmlc: error: %s\n", err);
+			rc = 1;
+		}
+		if (!rc && o->save && tr.epochs == 0 && run_save(&r, 0, 0, err, sizeof err)) {
 			fprintf(stderr, "nmlc: error: %s\n", err);
 			rc = 1;
 		}
 	}
-	if (!rc && o->save && nml_ckpt_save(o->save, refs, m->nparams, err, sizeof err)) {
-		fprintf(stderr, "nmlc: error: %s\n", err);
-		rc = 1;
-	}
-	if (log && fclose(log)) {
+	if (tr.log && fclose(tr.log)) {
 		fprintf(stderr, "nmlc: error: writing log '%s': %s\n", o->log, strerror(errno));
 		rc = 1;
 	}
-	free(refs);
-	free(params);
-	free(grads);
-	free(state);
-	free(hparams);
+	run_free(&r);
 	jit_destroy(j);
 	return rc;
 }

@@ -74,7 +74,8 @@ static int ckpt_write_floats(FILE *f, const float *p, int64_t n)
 }
 
 /* The JSON header, unpadded; NULL with err set if the tensors cannot be described. */
-static char *ckpt_header(const char *path, const NmlTensorRef *t, int count, char *err, size_t errlen)
+static char *ckpt_header(const char *path, const NmlTensorRef *t, int count, const NmlMeta *meta, int nmeta,
+			 char *err, size_t errlen)
 {
 	cJSON *root = cJSON_CreateObject();
 	char *json = NULL;
@@ -114,9 +115,12 @@ static char *ckpt_header(const char *path, const NmlTensorRef *t, int count, cha
 			goto oom;
 		offset = end;
 	}
-	cJSON *meta = cJSON_AddObjectToObject(root, "__metadata__");
-	if (!meta || !cJSON_AddStringToObject(meta, "format", "nml"))
+	cJSON *md = cJSON_AddObjectToObject(root, "__metadata__");
+	if (!md || !cJSON_AddStringToObject(md, "format", "nml"))
 		goto oom;
+	for (int i = 0; i < nmeta; i++)
+		if (strcmp(meta[i].key, "format") != 0 && !cJSON_AddStringToObject(md, meta[i].key, meta[i].value))
+			goto oom;
 	if (!(json = cJSON_PrintUnformatted(root)))
 		goto oom;
 	cJSON_Delete(root);
@@ -147,9 +151,15 @@ static int ckpt_sync_dir(const char *path)
 
 int nml_ckpt_save(const char *path, const NmlTensorRef *t, int count, char *err, size_t errlen)
 {
+	return nml_ckpt_save_meta(path, t, count, NULL, 0, err, errlen);
+}
+
+int nml_ckpt_save_meta(const char *path, const NmlTensorRef *t, int count, const NmlMeta *meta, int nmeta,
+		       char *err, size_t errlen)
+{
 	if (count < 0)
 		return rt_error(err, errlen, "cannot save checkpoint %s: negative tensor count", path);
-	char *json = ckpt_header(path, t, count, err, errlen);
+	char *json = ckpt_header(path, t, count, meta, nmeta, err, errlen);
 	if (!json)
 		return -1;
 	size_t jlen = strlen(json), hlen = (jlen + 7) / 8 * 8;
@@ -341,6 +351,44 @@ out:
 	cJSON_Delete(root);
 	free(header);
 	free(begin);
+	fclose(f);
+	return rc;
+}
+
+int nml_ckpt_meta(const char *path, const char *key, char *value, size_t len, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return rt_error(err, errlen, "cannot open checkpoint %s: %s", path, strerror(errno));
+	unsigned char len8[8];
+	uint64_t hlen = 0;
+	char *header = NULL;
+	cJSON *root = NULL;
+	int rc = -1;
+	if (fread(len8, 1, 8, f) != 8) {
+		rt_error(err, errlen, "checkpoint %s is not a safetensors file (too short)", path);
+		goto out;
+	}
+	for (int i = 7; i >= 0; i--)
+		hlen = hlen << 8 | len8[i];
+	if (hlen > CKPT_MAX_HEADER || !(header = malloc(hlen + 1)) || fread(header, 1, hlen, f) != hlen) {
+		rt_error(err, errlen, "checkpoint %s is not a safetensors file or is truncated", path);
+		goto out;
+	}
+	root = cJSON_ParseWithLength(header, hlen);
+	if (!cJSON_IsObject(root)) {
+		rt_error(err, errlen, "checkpoint %s has a malformed header", path);
+		goto out;
+	}
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "__metadata__"), key);
+	rc = 1;
+	if (cJSON_IsString(v)) {
+		snprintf(value, len, "%s", v->valuestring);
+		rc = 0;
+	}
+out:
+	cJSON_Delete(root);
+	free(header);
 	fclose(f);
 	return rc;
 }

@@ -73,6 +73,14 @@ typedef struct NmlTensorRef {
 /* Writes path.tmp.XXXXXX beside path, syncs it and renames it over path: on failure an existing
  * checkpoint is left as it was. The header carries "__metadata__": {"format": "nml"}. */
 int nml_ckpt_save(const char *path, const NmlTensorRef *t, int count, char *err, size_t errlen);
+/* A string pair of the checkpoint's __metadata__ ("format": "nml" is always written). */
+typedef struct NmlMeta {
+	const char *key, *value;
+} NmlMeta;
+int nml_ckpt_save_meta(const char *path, const NmlTensorRef *t, int count, const NmlMeta *meta, int nmeta,
+		       char *err, size_t errlen);
+/* The metadata value of key into value: 0 if present, 1 if absent, -1 (err set) if unreadable. */
+int nml_ckpt_meta(const char *path, const char *key, char *value, size_t len, char *err, size_t errlen);
 /* Fill every tensor of t from the file; a missing or mis-shaped tensor is an error naming it. All
  * tensors are checked before any is written, so a failed load leaves them unchanged. Tensors in the
  * file that t does not name are ignored. */

@@ -60,6 +60,17 @@ with tempfile.TemporaryDirectory() as tmp:
           [x["train_loss"] for x in recs] == [x["train_loss"] for x in recs2] and len(recs) == 3,
           f"{recs} vs {recs2}")
 
+    # An interrupted run (here: stopped after 2 of 3 epochs, T = 3 epochs of 47 steps) resumed with
+    # --resume ends bit for bit where the uninterrupted one did.
+    part = os.path.join(tmp, "part.safetensors")
+    r = run("--limit", "6000", "--epochs", "2", "--seed", "5", "--set", "T=141", "--save", part)
+    r = run("--limit", "6000", "--epochs", "3", "--resume", part, "--save", part)
+    with open(ckpt, "rb") as a, open(part, "rb") as b:
+        check("--resume is exact", r.returncode == 0 and a.read() == b.read(), r.stdout + r.stderr)
+    r = run("--epochs", "3", "--resume", os.path.join(tmp, "nosuch.safetensors"), expect=1)
+    check("--resume of a missing file", r.returncode == 1 and "nosuch" in r.stderr, r.stderr)
+    os.remove(part)
+
     # Evaluating the saved parameters gives the last epoch's test figures.
     r = run("--epochs", "0", "--init", ckpt)
     check("init + evaluate", r.returncode == 0 and "test_acc" in r.stdout, r.stdout + r.stderr)

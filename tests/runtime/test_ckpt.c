@@ -354,6 +354,26 @@ static int numpy(void)
 	return check_done();
 }
 
+/* Metadata: pairs written beside the tensors, read back by key; "format" stays "nml". */
+static void metadata(void)
+{
+	fill(3);
+	NmlMeta meta[] = {{"epoch", "7"}, {"step", "1234"}, {"format", "other"}};
+	CHECK(nml_ckpt_save_meta(P("meta.safetensors"), model, 3, meta, 3, err, sizeof err) == 0);
+	char v[64];
+	CHECK(nml_ckpt_meta(P("meta.safetensors"), "epoch", v, sizeof v, err, sizeof err) == 0);
+	CHECK_STR(v, "7");
+	CHECK(nml_ckpt_meta(P("meta.safetensors"), "step", v, sizeof v, err, sizeof err) == 0);
+	CHECK_STR(v, "1234");
+	CHECK(nml_ckpt_meta(P("meta.safetensors"), "format", v, sizeof v, err, sizeof err) == 0);
+	CHECK_STR(v, "nml");
+	CHECK(nml_ckpt_meta(P("meta.safetensors"), "seed", v, sizeof v, err, sizeof err) == 1);
+	CHECK(nml_ckpt_meta(P("nope.safetensors"), "epoch", v, sizeof v, err, sizeof err) == -1);
+	CHECK_ERR(err, "nope.safetensors");
+	fill(0);
+	CHECK(nml_ckpt_load(P("meta.safetensors"), model, 3, err, sizeof err) == 0 && model_is(3));
+}
+
 int main(int argc, char **argv)
 {
 	check_tmpdir(dir, sizeof dir);
@@ -364,6 +384,7 @@ int main(int argc, char **argv)
 		round_trip();
 		save_failures();
 		load_failures();
+		metadata();
 		rc = check_done();
 	}
 	check_rmtree(dir);
