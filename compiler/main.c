@@ -8,6 +8,7 @@
 #include "codegen.h"
 #include "config.h"
 #include "driver.h"
+#include "interp.h"
 #include "jit.h"
 
 void openblas_set_num_threads(int n);
@@ -275,6 +276,9 @@ typedef struct Run {
 	float *params, *grads, *state, *hparams;
 	NmlTensorRef *refs;
 	int nrefs;
+	float *snap_params, *snap_state; /* at the start of the epoch being trained */
+	int snap_epoch;                  /* epochs done at the snapshot */
+	int64_t snap_step;
 } Run;
 
 static void ref_slots(NmlTensorRef *t, const IrSlot *slots, int n, float *block)
@@ -300,13 +304,26 @@ static void run_init(Run *r, Compiler *c, const Options *o)
 	drv_init_slots(m->states, m->nstates, m->state_size, c->cfg.seed, 1, tmp);
 	to_floats(tmp, r->state, m->state_size);
 	free(tmp);
+	r->snap_params = alloc_floats(m->param_size);
+	r->snap_state = alloc_floats(m->state_size);
 	r->refs = calloc((size_t)r->nrefs + 1, sizeof *r->refs);
 	ref_slots(r->refs, m->params, m->nparams, r->params);
 	ref_slots(r->refs + m->nparams, m->states, m->nstates, r->state);
 }
 
+static void run_snapshot(Run *r, int epoch, int64_t step)
+{
+	const IrModule *m = &r->c->mod;
+	memcpy(r->snap_params, r->params, m->param_size * sizeof *r->params);
+	memcpy(r->snap_state, r->state, m->state_size * sizeof *r->state);
+	r->snap_epoch = epoch;
+	r->snap_step = step;
+}
+
 static void run_free(Run *r)
 {
+	free(r->snap_params);
+	free(r->snap_state);
 	free(r->params);
 	free(r->grads);
 	free(r->state);
@@ -339,7 +356,44 @@ static int run_save(Run *r, int epoch, int64_t step, char *err, size_t errlen)
 static int after_epoch(NmlTrainer *tr, const NmlEpochStats *s, char *err, size_t errlen)
 {
 	Run *r = tr->user;
+	run_snapshot(r, s->epoch, tr->steps_done);
 	return r->o->save ? run_save(r, s->epoch, tr->steps_done, err, errlen) : 0;
+}
+
+/* The loss stopped being finite: replay the epoch from its snapshot through the interpreter, op by
+ * op, and point at the first op whose result is not finite although its operands are. */
+static void explain_divergence(Run *r, const NmlTrainer *tr)
+{
+	Compiler *c = r->c;
+	const IrModule *m = &c->mod;
+	const NmlData *d = tr->train;
+	float *params = alloc_floats(m->param_size), *state = alloc_floats(m->state_size);
+	memcpy(params, r->snap_params, m->param_size * sizeof *params);
+	memcpy(state, r->snap_state, m->state_size * sizeof *state);
+	int64_t *idx = malloc((size_t)d->n * sizeof *idx), ycols = d->ydim ? d->ydim : 1;
+	float *x = alloc_floats((size_t)(tr->batch * d->xdim)), *y = alloc_floats((size_t)(tr->batch * ycols));
+	float loss = 0;
+	nml_epoch_order(tr->seed, r->snap_epoch + 1, idx, d->n);
+	int64_t step = r->snap_step, start = 0;
+	int origin = -1;
+	for (; step < tr->steps_done && origin < 0; start += tr->batch) {
+		int64_t n = d->n - start < tr->batch ? d->n - start : tr->batch;
+		nml_data_gather(d, idx + start, n, x, y);
+		NmlArgs a = {.params = params, .grads = r->grads, .state = state, .x = x, .y = y,
+			     .hparams = r->hparams, .loss = &loss, .n = n, .t = (double)++step};
+		origin = interp_run(m, c->step, &a, 1);
+	}
+	if (origin >= 0) {
+		const IrInst *in = &c->step->inst[origin];
+		char sh[64];
+		diag_note(in->loc, "the first value that is not finite: %s %s at step %lld, from finite operands",
+			  ir_op_name(in->op), ir_shape_str(in->shape, sh, sizeof sh), (long long)step);
+	}
+	free(params);
+	free(state);
+	free(idx);
+	free(x);
+	free(y);
 }
 
 static int meta_number(const char *path, const char *key, double *v, char *err, size_t errlen)
@@ -465,6 +519,7 @@ static int cmd_run(Compiler *c, const Options *o)
 		}
 		fflush(stdout);
 		NmlEpochStats last;
+		run_snapshot(&r, tr.epochs_done, tr.steps_done);
 		if (o->resume && tr.epochs_done >= tr.epochs && tr.epochs > 0)
 			printf("nothing to do: %s has finished %d epochs (ask for more with --epochs)\n", o->resume,
 			       tr.epochs_done);
@@ -472,6 +527,8 @@ static int cmd_run(Compiler *c, const Options *o)
 			rc = evaluate_only(&tr);
 		else if (nml_train(&tr, &last, err, sizeof err)) {
 			fprintf(stderr, "nmlc: error: %s\n", err);
+			if (tr.diverged)
+				explain_divergence(&r, &tr);
 			rc = 1;
 		}
 		if (!rc && o->save && tr.epochs == 0 && run_save(&r, 0, 0, err, sizeof err)) {

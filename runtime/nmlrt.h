@@ -39,6 +39,8 @@ uint32_t nml_rng_u32(NmlRng *r);
 double nml_rng_uniform(NmlRng *r); /* [0, 1) with 53 random bits */
 double nml_rng_normal(NmlRng *r);  /* standard normal */
 void nml_rng_shuffle(NmlRng *r, int64_t *idx, int64_t n);
+/* The order in which epoch e (from 1) visits the n training rows. */
+void nml_epoch_order(uint64_t seed, int epoch, int64_t *idx, int64_t n);
 /* The bare block function: ten rounds over ctr under key (exposed for known-answer tests). */
 void nml_philox4x32(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 
@@ -110,6 +112,7 @@ typedef struct NmlTrainer {
 	 * and nml_train returns -1 with the callback's err. */
 	int (*after_epoch)(struct NmlTrainer *tr, const struct NmlEpochStats *s, char *err, size_t errlen);
 	void *user;               /* for after_epoch */
+	int diverged;             /* out: training stopped on a loss that is not finite */
 } NmlTrainer;
 
 typedef struct NmlEpochStats {

@@ -115,3 +115,13 @@ void nml_rng_shuffle(NmlRng *r, int64_t *idx, int64_t n)
 		idx[j] = tmp;
 	}
 }
+
+void nml_epoch_order(uint64_t seed, int epoch, int64_t *idx, int64_t n)
+{
+	/* Stream e belongs to epoch e, so a resumed run shuffles exactly as an uninterrupted one. */
+	NmlRng r;
+	nml_rng_init(&r, seed, (uint64_t)epoch);
+	for (int64_t i = 0; i < n; i++)
+		idx[i] = i;
+	nml_rng_shuffle(&r, idx, n);
+}

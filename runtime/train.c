@@ -246,12 +246,7 @@ int nml_train(NmlTrainer *tr, NmlEpochStats *last, char *err, size_t errlen)
 
 	for (int epoch = tr->epochs_done + 1; epoch <= tr->epochs; epoch++) {
 		double t0 = now(), drawn = -1;
-		NmlRng rng;
-		/* Stream e belongs to epoch e, so a resumed run shuffles exactly as an uninterrupted one. */
-		nml_rng_init(&rng, tr->seed, (uint64_t)epoch);
-		for (int64_t i = 0; i < d->n; i++)
-			sb.idx[i] = i;
-		nml_rng_shuffle(&rng, sb.idx, d->n);
+		nml_epoch_order(tr->seed, epoch, sb.idx, d->n);
 
 		double sum = 0;
 		for (int64_t start = 0; start < d->n; start += tr->batch) {
@@ -263,6 +258,7 @@ int nml_train(NmlTrainer *tr, NmlEpochStats *last, char *err, size_t errlen)
 			if (!isfinite(l)) {
 				if (bar && drawn >= 0)
 					progress_clear();
+				tr->diverged = 1;
 				rc = rt_error(err, errlen, "loss is %s at epoch %d, step %lld", isnan(l) ? "nan" : "inf",
 				                 epoch, (long long)tr->steps_done);
 				goto out;

@@ -92,8 +92,14 @@ with tempfile.TemporaryDirectory() as tmp:
     nan_ckpt = os.path.join(tmp, "nan.safetensors")
     r = subprocess.run([nmlc, "run", small, "--epochs", "3", "--set", "lr=1e30", "--save", nan_ckpt],
                        capture_output=True, text=True)
-    check("a diverging run stops", r.returncode == 1 and "loss is nan" in r.stderr
-          and not os.path.exists(nan_ckpt), r.stderr)
+    check("a diverging run stops", r.returncode == 1 and "loss is nan" in r.stderr, r.stderr)
+    check("the last good epoch is kept", not os.path.exists(nan_ckpt), r.stderr)
+    check("divergence is explained", "nn.nml:8:18: note: the first value that is not finite: matmul" in r.stderr,
+          r.stderr)
+    r = run("--limit", "1000", "--epochs", "1", "--set", "eps=0", "--set", "b2=0", expect=1)
+    check("divergence in the update is explained",
+          "optim.nml:21:30: note: the first value that is not finite: div [784, 256] at step 1" in r.stderr,
+          r.stderr)
     r = run("--set", "lr=1", expect=1)
     check("a schedule cannot be --set", r.returncode == 1 and "is a schedule" in r.stderr, r.stderr)
 
