@@ -202,8 +202,8 @@ def run_case(nmlc, tmp, case):
     detail = f"loss max diff {loss_diff:.1e} (tol {tol:.0e})"
     if epochs:
         got = read_safetensors(out_path)
-        if sorted(got) != sorted(want):
-            return False, f"saved tensors {sorted(got)}, expected {sorted(want)}"
+        if not set(want) <= set(got):  # the checkpoint also holds the optimizer state (l1.w.m ...)
+            return False, f"saved tensors {sorted(got)}, expected {sorted(want)} among them"
         abs_diff = max(float(np.max(np.abs(got[n] - want[n]))) for n in want)
         rel_diff = max(float(np.max(np.abs(got[n] - want[n]) / np.abs(want[n]))) for n in want)
         ok &= all(np.allclose(got[n], want[n], rtol=RTOL, atol=ATOL) for n in want)
