@@ -45,7 +45,7 @@ typedef struct Cg {
 	LLVMContextRef ctx;
 	LLVMModuleRef mod;
 	LLVMBuilderRef b;
-	LLVMTypeRef T, I, i64, i32, i8, ptr; /* I: the integer type as wide as T */
+	LLVMTypeRef T, I, i64, i32, i8, ptr, f64; /* I: the integer type as wide as T */
 	CgType type;
 	const IrModule *m;
 	const IrFunc *f;
@@ -57,6 +57,8 @@ typedef struct Cg {
 	unsigned md_scope, md_noalias;
 	LLVMMetadataRef domain;
 	int nscopes;
+	LLVMTypeRef alt_T, alt_I; /* f64 and i64 while emitting kernel code: see swap_scalar_types */
+	CgType alt_type;
 } Cg;
 
 /* ---- small builders ---- */
@@ -64,6 +66,21 @@ typedef struct Cg {
 static LLVMValueRef cf(Cg *g, double v) { return LLVMConstReal(g->T, v); }
 static LLVMValueRef ci(Cg *g, int64_t v) { return LLVMConstInt(g->i64, (unsigned long long)v, 1); }
 static LLVMValueRef cI(Cg *g, int64_t v) { return LLVMConstInt(g->I, (unsigned long long)v, 1); }
+
+/* Scalars (constants, hyperparameters, t, n and ops of those only) are computed in f64 whatever
+ * the kernel's type, as a framework computing them on the host would: 1 - b2 with b2 = 0.999 is
+ * off by 1.3e-5 in f32. They are rounded to the kernel's type where a loop reads them. */
+static void swap_scalar_types(Cg *g)
+{
+	LLVMTypeRef t = g->T, i = g->I;
+	CgType k = g->type;
+	g->T = g->alt_T;
+	g->I = g->alt_I;
+	g->type = g->alt_type;
+	g->alt_T = t;
+	g->alt_I = i;
+	g->alt_type = k;
+}
 
 static int is_const_int(LLVMValueRef v, int64_t k)
 {
@@ -640,17 +657,25 @@ static void emit_leaf(Cg *g, int i)
 	Val *v = &g->val[i];
 	LLVMBuilderRef b = g->b;
 	switch (in->op) {
-	case IR_CONST: v->imm = cf(g, in->fval); break;
+	case IR_CONST: v->imm = LLVMConstReal(g->f64, in->fval); break;
 	case IR_INPUT: v->ptr = g->arg[in->ival ? ARG_Y : ARG_X]; break;
 	case IR_PARAM: v->ptr = elem(g, g->arg[ARG_PARAMS], ci(g, (int64_t)g->m->params[in->ival].offset)); break;
 	case IR_STATE: v->ptr = elem(g, g->arg[ARG_STATE], ci(g, (int64_t)g->m->states[in->ival].offset)); break;
-	case IR_HPARAM: v->imm = LLVMBuildLoad2(b, g->T, elem(g, g->arg[ARG_HPARAMS], ci(g, in->ival)), "hp"); break;
-	case IR_STEP:
-		v->imm = g->type == CG_F32 ? LLVMBuildFPTrunc(b, g->arg[ARG_T], g->T, "t") : g->arg[ARG_T];
+	case IR_HPARAM: /* hyperparameters are f64 in every kernel */
+		v->imm = LLVMBuildLoad2(b, g->f64, LLVMBuildInBoundsGEP2(b, g->f64, g->arg[ARG_HPARAMS],
+									 (LLVMValueRef[]){ci(g, in->ival)}, 1, ""), "hp");
 		break;
-	case IR_ROWS: v->imm = LLVMBuildSIToFP(b, g->arg[ARG_N], g->T, "n"); break;
+	case IR_STEP: v->imm = g->arg[ARG_T]; break;
+	case IR_ROWS: v->imm = LLVMBuildSIToFP(b, g->arg[ARG_N], g->f64, "n"); break;
 	default: die("codegen: %s is not a leaf", ir_op_name(in->op));
 	}
+}
+
+/* Scalar value a in the kernel's type. */
+static LLVMValueRef imm(Cg *g, int a)
+{
+	LLVMValueRef v = g->val[a].imm;
+	return g->type == CG_F32 ? LLVMBuildFPTrunc(g->b, v, g->T, "") : v;
 }
 
 /* A unit without a loop: a leaf, a scalar op, or a value sharing its operand's storage. */
@@ -671,10 +696,12 @@ static void emit_value(Cg *g, int i)
 		LLVMValueRef x[3];
 		for (int j = 0; j < ir_op_arity(in->op); j++)
 			x[j] = g->val[in->in[j]].imm;
+		swap_scalar_types(g);
 		v->imm = op_scalar(g, in->op, x);
+		swap_scalar_types(g);
 	}
 	if (g->plan->val[i].region) /* a matmul reads it */
-		emit_fill(g, v->ptr, &in->shape, v->imm, i);
+		emit_fill(g, v->ptr, &in->shape, imm(g, i), i);
 }
 
 static LLVMValueRef reduce_step(Cg *g, IrOp op, LLVMValueRef acc, LLVMValueRef x, int reassoc)
@@ -704,7 +731,7 @@ static LLVMValueRef operand(Cg *g, Nest *ns, int q, int a)
 {
 	const FuseVal *v = &g->plan->val[a];
 	if (v->kind == FV_SCALAR)
-		return g->val[a].imm;
+		return imm(g, a);
 	if (v->unit == q)
 		return g->val[a].reg;
 	return nest_get(g, ns, read_op(g, ns, a));
@@ -898,7 +925,7 @@ static void emit_onehot(Cg *g, int i)
 	Access wr = {scope_list(g, &s, 1), NULL}, rd = {NULL, wr.scope};
 	Loop rows, cols;
 	LLVMValueRef r = loop_begin(g, &rows, dimv(g, shape_of(g, a)->dim[0]));
-	LLVMValueRef c = kind_of(g, a) == FV_SCALAR ? g->val[a].imm : load(g, elem(g, g->val[a].ptr, r), rd);
+	LLVMValueRef c = kind_of(g, a) == FV_SCALAR ? imm(g, a) : load(g, elem(g, g->val[a].ptr, r), rd);
 	LLVMValueRef j = loop_begin(g, &cols, k);
 	LLVMValueRef hit = flag(g, LLVMRealOEQ, LLVMBuildSIToFP(g->b, j, g->T, ""), c);
 	store(g, hit, elem(g, out, iadd(g, imul(g, r, k), j)), wr);
@@ -1050,6 +1077,9 @@ LLVMModuleRef cg_module(LLVMContextRef ctx, const char *module_name, const IrMod
 	g.b = LLVMCreateBuilderInContext(ctx);
 	g.T = type == CG_F32 ? LLVMFloatTypeInContext(ctx) : LLVMDoubleTypeInContext(ctx);
 	g.I = type == CG_F32 ? LLVMInt32TypeInContext(ctx) : LLVMInt64TypeInContext(ctx);
+	g.f64 = g.alt_T = LLVMDoubleTypeInContext(ctx);
+	g.alt_I = LLVMInt64TypeInContext(ctx);
+	g.alt_type = CG_F64;
 	g.i64 = LLVMInt64TypeInContext(ctx);
 	g.i32 = LLVMInt32TypeInContext(ctx);
 	g.i8 = LLVMInt8TypeInContext(ctx);

@@ -104,7 +104,7 @@ int interp_run(const IrModule *m, const IrFunc *f, NmlArgs *a, int stop_at_nonfi
 			case IR_INPUT: src = in->ival ? a->y : a->x; break;
 			case IR_PARAM: src = (const float *)a->params + m->params[in->ival].offset; break;
 			case IR_STATE: src = (const float *)a->state + m->states[in->ival].offset; break;
-			case IR_HPARAM: out[0] = ((const float *)a->hparams)[in->ival]; break;
+			case IR_HPARAM: out[0] = (float)a->hparams[in->ival]; break;
 			case IR_STEP: out[0] = (float)a->t; break;
 			default: out[0] = (float)n; break;
 			}

@@ -273,7 +273,8 @@ static void describe(const Compiler *c)
 typedef struct Run {
 	Compiler *c;
 	const Options *o;
-	float *params, *grads, *state, *hparams;
+	float *params, *grads, *state;
+	double *hparams;
 	NmlTensorRef *refs;
 	int nrefs;
 	float *snap_params, *snap_state; /* at the start of the epoch being trained */
@@ -297,7 +298,7 @@ static void run_init(Run *r, Compiler *c, const Options *o)
 	r->params = alloc_floats(m->param_size);
 	r->grads = alloc_floats(m->param_size);
 	r->state = alloc_floats(m->state_size);
-	r->hparams = alloc_floats((size_t)m->nhparams);
+	r->hparams = calloc((size_t)m->nhparams + 1, sizeof *r->hparams);
 	double *tmp = malloc(((m->param_size > m->state_size ? m->param_size : m->state_size) + 1) * sizeof *tmp);
 	drv_init_slots(m->params, m->nparams, m->param_size, c->cfg.seed, 0, tmp);
 	to_floats(tmp, r->params, m->param_size);
@@ -508,7 +509,7 @@ static int cmd_run(Compiler *c, const Options *o)
 	}
 	if (!rc) {
 		for (int i = 0; i < c->mod.nhparams; i++)
-			r.hparams[i] = (float)c->mod.hparams[i].value;
+			r.hparams[i] = c->mod.hparams[i].value;
 		if (!o->quiet) {
 			describe(c);
 			printf("compiled   in %.0f ms (front end %.1f ms, lowering %.1f ms, JIT %.1f ms); data loaded in %.0f ms\n",

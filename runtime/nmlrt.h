@@ -2,7 +2,7 @@
  *
  * Every generated kernel has one argument, a pointer to NmlArgs; the field order is the ABI that a
  * JIT-compiled module and an ahead-of-time object share. All tensor data of one kernel has one element
- * type (float for training, double for gradient checks). */
+ * type (float for training, double for gradient checks); hyperparameters and t are always double. */
 #ifndef NMLRT_H
 #define NMLRT_H
 
@@ -16,7 +16,7 @@ typedef struct NmlArgs {
 	void *state;         /* optimizer state block */
 	const void *x;       /* batch inputs [n, xdim] */
 	const void *y;       /* batch targets: [n] class indices stored as floats, or [n, ydim] */
-	const void *hparams; /* runtime hyperparameters, one scalar each */
+	const double *hparams; /* runtime hyperparameters, one f64 scalar each, whatever the kernel's type */
 	void *work;          /* scratch of the size the compiler reports for this kernel */
 	void *loss;          /* out: mean loss of the batch (one scalar) */
 	void *pred;          /* out: model output [n, out_dim] */
@@ -94,7 +94,8 @@ struct NmlEpochStats;
 typedef struct NmlTrainer {
 	NmlKernel step;          /* forward, backward and update of one batch */
 	NmlKernel eval;          /* forward and loss of one batch, writes pred */
-	float *params, *grads, *state, *hparams;
+	float *params, *grads, *state;
+	double *hparams;
 	size_t step_work, eval_work; /* scratch bytes of each kernel */
 	int64_t out_dim;          /* width of pred */
 	int64_t batch;

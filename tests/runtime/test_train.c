@@ -63,7 +63,7 @@ static void softmax_step(NmlArgs *a)
 {
 	saw(a);
 	float *prob = a->work, *w = a->params, *g = a->grads;
-	const float *x = a->x, *y = a->y, lr = ((const float *)a->hparams)[0];
+	const float *x = a->x, *y = a->y, lr = (float)a->hparams[0];
 	float loss = softmax_forward(a, prob);
 	memset(g, 0, (XDIM + 1) * CLASSES * sizeof *g);
 	for (int64_t i = 0; i < a->n; i++)
@@ -108,7 +108,7 @@ static void linear_step(NmlArgs *a)
 {
 	saw(a);
 	float *out = a->work, *w = a->params, *g = a->grads;
-	const float *x = a->x, *y = a->y, lr = ((const float *)a->hparams)[0];
+	const float *x = a->x, *y = a->y, lr = (float)a->hparams[0];
 	*(float *)a->loss = linear_forward(a, out);
 	memset(g, 0, (XDIM + 1) * YDIM * sizeof *g);
 	for (int64_t i = 0; i < a->n; i++)
@@ -150,7 +150,8 @@ static NmlData synth(int64_t n, uint64_t stream, int regression)
 
 typedef struct Run {
 	NmlTrainer tr;
-	float params[(XDIM + 1) * CLASSES], grads[(XDIM + 1) * CLASSES], state[1], hparams[1];
+	float params[(XDIM + 1) * CLASSES], grads[(XDIM + 1) * CLASSES], state[1];
+	double hparams[1];
 	NmlEpochStats last;
 	int rc;
 } Run;
@@ -296,7 +297,8 @@ static void nonfinite(void)
 
 static void regression(void)
 {
-	float params[(XDIM + 1) * YDIM] = {0}, grads[(XDIM + 1) * YDIM], hp[1] = {0.05f};
+	float params[(XDIM + 1) * YDIM] = {0}, grads[(XDIM + 1) * YDIM];
+	double hp[1] = {0.05};
 	FILE *log = tmpfile();
 	NmlTrainer tr = {
 		.step = linear_step, .eval = linear_eval, .params = params, .grads = grads, .state = NULL,
@@ -451,7 +453,8 @@ static void output(void)
 	free(eo);
 
 	/* A regression run prints "-" for accuracy, keeping the columns. */
-	float params[(XDIM + 1) * YDIM] = {0}, grads[(XDIM + 1) * YDIM], hp[1] = {0.05f};
+	float params[(XDIM + 1) * YDIM] = {0}, grads[(XDIM + 1) * YDIM];
+	double hp[1] = {0.05};
 	r.tr = (NmlTrainer){
 		.step = linear_step, .eval = linear_eval, .params = params, .grads = grads, .hparams = hp,
 		.step_work = BATCH * YDIM * sizeof(float), .out_dim = YDIM, .batch = BATCH, .epochs = 1, .seed = 3,

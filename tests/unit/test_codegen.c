@@ -364,7 +364,7 @@ static Blocks make_inputs(CgType t, int64_t n)
 	for (size_t i = 0; i < b.ny; i++)
 		b.y[i] = m->classes ? floor(uniform(0, (double)m->classes)) : round_to(t, uniform(-3, 3));
 	for (int i = 0; i < m->nhparams; i++)
-		b.hparams[i] = round_to(t, m->hparams[i].value);
+		b.hparams[i] = m->hparams[i].value; /* f64 in every kernel */
 	b.loss = 42;
 	return b;
 }
@@ -457,7 +457,7 @@ static void run_n(NmlKernel k, size_t work, CgType t, int64_t n, int at_end, con
 
 	Buf params = to_buf(in.params, in.nparams, t, at_end), grads = to_buf(in.grads, in.nparams, t, at_end);
 	Buf st = to_buf(in.state, in.nstate, t, at_end), x = to_buf(in.x, in.nx, t, at_end);
-	Buf y = to_buf(in.y, in.ny, t, at_end), hp = to_buf(in.hparams, (size_t)C.m.nhparams, t, at_end);
+	Buf y = to_buf(in.y, in.ny, t, at_end), hp = to_buf(in.hparams, (size_t)C.m.nhparams, CG_F64, at_end);
 	Buf pr = to_buf(in.pred, in.npred, t, at_end), ls = to_buf(&in.loss, 1, t, at_end);
 	Buf wk = galloc(work, at_end);
 	memset(wk.p, 0xff, work); /* NaNs: a value read before it is written shows */

@@ -63,7 +63,8 @@ static void compare(const char *file)
 	}
 	NmlKernel step = (NmlKernel)jit_lookup(j, "step", &err);
 	size_t np = m->param_size + 1, ns = m->state_size + 1;
-	float *p[2], *s[2], *hp = calloc((size_t)m->nhparams + 1, sizeof *hp), *g = calloc(np, sizeof *g);
+	float *p[2], *s[2], *g = calloc(np, sizeof *g);
+	double *hp = calloc((size_t)m->nhparams + 1, sizeof *hp);
 	double *init = calloc(np > ns ? np : ns, sizeof *init);
 	drv_init_slots(m->params, m->nparams, m->param_size, 3, 0, init);
 	for (int k = 0; k < 2; k++) {
@@ -73,7 +74,7 @@ static void compare(const char *file)
 			p[k][i] = (float)init[i];
 	}
 	for (int i = 0; i < m->nhparams; i++)
-		hp[i] = m->hparams[i].name == intern_cstr("T") ? 100 : (float)m->hparams[i].value;
+		hp[i] = m->hparams[i].name == intern_cstr("T") ? 100 : m->hparams[i].value;
 	int64_t n = c.cfg.batch < c.train.n ? c.cfg.batch : c.train.n, ycols = c.train.ydim ? c.train.ydim : 1;
 	int64_t *idx = malloc((size_t)c.train.n * sizeof *idx);
 	float *x = malloc((size_t)(n * c.train.xdim) * sizeof *x), *y = malloc((size_t)(n * ycols) * sizeof *y);
