@@ -1,7 +1,7 @@
 /* parse.c: pushes tokens from the lexer into the parser, one at a time.
  *
  * Newlines end statements, except inside parentheses and brackets, where an expression may span
- * lines. An end of line is also implied before '}' and at the end of input, so `{ forward(x) = x }`
+ * lines, and after a binary operator, '=' or ',', which continue the line. An end of line is also implied before '}' and at the end of input, so `{ forward(x) = x }`
  * needs no line break. */
 #include "parse.h"
 
@@ -22,6 +22,19 @@ void parse_syntax_error(ParseCtx *ctx, Token tok, int kind)
 		diag_error(tok.loc, "syntax error: unexpected '%.*s'", tok.len, tok.s);
 }
 
+/* A line ending in a binary operator, '=' or ',' continues on the next. */
+static int continues(int kind)
+{
+	switch (kind) {
+	case TK_PLUS: case TK_MINUS: case TK_STAR: case TK_SLASH: case TK_CARET: case TK_AT:
+	case TK_LT: case TK_LE: case TK_GT: case TK_GE: case TK_EQ: case TK_NE:
+	case TK_ASSIGN: case TK_PLUSEQ: case TK_MINUSEQ: case TK_STAREQ: case TK_SLASHEQ: case TK_COMMA:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
 int parse_source(Arena *arena, const char *file, const char *src, AstProgram *prog)
 {
 	int before = diag_count();
@@ -37,7 +50,7 @@ int parse_source(Arena *arena, const char *file, const char *src, AstProgram *pr
 			depth++;
 		else if ((t.kind == TK_RPAREN || t.kind == TK_RBRACKET) && depth > 0)
 			depth--;
-		else if (t.kind == TK_NL && (depth > 0 || prev == TK_NL))
+		else if (t.kind == TK_NL && (depth > 0 || prev == TK_NL || continues(prev)))
 			continue;
 		if ((t.kind == TK_RBRACE || t.kind == 0) && prev != TK_NL) {
 			Token nl = t;
