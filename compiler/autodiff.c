@@ -45,6 +45,12 @@ static void rule(Ad *ad, int i, int g)
 	case IR_LOG: /* d log(a) = g / a */
 		accumulate(ad, a, bin(ad, IR_DIV, g, a, loc), loc);
 		return;
+	case IR_LOG1P: /* d log(1 + a) = g / (1 + a) */
+		accumulate(ad, a, bin(ad, IR_DIV, g, bin(ad, IR_ADD, c(ad, 1, loc), a, loc), loc), loc);
+		return;
+	case IR_EXPM1: /* d (exp(a) - 1) = g (out + 1) */
+		accumulate(ad, a, bin(ad, IR_MUL, g, bin(ad, IR_ADD, out, c(ad, 1, loc), loc), loc), loc);
+		return;
 	case IR_SQRT: /* d sqrt(a) = g / (2 sqrt(a)) */
 		accumulate(ad, a, bin(ad, IR_DIV, g, bin(ad, IR_MUL, c(ad, 2, loc), out, loc), loc), loc);
 		return;

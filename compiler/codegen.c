@@ -512,6 +512,29 @@ static LLVMValueRef cg_log(Cg *g, LLVMValueRef x)
 /* tanh|x| = (1 - e)/(1 + e), e = exp(-2|x|) in (0, 1], so no overflow; below a threshold, where
  * 1 - e would cancel, its Taylor series (through x^9: error under an ulp up to 0.25 in float, 0.04 in
  * double). */
+/* log(1 + x) = log(u) x / (u - 1) with u = 1 + x rounded (Goldberg 1991): the rounding error of u
+ * cancels, so tiny x keep their relative precision. u == 1 means x is below half an ulp of 1. */
+static LLVMValueRef cg_log1p(Cg *g, LLVMValueRef x)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef u = LLVMBuildFAdd(b, cf(g, 1), x, ""), d = LLVMBuildFSub(b, u, cf(g, 1), "");
+	LLVMValueRef r = LLVMBuildFMul(b, cg_log(g, u), LLVMBuildFDiv(b, x, d, ""), "");
+	r = sel(g, fcmp(g, LLVMRealOEQ, u, cf(g, INFINITY)), u, r);
+	return sel(g, fcmp(g, LLVMRealOEQ, d, cf(g, 0)), x, r);
+}
+
+/* exp(x) - 1 = (u - 1) x / log(u) with u = exp(x) (Kahan): exact where u rounds to 1, and the
+ * quotient corrects u's rounding elsewhere. */
+static LLVMValueRef cg_expm1(Cg *g, LLVMValueRef x)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef u = cg_exp(g, x), um1 = LLVMBuildFSub(b, u, cf(g, 1), "");
+	LLVMValueRef r = LLVMBuildFDiv(b, LLVMBuildFMul(b, um1, x, ""), cg_log(g, u), "");
+	r = sel(g, fcmp(g, LLVMRealOEQ, um1, cf(g, -1)), um1, r);
+	r = sel(g, fcmp(g, LLVMRealOEQ, u, cf(g, INFINITY)), u, r);
+	return sel(g, fcmp(g, LLVMRealOEQ, u, cf(g, 1)), x, r);
+}
+
 static LLVMValueRef cg_tanh(Cg *g, LLVMValueRef x)
 {
 	static const double c[] = {1, -1.0 / 3, 2.0 / 15, -17.0 / 315, 62.0 / 2835};
@@ -562,6 +585,8 @@ static LLVMValueRef op_scalar(Cg *g, IrOp op, LLVMValueRef *x)
 	case IR_NEG: return LLVMBuildFNeg(b, x[0], "");
 	case IR_EXP: return cg_exp(g, x[0]);
 	case IR_LOG: return cg_log(g, x[0]);
+	case IR_LOG1P: return cg_log1p(g, x[0]);
+	case IR_EXPM1: return cg_expm1(g, x[0]);
 	case IR_SQRT: return call1(g, "llvm.sqrt", x[0]);
 	case IR_RSQRT: return LLVMBuildFDiv(b, cf(g, 1), call1(g, "llvm.sqrt", x[0]), "");
 	case IR_ABS: return call1(g, "llvm.fabs", x[0]);

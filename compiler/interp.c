@@ -38,6 +38,8 @@ static float apply(IrOp op, float a, float b, float c)
 	case IR_NEG: return -a;
 	case IR_EXP: return expf(a);
 	case IR_LOG: return logf(a);
+	case IR_LOG1P: return log1pf(a);
+	case IR_EXPM1: return expm1f(a);
 	case IR_SQRT: return sqrtf(a);
 	case IR_RSQRT: return 1 / sqrtf(a);
 	case IR_ABS: return fabsf(a);

@@ -188,6 +188,8 @@ static double fold_unary(IrOp op, double x)
 	switch (op) {
 	case IR_EXP: return exp(x);
 	case IR_LOG: return log(x);
+	case IR_LOG1P: return log1p(x);
+	case IR_EXPM1: return expm1(x);
 	case IR_SQRT: return sqrt(x);
 	case IR_RSQRT: return 1 / sqrt(x);
 	case IR_ABS: return fabs(x);
@@ -373,12 +375,12 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 	builtin_args(b, call, arg, 6);
 	SrcLoc loc = call->loc;
 	static const IrOp unary_op[BI_COUNT] = {
-		[BI_exp] = IR_EXP, [BI_log] = IR_LOG, [BI_sqrt] = IR_SQRT, [BI_rsqrt] = IR_RSQRT,
+		[BI_exp] = IR_EXP, [BI_log] = IR_LOG, [BI_log1p] = IR_LOG1P, [BI_expm1] = IR_EXPM1, [BI_sqrt] = IR_SQRT, [BI_rsqrt] = IR_RSQRT,
 		[BI_abs] = IR_ABS, [BI_sign] = IR_SIGN, [BI_tanh] = IR_TANH, [BI_sigmoid] = IR_SIGMOID,
 		[BI_relu] = IR_RELU, [BI_stop_gradient] = IR_STOPGRAD,
 	};
 	switch (b) {
-	case BI_exp: case BI_log: case BI_sqrt: case BI_rsqrt: case BI_abs: case BI_sign:
+	case BI_exp: case BI_log: case BI_log1p: case BI_expm1: case BI_sqrt: case BI_rsqrt: case BI_abs: case BI_sign:
 	case BI_tanh: case BI_sigmoid: case BI_relu: case BI_stop_gradient: {
 		Value x = lower_expr(L, env, arg[0]);
 		if (x.kind == V_NUM && b != BI_stop_gradient)

@@ -24,6 +24,8 @@
 	X(NEG,      1, UNARY,   "neg")                                    \
 	X(EXP,      1, UNARY,   "exp")                                    \
 	X(LOG,      1, UNARY,   "log")                                    \
+	X(LOG1P,    1, UNARY,   "log1p")   /* log(1 + a), exact near 0 */ \
+	X(EXPM1,    1, UNARY,   "expm1")   /* exp(a) - 1, exact near 0 */ \
 	X(SQRT,     1, UNARY,   "sqrt")                                   \
 	X(RSQRT,    1, UNARY,   "rsqrt")                                  \
 	X(ABS,      1, UNARY,   "abs")                                    \

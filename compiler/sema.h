@@ -10,6 +10,8 @@
 	/* name            min max  named arguments (NULL-terminated list) */  \
 	X(exp,            1, 1, NULL)                                          \
 	X(log,            1, 1, NULL)                                          \
+	X(log1p,          1, 1, NULL)                                          \
+	X(expm1,          1, 1, NULL)                                          \
 	X(sqrt,           1, 1, NULL)                                          \
 	X(rsqrt,          1, 1, NULL)                                          \
 	X(abs,            1, 1, NULL)                                          \

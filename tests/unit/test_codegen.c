@@ -101,6 +101,8 @@ static double ref_op(IrOp op, double a, double b, double c)
 	case IR_NEG: return -a;
 	case IR_EXP: return exp(a);
 	case IR_LOG: return log(a);
+	case IR_LOG1P: return log1p(a);
+	case IR_EXPM1: return expm1(a);
 	case IR_SQRT: return sqrt(a);
 	case IR_RSQRT: return 1 / sqrt(a);
 	case IR_ABS: return fabs(a);
@@ -638,12 +640,15 @@ static double check_colsum(const Blocks *in, const Blocks *out, int64_t n)
 
 /* ---- the cases ---- */
 
-static const IrOp unary_ops[] = {IR_NEG, IR_EXP, IR_LOG, IR_SQRT, IR_RSQRT, IR_ABS, IR_SIGN,
+static const IrOp unary_ops[] = {IR_NEG, IR_EXP, IR_LOG, IR_LOG1P, IR_EXPM1, IR_SQRT, IR_RSQRT, IR_ABS, IR_SIGN,
 				 IR_TANH, IR_SIGMOID, IR_RELU, IR_STOPGRAD};
 static const IrOp binary_ops[] = {IR_ADD, IR_SUB, IR_MUL, IR_DIV, IR_POW, IR_MAX2, IR_MIN2,
 				  IR_LT, IR_LE, IR_GT, IR_GE, IR_EQ, IR_NE};
 
-static int positive_domain(IrOp op) { return op == IR_LOG || op == IR_SQRT || op == IR_RSQRT; }
+static int positive_domain(IrOp op)
+{
+	return op == IR_LOG || op == IR_LOG1P || op == IR_SQRT || op == IR_RSQRT;
+}
 
 static void test_unary(void)
 {
@@ -663,7 +668,8 @@ static void test_unary(void)
 		IrOp op;
 		int gen;
 	} wide[] = {
-		{IR_EXP, GEN_WIDE}, {IR_EXP, GEN_TINY}, {IR_TANH, GEN_WIDE}, {IR_TANH, GEN_TINY},
+		{IR_EXP, GEN_WIDE}, {IR_EXP, GEN_TINY}, {IR_EXPM1, GEN_WIDE}, {IR_EXPM1, GEN_TINY},
+		{IR_LOG1P, GEN_TINY}, {IR_TANH, GEN_WIDE}, {IR_TANH, GEN_TINY},
 		{IR_TANH, GEN_HUGE}, {IR_SIGMOID, GEN_WIDE}, {IR_SIGMOID, GEN_HUGE}, {IR_SIGMOID, GEN_TINY},
 	};
 	for (size_t i = 0; i < sizeof wide / sizeof wide[0]; i++) {
