@@ -20,14 +20,13 @@ static int mentions_step(const AstNode *e)
 	return 0;
 }
 
-static AstNode *call_arg(AstNode *call, const AstNode *formals, int index, const char *name)
+/* The argument a call passes for the index-th formal, by position or by name. */
+static AstNode *call_arg(AstNode *call, int index, const char *name)
 {
 	int pos = 0;
-	for (AstNode *a = call->args.head; a; a = a->next) {
+	for (AstNode *a = call->args.head; a; a = a->next)
 		if (a->kind == AST_NAMED ? a->name == name : pos++ == index)
 			return a->kind == AST_NAMED ? a->rhs : a;
-	}
-	(void)formals;
 	return NULL;
 }
 
@@ -40,7 +39,7 @@ int optim_hparams(Lower *L, const Value *opt)
 	L->fn = NULL; /* hyperparameters are numbers; the runtime may change them */
 	int i = 0;
 	for (AstNode *f = def->formals.head; f && i < 64; f = f->next, i++) {
-		AstNode *arg = call_arg(opt->node, def->formals.head, i, f->name);
+		AstNode *arg = call_arg(opt->node, i, f->name);
 		L->schedule[i] = NULL;
 		if (arg && mentions_step(arg)) {
 			L->schedule[i] = arg;
