@@ -1054,7 +1054,7 @@ static char *xstrdup(const char *s)
 	return d;
 }
 
-LLVMTargetMachineRef cg_host_machine(char **err)
+LLVMTargetMachineRef cg_machine(const char *cpu, char **err)
 {
 	cg_init();
 	char *triple = LLVMGetDefaultTargetTriple(), *msg = NULL;
@@ -1065,16 +1065,23 @@ LLVMTargetMachineRef cg_host_machine(char **err)
 		LLVMDisposeMessage(triple);
 		return NULL;
 	}
-	char *cpu = LLVMGetHostCPUName(), *features = LLVMGetHostCPUFeatures();
-	LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, cpu, features, LLVMCodeGenLevelAggressive,
-							  LLVMRelocPIC, LLVMCodeModelDefault);
-	LLVMDisposeMessage(cpu);
-	LLVMDisposeMessage(features);
+	int host = !cpu || !strcmp(cpu, "host");
+	/* A named CPU brings its own features; the host's are detected, as the JIT's are. */
+	char *name = host ? LLVMGetHostCPUName() : NULL, *features = host ? LLVMGetHostCPUFeatures() : NULL;
+	LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, host ? name : cpu, host ? features : "",
+							  LLVMCodeGenLevelAggressive, LLVMRelocPIC, LLVMCodeModelDefault);
+	if (host) {
+		LLVMDisposeMessage(name);
+		LLVMDisposeMessage(features);
+	}
 	LLVMDisposeMessage(triple);
 	if (!tm)
-		*err = xstrdup("cannot create a target machine for the host");
+		*err = xstrdup(host ? "cannot create a target machine for the host"
+				    : "cannot create a target machine for that CPU");
 	return tm;
 }
+
+LLVMTargetMachineRef cg_host_machine(char **err) { return cg_machine(NULL, err); }
 
 static void set_target(LLVMModuleRef mod, LLVMTargetMachineRef tm)
 {
@@ -1117,7 +1124,7 @@ LLVMModuleRef cg_module(LLVMContextRef ctx, const char *module_name, const IrMod
 	return g.mod;
 }
 
-int cg_optimize(LLVMModuleRef mod, char **err)
+int cg_optimize_for(LLVMModuleRef mod, LLVMTargetMachineRef tm, char **err)
 {
 	char *msg = NULL;
 	if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {
@@ -1126,12 +1133,9 @@ int cg_optimize(LLVMModuleRef mod, char **err)
 		return -1;
 	}
 	LLVMDisposeMessage(msg);
-	LLVMTargetMachineRef tm = cg_host_machine(err);
-	if (!tm)
-		return -1;
 	set_target(mod, tm);
 
-	/* The subtarget of each function, so that the vectorizer's cost model is the host's. */
+	/* The subtarget of each function, so that the vectorizer's cost model is the target's. */
 	LLVMContextRef ctx = LLVMGetModuleContext(mod);
 	char *cpu = LLVMGetTargetMachineCPU(tm), *features = LLVMGetTargetMachineFeatureString(tm);
 	LLVMAttributeRef acpu = LLVMCreateStringAttribute(ctx, "target-cpu", 10, cpu, (unsigned)strlen(cpu));
@@ -1152,7 +1156,6 @@ int cg_optimize(LLVMModuleRef mod, char **err)
 	LLVMPassBuilderOptionsSetLoopUnrolling(opt, 1);
 	LLVMErrorRef e = LLVMRunPasses(mod, "default<O3>", tm, opt);
 	LLVMDisposePassBuilderOptions(opt);
-	LLVMDisposeTargetMachine(tm);
 	if (e) {
 		char *m = LLVMGetErrorMessage(e);
 		*err = xstrdup(m);
@@ -1160,6 +1163,16 @@ int cg_optimize(LLVMModuleRef mod, char **err)
 		return -1;
 	}
 	return 0;
+}
+
+int cg_optimize(LLVMModuleRef mod, char **err)
+{
+	LLVMTargetMachineRef tm = cg_host_machine(err);
+	if (!tm)
+		return -1;
+	int rc = cg_optimize_for(mod, tm, err);
+	LLVMDisposeTargetMachine(tm);
+	return rc;
 }
 
 char *cg_print(LLVMModuleRef mod) { return LLVMPrintModuleToString(mod); }

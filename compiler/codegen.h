@@ -36,10 +36,15 @@ void cg_dump_kernels(FILE *out, const IrModule *m, const IrFunc *f, CgType type,
 /* A target machine for the host CPU (PIC, aggressive codegen), for cg_optimize and for emitting objects.
  * NULL with *err malloc'd on failure; the caller disposes it with LLVMDisposeTargetMachine. */
 LLVMTargetMachineRef cg_host_machine(char **err);
+/* The same for an LLVM CPU name ("x86-64", "x86-64-v3", "skylake-avx512") and that CPU's features;
+ * NULL or "host" is the host. LLVM warns about, and ignores, a name it does not know. */
+LLVMTargetMachineRef cg_machine(const char *cpu, char **err);
 
 /* Verify, then optimize for the host CPU (default<O3>). Sets the module's triple and data layout.
  * 0, or -1 with *err malloc'd. */
 int cg_optimize(LLVMModuleRef mod, char **err);
+/* The same for the target machine tm (nmlc build --cpu), which stays the caller's. */
+int cg_optimize_for(LLVMModuleRef mod, LLVMTargetMachineRef tm, char **err);
 
 /* The module as text (`nmlc show --llvm`); the caller frees it with LLVMDisposeMessage. */
 char *cg_print(LLVMModuleRef mod);

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,6 +34,7 @@ void drv_free(Compiler *c)
 	ir_func_free(c->eval);
 	ir_func_free(c->step);
 	ir_func_free(c->gradf);
+	ir_func_free(c->predict);
 	free(c->globals.items);
 	free(c->lower.param_leaf);
 	ir_module_free(&c->mod);
@@ -96,6 +98,7 @@ static const char *find_stdlib(Arena *a)
 }
 
 static int parse_path(Compiler *c, const char *path, SrcLoc from);
+static int add_items(Compiler *c, AstList items);
 
 static int load_module(Compiler *c, const char *name, const char *including, SrcLoc loc)
 {
@@ -135,17 +138,23 @@ static int parse_path(Compiler *c, const char *path, SrcLoc from)
 	}
 	AstProgram p = {0};
 	int errs = parse_source(&c->arena, path, src, &p);
-	for (AstNode *n = p.items.head; n; n = n->next)
+	return errs + add_items(c, p.items);
+}
+
+/* The modules items use, then the items: modules come before the file that uses them. */
+static int add_items(Compiler *c, AstList items)
+{
+	int errs = 0;
+	for (AstNode *n = items.head; n; n = n->next)
 		if (n->kind == AST_USE)
-			errs += load_module(c, n->name, path, n->loc);
-	/* Modules come before the file that uses them. */
-	if (p.items.head) {
+			errs += load_module(c, n->name, n->loc.file, n->loc);
+	if (items.head) {
 		if (c->prog.items.tail)
-			c->prog.items.tail->next = p.items.head;
+			c->prog.items.tail->next = items.head;
 		else
-			c->prog.items.head = p.items.head;
-		c->prog.items.tail = p.items.tail;
-		c->prog.items.n += p.items.n;
+			c->prog.items.head = items.head;
+		c->prog.items.tail = items.tail;
+		c->prog.items.n += items.n;
 	}
 	return errs;
 }
@@ -166,6 +175,22 @@ int drv_parse(Compiler *c, const char *path)
 			c->user_items = n;
 			break;
 		}
+	c->ms_front += drv_now_ms() - t0;
+	return errs;
+}
+
+int drv_parse_items(Compiler *c, AstList items)
+{
+	double t0 = drv_now_ms();
+	int errs = 0;
+	if (!c->stdlib_dir) {
+		c->stdlib_dir = find_stdlib(&c->arena);
+		errs += load_module(c, "std.prelude", "", (SrcLoc){0});
+	}
+	errno = 0;
+	errs += add_items(c, items);
+	if (!c->user_items)
+		c->user_items = items.head;
 	c->ms_front += drv_now_ms() - t0;
 	return errs;
 }
@@ -196,9 +221,42 @@ int drv_config(Compiler *c)
 
 /* ---- data ---- */
 
-int drv_load_data(Compiler *c)
+void drv_data_free(DrvData *d)
 {
-	double t0 = drv_now_ms();
+	if (d->loaded) {
+		nml_data_free(&d->train);
+		nml_data_free(&d->test);
+	}
+	d->loaded = 0;
+}
+
+/* What tells whether kept data is still what the files hold: modification time and size. */
+static void data_stamp(const DataSpec *d, int64_t stamp[4][2])
+{
+	for (int i = 0; i < 4; i++) {
+		struct stat st;
+		stamp[i][0] = stamp[i][1] = -1;
+		if (d->path[i] && stat(d->path[i], &st) == 0) {
+			stamp[i][0] = (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+			stamp[i][1] = (int64_t)st.st_size;
+		}
+	}
+}
+
+static int same_data(const DrvData *s, const DataSpec *d, int64_t stamp[4][2])
+{
+	if (!s->loaded || s->spec.kind != d->kind || s->spec.holdout != d->holdout
+	    || memcmp(s->stamp, stamp, sizeof s->stamp) != 0)
+		return 0;
+	for (int i = 0; i < 4; i++)
+		if ((s->spec.path[i] == NULL) != (d->path[i] == NULL)
+		    || (d->path[i] && strcmp(s->spec.path[i], d->path[i]) != 0))
+			return 0;
+	return 1;
+}
+
+static int read_data(Compiler *c)
+{
 	const DataSpec *d = &c->cfg.data;
 	char err[512] = "";
 	int rc;
@@ -228,6 +286,33 @@ int drv_load_data(Compiler *c)
 			   (long long)c->train.ydim);
 		return 1;
 	}
+	return 0;
+}
+
+int drv_load_data(Compiler *c)
+{
+	double t0 = drv_now_ms();
+	DrvData *shared = c->shared_data;
+	int64_t stamp[4][2];
+	if (shared)
+		data_stamp(&c->cfg.data, stamp);
+	if (shared && same_data(shared, &c->cfg.data, stamp)) {
+		c->train = shared->train; /* descriptions only: the arrays stay shared's */
+		c->test = shared->test;
+	} else {
+		if (read_data(c))
+			return 1;
+		if (shared) {
+			drv_data_free(shared);
+			shared->spec = c->cfg.data;
+			memcpy(shared->stamp, stamp, sizeof stamp);
+			shared->train = c->train;
+			shared->test = c->test;
+			shared->loaded = 1;
+			shared->loads++;
+			c->data_loaded = 0;
+		}
+	}
 	IrModule *m = &c->mod;
 	m->xshape = (IrShape){2, {IR_BATCH, c->train.xdim}};
 	m->yshape = c->train.ydim ? (IrShape){2, {IR_BATCH, c->train.ydim}} : (IrShape){1, {IR_BATCH}};
@@ -252,6 +337,10 @@ int drv_lower(Compiler *c)
 	ir_store(c->eval, IR_STORE_LOSS, loss, 0, loc);
 	ir_store(c->eval, IR_STORE_PRED, pred, 0, loc);
 
+	/* The model's output alone (nmlc build's predict): y and the loss are left to DCE. */
+	c->predict = ir_func_clone(c->fwd, "predict");
+	ir_store(c->predict, IR_STORE_PRED, pred, 0, loc);
+
 	c->step = ir_func_clone(c->fwd, "step");
 	ir_store(c->step, IR_STORE_LOSS, loss, 0, loc);
 	int *grad = malloc((c->mod.nparams + 1) * sizeof *grad);
@@ -268,8 +357,8 @@ int drv_lower(Compiler *c)
 		ir_store(c->gradf, IR_STORE_GRAD, g[p], p, c->mod.params[p].loc);
 	free(g);
 
-	IrFunc *fns[] = {c->eval, c->step, c->gradf};
-	for (int i = 0; i < 3; i++) {
+	IrFunc *fns[] = {c->eval, c->step, c->gradf, c->predict};
+	for (int i = 0; i < 4; i++) {
 		ir_cse(fns[i]);
 		ir_dce(fns[i]);
 	}
@@ -288,20 +377,12 @@ int drv_front(Compiler *c, const char *path)
 
 void drv_init_slots(const IrSlot *slots, int n, size_t size, uint64_t seed, uint64_t stream, double *out)
 {
+	_Static_assert((int)INIT_CONST == (int)NML_INIT_CONST && (int)INIT_NORMAL == (int)NML_INIT_NORMAL
+			       && (int)INIT_UNIFORM == (int)NML_INIT_UNIFORM, "IrInitKind and NmlInitKind agree");
 	memset(out, 0, size * sizeof *out);
 	for (int i = 0; i < n; i++) {
 		const IrSlot *s = &slots[i];
-		NmlRng r;
-		/* One stream per slot: adding a parameter does not change the others' initial values. */
-		nml_rng_init(&r, seed, (stream << 32) + (uint64_t)i);
-		int64_t k = ir_shape_numel(s->shape, 1);
-		double *o = out + s->offset;
-		for (int64_t j = 0; j < k; j++) {
-			switch (s->init.kind) {
-			case INIT_CONST: o[j] = s->init.a; break;
-			case INIT_NORMAL: o[j] = s->init.a + s->init.b * nml_rng_normal(&r); break;
-			case INIT_UNIFORM: o[j] = s->init.a + (s->init.b - s->init.a) * nml_rng_uniform(&r); break;
-			}
-		}
+		NmlInit init = {(NmlInitKind)s->init.kind, s->init.a, s->init.b};
+		nml_init_values(init, seed, stream, (uint64_t)i, out + s->offset, ir_shape_numel(s->shape, 1));
 	}
 }

@@ -9,6 +9,16 @@
 #include "nmlrt.h"
 #include "sema.h"
 
+/* Data kept across compilations: the REPL compiles its program again after every input, and reads
+ * the data again only when the train block names other files or the files changed on disk. */
+typedef struct DrvData {
+	DataSpec spec;
+	int64_t stamp[4][2]; /* per file: modification time (ns) and size */
+	NmlData train, test;
+	int loaded;
+	int loads;           /* how many times data was read into it */
+} DrvData;
+
 typedef struct Compiler {
 	Arena arena;
 	const char *stdlib_dir;
@@ -21,11 +31,13 @@ typedef struct Compiler {
 	IrModule mod;
 	TrainConfig cfg;
 	NmlData train, test;
-	int data_loaded;
+	int data_loaded;         /* train and test are c's own, freed with it */
+	DrvData *shared_data;    /* NULL, or where drv_load_data keeps the data for later compilations */
 	IrFunc *fwd;             /* forward and loss */
 	IrFunc *eval;            /* fwd + stores of loss and prediction */
 	IrFunc *step;            /* fwd + backward + update */
 	IrFunc *gradf;           /* fwd + backward, storing loss and gradients */
+	IrFunc *predict;         /* fwd storing the prediction only (nmlc build) */
 	int verbose;
 	double ms_front, ms_data, ms_lower, ms_jit; /* phase timings */
 } Compiler;
@@ -37,7 +49,12 @@ int drv_parse(Compiler *c, const char *path);
 int drv_check(Compiler *c);              /* names and arity */
 int drv_config(Compiler *c);             /* the train block's settings; instantiates the model */
 int drv_load_data(Compiler *c);          /* reads the data the train block names */
-int drv_lower(Compiler *c);              /* forward, eval and step functions */
+int drv_lower(Compiler *c);              /* forward, eval, step, grad and predict functions */
+/* Instead of drv_parse: items parsed elsewhere into c->arena (the REPL parses each definition on its
+ * own), after the prelude and the modules they use. A `use` is relative to its item's file. */
+int drv_parse_items(Compiler *c, AstList items);
+/* Frees the data d holds (not d). */
+void drv_data_free(DrvData *d);
 /* All of the above, for a file: 0 when it compiled cleanly. */
 int drv_front(Compiler *c, const char *path);
 

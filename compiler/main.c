@@ -5,11 +5,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "aot.h"
 #include "codegen.h"
 #include "config.h"
 #include "driver.h"
 #include "interp.h"
 #include "jit.h"
+#include "main.h"
+#include "repl.h"
 
 void openblas_set_num_threads(int n);
 char *openblas_get_corename(void);
@@ -42,6 +45,9 @@ static const char usage[] =
 	"                  backward), --step (forward, backward and update), --kernels (the\n"
 	"                  step's loop nests), --llvm (the kernels' LLVM IR)\n"
 	"  gradcheck FILE  compare the derived gradients with central finite differences (f64)\n"
+	"  build FILE -o libNAME.so\n"
+	"                  compile the model to a shared library and its C API (NAME.h)\n"
+	"  repl [FILE]     an interactive session: definitions, :run, :show (docs/repl.md)\n"
 	"\n"
 	"options of run:\n"
 	"  --epochs N          epochs (default: the train block's); 0 evaluates only\n"
@@ -58,17 +64,17 @@ static const char usage[] =
 	"  --verbose           report compile times\n"
 	"  --quiet             no per-epoch lines\n"
 	"options of gradcheck: --seed N, --batch N (samples, default 4)\n"
+	"options of repl: those of run, the defaults of every :run; --echo prints each input\n"
+	"  line read from a pipe after its prompt\n"
+	"options of build:\n"
+	"  -o FILE.so          the library to write (required); the header goes beside it\n"
+	"  --batch N           most rows per training step (default: the train block's batch)\n"
+	"  --cpu NAME          compile for LLVM CPU NAME (default: host; x86-64, x86-64-v3, ...)\n"
+	"  --epochs N, --seed N, --set NAME=VALUE\n"
+	"                      the library's defaults: T (epochs times batches per epoch), NAME_SEED,\n"
+	"                      hyperparameters\n"
 	"\n"
 	"  nmlc --help, nmlc --version\n";
-
-typedef struct Options {
-	const char *cmd, *file, *show;
-	long epochs, batch, seed, threads, limit;
-	const char *sets[64];
-	int nsets;
-	const char *init, *save, *log, *resume;
-	int verbose, quiet;
-} Options;
 
 static int usage_error(const char *fmt, const char *arg)
 {
@@ -100,7 +106,8 @@ static int parse_args(int argc, char **argv, Options *o)
 			: !strcmp(a, "--seed") ? &o->seed : !strcmp(a, "--threads") ? &o->threads
 			: !strcmp(a, "--limit") ? &o->limit : NULL;
 		const char **str = !strcmp(a, "--init") ? &o->init : !strcmp(a, "--save") ? &o->save
-			: !strcmp(a, "--log") ? &o->log : !strcmp(a, "--resume") ? &o->resume : NULL;
+			: !strcmp(a, "--log") ? &o->log : !strcmp(a, "--resume") ? &o->resume
+			: !strcmp(a, "-o") ? &o->output : !strcmp(a, "--cpu") ? &o->cpu : NULL;
 		if (num || str || !strcmp(a, "--set")) {
 			if (!val)
 				return usage_error("%s needs a value", a);
@@ -118,6 +125,8 @@ static int parse_args(int argc, char **argv, Options *o)
 			o->verbose = 1;
 		} else if (!strcmp(a, "--quiet")) {
 			o->quiet = 1;
+		} else if (!strcmp(o->cmd, "repl") && !strcmp(a, "--echo")) {
+			o->echo = 1;
 		} else if (!strcmp(o->cmd, "show") && (!strcmp(a, "--ast") || !strcmp(a, "--ir") || !strcmp(a, "--grad")
 						     || !strcmp(a, "--step") || !strcmp(a, "--kernels")
 						     || !strcmp(a, "--llvm"))) {
@@ -130,8 +139,10 @@ static int parse_args(int argc, char **argv, Options *o)
 			o->file = a;
 		}
 	}
-	if (!o->file)
+	if (!o->file && strcmp(o->cmd, "repl"))
 		return usage_error("%s needs a FILE.nml", o->cmd);
+	if (!strcmp(o->cmd, "build") && !o->output)
+		return usage_error("%s needs -o libNAME.so", o->cmd);
 	if (o->init && o->resume)
 		return usage_error("%s: give --init or --resume, not both", o->cmd);
 	if (!strcmp(o->cmd, "show") && !o->show)
@@ -463,7 +474,9 @@ static int evaluate_only(NmlTrainer *tr)
 	return 0;
 }
 
-static int cmd_run(Compiler *c, const Options *o)
+/* --batch, --epochs, --seed and --limit over the train block's settings, and T, the run's length
+ * in steps, which schedules read. */
+static void apply_run_options(Compiler *c, const Options *o)
 {
 	if (o->batch > 0)
 		c->cfg.batch = o->batch;
@@ -474,8 +487,13 @@ static int cmd_run(Compiler *c, const Options *o)
 	if (o->limit > 0 && o->limit < c->train.n)
 		c->train.n = o->limit; /* the first rows; the buffer keeps its size */
 	int T = ir_find_hparam(&c->mod, intern_cstr("T"));
-	if (T >= 0) /* schedules see the run's length in steps */
+	if (T >= 0)
 		c->mod.hparams[T].value = (double)c->cfg.epochs * (double)((c->train.n + c->cfg.batch - 1) / c->cfg.batch);
+}
+
+static int cmd_run(Compiler *c, const Options *o)
+{
+	apply_run_options(c, o);
 	if (o->save && check_writable(o->save)) /* fail before training, not after */
 		return 1;
 	Build b = {.c = c, .k = {{"nml_step", c->step, 0}, {"nml_eval", c->eval, 0}}, .nk = 2,
@@ -642,6 +660,17 @@ static int cmd_gradcheck(Compiler *c, const Options *o)
 	return failed ? 1 : 0;
 }
 
+/* ---- build: ahead of time, into a shared library (aot.c) ---- */
+
+static int cmd_build(Compiler *c, const Options *o)
+{
+	apply_run_options(c, o);
+	if (apply_sets(c, o))
+		return 1;
+	AotOptions a = {.output = o->output, .cpu = o->cpu, .verbose = o->verbose, .quiet = o->quiet};
+	return aot_build(c, &a);
+}
+
 /* ---- show ---- */
 
 static int cmd_show(Compiler *c, const Options *o)
@@ -695,9 +724,9 @@ int main(int argc, char **argv)
 		printf("nmlc %s\n", NML_VERSION);
 		return 0;
 	}
-	const char *cmds[] = {"run", "check", "show", "gradcheck"};
+	const char *cmds[] = {"run", "check", "show", "gradcheck", "build", "repl"};
 	int known = 0;
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 6; i++)
 		known |= !strcmp(argv[1], cmds[i]);
 	if (!known)
 		return usage_error("unknown command '%s'", argv[1]);
@@ -705,10 +734,12 @@ int main(int argc, char **argv)
 	int rc = parse_args(argc, argv, &o);
 	if (rc)
 		return rc;
-	if (!strcmp(o.cmd, "run"))
+	if (!strcmp(o.cmd, "run") || !strcmp(o.cmd, "repl"))
 		pick_blas_kernels(argv);
 	if (o.threads > 0)
 		openblas_set_num_threads((int)o.threads);
+	if (!strcmp(o.cmd, "repl"))
+		return repl_main(&o);
 
 	Compiler c;
 	drv_init(&c);
@@ -731,8 +762,15 @@ int main(int argc, char **argv)
 		rc = cmd_show(&c, &o);
 	else if (!strcmp(o.cmd, "gradcheck"))
 		rc = cmd_gradcheck(&c, &o);
+	else if (!strcmp(o.cmd, "build"))
+		rc = cmd_build(&c, &o);
 	else
 		rc = cmd_run(&c, &o);
 	drv_free(&c);
 	return rc;
 }
+
+/* ---- for the REPL (repl.c, main.h): :run and :show are these commands ---- */
+
+int main_run(Compiler *c, const Options *o) { return cmd_run(c, o); }
+int main_show(Compiler *c, const Options *o) { return cmd_show(c, o); }

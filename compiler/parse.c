@@ -35,17 +35,57 @@ static int continues(int kind)
 	}
 }
 
+/* The tokens of a short text, at most max. */
+static int lex_all(const char *file, const char *text, Token *out, int max)
+{
+	int n = 0;
+	Lexer lx;
+	lex_init(&lx, file, text ? text : "");
+	for (Token t = lex_next(&lx); t.kind != 0 && n < max; t = lex_next(&lx))
+		out[n++] = t;
+	return n;
+}
+
 int parse_source(Arena *arena, const char *file, const char *src, AstProgram *prog)
 {
-	int before = diag_count();
+	return parse_source_wrapped(arena, file, src, NULL, NULL, prog);
+}
+
+int parse_source_wrapped(Arena *arena, const char *file, const char *src, const char *before, const char *after,
+			 AstProgram *prog)
+{
+	int before_errs = diag_count();
 	ParseCtx ctx = {.arena = arena, .program = prog};
+	Token pre[8], post[8];
+	int npre = lex_all(file, before, pre, 8), npost = lex_all(file, after, post, 8), ipre = 0, ipost = 0;
 	Lexer lx;
 	lex_init(&lx, file, src);
 	diag_add_source(file, src);
 	void *parser = NmlParseAlloc(malloc);
 	int depth = 0, prev = TK_NL;
+	Token held = {0}; /* a token of src read early, to place a wrapping token where it is */
+	int have = 0;
+	if (npre) {
+		held = lex_next(&lx);
+		have = 1;
+	}
 	for (;;) {
-		Token t = lex_next(&lx);
+		Token t;
+		if (ipre < npre) {
+			t = pre[ipre++];
+			t.loc = held.loc;
+		} else if (have) {
+			t = held;
+			have = 0;
+		} else {
+			t = lex_next(&lx);
+		}
+		if (t.kind == 0 && ipost < npost) {
+			held = t;
+			have = 1;
+			t = post[ipost++];
+			t.loc = held.loc;
+		}
 		if (t.kind == TK_LPAREN || t.kind == TK_LBRACKET)
 			depth++;
 		else if ((t.kind == TK_RPAREN || t.kind == TK_RBRACKET) && depth > 0)
@@ -67,5 +107,5 @@ int parse_source(Arena *arena, const char *file, const char *src, AstProgram *pr
 		prev = t.kind;
 	}
 	NmlParseFree(parser, free);
-	return diag_count() - before;
+	return diag_count() - before_errs;
 }

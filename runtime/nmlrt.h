@@ -44,6 +44,17 @@ void nml_epoch_order(uint64_t seed, int epoch, int64_t *idx, int64_t n);
 /* The bare block function: ten rounds over ctr under key (exposed for known-answer tests). */
 void nml_philox4x32(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 
+/* Initial values of a parameter or state tensor, as its slot's initializer says. */
+typedef enum { NML_INIT_CONST, NML_INIT_NORMAL, NML_INIT_UNIFORM } NmlInitKind;
+typedef struct NmlInit {
+	NmlInitKind kind;
+	double a, b; /* CONST: a; NORMAL: mean a, std b; UNIFORM: [a, b) */
+} NmlInit;
+/* n values of tensor `index` of block `block` (0: parameters, 1: optimizer state), each tensor from
+ * its own stream of seed, so adding a tensor does not change the others' values. nmlc run and the
+ * libraries nmlc build makes both initialize this way: the same seed gives the same weights. */
+void nml_init_values(NmlInit init, uint64_t seed, uint64_t block, uint64_t index, double *out, int64_t n);
+
 /* ---- data sets (data.c) ---- */
 typedef struct NmlData {
 	int64_t n;       /* samples */
@@ -129,5 +140,63 @@ int nml_train(NmlTrainer *tr, NmlEpochStats *last, char *err, size_t errlen);
  * the label) is NaN unless d holds class indices and out_dim >= 2. Returns 0, or -1 on a bad data set
  * or no memory. */
 int nml_evaluate(NmlTrainer *tr, const NmlData *d, double *loss, double *accuracy);
+
+/* ---- compiled models (model.c): what a library made by `nmlc build` runs on ----
+ * nmlc emits the kernels into an object and the model's tables into generated C, whose API
+ * functions (NAME_create, NAME_train_step, ...; NAME.h) are thin wrappers of these. */
+typedef struct NmlSlotDesc {
+	const char *name;  /* "l1.w"; optimizer state: "l1.w.m" */
+	int rank;
+	int64_t shape[4];
+	size_t offset;     /* elements, within the block */
+	NmlInit init;
+} NmlSlotDesc;
+
+typedef struct NmlModelDesc {
+	NmlKernel step, eval, predict; /* predict: forward only, stores pred; reads neither y nor loss */
+	size_t work;                   /* scratch bytes: the most any of the three kernels needs */
+	int64_t batch;                 /* rows per call the kernels were compiled for, at most */
+	int64_t xdim, ydim, classes, out_dim; /* ydim 0: y holds class indices (as floats) */
+	const NmlSlotDesc *params, *states;
+	int nparams, nstates;
+	size_t param_size, state_size; /* elements */
+	const char *const *hparam_names;
+	const double *hparam_defaults;
+	int nhparams;
+} NmlModelDesc;
+
+typedef struct NmlModel NmlModel;
+
+/* Parameters and optimizer state initialized from seed as nmlc run does, hyperparameters at their
+ * defaults, step 0. NULL if out of memory. */
+NmlModel *nml_model_create(const NmlModelDesc *d, uint64_t seed);
+void nml_model_free(NmlModel *m);
+/* The message of the last call that failed ("" if none). Every function below returns 0, or -1
+ * with this message set. */
+const char *nml_model_error(const NmlModel *m);
+/* One optimizer step on n <= batch rows (x [n, xdim], y [n] or [n, ydim]); the step count advances
+ * first (t is 1 in the first step). *loss is the batch's mean loss before the update; it may be
+ * NaN or infinite when training diverges, which is not an error here. */
+int nml_model_train_step(NmlModel *m, const float *x, const float *y, int64_t n, double *loss);
+/* Mean loss over n rows (any n >= 1, in batches), and the model's output pred [n, out_dim] unless
+ * pred is NULL. Changes nothing. */
+int nml_model_evaluate(NmlModel *m, const float *x, const float *y, int64_t n, double *loss, float *pred);
+/* The model's output for n rows (any n >= 1, in batches): pred [n, out_dim]. */
+int nml_model_predict(NmlModel *m, const float *x, int64_t n, float *pred);
+/* A checkpoint as nmlc run --save writes it: parameters, optimizer state, and the step, seed and
+ * hyperparameters as metadata. No epoch: the model does not know one. */
+int nml_model_save(NmlModel *m, const char *path);
+/* Parameters and optimizer state from a checkpoint (every tensor must be there, with its shape), and
+ * the step and hyperparameters its metadata records, if any. On failure nothing changes. */
+int nml_model_load(NmlModel *m, const char *path);
+/* Parameters only (e.g. from numpy or PyTorch); optimizer state, step and hyperparameters stay. */
+int nml_model_load_params(NmlModel *m, const char *path);
+int nml_model_get_hparam(NmlModel *m, const char *name, double *value);
+int nml_model_set_hparam(NmlModel *m, const char *name, double value);
+int64_t nml_model_get_step(const NmlModel *m);
+int nml_model_set_step(NmlModel *m, int64_t step); /* step >= 0: the steps done */
+/* The data of parameter or state tensor i (in the desc's order), NULL if i is out of range. */
+float *nml_model_param(NmlModel *m, int i);
+float *nml_model_state(NmlModel *m, int i);
 
 #endif

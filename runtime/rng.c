@@ -125,3 +125,16 @@ void nml_epoch_order(uint64_t seed, int epoch, int64_t *idx, int64_t n)
 		idx[i] = i;
 	nml_rng_shuffle(&r, idx, n);
 }
+
+void nml_init_values(NmlInit init, uint64_t seed, uint64_t block, uint64_t index, double *out, int64_t n)
+{
+	NmlRng r;
+	nml_rng_init(&r, seed, (block << 32) + index);
+	for (int64_t j = 0; j < n; j++) {
+		switch (init.kind) {
+		case NML_INIT_CONST: out[j] = init.a; break;
+		case NML_INIT_NORMAL: out[j] = init.a + init.b * nml_rng_normal(&r); break;
+		case NML_INIT_UNIFORM: out[j] = init.a + (init.b - init.a) * nml_rng_uniform(&r); break;
+		}
+	}
+}

@@ -1,0 +1,1308 @@
+/* repl.c: `nmlc repl`, an interactive session (docs/repl.md).
+ *
+ * The session's program is a list of entries: the source text of each definition, `use` and train
+ * field, with the place it was written (a typed entry's line in the session's input, named
+ * `<repl>`; a loaded one's line in its file). A definition entered again replaces the old one
+ * where it stands. After every change the whole program is compiled again, from these texts, by a
+ * fresh Compiler: that takes milliseconds, reports errors where they were written, and leaves
+ * nothing to go stale. Only the data is kept from one compilation to the next (DrvData). */
+#include "repl.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <editline/readline.h>
+
+#include "grammar.h"
+#include "parse.h"
+
+enum { REPL_MAX_SETS = 64, REPL_HISTORY = 1000 };
+
+typedef struct Entry {
+	AstKind kind;     /* AST_USE, AST_LAYER, AST_OPTIMIZER, AST_DEF, AST_CONST; AST_ASSIGN: a train field */
+	const char *name; /* interned: the definition's, the module's or the field's */
+	const char *file; /* interned: "<repl>" or the file it was loaded from */
+	int line, col;    /* where its text starts in file */
+	char *text;
+	int stale;        /* from the last load of a file being loaded again */
+} Entry;
+
+/* A text diagnostics quote: the session's input so far, or a loaded file as it was read. */
+typedef struct Source {
+	const char *name;
+	char *text;
+	size_t len;
+} Source;
+
+/* A :set: an optimizer hyperparameter, or one of the run options below. */
+typedef struct Set {
+	const char *name;
+	double value;
+} Set;
+
+static const char *const run_options[] = {"epochs", "batch", "seed", "limit"};
+static const char *const command_names[] = {"run", "set", "unset", "show", "list", "load", "drop", "reset",
+					    "help", "quit"};
+static const char *const show_names[] = {"ast", "ir", "grad", "step", "kernels", "llvm"};
+
+typedef struct Repl {
+	Entry *e;             /* definitions in the order first entered, and train fields */
+	int n, cap;
+	SrcLoc train_loc;     /* where the train block (its first field) was entered */
+	Source *src;          /* src[0]: the session's input */
+	int nsrc;
+	Set set[REPL_MAX_SETS];
+	int nset;
+	const Options *opts;  /* the command line's, the defaults of :run */
+	DrvData data;
+	int loads_seen;       /* data.loads when the data was last described */
+	int tty, echo;
+	int line;             /* lines of input read */
+	int failed;           /* an input or command failed (the exit status without a terminal) */
+	char *pending;        /* a command line read, to handle next */
+	const char **names;   /* global names of the last compilation, for completion */
+	int nnames;
+	FILE *devnull;        /* for compilations that only look */
+	const char *repl;     /* "<repl>", interned */
+} Repl;
+
+static const char *skip_space(const char *s)
+{
+	while (*s == ' ' || *s == '\t')
+		s++;
+	return s;
+}
+
+static void *xrealloc(void *p, size_t n)
+{
+	p = realloc(p, n ? n : 1);
+	if (!p)
+		die("out of memory");
+	return p;
+}
+
+static char *xstrndup(const char *s, size_t n)
+{
+	char *d = xrealloc(NULL, n + 1);
+	memcpy(d, s, n);
+	d[n] = 0;
+	return d;
+}
+
+/* ---- sources and diagnostics ---- */
+
+static Source *source(Repl *r, const char *name)
+{
+	for (int i = 0; i < r->nsrc; i++)
+		if (r->src[i].name == name)
+			return &r->src[i];
+	r->src = xrealloc(r->src, (r->nsrc + 1) * sizeof *r->src);
+	r->src[r->nsrc] = (Source){.name = name, .text = xstrndup("", 0)};
+	return &r->src[r->nsrc++];
+}
+
+/* Parsing registers the text it parses for quoting; afterwards the whole texts are put back, so an
+ * error anywhere quotes the line that was written there. */
+static void register_sources(Repl *r)
+{
+	for (int i = 0; i < r->nsrc; i++)
+		diag_add_source(r->src[i].name, r->src[i].text);
+}
+
+static void quiet(Repl *r, int on)
+{
+	diag_set_stream(on ? r->devnull : NULL);
+}
+
+static void count_errors(Repl *r, int errs, const char *then)
+{
+	if (!errs)
+		return;
+	fflush(stdout);
+	fprintf(stderr, "%d error%s%s\n", errs, errs == 1 ? "" : "s", then);
+	r->failed = 1;
+}
+
+/* ---- tokens of a text ---- */
+
+typedef struct Tok {
+	int kind;
+	int depth;       /* brackets around it; an opening or closing one is outside itself */
+	size_t off, end; /* its text */
+	SrcLoc loc;
+} Tok;
+
+/* All tokens of text (lexical errors go unreported: parsing reports them). *out is malloc'd. */
+static int scan(Repl *r, const char *file, const char *text, Tok **out)
+{
+	quiet(r, 1);
+	Lexer lx;
+	lex_init(&lx, file, text);
+	Tok *t = NULL;
+	int n = 0, depth = 0;
+	for (Token k = lex_next(&lx); k.kind; k = lex_next(&lx)) {
+		int closing = k.kind == TK_RPAREN || k.kind == TK_RBRACKET || k.kind == TK_RBRACE;
+		if (closing && depth > 0)
+			depth--;
+		t = xrealloc(t, (n + 1) * sizeof *t);
+		t[n++] = (Tok){k.kind, depth, (size_t)(k.s - text), (size_t)(k.s - text) + (size_t)k.len, k.loc};
+		if (k.kind == TK_LPAREN || k.kind == TK_LBRACKET || k.kind == TK_LBRACE)
+			depth++;
+	}
+	quiet(r, 0);
+	diag_reset();
+	*out = t;
+	return n;
+}
+
+/* A line ending in a binary operator, '=' or ',' continues (as in parse.c). */
+static int continues(int kind)
+{
+	switch (kind) {
+	case TK_PLUS: case TK_MINUS: case TK_STAR: case TK_SLASH: case TK_CARET: case TK_AT:
+	case TK_LT: case TK_LE: case TK_GT: case TK_GE: case TK_EQ: case TK_NE:
+	case TK_ASSIGN: case TK_PLUSEQ: case TK_MINUSEQ: case TK_STAREQ: case TK_SLASHEQ: case TK_COMMA:
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+/* An input goes on while a bracket is open or its last line ends in an operator. As in parse.c, a
+ * '}' closes the parentheses left open before it. */
+static int incomplete(Repl *r, const char *text)
+{
+	Tok *t;
+	int n = scan(r, r->repl, text, &t), braces = 0, parens = 0, last = TK_NL;
+	for (int i = 0; i < n; i++) {
+		int k = t[i].kind;
+		parens += k == TK_LPAREN || k == TK_LBRACKET;
+		parens -= (k == TK_RPAREN || k == TK_RBRACKET) && parens > 0;
+		braces += k == TK_LBRACE;
+		if (k == TK_RBRACE) {
+			braces -= braces > 0;
+			parens = 0;
+		}
+		last = k;
+	}
+	free(t);
+	return braces > 0 || parens > 0 || continues(last);
+}
+
+static int item_keyword(int kind)
+{
+	return kind == TK_USE || kind == TK_LAYER || kind == TK_OPTIMIZER || kind == TK_DEF || kind == TK_CONST
+		|| kind == TK_TRAIN;
+}
+
+/* The last token before index `to` that is not an end of line, from `from`. */
+static int last_token(const Tok *t, int from, int to)
+{
+	int last = from;
+	for (int i = from; i < to; i++)
+		if (t[i].kind != TK_NL)
+			last = i;
+	return last;
+}
+
+/* ---- input ---- */
+
+static void append_input(Repl *r, const char *line)
+{
+	Source *s = &r->src[0];
+	size_t n = strlen(line);
+	s->text = xrealloc(s->text, s->len + n + 2);
+	memcpy(s->text + s->len, line, n);
+	s->len += n;
+	s->text[s->len++] = '\n';
+	s->text[s->len] = 0;
+	r->line++;
+	register_sources(r); /* the text moved */
+}
+
+static int is_command(const char *line)
+{
+	return *skip_space(line) == ':';
+}
+
+static char *read_line(Repl *r, const char *prompt)
+{
+	char *line = NULL;
+	if (r->pending) { /* a command that ended the input before */
+		line = r->pending;
+		r->pending = NULL;
+		return line;
+	}
+	if (r->tty) {
+		line = readline(prompt);
+		if (line && *line)
+			add_history(line);
+	} else {
+		size_t cap = 0;
+		ssize_t n = getline(&line, &cap, stdin);
+		if (n < 0) {
+			free(line);
+			return NULL;
+		}
+		while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+			line[--n] = 0;
+		if (r->echo)
+			printf("%s%s\n", prompt, line);
+	}
+	if (line)
+		append_input(r, line);
+	return line;
+}
+
+/* One input: a command line, or lines up to a complete statement. A command line also ends an
+ * input that is not complete (which then gets its errors). NULL at the end of input. */
+static char *read_input(Repl *r, int *first_line)
+{
+	*first_line = r->line + 1;
+	char *text = read_line(r, "nml> ");
+	if (!text || is_command(text))
+		return text;
+	while (incomplete(r, text)) {
+		char *more = read_line(r, "...> ");
+		if (more && is_command(more)) {
+			r->pending = more;
+			break;
+		}
+		if (!more) {
+			if (!r->tty)
+				break; /* the end of a script: what there is gets its errors */
+			printf("\n(input discarded)\n");
+			*text = 0;
+			break;
+		}
+		size_t n = strlen(text);
+		text = xrealloc(text, n + strlen(more) + 2);
+		text[n] = '\n';
+		strcpy(text + n + 1, more);
+		free(more);
+	}
+	return text;
+}
+
+/* text placed at line and column of its file, so that the lexer's locations are the real ones. */
+static char *place(Arena *a, int line, int col, const char *text)
+{
+	size_t n = strlen(text);
+	char *s = arena_alloc(a, (size_t)(line - 1) + (size_t)(col - 1) + n + 1), *p = s;
+	for (int i = 1; i < line; i++)
+		*p++ = '\n';
+	for (int i = 1; i < col; i++)
+		*p++ = ' ';
+	memcpy(p, text, n + 1);
+	return s;
+}
+
+/* ---- the program ---- */
+
+static const char *kind_word(AstKind k)
+{
+	switch (k) {
+	case AST_USE: return "use";
+	case AST_LAYER: return "layer";
+	case AST_OPTIMIZER: return "optimizer";
+	case AST_DEF: return "function";
+	case AST_CONST: return "constant";
+	default: return "train field";
+	}
+}
+
+/* Definitions share one namespace; uses and train fields have their own. */
+static int category(AstKind k)
+{
+	return k == AST_ASSIGN ? 2 : k == AST_USE;
+}
+
+static int find(const Repl *r, AstKind kind, const char *name)
+{
+	for (int i = 0; i < r->n; i++)
+		if (category(r->e[i].kind) == category(kind) && r->e[i].name == name)
+			return i;
+	return -1;
+}
+
+static int has_train(const Repl *r)
+{
+	for (int i = 0; i < r->n; i++)
+		if (r->e[i].kind == AST_ASSIGN)
+			return 1;
+	return 0;
+}
+
+static void drop(Repl *r, int i)
+{
+	free(r->e[i].text);
+	memmove(&r->e[i], &r->e[i + 1], (size_t)(r->n - i - 1) * sizeof *r->e);
+	r->n--;
+}
+
+/* Put an entry into the program: in place of the one of the same name, else at the end. Returns
+ * 0 if it is new, 1 if it replaced one, 2 if it replaced one with a different text. */
+static int put(Repl *r, Entry e)
+{
+	int i = find(r, e.kind, e.name);
+	if (i >= 0) {
+		int changed = strcmp(r->e[i].text, e.text) != 0;
+		free(r->e[i].text);
+		r->e[i] = e;
+		return 1 + changed;
+	}
+	if (r->n == r->cap) {
+		r->cap = r->cap ? 2 * r->cap : 32;
+		r->e = xrealloc(r->e, (size_t)r->cap * sizeof *r->e);
+	}
+	r->e[r->n++] = e;
+	return 0;
+}
+
+static Entry entry(AstKind kind, const char *name, const char *file, const char *text, const Tok *first,
+		   const Tok *last)
+{
+	return (Entry){kind, name, file, first->loc.line, first->loc.col,
+		       xstrndup(text + first->off, last->end - first->off)};
+}
+
+/* The fields of a train block whose tokens are t[from..to), its '{' at t[from - 1]: each starts
+ * after the '{' or an end of line, at depth 1. */
+static int take_fields(Repl *r, const char *file, const char *text, const Tok *t, int from, int to,
+		       const AstNode *train, SrcLoc loc)
+{
+	for (int i = r->n - 1; i >= 0; i--)
+		if (r->e[i].kind == AST_ASSIGN)
+			drop(r, i);
+	r->train_loc = loc;
+	int starts[256], n = 0, end = from;
+	while (end < to && !(t[end].depth == 0 && t[end].kind == TK_RBRACE))
+		end++;
+	for (int i = from; i < end; i++)
+		if (t[i].kind != TK_NL && t[i].depth == 1 && (i == from || t[i - 1].kind == TK_NL) && n < 256)
+			starts[n++] = i;
+	if (n != train->body.n)
+		die("repl: %d train fields found in the text, %d parsed", n, train->body.n);
+	const AstNode *st = train->body.head;
+	for (int k = 0; k < n; k++, st = st->next) {
+		int last = last_token(t, starts[k], k + 1 < n ? starts[k + 1] : end);
+		Entry e = entry(AST_ASSIGN, st->name, file, text, &t[starts[k]], &t[last]);
+		/* A field set twice in one block stays twice, for the compiler to report. */
+		if (r->n == r->cap) {
+			r->cap = r->cap ? 2 * r->cap : 32;
+			r->e = xrealloc(r->e, (size_t)r->cap * sizeof *r->e);
+		}
+		r->e[r->n++] = e;
+	}
+	return n;
+}
+
+typedef struct Taken {
+	int defined, changed, uses, train;
+} Taken;
+
+/* The definitions of a parsed text (an input or a whole file), one entry each: an item starts at
+ * a keyword outside brackets and ends with its last token before the next item. */
+static void take_items(Repl *r, const char *file, const char *text, const AstProgram *p, int verbose, Taken *tk)
+{
+	Tok *t;
+	int n = scan(r, file, text, &t), nitems = 0;
+	int *starts = xrealloc(NULL, (size_t)(n + 1) * sizeof *starts);
+	for (int i = 0; i < n; i++)
+		if (t[i].depth == 0 && item_keyword(t[i].kind))
+			starts[nitems++] = i;
+	if (nitems != p->items.n)
+		die("repl: %d items found in the text, %d parsed", nitems, p->items.n);
+	const AstNode *it = p->items.head;
+	for (int k = 0; k < nitems; k++, it = it->next) {
+		int to = k + 1 < nitems ? starts[k + 1] : n;
+		if (it->kind == AST_TRAIN) {
+			int had = has_train(r);
+			int nf = take_fields(r, file, text, t, starts[k] + 2, to, it, t[starts[k]].loc);
+			tk->train = 1;
+			if (verbose && !nf)
+				printf("%s\n", had ? "removed the train block" : "the train block is empty");
+			else if (verbose)
+				printf("%s the train block (%d field%s)\n", had ? "redefined" : "defined", nf, nf == 1 ? "" : "s");
+			continue;
+		}
+		Entry e = entry(it->kind, it->name, file, text, &t[starts[k]], &t[last_token(t, starts[k], to)]);
+		int put_as = put(r, e), replaced = put_as > 0;
+		if (it->kind == AST_USE) {
+			tk->uses++;
+			if (verbose)
+				printf("using %s\n", it->name);
+			continue;
+		}
+		tk->defined++;
+		tk->changed += put_as == 2;
+		if (verbose)
+			printf("%s %s %s\n", replaced ? "redefined" : "defined", kind_word(it->kind), it->name);
+	}
+	free(starts);
+	free(t);
+}
+
+/* ---- compiling ---- */
+
+static void join(AstList *a, AstList b)
+{
+	if (!b.head)
+		return;
+	if (a->tail)
+		a->tail->next = b.head;
+	else
+		a->head = b.head;
+	a->tail = b.tail;
+	a->n += b.n;
+}
+
+/* Parses every entry into c, each at its place; the train fields become one train block, last. */
+static int parse_program(Repl *r, Compiler *c, int with_train, AstList *items)
+{
+	int errs = 0;
+	AstNode *train = NULL;
+	*items = (AstList){0};
+	for (int i = 0; i < r->n; i++) {
+		const Entry *e = &r->e[i];
+		AstProgram p = {0};
+		char *text = place(&c->arena, e->line, e->col, e->text);
+		if (e->kind != AST_ASSIGN) {
+			errs += parse_source(&c->arena, e->file, text, &p);
+			join(items, p.items);
+		} else if (with_train) {
+			errs += parse_source_wrapped(&c->arena, e->file, text, "train {", "}", &p);
+			if (!train) {
+				train = ast_new(&c->arena, AST_TRAIN, r->train_loc);
+				train->name = intern_cstr("train");
+			}
+			if (p.items.head && p.items.head->body.head)
+				train->body = ast_list_add(train->body, p.items.head->body.head);
+		}
+	}
+	if (train)
+		*items = ast_list_add(*items, train);
+	return errs;
+}
+
+static Compiler *new_compiler(Repl *r)
+{
+	Compiler *c = xrealloc(NULL, sizeof *c);
+	drv_init(c);
+	c->shared_data = &r->data;
+	c->verbose = r->opts->verbose;
+	return c;
+}
+
+static void free_compiler(Compiler *c)
+{
+	drv_free(c);
+	free(c);
+}
+
+enum { UPTO_PARSE, UPTO_CHECK, UPTO_LOWER };
+
+/* The program compiled again, up to a phase (lowering only with a train block). *errs gets the
+ * number of errors, reported unless quietly. New data is described. */
+static Compiler *build(Repl *r, int upto, int quietly, int *errs)
+{
+	diag_reset();
+	quiet(r, quietly);
+	Compiler *c = new_compiler(r);
+	AstList items;
+	int bad = parse_program(r, c, 1, &items);
+	bad += drv_parse_items(c, items);
+	register_sources(r);
+	if (!bad && upto > UPTO_PARSE)
+		bad += drv_check(c);
+	if (!bad && upto > UPTO_CHECK && sema_train(&c->prog)) {
+		bad += drv_config(c) || drv_load_data(c);
+		if (!bad && !quietly && r->data.loads != r->loads_seen) {
+			r->loads_seen = r->data.loads;
+			const NmlData *d = &c->train, *h = &c->test;
+			printf("data: %lld training and %lld test samples, %lld features", (long long)d->n,
+			       (long long)h->n, (long long)d->xdim);
+			if (c->mod.classes)
+				printf(", %lld classes", (long long)c->mod.classes);
+			else
+				printf(", %lld targets", (long long)d->ydim);
+			printf("\n");
+		}
+		if (!bad)
+			bad += drv_lower(c);
+	}
+	quiet(r, 0);
+	*errs = bad ? (diag_count() ? diag_count() : 1) : 0;
+	return c;
+}
+
+/* After a change: compile, report. */
+static void check(Repl *r)
+{
+	int errs;
+	Compiler *c = build(r, UPTO_LOWER, 0, &errs);
+	count_errors(r, errs, " in the program");
+	if (c->globals.n) { /* names are interned: they outlive c */
+		r->names = xrealloc(r->names, (size_t)c->globals.n * sizeof *r->names);
+		for (int i = 0; i < c->globals.n; i++)
+			r->names[i] = c->globals.items[i]->name;
+		r->nnames = c->globals.n;
+	}
+	free_compiler(c);
+}
+
+/* ---- inputs ---- */
+
+static void take_definitions(Repl *r, const char *text, int line)
+{
+	Arena a = {0};
+	AstProgram p = {0};
+	diag_reset();
+	char *placed = place(&a, line, 1, text);
+	int errs = parse_source(&a, r->repl, placed, &p);
+	register_sources(r);
+	if (errs) {
+		count_errors(r, errs, "; nothing changed");
+	} else {
+		Taken tk = {0};
+		take_items(r, r->repl, placed, &p, 1, &tk);
+		check(r);
+	}
+	arena_free(&a);
+}
+
+/* `name = value` outside a block: one field of the train block. */
+static void take_field(Repl *r, const char *text, int line)
+{
+	Arena a = {0};
+	AstProgram p = {0};
+	diag_reset();
+	char *placed = place(&a, line, 1, text);
+	int errs = parse_source_wrapped(&a, r->repl, placed, "train {", "}", &p);
+	register_sources(r);
+	const AstNode *st = errs ? NULL : p.items.head->body.head;
+	if (!errs && (p.items.head->body.n != 1 || st->op != TK_ASSIGN)) {
+		diag_error(st->loc, "a train field is set with 'name = value', one per input");
+		errs++;
+	}
+	char word[128];
+	snprintf(word, sizeof word, " %s ", errs ? "" : st->name);
+	if (!errs && !strstr(" " SEMA_TRAIN_FIELDS " ", word)) {
+		diag_error(st->loc, "unknown train field '%s' (fields: %s)", st->name, SEMA_TRAIN_FIELDS);
+		errs++;
+	}
+	if (errs) {
+		count_errors(r, errs, "; nothing changed");
+		arena_free(&a);
+		return;
+	}
+	Tok *t;
+	int n = scan(r, r->repl, placed, &t), first = 0;
+	while (t[first].kind == TK_NL)
+		first++;
+	if (!has_train(r))
+		r->train_loc = st->loc;
+	int replaced = put(r, entry(AST_ASSIGN, st->name, r->repl, placed, &t[first], &t[last_token(t, first, n)]));
+	printf("%s train field %s\n", replaced ? "redefined" : "defined", st->name);
+	free(t);
+	arena_free(&a);
+	check(r);
+}
+
+static void print_number(double v)
+{
+	char buf[64];
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(buf, sizeof buf, "%.*g", prec, v);
+		if (strtod(buf, NULL) == v || isnan(v))
+			break;
+	}
+	printf("%s", buf);
+}
+
+/* layer: the name of the layer the expression calls, if it does. */
+static void print_value(const Compiler *c, Value v, const char *layer)
+{
+	const IrModule *m = &c->mod;
+	char sh[64];
+	switch (v.kind) {
+	case V_NUM:
+		print_number(v.num);
+		break;
+	case V_STR:
+		printf("\"%s\"", v.str);
+		break;
+	case V_LIST:
+		printf("[");
+		for (int i = 0; i < v.nitems; i++) {
+			printf("%s", i ? ", " : "");
+			print_value(c, v.items[i], NULL);
+		}
+		printf("]");
+		break;
+	case V_INST: {
+		/* The expression made the only instance, so every parameter slot is its. */
+		size_t count = 0;
+		for (int i = 0; i < m->nparams; i++)
+			count += (size_t)ir_shape_numel(m->params[i].shape, 1);
+		printf("%s: %zu parameters in %d tensors", layer ? layer : "a layer", count, m->nparams);
+		for (int i = 0; i < m->nparams; i++)
+			printf("%s %s %s", i ? "," : ":", m->params[i].name, ir_shape_str(m->params[i].shape, sh, sizeof sh));
+		break;
+	}
+	case V_PARAM:
+		printf("parameter %s %s", m->params[v.id].name, ir_shape_str(m->params[v.id].shape, sh, sizeof sh));
+		break;
+	case V_DEF: {
+		const AstNode *d = v.node;
+		printf("%s %s(", kind_word(d->kind), d->name);
+		for (const AstNode *f = d->formals.head; f; f = f->next) {
+			printf("%s%s", f == d->formals.head ? "" : ", ", f->name);
+			if (f->rhs && f->rhs->kind == AST_NUM) {
+				printf(" = ");
+				print_number(f->rhs->num);
+			} else if (f->rhs) {
+				printf(" = ...");
+			}
+		}
+		printf(")");
+		break;
+	}
+	case V_BUILTIN:
+		printf("builtin %s", sema_builtin_info(v.id)->name);
+		break;
+	case V_INIT:
+		printf("an initializer");
+		break;
+	case V_DATA:
+		printf("a data source");
+		break;
+	case V_OPT:
+		printf("an optimizer with its arguments");
+		break;
+	default:
+		printf("a %s", v.kind == V_TENSOR ? "tensor" : "value");
+		break;
+	}
+}
+
+/* An expression: evaluated at compile time against the program's definitions (not its train
+ * block), and printed. */
+static void evaluate(Repl *r, const char *text, int line)
+{
+	diag_reset();
+	Compiler *c = new_compiler(r);
+	AstList items;
+	int errs = parse_program(r, c, 0, &items);
+	AstProgram p = {0};
+	errs += parse_source_wrapped(&c->arena, r->repl, place(&c->arena, line, 1, text), "const _ =", NULL, &p);
+	AstNode *it = p.items.head;
+	if (!errs && (p.items.n != 1 || it->kind != AST_CONST)) {
+		diag_error(it->next ? it->next->loc : it->loc, "one expression at a time");
+		errs++;
+	}
+	if (!errs) {
+		it->name = intern_cstr("(expression)"); /* no name a program can use */
+		it->loc = it->rhs->loc;
+		items = ast_list_add(items, it);
+		errs += drv_parse_items(c, items);
+		register_sources(r);
+		if (!errs)
+			errs += drv_check(c);
+	}
+	register_sources(r);
+	if (!errs) {
+		lower_init(&c->lower, &c->arena, &c->globals, &c->mod);
+		Value v = lower_expr(&c->lower, c->lower.global_env, it->rhs);
+		errs = diag_count();
+		if (!errs && v.kind != V_NONE) {
+			const AstNode *e = it->rhs;
+			print_value(c, v, e->kind == AST_CALL && e->lhs->kind == AST_NAME ? e->lhs->name : NULL);
+			printf("\n");
+		}
+	}
+	count_errors(r, errs ? diag_count() : 0, "");
+	free_compiler(c);
+}
+
+/* ---- commands ---- */
+
+static int set_index(const Repl *r, const char *name)
+{
+	for (int i = 0; i < r->nset; i++)
+		if (r->set[i].name == name)
+			return i;
+	return -1;
+}
+
+static int run_option(const char *name)
+{
+	for (int i = 0; i < 4; i++)
+		if (!strcmp(name, run_options[i]))
+			return i;
+	return -1;
+}
+
+static int put_set(Repl *r, const char *name, double v)
+{
+	int i = set_index(r, name);
+	if (i < 0) {
+		if (r->nset == REPL_MAX_SETS) {
+			fprintf(stderr, "error: at most %d settings\n", REPL_MAX_SETS);
+			return -1;
+		}
+		i = r->nset++;
+	}
+	r->set[i] = (Set){name, v};
+	return 0;
+}
+
+/* NAME=VALUE, with or without spaces around '='. */
+static int parse_set(Repl *r, const char *arg, const char **name, double *v)
+{
+	const char *eq = strchr(arg, '=');
+	const char *end = eq;
+	while (end && end > arg && (end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	char *stop = NULL;
+	const char *val = eq ? skip_space(eq + 1) : NULL;
+	*v = val ? strtod(val, &stop) : 0;
+	if (stop)
+		while (*stop == ' ' || *stop == '\t')
+			stop++;
+	if (!eq || end == arg || !stop || stop == val || *stop || !isfinite(*v)) {
+		fprintf(stderr, "error: :set wants NAME=NUMBER, got '%s'\n", arg);
+		return -1;
+	}
+	*name = intern(arg, (size_t)(end - arg));
+	int k = run_option(*name);
+	if (k >= 0 && (*v != floor(*v) || *v < (k == 0 || k == 2 ? 0 : 1) || *v > 1e15)) {
+		fprintf(stderr, "error: %s is a whole number of at least %d\n", *name, k == 0 || k == 2 ? 0 : 1);
+		return -1;
+	}
+	return 0;
+}
+
+static void list_hparams(const IrModule *m)
+{
+	for (int i = 0; i < m->nhparams; i++)
+		fprintf(stderr, " %s", m->hparams[i].name);
+}
+
+static void cmd_set(Repl *r, const char *arg)
+{
+	if (!*arg) {
+		if (!r->nset)
+			printf("nothing set\n");
+		for (int i = 0; i < r->nset; i++) {
+			printf("%s=", r->set[i].name);
+			print_number(r->set[i].value);
+			printf("\n");
+		}
+		return;
+	}
+	const char *name;
+	double v;
+	if (parse_set(r, arg, &name, &v)) {
+		r->failed = 1;
+		return;
+	}
+	if (run_option(name) < 0) {
+		/* A hyperparameter the current optimizer does not have is refused; with no program that
+		 * compiles, anything is taken, and :run skips what does not apply. */
+		int errs;
+		Compiler *c = build(r, UPTO_LOWER, 1, &errs);
+		if (!errs && c->step && ir_find_hparam(&c->mod, name) < 0) {
+			fprintf(stderr, "error: the optimizer has no hyperparameter '%s' (it has:", name);
+			list_hparams(&c->mod);
+			fprintf(stderr, "; and :run takes epochs, batch, seed, limit)\n");
+			r->failed = 1;
+			free_compiler(c);
+			return;
+		}
+		free_compiler(c);
+	}
+	if (put_set(r, name, v))
+		r->failed = 1;
+}
+
+static void cmd_unset(Repl *r, const char *arg)
+{
+	if (!*arg) {
+		r->nset = 0;
+		return;
+	}
+	int i = set_index(r, intern_cstr(arg));
+	if (i < 0) {
+		fprintf(stderr, "error: '%s' is not set\n", arg);
+		r->failed = 1;
+		return;
+	}
+	memmove(&r->set[i], &r->set[i + 1], (size_t)(r->nset - i - 1) * sizeof *r->set);
+	r->nset--;
+}
+
+static void cmd_run(Repl *r, const char *arg)
+{
+	long epochs = -1;
+	if (*arg) {
+		char *end;
+		errno = 0;
+		epochs = strtol(arg, &end, 10);
+		if (errno || end == arg || *skip_space(end) || epochs < 0) {
+			fprintf(stderr, "error: :run takes a number of epochs, got '%s'\n", arg);
+			r->failed = 1;
+			return;
+		}
+	}
+	int errs;
+	Compiler *c = build(r, UPTO_LOWER, 0, &errs);
+	if (errs || !c->step) {
+		if (!errs)
+			fprintf(stderr, "error: nothing to run: the program has no train block\n");
+		count_errors(r, errs, "; nothing was run");
+		r->failed = 1;
+		free_compiler(c);
+		return;
+	}
+	Options o = *r->opts;
+	o.cmd = "run";
+	o.nsets = 0;
+	long *opt[4] = {&o.epochs, &o.batch, &o.seed, &o.limit};
+	for (int k = 0; k < 4; k++)
+		*opt[k] = -1; /* the command line's are among the settings */
+	char text[REPL_MAX_SETS][128];
+	for (int i = 0; i < r->nset; i++) {
+		const Set *s = &r->set[i];
+		int k = run_option(s->name);
+		if (k >= 0) {
+			*opt[k] = (long)s->value;
+		} else if (ir_find_hparam(&c->mod, s->name) >= 0) {
+			snprintf(text[o.nsets], sizeof text[0], "%s=%.17g", s->name, s->value);
+			o.sets[o.nsets] = text[o.nsets];
+			o.nsets++;
+		} else {
+			printf("(%s=", s->name);
+			print_number(s->value);
+			printf(" does not apply: the optimizer has no such hyperparameter)\n");
+		}
+	}
+	if (epochs >= 0)
+		o.epochs = epochs;
+	fflush(stdout);
+	if (main_run(c, &o))
+		r->failed = 1;
+	fflush(stdout);
+	free_compiler(c);
+}
+
+static void cmd_show(Repl *r, const char *arg)
+{
+	const char *const *what = show_names;
+	int k = 0;
+	while (k < 6 && strcmp(arg, what[k]))
+		k++;
+	if (k == 6) {
+		fprintf(stderr, "error: :show takes ast, ir, grad, step, kernels or llvm\n");
+		r->failed = 1;
+		return;
+	}
+	int errs;
+	Compiler *c = build(r, k == 0 ? UPTO_PARSE : UPTO_LOWER, 0, &errs);
+	if (errs || (k > 0 && !c->step)) {
+		if (!errs)
+			fprintf(stderr, "error: :show %s needs a train block\n", arg);
+		count_errors(r, errs, "; nothing to show");
+		r->failed = 1;
+	} else {
+		Options o = *r->opts;
+		o.show = what[k];
+		fflush(stdout);
+		if (main_show(c, &o))
+			r->failed = 1;
+		fflush(stdout);
+	}
+	free_compiler(c);
+}
+
+/* A text file's contents; NULL with errno set. */
+static char *read_text(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	char *text = NULL, buf[65536];
+	size_t n;
+	*len = 0;
+	while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+		text = xrealloc(text, *len + n + 1);
+		memcpy(text + *len, buf, n);
+		*len += n;
+	}
+	int bad = ferror(f) || (text && memchr(text, 0, *len)); /* the lexer's sentinel is the only NUL */
+	fclose(f);
+	if (bad) {
+		free(text);
+		errno = EINVAL;
+		return NULL;
+	}
+	if (!text)
+		text = xstrndup("", 0);
+	text[*len] = 0;
+	return text;
+}
+
+/* A file's definitions and train block, as if typed; its earlier ones (a reload) go first. */
+static void cmd_load(Repl *r, const char *path)
+{
+	if (!*path) {
+		fprintf(stderr, "error: :load needs a file\n");
+		r->failed = 1;
+		return;
+	}
+	size_t len;
+	char *text = read_text(path, &len);
+	if (!text) {
+		fprintf(stderr, "error: cannot read '%s': %s\n", path, strerror(errno));
+		r->failed = 1;
+		return;
+	}
+	const char *name = intern_cstr(path);
+	Arena a = {0};
+	AstProgram p = {0};
+	diag_reset();
+	int errs = parse_source(&a, name, text, &p);
+	if (errs) {
+		count_errors(r, errs, "; nothing changed");
+		diag_add_source(name, ""); /* not text, which goes */
+		register_sources(r);
+		free(text);
+		arena_free(&a);
+		return;
+	}
+	/* Loading a file again: what it still defines is replaced where it stands, the rest goes. */
+	for (int i = 0; i < r->n; i++)
+		r->e[i].stale = r->e[i].file == name;
+	Source *s = source(r, name);
+	free(s->text);
+	s->text = text;
+	s->len = len;
+	register_sources(r);
+	Taken tk = {0};
+	take_items(r, name, text, &p, 0, &tk);
+	for (int i = r->n - 1; i >= 0; i--)
+		if (r->e[i].stale)
+			drop(r, i);
+	printf("loaded %s: %d definition%s", path, tk.defined, tk.defined == 1 ? "" : "s");
+	if (tk.uses)
+		printf(", %d use%s", tk.uses, tk.uses == 1 ? "" : "s");
+	if (tk.train)
+		printf(", a train block");
+	if (tk.changed)
+		printf("; %d definition%s changed", tk.changed, tk.changed == 1 ? "" : "s");
+	printf("\n");
+	arena_free(&a);
+	check(r);
+}
+
+static void print_entry(const Entry *e, const char *indent, int *prev_lines)
+{
+	int lines = strchr(e->text, '\n') != NULL;
+	if (*prev_lines >= 0 && (lines || *prev_lines))
+		printf("\n");
+	printf("%s%s\n", indent, e->text);
+	*prev_lines = lines;
+}
+
+/* A train field at column 3, its later lines moved as far as its first, so they keep their
+ * indentation relative to it. */
+static void print_field(const Entry *e)
+{
+	int shift = 3 - e->col;
+	printf("  ");
+	for (const char *p = e->text; *p; p++) {
+		putchar(*p);
+		if (*p != '\n')
+			continue;
+		for (int k = 0; k < shift; k++)
+			putchar(' ');
+		for (int k = 0; k < -shift && (p[1] == ' ' || p[1] == '\t'); k++)
+			p++;
+	}
+	printf("\n");
+}
+
+static void cmd_list(Repl *r)
+{
+	int prev = -1;
+	for (int i = 0; i < r->n; i++)
+		if (r->e[i].kind != AST_ASSIGN)
+			print_entry(&r->e[i], "", &prev);
+	if (has_train(r)) {
+		printf("%strain {\n", prev >= 0 ? "\n" : "");
+		for (int i = 0; i < r->n; i++)
+			if (r->e[i].kind == AST_ASSIGN)
+				print_field(&r->e[i]);
+		printf("}\n");
+	} else if (prev < 0) {
+		printf("(the program is empty)\n");
+	}
+}
+
+static void cmd_drop(Repl *r, const char *arg)
+{
+	int dropped = 0;
+	if (!strcmp(arg, "train") || !strncmp(arg, "train.", 6)) {
+		const char *field = arg[5] ? intern_cstr(arg + 6) : NULL;
+		for (int i = r->n - 1; i >= 0; i--)
+			if (r->e[i].kind == AST_ASSIGN && (!field || r->e[i].name == field)) {
+				drop(r, i);
+				dropped++;
+			}
+	} else {
+		const char *name = intern_cstr(arg);
+		for (int i = r->n - 1; i >= 0; i--)
+			if (r->e[i].kind != AST_ASSIGN && r->e[i].name == name) {
+				drop(r, i);
+				dropped++;
+			}
+	}
+	if (!dropped) {
+		fprintf(stderr, "error: the program has no '%s'\n", arg);
+		r->failed = 1;
+		return;
+	}
+	printf("dropped %s\n", arg);
+	check(r);
+}
+
+static void reset(Repl *r)
+{
+	while (r->n)
+		drop(r, r->n - 1);
+	r->nset = 0;
+	drv_data_free(&r->data);
+}
+
+static const char help[] =
+	"Enter definitions (use, layer, optimizer, def, const), a train block or one of its fields\n"
+	"(name = value), or an expression to evaluate. A definition whose name exists replaces it.\n"
+	"  :run [EPOCHS]     train the current program (from fresh parameters)\n"
+	"  :set NAME=VALUE   an optimizer hyperparameter, or epochs, batch, seed, limit, for later runs\n"
+	"  :set              list what is set;  :unset [NAME]  forget it (or all)\n"
+	"  :show WHAT        ast, ir, grad, step, kernels or llvm of the current program\n"
+	"  :list             the program's text\n"
+	"  :load FILE        take FILE's definitions and train block\n"
+	"  :drop NAME        remove a definition or use; train, or train.FIELD, for the train block\n"
+	"  :reset            start over with an empty program\n"
+	"  :help             this list\n"
+	"  :quit             leave (also end of input)\n";
+
+/* Returns 1 to leave. Commands may be shortened to any unique prefix. */
+static int command(Repl *r, const char *line)
+{
+	const char *const *names = command_names;
+	enum { N = sizeof command_names / sizeof *command_names };
+	const char *p = skip_space(line) + 1, *q = p;
+	while (*q && *q != ' ' && *q != '\t')
+		q++;
+	size_t len = (size_t)(q - p);
+	int k = -1, matches = 0;
+	for (int i = 0; i < N; i++) {
+		if (strlen(names[i]) == len && !strncmp(names[i], p, len)) {
+			k = i;
+			matches = 1;
+			break;
+		}
+		if (len && !strncmp(names[i], p, len)) {
+			k = i;
+			matches++;
+		}
+	}
+	if (matches != 1) {
+		fprintf(stderr, "error: %s command ':%.*s' (:help lists them)\n", matches ? "ambiguous" : "unknown",
+			(int)len, p);
+		r->failed = 1;
+		return 0;
+	}
+	char *arg = xstrndup(skip_space(q), strlen(skip_space(q)));
+	for (size_t n = strlen(arg); n > 0 && (arg[n - 1] == ' ' || arg[n - 1] == '\t'); n--)
+		arg[n - 1] = 0;
+	int quit = 0;
+	switch (k) {
+	case 0: cmd_run(r, arg); break;
+	case 1: cmd_set(r, arg); break;
+	case 2: cmd_unset(r, arg); break;
+	case 3: cmd_show(r, arg); break;
+	case 4: cmd_list(r); break;
+	case 5: cmd_load(r, arg); break;
+	case 6: cmd_drop(r, arg); break;
+	case 7:
+		reset(r);
+		printf("the program is empty\n");
+		break;
+	case 8: fputs(help, stdout); break;
+	default: quit = 1; break;
+	}
+	free(arg);
+	return quit;
+}
+
+/* What an input is, from its first tokens. */
+static int handle(Repl *r, const char *text, int line)
+{
+	if (is_command(text))
+		return command(r, text);
+	Tok *t;
+	int n = scan(r, r->repl, text, &t), i = 0;
+	while (i < n && t[i].kind == TK_NL)
+		i++;
+	int first = i < n ? t[i].kind : 0, second = i + 1 < n ? t[i + 1].kind : 0;
+	free(t);
+	if (!first)
+		return 0;
+	int assign = second == TK_ASSIGN || second == TK_PLUSEQ || second == TK_MINUSEQ || second == TK_STAREQ
+		|| second == TK_SLASHEQ;
+	if ((first == TK_IDENT || first == TK_OPTIMIZER) && assign)
+		take_field(r, text, line);
+	else if (item_keyword(first))
+		take_definitions(r, text, line);
+	else
+		evaluate(r, text, line);
+	return 0;
+}
+
+/* ---- completion (on a terminal) ---- */
+
+static Repl *completing; /* readline's callbacks take no context */
+
+/* The state-th name starting with text: commands after ':', what :show shows after ":show ", else
+ * the program's names, builtins and keywords. */
+static char *complete_name(const char *text, int state)
+{
+	static int i;
+	static const char *const keywords[] = {"use", "layer", "optimizer", "param", "state", "forward", "return",
+					       "def", "const", "train"};
+	const Repl *r = completing;
+	size_t len = strlen(text);
+	const char *line = skip_space(rl_line_buffer);
+	int show = !strncmp(line, ":show ", 6) || !strncmp(line, ":sh ", 4);
+	if (!state)
+		i = 0;
+	for (;; i++) {
+		const char *cand, *prefix = "";
+		int k = i;
+		if (text[0] == ':') {
+			if (k >= 10)
+				return NULL;
+			cand = command_names[k];
+			prefix = ":";
+			if (strncmp(cand, text + 1, len - 1))
+				continue;
+		} else {
+			if (show) {
+				if (k >= 6)
+					return NULL;
+				cand = show_names[k];
+			} else if (k < r->nnames) {
+				cand = r->names[k];
+			} else if ((k -= r->nnames) < 10) {
+				cand = keywords[k];
+			} else if ((k -= 10) < BI_COUNT) {
+				cand = sema_builtin_info(k)->name;
+			} else {
+				return NULL;
+			}
+			if (strncmp(cand, text, len))
+				continue;
+		}
+		i++;
+		char *m = xrealloc(NULL, strlen(prefix) + strlen(cand) + 1);
+		strcpy(m, prefix);
+		strcat(m, cand);
+		return m;
+	}
+}
+
+static char **complete(const char *text, int start, int end)
+{
+	rl_attempted_completion_over = 1; /* no file names */
+	return rl_completion_matches(text, complete_name);
+}
+
+static char *history_path(void)
+{
+	const char *home = getenv("HOME");
+	if (!home || !*home)
+		return NULL;
+	size_t n = strlen(home) + 32;
+	char *p = xrealloc(NULL, n);
+	snprintf(p, n, "%s/.nml_history", home);
+	return p;
+}
+
+int repl_main(const Options *o)
+{
+	Repl r = {.opts = o, .tty = isatty(STDIN_FILENO), .repl = intern_cstr("<repl>")};
+	r.echo = !r.tty && o->echo;
+	r.devnull = fopen("/dev/null", "w");
+	if (!r.devnull)
+		die("cannot open /dev/null: %s", strerror(errno));
+	source(&r, r.repl);
+	/* Output and diagnostics interleave in the order they happen, also into one pipe. */
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	long cli[4] = {o->epochs, o->batch, o->seed, o->limit};
+	for (int i = 0; i < 4; i++)
+		if (cli[i] >= 0)
+			put_set(&r, intern_cstr(run_options[i]), (double)cli[i]);
+	int status = 0;
+	for (int i = 0; i < o->nsets && !status; i++) {
+		const char *name;
+		double v;
+		status = parse_set(&r, o->sets[i], &name, &v) || put_set(&r, name, v) ? 2 : 0;
+	}
+	char *hist = NULL;
+	if (r.tty) {
+		rl_readline_name = "nmlc";
+		completing = &r;
+		rl_attempted_completion_function = complete;
+		stifle_history(REPL_HISTORY);
+		hist = history_path();
+		if (hist)
+			read_history(hist);
+		printf("nmlc repl: definitions, a train block, expressions; :help lists the commands\n");
+	}
+	if (o->file && !status)
+		cmd_load(&r, o->file);
+	while (!status) {
+		int line = 0;
+		char *text = read_input(&r, &line);
+		if (!text)
+			break;
+		int quit = handle(&r, text, line);
+		free(text);
+		fflush(stdout);
+		if (quit)
+			break;
+	}
+	if (r.tty) {
+		printf("\n");
+		if (hist)
+			write_history(hist);
+	}
+	free(hist);
+	free(r.names);
+	reset(&r);
+	free(r.e);
+	for (int i = 0; i < r.nsrc; i++) {
+		diag_add_source(r.src[i].name, ""); /* nothing may quote freed text */
+		free(r.src[i].text);
+	}
+	free(r.src);
+	fclose(r.devnull);
+	return status ? status : r.failed && !r.tty ? 1 : 0;
+}

@@ -1,0 +1,236 @@
+#!/usr/bin/python3
+"""nmlc build: libraries made from small models, driven by a C program compiled here with this
+build's compiler and sanitizers, agree bit for bit with nmlc run on the same seed and batches:
+initial tensors, per-epoch losses, evaluation loss, trained tensors; checkpoints go both ways.
+Then the command line's errors, which must leave no output behind.
+
+  aot.py NMLC LIBNMLRT.A TESTS_DIR RUNTIME_INCLUDE SANITIZE CC...
+"""
+import glob
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+nmlc, nmlrt, tests, runtime_inc, sanitize, cc = (sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4],
+                                                 sys.argv[5], sys.argv[6:])
+here = os.path.join(tests, "aot")
+data = os.path.join(tests, "data")
+passed = failed = 0
+
+
+def check(name, cond, detail=""):
+    global passed, failed
+    if cond:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL {name} {detail}")
+    return cond
+
+
+# nmlc under a sanitizer: LLVM's globals look like leaks. The C test program is checked for leaks.
+nmlc_env = dict(os.environ, CC=" ".join(cc), ASAN_OPTIONS="detect_leaks=0", OPENBLAS_NUM_THREADS="1")
+prog_env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+# nmlc run picks OpenBLAS's kernels when the library falls back to generic ones (compiler/main.c);
+# the C program cannot, so both get the same choice here, made the same way.
+if "OPENBLAS_CORETYPE" not in os.environ and os.path.exists("/proc/cpuinfo"):
+    with open("/proc/cpuinfo") as f:
+        flags = set(next((l for l in f if l.startswith("flags")), "").split())
+    core = ("SkylakeX" if {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
+            else "Haswell" if {"avx2", "fma"} <= flags else None)
+    if core:
+        nmlc_env["OPENBLAS_CORETYPE"] = prog_env["OPENBLAS_CORETYPE"] = core
+
+
+def nmlc_cmd(*args, env=None, cwd=None):
+    return subprocess.run([nmlc, *args], capture_output=True, text=True, env=env or nmlc_env, cwd=cwd)
+
+
+def tensors(path):
+    """name -> (shape, raw bytes) of a safetensors file, and its metadata."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        blob = f.read()
+    meta = header.pop("__metadata__", {})
+    return {k: (v["shape"], blob[v["data_offsets"][0]:v["data_offsets"][1]]) for k, v in header.items()}, meta
+
+
+def same_tensors(name, a, b):
+    ta, ma = tensors(a)
+    tb, mb = tensors(b)
+    check(f"{name}: same tensor names", sorted(ta) == sorted(tb), f"{sorted(ta)} vs {sorted(tb)}")
+    differ = [k for k in ta if k in tb and ta[k] != tb[k]]
+    check(f"{name}: tensors equal bit for bit", not differ, str(differ))
+    return ma, mb
+
+
+def log_records(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def compile_program(d):
+    """The test program against d/model.h and d/libmodel.so, with this build's compiler flags."""
+    exe = os.path.join(d, "test_aot")
+    flags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-g"]
+    if sanitize not in ("", "none"):
+        flags += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer"]
+    r = subprocess.run([*cc, *flags, "-I", d, "-I", runtime_inc, "-I", os.path.join(tests, "runtime"),
+                        os.path.join(here, "test_aot.c"), os.path.join(d, "libmodel.so"), nmlrt,
+                        "-lcjson", "-lz", "-lm", f"-Wl,-rpath,{d}", "-o", exe], capture_output=True, text=True)
+    check(f"compile test program in {d}", r.returncode == 0, r.stderr)
+    return exe if r.returncode == 0 else None
+
+
+def run_program(exe, d, x, y, epochs, seed, run_ckpt=None):
+    args = [exe, d, x, y, str(epochs), str(seed)] + ([run_ckpt] if run_ckpt else [])
+    r = subprocess.run(args, capture_output=True, text=True, env=prog_env)
+    check(f"{exe} exits 0", r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:])
+    losses = [float(l.split()[3]) for l in r.stdout.splitlines() if l.startswith("epoch ")]
+    evals = [float(l.split()[1]) for l in r.stdout.splitlines() if l.startswith("eval_loss ")]
+    return losses, evals[0] if evals else None
+
+
+def model_case(tmp, name, nml, x, y, epochs, seed):
+    """Build NAME.nml, train it through the library and with nmlc run; compare."""
+    d = os.path.join(tmp, name)
+    os.mkdir(d)
+    src = os.path.join(here, nml)
+    r = nmlc_cmd("build", src, "-o", os.path.join(d, "libmodel.so"))
+    if not check(f"{name}: nmlc build exits 0", r.returncode == 0, r.stderr):
+        return
+    check(f"{name}: the header is beside the library", os.path.exists(os.path.join(d, "model.h")))
+    check(f"{name}: no temporary files left", not glob.glob(os.path.join(d, "*.tmp.*")), str(os.listdir(d)))
+    if shutil.which("nm"):
+        syms = subprocess.run(["nm", "-D", "--defined-only", os.path.join(d, "libmodel.so")],
+                              capture_output=True, text=True).stdout.split()[2::3]
+        check(f"{name}: only the API is exported", syms and all(s.startswith("model_") for s in syms), str(syms))
+
+    # nmlc run: the initial tensors (--epochs 0 --save), then the run itself.
+    init_run, run_ckpt, log = (os.path.join(d, f) for f in ("init_run.safetensors", "run.safetensors", "run.jsonl"))
+    r = nmlc_cmd("run", src, "--epochs", "0", "--save", init_run, "--threads", "1")
+    check(f"{name}: nmlc run --epochs 0", r.returncode == 0, r.stderr)
+    r = nmlc_cmd("run", src, "--save", run_ckpt, "--log", log, "--threads", "1")
+    check(f"{name}: nmlc run", r.returncode == 0, r.stderr)
+    recs = log_records(log) if r.returncode == 0 else []
+
+    exe = compile_program(d)
+    if not exe:
+        return
+    losses, eval_loss = run_program(exe, d, x, y, epochs, seed, run_ckpt)
+    check(f"{name}: per-epoch losses equal nmlc run's", losses == [rec["train_loss"] for rec in recs],
+          f"{losses} vs {[rec['train_loss'] for rec in recs]}")
+    check(f"{name}: evaluation loss equals nmlc run's test loss", recs and eval_loss == recs[-1]["test_loss"],
+          f"{eval_loss} vs {recs[-1]['test_loss'] if recs else None}")
+    same_tensors(f"{name}: initial", os.path.join(d, "init.safetensors"), init_run)
+    ma, mb = same_tensors(f"{name}: trained", os.path.join(d, "trained.safetensors"), run_ckpt)
+    check(f"{name}: same step in the metadata", ma.get("step") == mb.get("step"), f"{ma} vs {mb}")
+    hp = sorted(k for k in mb if k.startswith("hparam."))
+    check(f"{name}: same hyperparameters in the metadata", [ma.get(k) for k in hp] == [mb[k] for k in hp],
+          f"{ma} vs {mb}")
+    # The library's checkpoint starts nmlc run (parameters only: it has no epoch to resume).
+    r = nmlc_cmd("run", src, "--init", os.path.join(d, "trained.safetensors"), "--epochs", "0")
+    check(f"{name}: nmlc run --init the library's checkpoint", r.returncode == 0, r.stderr)
+    print(f"{name}: losses {' '.join(f'{v:.6f}' for v in losses)}, equal to nmlc run's")
+    return losses
+
+
+def generic_cpu(tmp, x, y, host_losses):
+    """--cpu x86-64: baseline code trains the same model to the same losses up to rounding."""
+    if os.uname().machine != "x86_64":
+        return
+    d = os.path.join(tmp, "generic")
+    os.mkdir(d)
+    r = nmlc_cmd("build", os.path.join(here, "cls.nml"), "-o", os.path.join(d, "libmodel.so"), "--cpu", "x86-64")
+    if not check("--cpu x86-64 builds", r.returncode == 0, r.stderr):
+        return
+    check("--cpu x86-64 says so", "cpu x86-64" in r.stdout, r.stdout)
+    exe = compile_program(d)
+    if exe and host_losses:
+        losses, _ = run_program(exe, d, x, y, 4, 3)
+        check("--cpu x86-64 trains like the host's code", len(losses) == len(host_losses) and all(
+            abs(a - b) <= 1e-5 * abs(b) for a, b in zip(losses, host_losses)), f"{losses} vs {host_losses}")
+
+
+def embed_example(tmp):
+    """examples/embed builds as its README says and learns on a slice of Fashion-MNIST."""
+    data_dir = "/usr/share/datasets/fashion-mnist"
+    if not os.path.exists(os.path.join(data_dir, "train-images-idx3-ubyte.gz")):
+        print("embed example: skipped (no Fashion-MNIST)")
+        return
+    d = os.path.join(tmp, "embed")
+    os.mkdir(d)
+    root = os.path.dirname(tests)
+    r = nmlc_cmd("build", os.path.join(root, "examples/fashion_mlp.nml"), "-o", os.path.join(d, "libfashion.so"))
+    if not check("embed: nmlc build", r.returncode == 0, r.stderr):
+        return
+    flags = ["-O2", "-Wall", "-Wextra", "-Werror"]
+    if sanitize not in ("", "none"):
+        flags += [f"-fsanitize={sanitize}"]
+    exe = os.path.join(d, "train")
+    r = subprocess.run([*cc, *flags, f"-I{d}", os.path.join(root, "examples/embed/train.c"), f"-L{d}", "-lfashion",
+                        "-lz", f"-Wl,-rpath,{d}", "-o", exe], capture_output=True, text=True)
+    if not check("embed: the example compiles", r.returncode == 0, r.stderr):
+        return
+    r = subprocess.run([exe, data_dir, "15000"], capture_output=True, text=True, env=prog_env, cwd=d)
+    last = [l for l in r.stdout.splitlines() if l.startswith("epoch 1")]
+    acc = float(last[0].split("test_acc")[1].split()[0]) if last else 0
+    # 15000 samples, one epoch: about 0.78; an untrained model is near 0.1.
+    check("embed: the example learns", r.returncode == 0 and acc > 0.65, r.stdout + r.stderr)
+    check("embed: the example saves", os.path.exists(os.path.join(d, "fashion.safetensors")))
+    print(f"embed example: {last[0] if last else '?'}")
+
+
+def errors(tmp):
+    d = os.path.join(tmp, "errors")
+    os.mkdir(d)
+    cls = os.path.join(here, "cls.nml")
+    r = nmlc_cmd("build", cls)
+    check("no -o: usage error", r.returncode == 2 and "needs -o" in r.stderr, r.stderr)
+    r = nmlc_cmd("build", cls, "-o", os.path.join(d, "no/such/dir/libx.so"))
+    check("missing directory: error", r.returncode == 1 and "cannot write" in r.stderr, r.stderr)
+    r = nmlc_cmd("build", cls, "-o", d)
+    check("-o a directory: error", r.returncode == 1 and "is a directory" in r.stderr, r.stderr)
+    r = nmlc_cmd("build", cls, "-o", os.path.join(d, "lib9x.so"))
+    check("a name that is no C prefix: error", r.returncode == 1 and "libNAME.so" in r.stderr, r.stderr)
+    r = nmlc_cmd("build", cls, "-o", os.path.join(d, "libx.so"), "--cpu", "no-such-cpu")
+    check("an unknown --cpu: error", r.returncode == 1 and "not a recognized processor" in r.stderr, r.stderr)
+    bad = os.path.join(d, "bad.nml")
+    with open(bad, "w") as f:
+        f.write("train {\n  model = Nope(\n}\n")
+    r = nmlc_cmd("build", bad, "-o", os.path.join(d, "libbad.so"))
+    check("a file with errors: exit 1", r.returncode == 1 and "error" in r.stderr, r.stderr)
+    # A failing C compiler: an existing library is left as it was, nothing else appears.
+    keep = os.path.join(d, "libkeep.so")
+    with open(keep, "w") as f:
+        f.write("old")
+    r = nmlc_cmd("build", cls, "-o", keep, env=dict(nmlc_env, CC="false"))
+    check("failing cc: exit 1", r.returncode == 1 and "linking the library failed" in r.stderr, r.stderr)
+    with open(keep) as f:
+        check("failing cc: the old library stays", f.read() == "old")
+    r = nmlc_cmd("build", cls, "-o", keep, env=dict(nmlc_env, CC="/nonexistent/cc"))
+    check("missing cc: exit 1", r.returncode == 1 and "cannot run the C compiler" in r.stderr, r.stderr)
+    left = sorted(os.listdir(d))
+    check("errors leave nothing behind", left == ["bad.nml", "libkeep.so"], str(left))
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    # nmlc's scratch directories go here, to check that every build, failed or not, removes its own.
+    scratch = os.path.join(tmp, "scratch")
+    os.mkdir(scratch)
+    nmlc_env["TMPDIR"] = scratch
+    x = os.path.join(data, "blobs_x.npy")
+    cls_losses = model_case(tmp, "cls", "cls.nml", x, os.path.join(data, "blobs_y.npy"), 4, 3)
+    model_case(tmp, "reg", "reg.nml", x, os.path.join(data, "reg_t.npy"), 3, 11)
+    generic_cpu(tmp, x, os.path.join(data, "blobs_y.npy"), cls_losses)
+    embed_example(tmp)
+    errors(tmp)
+    check("no scratch directories left", not os.listdir(scratch), str(os.listdir(scratch)))
+
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)

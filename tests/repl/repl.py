@@ -1,0 +1,64 @@
+#!/usr/bin/python3
+"""Golden REPL sessions: each foo.in is piped into `nmlc repl --echo --threads 1`, run in this
+directory, and what it prints (stdout and stderr, in order) must be foo.out.
+
+A first line `# args: ...` adds arguments (e.g. a file to load); $NML_STDLIB is the source tree's
+stdlib by a relative path, so diagnostics read the same everywhere. Timings are left out: the
+`compiled in` line, and samples/s and seconds on epoch lines. A non-zero exit status is the last
+line, `[exit N]`. --update rewrites the .out files from what nmlc prints now; review the diff.
+"""
+import difflib
+import os
+import re
+import subprocess
+import sys
+
+STDLIB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "stdlib")
+EPOCH_TIMING = re.compile(r"\s+\d+ samples/s\s+[\d.]+s$")
+
+
+def transcript(nmlc, d, name):
+    with open(os.path.join(d, name)) as f:
+        text = f.read()
+    first = text.split("\n", 1)[0]
+    args = first[len("# args:"):].split() if first.startswith("# args:") else []
+    # The stdlib by a relative path, so that diagnostics in it read the same on every machine.
+    env = dict(os.environ, NML_STDLIB=os.path.relpath(STDLIB, d))
+    r = subprocess.run([nmlc, "repl", "--echo", "--threads", "1", *args], input=text, cwd=d, env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+    lines = [EPOCH_TIMING.sub("", line) for line in r.stdout.splitlines()
+             if not line.startswith("compiled   in ")]
+    if r.returncode:
+        lines.append(f"[exit {r.returncode}]")
+    return "".join(line + "\n" for line in lines)
+
+
+def main():
+    args = [a for a in sys.argv[1:] if a != "--update"]
+    update = "--update" in sys.argv
+    nmlc, d = os.path.abspath(args[0]), args[1]
+    passed = failed = 0
+    for name in sorted(os.listdir(d)):
+        stem, ext = os.path.splitext(name)
+        if ext != ".in":
+            continue
+        got = transcript(nmlc, d, name)
+        path = os.path.join(d, stem + ".out")
+        if update:
+            with open(path, "w") as f:
+                f.write(got)
+            continue
+        want = open(path).read() if os.path.exists(path) else ""
+        if got == want:
+            passed += 1
+            continue
+        failed += 1
+        print(f"FAIL {path}")
+        sys.stdout.writelines(difflib.unified_diff(want.splitlines(True), got.splitlines(True),
+                                                   "expected", "got"))
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
