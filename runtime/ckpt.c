@@ -5,7 +5,7 @@
  * so the data that follows is aligned), then the tensors' raw little-endian bytes back to back, each
  * located by data_offsets relative to the end of the header. */
 #include "nmlrt.h"
-#include "rterr.h"
+#include "rtutil.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -4,7 +4,7 @@
  * bytes that exist (IDX arrays grow as gzip'd data arrives; NPY sizes are checked against the file),
  * so a corrupt file costs an error message, not a crash or a huge allocation. */
 #include "nmlrt.h"
-#include "rterr.h"
+#include "rtutil.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -2,14 +2,11 @@
  * holds the model's tables (NmlModelDesc) and wraps these functions under the library's prefix; the
  * buffers, initialization, batching and checkpoints live here, once, where they are tested. */
 #include "nmlrt.h"
-#include "rterr.h"
+#include "rtutil.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__x86_64__) || defined(__i386__)
-#include <xmmintrin.h>
-#endif
 
 enum {
 	MODEL_ALIGN = 64, /* a cache line, and enough for any vector the kernels use (as train.c) */
@@ -48,21 +45,6 @@ static int64_t slot_numel(const NmlSlotDesc *s)
 		n *= s->shape[k];
 	return n;
 }
-
-/* Kernels run with denormals flushed to zero, as in nml_train (train.c says why); the caller's mode
- * is restored afterwards. Without it the results would differ from nmlc run's. */
-#if defined(__x86_64__) || defined(__i386__)
-static unsigned fp_fast(void)
-{
-	unsigned old = _mm_getcsr();
-	_mm_setcsr(old | 0x8040); /* FTZ (bit 15) | DAZ (bit 6) */
-	return old;
-}
-static void fp_restore(unsigned old) { _mm_setcsr(old); }
-#else
-static unsigned fp_fast(void) { return 0; }
-static void fp_restore(unsigned old) { (void)old; }
-#endif
 
 /* ---- creation ---- */
 
@@ -183,9 +165,9 @@ int nml_model_train_step(NmlModel *m, const float *x, const float *y, int64_t n,
 	m->step++;
 	float l = 0;
 	NmlArgs a = model_args(m, &l, n);
-	unsigned fp = fp_fast();
+	unsigned fp = rt_fp_fast();
 	m->d->step(&a);
-	fp_restore(fp);
+	rt_fp_restore(fp);
 	if (loss)
 		*loss = l;
 	return 0;
@@ -197,7 +179,7 @@ static void run_batches(NmlModel *m, NmlKernel k, const float *x, const float *y
 {
 	const NmlModelDesc *d = m->d;
 	double sum = 0;
-	unsigned fp = fp_fast();
+	unsigned fp = rt_fp_fast();
 	for (int64_t start = 0; start < n; start += d->batch) {
 		int64_t rows = n - start < d->batch ? n - start : d->batch;
 		load_batch(m, x, y, start, rows);
@@ -208,7 +190,7 @@ static void run_batches(NmlModel *m, NmlKernel k, const float *x, const float *y
 		if (pred)
 			memcpy(pred + start * d->out_dim, m->pred, (size_t)(rows * d->out_dim) * sizeof(float));
 	}
-	fp_restore(fp);
+	rt_fp_restore(fp);
 	if (loss)
 		*loss = sum / n;
 }

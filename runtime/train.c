@@ -1,15 +1,12 @@
 /* train.c: the training loop around the compiled step and eval kernels: shuffling, batching, loss
  * bookkeeping, evaluation, and the per-epoch report (terminal line, progress bar, JSONL record). */
 #include "nmlrt.h"
-#include "rterr.h"
+#include "rtutil.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#if defined(__x86_64__) || defined(__i386__)
-#include <xmmintrin.h>
-#endif
 
 enum {
 	TRAIN_ALIGN = 64,    /* a cache line, and enough for any vector the JIT emits */
@@ -125,33 +122,14 @@ static int check_data(const NmlTrainer *tr, const NmlData *d)
 	return d && d->n > 0 && d->xdim > 0 && d->ydim >= 0 && d->x && d->y && tr->batch > 0;
 }
 
-/* ---- floating point mode ---- */
-
-/* Kernels run with denormals flushed to zero (FTZ and DAZ). Optimizer state such as Adam's second
- * moment decays into the denormal range within a few epochs, where every operation on it takes a
- * microcode assist: without this, training slows down by half by the third epoch. The caller's mode
- * is restored afterwards. */
-#if defined(__x86_64__) || defined(__i386__)
-static unsigned fp_fast(void)
-{
-	unsigned old = _mm_getcsr();
-	_mm_setcsr(old | 0x8040); /* FTZ (bit 15) | DAZ (bit 6) */
-	return old;
-}
-static void fp_restore(unsigned old) { _mm_setcsr(old); }
-#else
-static unsigned fp_fast(void) { return 0; }
-static void fp_restore(unsigned old) { (void)old; }
-#endif
-
 int nml_evaluate(NmlTrainer *tr, const NmlData *d, double *loss, double *accuracy)
 {
 	TrainBufs b;
 	if (!tr->eval || !check_data(tr, d) || bufs_alloc(&b, tr, d, tr->eval_work, 0) < 0)
 		return -1;
-	unsigned fp = fp_fast();
+	unsigned fp = rt_fp_fast();
 	evaluate(tr, d, &b, loss, accuracy);
-	fp_restore(fp);
+	rt_fp_restore(fp);
 	bufs_free(&b);
 	return 0;
 }
@@ -242,7 +220,7 @@ int nml_train(NmlTrainer *tr, NmlEpochStats *last, char *err, size_t errlen)
 	NmlEpochStats s = {.epoch = tr->epochs_done, .train_loss = NAN, .test_loss = NAN, .test_accuracy = NAN,
 	                   .samples_per_sec = NAN, .seconds = 0};
 	int show = !tr->quiet, bar = tr->progress && show, rc = 0;
-	unsigned fp = fp_fast();
+	unsigned fp = rt_fp_fast();
 
 	for (int epoch = tr->epochs_done + 1; epoch <= tr->epochs; epoch++) {
 		double t0 = now(), drawn = -1;
@@ -295,7 +273,7 @@ int nml_train(NmlTrainer *tr, NmlEpochStats *last, char *err, size_t errlen)
 		}
 	}
 out:
-	fp_restore(fp);
+	rt_fp_restore(fp);
 	if (last)
 		*last = s;
 	bufs_free(&sb);

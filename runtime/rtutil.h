@@ -1,0 +1,18 @@
+/* rtutil.h: the runtime's internal helpers (not part of the public nmlrt.h). */
+#ifndef RTUTIL_H
+#define RTUTIL_H
+
+#include <stddef.h>
+
+/* Format a message into err (when given) and return -1, so a failing path is `return rt_error(...)`. */
+__attribute__((format(printf, 3, 4)))
+int rt_error(char *err, size_t errlen, const char *fmt, ...);
+
+/* Kernels run with denormals flushed to zero (FTZ and DAZ): optimizer state such as Adam's second
+ * moment decays into the denormal range within a few epochs, where every operation on it takes a
+ * microcode assist, and training slowed down by half by the third epoch. rt_fp_fast sets the mode
+ * and returns the caller's, which rt_fp_restore puts back. */
+unsigned rt_fp_fast(void);
+void rt_fp_restore(unsigned old);
+
+#endif
