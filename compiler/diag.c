@@ -12,8 +12,10 @@ static struct {
 	const char *text;
 } sources[DIAG_MAX_SOURCES];
 static int nsources;
-static int nerrors;
+static int nerrors, nshown;
 static FILE *stream;
+static SrcLoc last_loc; /* of the last error, to show a repeated one once */
+static char last_msg[512];
 
 void diag_add_source(const char *file, const char *text)
 {
@@ -46,16 +48,14 @@ static void quote_line(FILE *f, SrcLoc loc)
 	fputs("^\n", f);
 }
 
-static void report(const char *kind, SrcLoc loc, const char *fmt, va_list ap)
+static void report_text(const char *kind, SrcLoc loc, const char *msg)
 {
 	FILE *f = stream ? stream : stderr;
 	if (loc.file)
 		fprintf(f, "%s:%d:%d: ", loc.file, loc.line, loc.col);
 	else
 		fputs("nmlc: ", f);
-	fprintf(f, "%s: ", kind);
-	vfprintf(f, fmt, ap);
-	fputc('\n', f);
+	fprintf(f, "%s: %s\n", kind, msg);
 	if (loc.file)
 		quote_line(f, loc);
 }
@@ -66,10 +66,20 @@ void diag_error(SrcLoc loc, const char *fmt, ...)
 		nerrors++;
 		return;
 	}
+	char msg[512];
 	va_list ap;
 	va_start(ap, fmt);
-	report("error", loc, fmt, ap);
+	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	/* The same error at the same place is shown once (a rule applied to every parameter repeats
+	 * it), but counted each time, so a phase still sees that it failed. */
+	if (!(loc.file == last_loc.file && loc.line == last_loc.line && loc.col == last_loc.col
+	      && !strcmp(msg, last_msg))) {
+		report_text("error", loc, msg);
+		nshown++;
+	}
+	last_loc = loc;
+	memcpy(last_msg, msg, sizeof last_msg);
 	if (++nerrors == DIAG_MAX_ERRORS)
 		fprintf(stream ? stream : stderr, "nmlc: too many errors, stopping\n");
 }
@@ -78,15 +88,22 @@ void diag_note(SrcLoc loc, const char *fmt, ...)
 {
 	if (nerrors > DIAG_MAX_ERRORS)
 		return;
+	char msg[512];
 	va_list ap;
 	va_start(ap, fmt);
-	report("note", loc, fmt, ap);
+	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	report_text("note", loc, msg);
 }
 
 int diag_count(void) { return nerrors; }
+int diag_shown(void) { return nshown; }
 int diag_full(void) { return nerrors >= DIAG_MAX_ERRORS; }
-void diag_reset(void) { nerrors = 0; }
+void diag_reset(void)
+{
+	nerrors = nshown = 0;
+	last_loc = (SrcLoc){0};
+}
 void diag_set_stream(FILE *f) { stream = f; }
 
 _Noreturn void die(const char *fmt, ...)

@@ -14,6 +14,7 @@ void diag_add_source(const char *file, const char *text);
 void diag_error(SrcLoc loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void diag_note(SrcLoc loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int diag_count(void);     /* errors reported so far */
+int diag_shown(void);     /* of those, shown (a repeat at the same place is shown once) */
 int diag_full(void);      /* the cap on reported errors is reached: stop compiling */
 void diag_reset(void);
 void diag_set_stream(FILE *f);

@@ -415,6 +415,37 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		return tensor(ir_where(L->fn, lower_tensor(L, c, loc), lower_tensor(L, x, loc),
 				       lower_tensor(L, y, loc), loc));
 	}
+	case BI_global_sum: case BI_global_norm: {
+		/* Over every parameter: the argument is evaluated in each parameter's environment (its p, g
+		 * and state as the rule stands before this statement) and summed. */
+		const char *what = sema_builtin_info(b)->name;
+		if (!L->opt_envs) {
+			diag_error(loc, "%s is only available in an optimizer's update rule", what);
+			return none;
+		}
+		if (L->depth > 0) {
+			diag_error(loc, "%s must be written in the optimizer's body, not in a function it calls", what);
+			return none;
+		}
+		if (L->global_node == call)
+			return tensor(L->global_value);
+		int acc = -1;
+		for (int q = 0; q < L->opt_nenvs; q++) {
+			int v = lower_tensor(L, lower_expr(L, L->opt_envs[q], arg[0]), loc);
+			if (v < 0)
+				return none;
+			if (b == BI_global_norm)
+				v = ir_binary(L->fn, IR_MUL, v, v, loc);
+			unsigned all = (1u << ir_shape_of(L->fn, v)->rank) - 1;
+			int s = ir_reduce(L->fn, IR_SUM, v, all, 0, loc);
+			acc = acc < 0 ? s : ir_binary(L->fn, IR_ADD, acc, s, loc);
+		}
+		if (b == BI_global_norm)
+			acc = ir_unary(L->fn, IR_SQRT, acc, loc);
+		L->global_node = call;
+		L->global_value = acc;
+		return tensor(acc);
+	}
 	case BI_onehot: {
 		Value y = lower_expr(L, env, arg[0]);
 		int64_t n;

@@ -71,6 +71,10 @@ typedef struct Lower {
 	Env *train_env;
 	Instance *model;
 	AstNode *schedule[64]; /* per optimizer formal: its expression of t and T, or NULL */
+	Env **opt_envs;        /* while lowering an update rule: every parameter's environment */
+	int opt_nenvs;
+	AstNode *global_node;  /* the global reduction computed for the current statement */
+	int global_value;
 	int pred;              /* the model's output in fn */
 	int loss;              /* the loss in fn */
 } Lower;

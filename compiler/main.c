@@ -750,7 +750,7 @@ int main(int argc, char **argv)
 	else
 		errs = drv_front(&c, o.file);
 	if (errs) {
-		int n = diag_count();
+		int n = diag_shown();
 		if (n)
 			fprintf(stderr, "%d error%s\n", n, n == 1 ? "" : "s");
 		drv_free(&c);

@@ -536,7 +536,7 @@ static Compiler *build(Repl *r, int upto, int quietly, int *errs)
 			bad += drv_lower(c);
 	}
 	quiet(r, 0);
-	*errs = bad ? (diag_count() ? diag_count() : 1) : 0;
+	*errs = bad ? (diag_shown() ? diag_shown() : 1) : 0;
 	return c;
 }
 
@@ -725,7 +725,7 @@ static void evaluate(Repl *r, const char *text, int line)
 			printf("\n");
 		}
 	}
-	count_errors(r, errs ? diag_count() : 0, "");
+	count_errors(r, errs ? (diag_shown() ? diag_shown() : 1) : 0, "");
 	free_compiler(c);
 }
 

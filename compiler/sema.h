@@ -25,6 +25,8 @@
 	X(max,            1, 2, "axis")                                        \
 	X(min,            1, 2, "axis")                                        \
 	X(where,          3, 3, NULL)                                          \
+	X(global_sum,     1, 1, NULL)                                          \
+	X(global_norm,    1, 1, NULL)                                          \
 	X(onehot,         2, 2, NULL)                                          \
 	X(dim,            2, 2, NULL)                                          \
 	X(zeros,          0, 0, NULL)                                          \

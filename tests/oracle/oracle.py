@@ -73,6 +73,10 @@ CASES = [
      lambda p: lambda_lr(SGD(p, lr=0.1, momentum=0.9), lambda e: 1 - e / STEPS)),
     ("sched-warmup", "ce", "adam(lr = 0.01 * warmup(t, 4))", [],
      lambda p: lambda_lr(ADAM(p, lr=0.01), lambda e: min((e + 1) / 4, 1))),
+    ("clip-adam", "ce", "adam_clip(lr = 1e-2, max_norm = 0.2)", [],
+     lambda p: Clipped(ADAM(p, lr=1e-2), p, 0.2)),
+    ("clip-sgd-sum", "ce", "sgd_clip(lr = 0.1, max_norm = 0.3)", [],
+     lambda p: Clipped(SGD(p, lr=0.1, momentum=0.9), p, 0.3)),
     ("loss-ce-smooth", "ce_smooth", "sgd(lr = 0.1, momentum = 0.9)", [],
      lambda p: SGD(p, lr=0.1, momentum=0.9)),
     ("loss-mse", "mse", "adam(lr = 1e-2)", [], lambda p: ADAM(p, lr=1e-2)),
@@ -87,6 +91,40 @@ def lambda_lr(opt, factor):
     """The optimizer with torch's LambdaLR scaling its learning rate by factor(steps so far)."""
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
+
+class Clipped:
+    """torch's global-norm gradient clipping before the optimizer's step."""
+
+    def __init__(self, opt, params, max_norm):
+        self.opt, self.params, self.max_norm = opt, params, max_norm
+
+    def zero_grad(self):
+        self.opt.zero_grad()
+
+    def step(self):
+        torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+        self.opt.step()
+
+
+# Update rules with a global reduction (a barrier over all parameters), defined in the test file:
+# clipping by the global gradient norm, once through global_norm and once through global_sum.
+RULES = """
+optimizer adam_clip(lr = 1e-3, b1 = 0.9, b2 = 0.999, eps = 1e-8, max_norm = 1) {
+  state m = 0
+  state v = 0
+  g = g * min(1, max_norm / (global_norm(g) + 1e-6))
+  m = b1 * m + (1 - b1) * g
+  v = b2 * v + (1 - b2) * g^2
+  p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+}
+
+optimizer sgd_clip(lr = 0.1, momentum = 0.9, max_norm = 1) {
+  state buf = 0
+  g = g * min(1, max_norm / (sqrt(global_sum(g^2)) + 1e-6))
+  buf = where(t == 1, g, momentum * buf + g)
+  p -= lr * buf
+}
+"""
 
 NML = """use std.nn
 use std.optim
@@ -167,7 +205,7 @@ def run_case(nmlc, tmp, case):
     xpath, ypath = (os.path.abspath(os.path.join(DATA, f + ".npy")) for f in ("blobs_x", yfile))
     src = os.path.join(tmp, name + ".nml")
     with open(src, "w") as f:
-        f.write(NML.format(x=xpath, y=ypath, k=k, loss=loss_src, opt=opt))
+        f.write(NML.format(x=xpath, y=ypath, k=k, loss=loss_src, opt=opt) + RULES)
 
     rng = np.random.default_rng(1)
     init = {"l1.w": rng.uniform(-0.4, 0.4, (6, 8)), "l1.b": rng.uniform(-0.4, 0.4, 8),
