@@ -429,9 +429,11 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		}
 		if (L->global_node == call)
 			return tensor(L->global_value);
-		int acc = -1;
+		int acc = -1, self = L->opt_param;
 		for (int q = 0; q < L->opt_nenvs; q++) {
+			L->opt_param = q;
 			int v = lower_tensor(L, lower_expr(L, L->opt_envs[q], arg[0]), loc);
+			L->opt_param = self;
 			if (v < 0)
 				return none;
 			if (b == BI_global_norm)
@@ -445,6 +447,29 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		L->global_node = call;
 		L->global_value = acc;
 		return tensor(acc);
+	}
+	case BI_has_tag: { /* 1 if the parameter being updated carries @tag: a compile-time number */
+		const char *tag = str_arg(L, env, arg[0]);
+		if (!tag)
+			return none;
+		if (!L->opt_envs) {
+			diag_error(loc, "has_tag is only available in an optimizer's update rule");
+			return none;
+		}
+		const IrSlot *ps = &L->mod->params[L->opt_param];
+		for (int k = 0; k < ps->ntags; k++)
+			if (ps->tags[k] == tag)
+				return num(1);
+		return num(0);
+	}
+	case BI_ndim: {
+		Value x = lower_expr(L, env, arg[0]);
+		if (x.kind == V_NUM)
+			return num(0);
+		if (x.kind == V_NONE || !need_fn(L, loc, "ndim"))
+			return none;
+		int v = lower_tensor(L, x, loc);
+		return v < 0 ? none : num(ir_shape_of(L->fn, v)->rank);
 	}
 	case BI_onehot: {
 		Value y = lower_expr(L, env, arg[0]);

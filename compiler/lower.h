@@ -72,6 +72,7 @@ typedef struct Lower {
 	Instance *model;
 	AstNode *schedule[64]; /* per optimizer formal: its expression of t and T, or NULL */
 	Env **opt_envs;        /* while lowering an update rule: every parameter's environment */
+	int opt_param;         /* and the parameter whose rule is being lowered */
 	int opt_nenvs;
 	AstNode *global_node;  /* the global reduction computed for the current statement */
 	int global_value;

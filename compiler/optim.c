@@ -77,6 +77,7 @@ static void store(Lower *L, IrOp op, int v, int slot, const IrSlot *s, SrcLoc lo
 /* One statement of the rule for parameter p, in its environment. */
 static void rule_stmt(Lower *L, Env *env, AstNode *st, int p)
 {
+	L->opt_param = p;
 	IrFunc *fn = L->fn;
 	const IrSlot *ps = &L->mod->params[p];
 	if (st->kind == AST_STATE) {

@@ -27,6 +27,8 @@
 	X(where,          3, 3, NULL)                                          \
 	X(global_sum,     1, 1, NULL)                                          \
 	X(global_norm,    1, 1, NULL)                                          \
+	X(has_tag,        1, 1, NULL)                                          \
+	X(ndim,           1, 1, NULL)                                          \
 	X(onehot,         2, 2, NULL)                                          \
 	X(dim,            2, 2, NULL)                                          \
 	X(zeros,          0, 0, NULL)                                          \

@@ -77,6 +77,9 @@ CASES = [
      lambda p: Clipped(ADAM(p, lr=1e-2), p, 0.2)),
     ("clip-sgd-sum", "ce", "sgd_clip(lr = 0.1, max_norm = 0.3)", [],
      lambda p: Clipped(SGD(p, lr=0.1, momentum=0.9), p, 0.3)),
+    ("groups-adamw-no-decay", "ce", "adamw_groups(lr = 1e-2, weight_decay = 0.1)", [],
+     lambda p: torch.optim.AdamW([{"params": [p[0], p[2]]}, {"params": [p[1], p[3]], "weight_decay": 0}],
+                                 lr=1e-2, weight_decay=0.1)),
     ("loss-ce-smooth", "ce_smooth", "sgd(lr = 0.1, momentum = 0.9)", [],
      lambda p: SGD(p, lr=0.1, momentum=0.9)),
     ("loss-mse", "mse", "adam(lr = 1e-2)", [], lambda p: ADAM(p, lr=1e-2)),
@@ -116,6 +119,17 @@ optimizer adam_clip(lr = 1e-3, b1 = 0.9, b2 = 0.999, eps = 1e-8, max_norm = 1) {
   m = b1 * m + (1 - b1) * g
   v = b2 * v + (1 - b2) * g^2
   p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+}
+
+# Parameter groups by tag: AdamW without decay on the parameters tagged @no_decay (Linear's biases),
+# as torch's AdamW with a second parameter group whose weight_decay is 0.
+optimizer adamw_groups(lr = 1e-3, b1 = 0.9, b2 = 0.999, eps = 1e-8, weight_decay = 0.01) {
+  state m = 0
+  state v = 0
+  p *= 1 - lr * where(has_tag("no_decay"), 0, weight_decay)
+  m = b1 * m + (1 - b1) * g
+  v = b2 * v + (1 - b2) * g^2
+  p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 }
 
 optimizer sgd_clip(lr = 0.1, momentum = 0.9, max_norm = 1) {
