@@ -22,6 +22,17 @@ py=/usr/bin/python3
 [[ -x $nmlc ]] || { echo "error: $nmlc not found or not executable (build first: meson compile -C $build)" >&2; exit 1; }
 "$py" -c 'import torch' 2>/dev/null || { echo "error: $py cannot import torch (apt install python3-torch)" >&2; exit 1; }
 
+# nmlc picks OpenBLAS's AVX-512 (or AVX2) kernels when Debian's OpenBLAS 0.3.21 does not recognize
+# the CPU and falls back to its SSE3 ones; PyTorch's matrix products go through the same library,
+# so both sides get the same kernels.
+if [[ -z ${OPENBLAS_CORETYPE:-} ]]; then
+  if grep -qw avx512bw /proc/cpuinfo && grep -qw avx512vl /proc/cpuinfo; then
+    export OPENBLAS_CORETYPE=SkylakeX
+  elif grep -qw avx2 /proc/cpuinfo; then
+    export OPENBLAS_CORETYPE=Haswell
+  fi
+fi
+
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
