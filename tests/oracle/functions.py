@@ -18,7 +18,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -256,20 +255,5 @@ def run_case(nmlc, tmp, case):
     return ok, detail
 
 
-def main():
-    nmlc, prefixes = os.path.abspath(sys.argv[1]), sys.argv[2:]
-    torch.set_num_threads(1)
-    cases = [c for c in CASES if not prefixes or c[0].startswith(tuple(prefixes))]
-    passed = failed = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        for case in cases:
-            ok, detail = run_case(nmlc, tmp, case)
-            print(f"{'PASS' if ok else 'FAIL'} {case[0]:<24} {detail}")
-            passed += ok
-            failed += not ok
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed or not cases else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(oracle.run_cases(CASES, run_case))

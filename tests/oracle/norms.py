@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -112,20 +111,9 @@ def run_case(nmlc, tmp, name):
     return ok, f"params max abs {abs_diff:.1e}, loss max diff {loss_diff:.1e}"
 
 
-def main():
-    nmlc, prefixes = os.path.abspath(sys.argv[1]), sys.argv[2:]
-    torch.set_num_threads(1)
-    names = [n for n in NORMS if not prefixes or n.startswith(tuple(prefixes))]
-    passed = failed = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            ok, detail = run_case(nmlc, tmp, name)
-            print(f"{'PASS' if ok else 'FAIL'} {name:<16} {detail}")
-            passed += ok
-            failed += not ok
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed or not names else 0
+def run(nmlc, tmp, case):
+    return run_case(nmlc, tmp, case[0])
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(oracle.run_cases([(name,) for name in NORMS], run))

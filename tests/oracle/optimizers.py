@@ -17,7 +17,6 @@ Usage: optimizers.py NMLC [PREFIX...]   (only the cases whose name starts with a
 """
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import oracle  # noqa: E402  (exits 77, skipped, when numpy or torch is missing)
@@ -108,20 +107,5 @@ CASES = [
 ]
 
 
-def main():
-    nmlc, prefixes = os.path.abspath(sys.argv[1]), sys.argv[2:]
-    torch.set_num_threads(1)
-    cases = [c for c in CASES if not prefixes or c[0].startswith(tuple(prefixes))]
-    passed = failed = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        for case in cases:
-            ok, detail = oracle.run_case(nmlc, tmp, case)
-            print(f"{'PASS' if ok else 'FAIL'} {case[0]:<28} {detail}")
-            passed += ok
-            failed += not ok
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed or not cases else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(oracle.run_cases(CASES, oracle.run_case))

@@ -264,15 +264,18 @@ def run_case(nmlc, tmp, case):
     return ok, detail
 
 
-def main():
+def run_cases(cases, run):
+    """The driver of every oracle script: argv is NMLC [PREFIX...]; runs the cases whose name
+    (first element) starts with a PREFIX through run(nmlc, tmp, case) -> (ok, detail)."""
     nmlc, prefixes = os.path.abspath(sys.argv[1]), sys.argv[2:]
     torch.set_num_threads(1)
-    cases = [c for c in CASES if not prefixes or c[0].startswith(tuple(prefixes))]
+    cases = [c for c in cases if not prefixes or c[0].startswith(tuple(prefixes))]
+    width = max((len(c[0]) for c in cases), default=0) + 1
     passed = failed = 0
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
-            ok, detail = run_case(nmlc, tmp, case)
-            print(f"{'PASS' if ok else 'FAIL'} {case[0]:<20} {detail}")
+            ok, detail = run(nmlc, tmp, case)
+            print(f"{'PASS' if ok else 'FAIL'} {case[0]:<{width}} {detail}")
             passed += ok
             failed += not ok
     print(f"{passed} passed, {failed} failed")
@@ -280,4 +283,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cases(CASES, run_case))
