@@ -22,8 +22,7 @@ void parse_syntax_error(ParseCtx *ctx, Token tok, int kind)
 		diag_error(tok.loc, "syntax error: unexpected '%.*s'", tok.len, tok.s);
 }
 
-/* A line ending in a binary operator, '=' or ',' continues on the next. */
-static int continues(int kind)
+int parse_continues(int kind)
 {
 	switch (kind) {
 	case TK_PLUS: case TK_MINUS: case TK_STAR: case TK_SLASH: case TK_CARET: case TK_AT:
@@ -90,7 +89,7 @@ int parse_source_wrapped(Arena *arena, const char *file, const char *src, const 
 			depth++;
 		else if ((t.kind == TK_RPAREN || t.kind == TK_RBRACKET) && depth > 0)
 			depth--;
-		else if (t.kind == TK_NL && (depth > 0 || prev == TK_NL || continues(prev)))
+		else if (t.kind == TK_NL && (depth > 0 || prev == TK_NL || parse_continues(prev)))
 			continue;
 		if ((t.kind == TK_RBRACE || t.kind == 0) && prev != TK_NL) {
 			Token nl = t;

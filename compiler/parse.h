@@ -19,5 +19,7 @@ int parse_source(Arena *arena, const char *file, const char *src, AstProgram *pr
 int parse_source_wrapped(Arena *arena, const char *file, const char *src, const char *before, const char *after,
 			 AstProgram *prog);
 void parse_syntax_error(ParseCtx *ctx, Token tok, int kind);
+/* A line ending in a token of this kind (a binary operator, '=' or ',') continues on the next. */
+int parse_continues(int kind);
 
 #endif

@@ -159,19 +159,6 @@ static int scan(Repl *r, const char *file, const char *text, Tok **out)
 	return n;
 }
 
-/* A line ending in a binary operator, '=' or ',' continues (as in parse.c). */
-static int continues(int kind)
-{
-	switch (kind) {
-	case TK_PLUS: case TK_MINUS: case TK_STAR: case TK_SLASH: case TK_CARET: case TK_AT:
-	case TK_LT: case TK_LE: case TK_GT: case TK_GE: case TK_EQ: case TK_NE:
-	case TK_ASSIGN: case TK_PLUSEQ: case TK_MINUSEQ: case TK_STAREQ: case TK_SLASHEQ: case TK_COMMA:
-		return 1;
-	default:
-		return 0;
-	}
-}
-
 /* An input goes on while a bracket is open or its last line ends in an operator. As in parse.c, a
  * '}' closes the parentheses left open before it. */
 static int incomplete(Repl *r, const char *text)
@@ -190,7 +177,7 @@ static int incomplete(Repl *r, const char *text)
 		last = k;
 	}
 	free(t);
-	return braces > 0 || parens > 0 || continues(last);
+	return braces > 0 || parens > 0 || parse_continues(last);
 }
 
 static int item_keyword(int kind)
