@@ -245,8 +245,8 @@ static void data_stamp(const DataSpec *d, int64_t stamp[4][2])
 
 static int same_data(const DrvData *s, const DataSpec *d, int64_t stamp[4][2])
 {
-	if (!s->loaded || s->spec.kind != d->kind || s->spec.holdout != d->holdout
-	    || memcmp(s->stamp, stamp, sizeof s->stamp) != 0)
+	if (!s->loaded || s->spec.kind != d->kind || s->spec.holdout != d->holdout || s->spec.label != d->label
+	    || s->spec.regression != d->regression || memcmp(s->stamp, stamp, sizeof s->stamp) != 0)
 		return 0;
 	for (int i = 0; i < 4; i++)
 		if ((s->spec.path[i] == NULL) != (d->path[i] == NULL)
@@ -260,7 +260,11 @@ static int read_data(Compiler *c)
 	const DataSpec *d = &c->cfg.data;
 	char err[512] = "";
 	int rc;
-	if (d->kind == DATA_IDX) {
+	if (d->kind == DATA_CSV) {
+		rc = nml_data_load_csv(&c->train, d->path[0], d->label, d->regression, err, sizeof err);
+		if (!rc && d->path[2])
+			rc = nml_data_load_csv(&c->test, d->path[2], d->label, d->regression, err, sizeof err);
+	} else if (d->kind == DATA_IDX) {
 		rc = nml_data_load_idx(&c->train, d->path[0], d->path[1], err, sizeof err);
 		if (!rc && d->path[2])
 			rc = nml_data_load_idx(&c->test, d->path[2], d->path[3], err, sizeof err);

@@ -519,7 +519,7 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		}
 		return (Value){.kind = V_INIT, .init = {INIT_UNIFORM, a.num, c.num}};
 	}
-	case BI_fashion_mnist: case BI_mnist: case BI_idx: case BI_npy:
+	case BI_fashion_mnist: case BI_mnist: case BI_idx: case BI_npy: case BI_csv:
 		return (Value){.kind = V_DATA, .id = b, .node = call, .env = env};
 	}
 	die("builtin %d has no lowering", b);
@@ -818,6 +818,23 @@ static void data_spec(Lower *L, Value d, DataSpec *spec)
 			char path[1024];
 			snprintf(path, sizeof path, "%s/%s", dir, files[i]);
 			spec->path[i] = intern_cstr(path);
+		}
+		return;
+	}
+	if (d.id == BI_csv) { /* csv(path, test, label = -1, regression = 0, holdout = 0.1) */
+		spec->kind = DATA_CSV;
+		spec->path[0] = arg[0] ? relative_to(str_arg(L, d.env, arg[0]), d.node->loc.file) : NULL;
+		spec->path[2] = arg[1] ? relative_to(str_arg(L, d.env, arg[1]), d.node->loc.file) : NULL;
+		int64_t v;
+		spec->label = arg[2] && as_int(lower_expr(L, d.env, arg[2]), arg[2]->loc, "label", &v) ? (int)v : -1;
+		spec->regression = arg[3] && as_int(lower_expr(L, d.env, arg[3]), arg[3]->loc, "regression", &v) && v;
+		spec->holdout = spec->path[2] ? 0 : 0.1;
+		if (arg[4]) {
+			Value h = lower_expr(L, d.env, arg[4]);
+			if (h.kind != V_NUM || !(h.num > 0 && h.num < 1))
+				diag_error(arg[4]->loc, "holdout is a fraction between 0 and 1");
+			else
+				spec->holdout = h.num;
 		}
 		return;
 	}

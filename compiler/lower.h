@@ -40,11 +40,13 @@ typedef struct Value {
 } Value;
 
 /* Where training data comes from, as the train block says. */
-typedef enum { DATA_IDX, DATA_NPY } DataKind;
+typedef enum { DATA_IDX, DATA_NPY, DATA_CSV } DataKind;
 typedef struct DataSpec {
 	DataKind kind;
 	const char *path[4]; /* IDX: train images, labels, test images, labels; NPY: x, y, test x, test y */
-	double holdout;      /* NPY without test files: fraction held out */
+	double holdout;      /* NPY or CSV without test files: fraction held out */
+	int label;           /* CSV: the target column (negative: from the end) */
+	int regression;      /* CSV: the target is a value, not a class index */
 	SrcLoc loc;
 } DataSpec;
 

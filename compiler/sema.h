@@ -40,7 +40,8 @@
 	X(fashion_mnist,  0, 1, "path")                                        \
 	X(mnist,          0, 1, "path")                                        \
 	X(idx,            2, 4, "images labels test_images test_labels")       \
-	X(npy,            2, 5, "x y test_x test_y holdout")
+	X(npy,            2, 5, "x y test_x test_y holdout")                   \
+	X(csv,            1, 5, "path test label regression holdout")
 
 typedef enum {
 #define X(name, lo, hi, named) BI_##name,

@@ -7,6 +7,7 @@
 #include "rtutil.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -557,6 +558,118 @@ fail:
 }
 
 /* ---- splitting and batching ---- */
+
+/* ---- CSV ---- */
+
+/* Numbers separated by commas, one sample a line; a first line that is not all numbers is a
+ * header. Blank lines are skipped. */
+int nml_data_load_csv(NmlData *d, const char *path, int label, int regression, char *err, size_t errlen)
+{
+	*d = (NmlData){0};
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return rt_error(err, errlen, "cannot open %s: %s", path, strerror(errno));
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	int64_t lineno = 0, cols = -1, rows = 0, rowcap = 0;
+	float *vals = NULL;
+	int rc = -1;
+	while ((len = getline(&line, &cap, f)) >= 0) {
+		lineno++;
+		while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+			line[--len] = 0;
+		if (len == 0)
+			continue;
+		int64_t n = 1;
+		for (char *c = line; *c; c++)
+			n += *c == ',';
+		if (cols < 0 && rows == 0) {
+			char *end;
+			int header = 0;
+			for (char *c = line;; c = end + 1) {
+				strtod(c, &end);
+				while (*end == ' ' || *end == '\t')
+					end++;
+				if (end == c || (*end && *end != ','))
+					header = 1;
+				if (!*end || header)
+					break;
+			}
+			cols = n;
+			if (header)
+				continue;
+		}
+		if (n != cols) {
+			rt_error(err, errlen, "%s:%lld: %lld fields, the first line has %lld", path, (long long)lineno,
+				 (long long)n, (long long)cols);
+			goto out;
+		}
+		if (rows == rowcap) {
+			rowcap = rowcap ? 2 * rowcap : 1024;
+			float *v = realloc(vals, (size_t)(rowcap * cols) * sizeof *v);
+			if (!v) {
+				rt_error(err, errlen, "out of memory reading %s", path);
+				goto out;
+			}
+			vals = v;
+		}
+		char *c = line, *end;
+		for (int64_t k = 0; k < cols; k++, c = end + 1) {
+			double v = strtod(c, &end);
+			while (*end == ' ' || *end == '\t')
+				end++;
+			if (end == c || (*end && *end != ',') || !isfinite(v)) {
+				rt_error(err, errlen, "%s:%lld: field %lld is not a number", path, (long long)lineno,
+					 (long long)k + 1);
+				goto out;
+			}
+			vals[rows * cols + k] = (float)v;
+		}
+		rows++;
+	}
+	if (rows == 0 || cols < 2) {
+		rt_error(err, errlen, "%s holds no samples with features and a label", path);
+		goto out;
+	}
+	int64_t lab = label < 0 ? cols + label : label;
+	if (lab < 0 || lab >= cols) {
+		rt_error(err, errlen, "%s has %lld columns, no column %d", path, (long long)cols, label);
+		goto out;
+	}
+	d->n = rows;
+	d->xdim = cols - 1;
+	d->ydim = regression ? 1 : 0;
+	d->x = malloc((size_t)(rows * d->xdim) * sizeof *d->x);
+	d->y = malloc((size_t)rows * sizeof *d->y);
+	if (!d->x || !d->y) {
+		rt_error(err, errlen, "out of memory reading %s", path);
+		goto out;
+	}
+	for (int64_t r = 0; r < rows; r++) {
+		float *src = vals + r * cols, *dst = d->x + r * d->xdim;
+		for (int64_t k = 0; k < cols; k++)
+			if (k != lab)
+				*dst++ = src[k];
+		float y = src[lab];
+		if (!regression && (y < 0 || y != floorf(y) || y >= DATA_MAX_LABEL)) {
+			rt_error(err, errlen, "%s: sample %lld has label %g, not a class index (for regression "
+				 "targets say regression = 1)", path, (long long)r + 1, y);
+			goto out;
+		}
+		if (!regression && (int64_t)y + 1 > d->classes)
+			d->classes = (int64_t)y + 1;
+		d->y[r] = y;
+	}
+	rc = 0;
+out:
+	if (rc)
+		nml_data_free(d);
+	free(vals);
+	free(line);
+	fclose(f);
+	return rc;
+}
 
 int nml_data_split(NmlData *d, NmlData *held, int64_t count, char *err, size_t errlen)
 {

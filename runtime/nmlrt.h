@@ -69,6 +69,9 @@ typedef struct NmlData {
 int nml_data_load_idx(NmlData *d, const char *images, const char *labels, char *err, size_t errlen);
 /* NumPy .npy arrays: x of any float/int dtype with n rows; y integer (class indices) or float. */
 int nml_data_load_npy(NmlData *d, const char *x_npy, const char *y_npy, char *err, size_t errlen);
+/* Comma-separated numbers, one sample a line (a non-numeric first line is a header); column label
+ * (negative: from the end) is the target, a class index, or with regression a value. */
+int nml_data_load_csv(NmlData *d, const char *path, int label, int regression, char *err, size_t errlen);
 /* Move the last `count` samples of d into held (a held-out split). */
 int nml_data_split(NmlData *d, NmlData *held, int64_t count, char *err, size_t errlen);
 void nml_data_free(NmlData *d);

@@ -103,6 +103,30 @@ with tempfile.TemporaryDirectory() as tmp:
     r = run("--set", "lr=1", expect=1)
     check("a schedule cannot be --set", r.returncode == 1 and "is a schedule" in r.stderr, r.stderr)
 
+    # CSV data: the blobs as CSV train exactly as the same rows from .npy files do.
+    src = open(small).read()
+    data = os.path.join(os.path.dirname(small), "..", "..", "data")
+    via_npy, via_csv = os.path.join(tmp, "npy.nml"), os.path.join(tmp, "csv.nml")
+    with open(via_npy, "w") as f:
+        f.write(src.replace('"../../data/', '"' + data + "/"))
+    with open(via_csv, "w") as f:
+        f.write(src.replace('npy("../../data/blobs_x.npy", "../../data/blobs_y.npy")',
+                            'csv("%s/blobs.csv")' % data))
+    losses = []
+    for path in (via_npy, via_csv):
+        r = subprocess.run([nmlc, "run", path, "--epochs", "2", "--log", log2], capture_output=True, text=True)
+        losses.append([(x["train_loss"], x["test_loss"]) for x in records(log2)] if r.returncode == 0 else r.stderr)
+    check("csv() reads what npy() reads", len(losses[0]) == 2 and losses[0] == losses[1], str(losses))
+    reg = os.path.join(tmp, "reg.nml")
+    with open(reg, "w") as f:
+        f.write('use std.nn\nuse std.optim\ntrain {\n  data = csv("%s/reg.csv", label = 0, regression = 1)\n'
+                '  model = Linear(6, 1)\n  loss = mse(model(x), y)\n  optimizer = adam(lr = 0.05)\n}\n' % data)
+    r = subprocess.run([nmlc, "run", reg, "--epochs", "20", "--log", log2], capture_output=True, text=True)
+    recs6 = records(log2) if r.returncode == 0 else []
+    check("csv() regression trains", len(recs6) == 20 and recs6[-1]["train_loss"] < 0.5 * recs6[0]["train_loss"],
+          r.stderr + str(recs6[-1:] ))
+    os.remove(via_npy), os.remove(via_csv), os.remove(reg)
+
     # --batch: ceil(1000 / 256) = 4 steps per epoch.
     r = run("--limit", "1000", "--epochs", "2", "--batch", "256", "--log", log2)
     recs5 = records(log2) if r.returncode == 0 else []

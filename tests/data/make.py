@@ -12,3 +12,13 @@ np.save("blobs_y.npy", y.astype(np.int64))
 w = rng.normal(0, 1, (d, 2))
 t = (np.tanh(x @ w) + 0.1 * rng.normal(0, 1, (n, 2))).astype(np.float32)
 np.save("reg_t.npy", t)
+
+# The same samples as CSV: a header, features then the class; and a regression file whose first
+# column is the first target.
+with open("blobs.csv", "w") as f:
+    f.write("f1,f2,f3,f4,f5,f6,class\n")
+    for i in range(n):
+        f.write(",".join("%.9g" % v for v in x[i]) + ",%d\n" % y[i])
+with open("reg.csv", "w") as f:
+    for i in range(n):
+        f.write("%.9g," % t[i, 0] + ",".join("%.9g" % v for v in x[i]) + "\n")
