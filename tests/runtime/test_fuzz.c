@@ -181,6 +181,21 @@ static void fuzz_safetensors(void)
 	}
 }
 
+static void fuzz_csv(void)
+{
+	static const char base[] = "a,b,label\n1.5,-2,0\n3,4e-3,2\n\n0.25,7,1\n";
+	unsigned char buf[128];
+	for (int round = 0; round < ROUNDS; round++) {
+		size_t n = mutate(buf, (const unsigned char *)base, sizeof base - 1, sizeof base - 1);
+		spit(P("m.csv"), buf, n, 0);
+		NmlData d = {0};
+		err[0] = 0;
+		int rc = nml_data_load_csv(&d, P("m.csv"), -1, round % 3 == 0, err, sizeof err);
+		check_outcome(rc, "csv", round, rc == 0 && data_sane(&d));
+		nml_data_free(&d);
+	}
+}
+
 int main(void)
 {
 	check_tmpdir(dir, sizeof dir);
@@ -188,6 +203,7 @@ int main(void)
 	fuzz_idx();
 	fuzz_npy();
 	fuzz_safetensors();
+	fuzz_csv();
 	check_rmtree(dir);
 	return check_done();
 }
