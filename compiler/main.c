@@ -1,5 +1,6 @@
 /* main.c: the nmlc command line. */
 #include <errno.h>
+#include <signal.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -449,6 +450,16 @@ static int run_resume(Run *r, NmlTrainer *tr, char *err, size_t errlen)
 	return 0;
 }
 
+/* The first Ctrl-C stops training after the current batch (the last finished epoch stays saved);
+ * a second one ends nmlc at once. */
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+	interrupted = 1;
+	signal(sig, SIG_DFL);
+}
+
 static int check_writable(const char *path)
 {
 	char dir[4096];
@@ -498,9 +509,13 @@ static int cmd_run(Compiler *c, const Options *o)
 		return 1;
 	Build b = {.c = c, .k = {{"nml_step", c->step, 0}, {"nml_eval", c->eval, 0}}, .nk = 2,
 		   .type = CG_F32, .max_batch = c->cfg.batch};
+	interrupted = 0;
+	void (*previous)(int) = signal(SIGINT, on_interrupt);
 	Jit *j = compile(c, &b);
-	if (!j)
+	if (!j) {
+		signal(SIGINT, previous);
 		return 1;
+	}
 	Run r;
 	run_init(&r, c, o);
 	NmlTrainer tr = {
@@ -510,7 +525,7 @@ static int cmd_run(Compiler *c, const Options *o)
 		.batch = c->cfg.batch, .epochs = c->cfg.epochs, .seed = c->cfg.seed,
 		.train = &c->train, .test = c->test.n ? &c->test : NULL,
 		.progress = isatty(STDERR_FILENO) && !o->quiet, .quiet = o->quiet,
-		.after_epoch = after_epoch, .user = &r,
+		.after_epoch = after_epoch, .user = &r, .interrupt = &interrupted,
 	};
 	char err[512];
 	int rc = 0;
@@ -545,10 +560,13 @@ static int cmd_run(Compiler *c, const Options *o)
 		else if (tr.epochs == 0)
 			rc = evaluate_only(&tr);
 		else if (nml_train(&tr, &last, err, sizeof err)) {
-			fprintf(stderr, "nmlc: error: %s\n", err);
+			fprintf(stderr, "nmlc: %s%s\n", tr.interrupted ? "" : "error: ", err);
 			if (tr.diverged)
 				explain_divergence(&r, &tr);
-			rc = 1;
+			if (tr.interrupted && o->save && tr.epochs_done > 0)
+				fprintf(stderr, "nmlc: %s holds epoch %d; continue with --resume %s\n", o->save,
+					tr.epochs_done, o->save);
+			rc = tr.interrupted ? 130 : 1;
 		}
 		if (!rc && o->save && tr.epochs == 0 && run_save(&r, 0, 0, err, sizeof err)) {
 			fprintf(stderr, "nmlc: error: %s\n", err);
@@ -561,6 +579,7 @@ static int cmd_run(Compiler *c, const Options *o)
 	}
 	run_free(&r);
 	jit_destroy(j);
+	signal(SIGINT, previous);
 	return rc;
 }
 

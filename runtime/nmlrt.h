@@ -6,6 +6,7 @@
 #ifndef NMLRT_H
 #define NMLRT_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -128,6 +129,8 @@ typedef struct NmlTrainer {
 	int (*after_epoch)(struct NmlTrainer *tr, const struct NmlEpochStats *s, char *err, size_t errlen);
 	void *user;               /* for after_epoch */
 	int diverged;             /* out: training stopped on a loss that is not finite */
+	const volatile sig_atomic_t *interrupt; /* set (by a signal handler): stop before the next batch */
+	int interrupted;          /* out: training stopped on *interrupt */
 } NmlTrainer;
 
 typedef struct NmlEpochStats {

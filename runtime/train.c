@@ -229,6 +229,14 @@ int nml_train(NmlTrainer *tr, NmlEpochStats *last, char *err, size_t errlen)
 		double sum = 0;
 		for (int64_t start = 0; start < d->n; start += tr->batch) {
 			int64_t n = d->n - start < tr->batch ? d->n - start : tr->batch;
+			if (tr->interrupt && *tr->interrupt) {
+				if (bar && drawn >= 0)
+					progress_clear();
+				tr->interrupted = 1;
+				rc = rt_error(err, errlen, "interrupted in epoch %d, after step %lld", epoch,
+				              (long long)tr->steps_done);
+				goto out;
+			}
 			nml_data_gather(d, sb.idx + start, n, sb.x, sb.y);
 			float l = 0;
 			NmlArgs a = train_args(tr, &sb, &l, n, ++tr->steps_done);

@@ -6,6 +6,7 @@ same seed gives identical losses, that --save / --init round-trip the parameters
 changes a hyperparameter, and that bad checkpoints and options fail cleanly."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -141,6 +142,19 @@ with tempfile.TemporaryDirectory() as tmp:
                 ["run", example, "--bogus"], ["show", example]):
         r = subprocess.run([nmlc, *bad], capture_output=True, text=True)
         check(f"usage error {bad[1:]}", r.returncode == 2 and "error" in r.stderr, r.stderr)
+
+    # Ctrl-C stops training after the current batch; the last finished epoch stays saved.
+    saved = os.path.join(tmp, "int.safetensors")
+    p = subprocess.Popen([nmlc, "run", example, "--threads", "2", "--limit", "5000", "--epochs", "1000",
+                          "--save", saved], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stdout:
+        if line.startswith("epoch"):
+            p.send_signal(signal.SIGINT)
+            break
+    out, err = p.communicate(timeout=120)
+    check("Ctrl-C stops cleanly", p.returncode == 130 and "interrupted in epoch" in err
+          and "--resume" in err and os.path.exists(saved), f"{p.returncode} {err}")
+    os.remove(saved)
 
     # Failures: a clear message, a non-zero exit, nothing written.
     r = run("--set", "nosuch=1", expect=1)
