@@ -295,11 +295,11 @@ static void write_header(const Aot *a, FILE *f, const char *src)
 	for (int i = 0; i < m->nhparams; i++)
 		fprintf(f, " *   %-24s %g%s\n", m->hparams[i].name, m->hparams[i].value,
 			m->hparams[i].name == intern_cstr("T") ? " (the run's length in steps, which schedules read)" : "");
-	const AstNode *opt = sema_lookup(&c->globals, c->cfg.optimizer.node->lhs->name);
-	int k = 0, nsched = 0;
-	for (const AstNode *fm = opt->formals.head; fm; fm = fm->next, k++)
-		if (k < 64 && c->lower.schedule[k])
-			fprintf(f, "%s %s", nsched++ ? "," : " * Schedules of t and T (compiled in):", fm->name);
+	int nsched = 0;
+	for (int k = 0; k < c->lower.nschedule; k++)
+		if (c->lower.schedule[k])
+			fprintf(f, "%s %s", nsched++ ? "," : " * Schedules of t and T (compiled in):",
+				c->lower.schedule_name[k]);
 	fprintf(f, "%s *\n", nsched ? "\n" : "");
 	fprintf(f,
 		" * Every function returning int returns 0, or -1 with %s_error(m) saying why. A model is used\n"

@@ -192,7 +192,7 @@ static const char *const kind_names[AST_NKINDS] = {
 	[AST_BINARY] = "binary", [AST_CALL] = "call", [AST_MEMBER] = "member", [AST_LIST] = "list",
 	[AST_NAMED] = "named", [AST_ASSIGN] = "assign", [AST_PARAM] = "param", [AST_STATE] = "state",
 	[AST_FORWARD] = "forward", [AST_RETURN] = "return", [AST_USE] = "use", [AST_LAYER] = "layer",
-	[AST_OPTIMIZER] = "optimizer", [AST_DEF] = "def", [AST_CONST] = "const", [AST_TRAIN] = "train",
+	[AST_OPTIMIZER] = "optimizer", [AST_TRANSFORM] = "transform", [AST_DEF] = "def", [AST_CONST] = "const", [AST_TRAIN] = "train",
 	[AST_FORMAL] = "formal",
 };
 

@@ -29,6 +29,7 @@ typedef enum {
 	AST_USE,      /* use name (dotted) */
 	AST_LAYER,    /* layer name(formals) { body } */
 	AST_OPTIMIZER,/* optimizer name(formals) { body } */
+	AST_TRANSFORM,/* transform name(formals) { body }: an update rule that rewrites g, not p */
 	AST_DEF,      /* def name(formals) = rhs | { body } */
 	AST_CONST,    /* const name = rhs */
 	AST_TRAIN,    /* train { body } */

@@ -13,7 +13,7 @@
 %syntax_error { parse_syntax_error(ctx, TOKEN, yymajor); }
 %stack_overflow { diag_error((SrcLoc){0}, "expression nested too deeply"); }
 
-%token NL USE LAYER OPTIMIZER PARAM STATE FORWARD RETURN DEF CONST TRAIN IDENT NUMBER STRING.
+%token NL USE LAYER OPTIMIZER TRANSFORM PARAM STATE FORWARD RETURN DEF CONST TRAIN IDENT NUMBER STRING.
 %token LPAREN RPAREN LBRACKET RBRACKET LBRACE RBRACE COMMA DOT.
 %token ASSIGN PLUSEQ MINUSEQ STAREQ SLASHEQ.
 
@@ -45,6 +45,7 @@ item(I) ::= error NL.                                    { I = NULL; }
 item(I) ::= USE(K) dotted(D) NL.                         { I = ast_use(ctx->arena, K, D); }
 item(I) ::= LAYER IDENT(N) formals_opt(F) LBRACE body(B) RBRACE.     { I = ast_item(ctx->arena, AST_LAYER, N, F, NULL, B); }
 item(I) ::= OPTIMIZER IDENT(N) formals_opt(F) LBRACE body(B) RBRACE. { I = ast_item(ctx->arena, AST_OPTIMIZER, N, F, NULL, B); }
+item(I) ::= TRANSFORM IDENT(N) formals_opt(F) LBRACE body(B) RBRACE. { I = ast_item(ctx->arena, AST_TRANSFORM, N, F, NULL, B); }
 item(I) ::= DEF IDENT(N) LPAREN formal_list(F) RPAREN ASSIGN expr(E) NL.      { I = ast_item(ctx->arena, AST_DEF, N, F, E, (AstList){0}); }
 item(I) ::= DEF IDENT(N) LPAREN formal_list(F) RPAREN LBRACE body(B) RBRACE.  { I = ast_item(ctx->arena, AST_DEF, N, F, NULL, B); }
 item(I) ::= CONST IDENT(N) ASSIGN expr(E) NL.            { I = ast_item(ctx->arena, AST_CONST, N, (AstList){0}, E, (AstList){0}); }

@@ -40,6 +40,7 @@ Token lex_next(Lexer *lx)
 		"use" { return make(lx, TK_USE, start); }
 		"layer" { return make(lx, TK_LAYER, start); }
 		"optimizer" { return make(lx, TK_OPTIMIZER, start); }
+		"transform" { return make(lx, TK_TRANSFORM, start); }
 		"param" { return make(lx, TK_PARAM, start); }
 		"state" { return make(lx, TK_STATE, start); }
 		"forward" { return make(lx, TK_FORWARD, start); }

@@ -64,7 +64,7 @@ Value *lower_lookup_local(Env *env, const char *name)
 	return NULL;
 }
 
-static Value *lookup(Env *env, const char *name)
+Value *lower_lookup(Env *env, const char *name)
 {
 	for (; env; env = env->parent) {
 		Value *v = lower_lookup_local(env, name);
@@ -415,6 +415,28 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		return tensor(ir_where(L->fn, lower_tensor(L, c, loc), lower_tensor(L, x, loc),
 				       lower_tensor(L, y, loc), loc));
 	}
+	case BI_chain: { /* chain(rule, ...): the rules applied in order, each seeing g as the last left it */
+		Value v = {.kind = V_OPT, .node = call, .env = env};
+		v.items = arena_alloc(L->arena, 64 * sizeof *v.items);
+		for (AstNode *a = call->args.head; a; a = a->next) {
+			Value r = lower_expr(L, env, a);
+			if (r.kind == V_NONE)
+				return none;
+			if (r.kind != V_OPT) {
+				diag_error(a->loc, "chain takes optimizers and transforms, not a %s", kind_name(r.kind));
+				return none;
+			}
+			int n = r.items ? r.nitems : 1;
+			for (int k = 0; k < n; k++) { /* a chain in a chain is flattened */
+				if (v.nitems == 64) {
+					diag_error(a->loc, "a chain of more than 64 rules");
+					return none;
+				}
+				v.items[v.nitems++] = r.items ? r.items[k] : r;
+			}
+		}
+		return v;
+	}
 	case BI_global_sum: case BI_global_norm: {
 		/* Over every parameter: the argument is evaluated in each parameter's environment (its p, g
 		 * and state as the rule stands before this statement) and summed. */
@@ -546,7 +568,7 @@ static Value call(Lower *L, Env *env, AstNode *call)
 		switch (f.node->kind) {
 		case AST_LAYER:
 			return instantiate(L, env, call, f.node);
-		case AST_OPTIMIZER:
+		case AST_OPTIMIZER: case AST_TRANSFORM:
 			return (Value){.kind = V_OPT, .node = call, .env = env};
 		default:
 			return call_fn(L, env, call, L->global_env, &f.node->formals, f.node->rhs, &f.node->body);
@@ -697,7 +719,7 @@ Value lower_expr(Lower *L, Env *env, AstNode *e)
 	case AST_STR:
 		return (Value){.kind = V_STR, .str = e->name};
 	case AST_NAME: {
-		Value *v = lookup(env, e->name);
+		Value *v = lower_lookup(env, e->name);
 		Value r = v ? *v : global(L, e->name);
 		if (r.kind == V_NONE && !v)
 			diag_error(e->loc, "unknown name '%s'", e->name);
@@ -756,7 +778,7 @@ static Value eval_body(Lower *L, Env *env, const AstList *body)
 			return lower_expr(L, env, st->rhs);
 		Value v = lower_expr(L, env, st->rhs);
 		if (st->op != TK_ASSIGN) {
-			Value *old = lookup(env, st->name);
+			Value *old = lower_lookup(env, st->name);
 			int tk = st->op == TK_PLUSEQ ? TK_PLUS : st->op == TK_MINUSEQ ? TK_MINUS
 				: st->op == TK_STAREQ ? TK_STAR : TK_SLASH;
 			v = binary(L, tk, old ? *old : none, v, st->loc);

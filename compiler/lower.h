@@ -72,7 +72,10 @@ typedef struct Lower {
 	AstNode *train;
 	Env *train_env;
 	Instance *model;
-	AstNode *schedule[64]; /* per optimizer formal: its expression of t and T, or NULL */
+	AstNode *schedule[64]; /* per optimizer formal (of every rule of a chain, in order): its
+				* expression of t and T, or NULL */
+	const char *schedule_name[64];
+	int nschedule;
 	Env **opt_envs;        /* while lowering an update rule: every parameter's environment */
 	int opt_param;         /* and the parameter whose rule is being lowered */
 	int opt_nenvs;
@@ -96,6 +99,7 @@ const char *lower_model_name(const Lower *L);
 Env *lower_env_new(Lower *L, Env *parent);
 void lower_bind(Lower *L, Env *env, const char *name, Value v);
 Value *lower_lookup_local(Env *env, const char *name);
+Value *lower_lookup(Env *env, const char *name); /* through the enclosing environments */
 Value lower_expr(Lower *L, Env *env, AstNode *e);
 int lower_tensor(Lower *L, Value v, SrcLoc loc); /* a number becomes a constant; -1 if not a tensor */
 int lower_param_value(Lower *L, int slot);      /* the PARAM value of slot in L->fn */

@@ -12,6 +12,7 @@
 #include "driver.h"
 #include "interp.h"
 #include "jit.h"
+#include "optim.h"
 #include "main.h"
 #include "repl.h"
 
@@ -209,11 +210,7 @@ static int apply_sets(Compiler *c, const Options *o)
 		}
 		const char *name = intern(o->sets[i], (size_t)(eq - o->sets[i]));
 		int h = ir_find_hparam(&c->mod, name);
-		const AstNode *opt = sema_lookup(&c->globals, c->cfg.optimizer.node->lhs->name);
-		int k = 0, scheduled = 0;
-		for (const AstNode *f = opt->formals.head; f; f = f->next, k++)
-			scheduled |= f->name == name && k < 64 && c->lower.schedule[k];
-		if (scheduled) {
+		if (optim_is_schedule(&c->lower, name)) {
 			fprintf(stderr, "nmlc: error: --set %s: '%s' is a schedule in the train block; edit it there\n",
 				o->sets[i], name);
 			bad = 1;
@@ -256,18 +253,9 @@ static void describe(const Compiler *c)
 	for (int i = 0; i < m->nparams; i++)
 		count += (size_t)ir_shape_numel(m->params[i].shape, 1);
 	printf("model      %s: %zu parameters in %d tensors\n", lower_model_name(&c->lower), count, m->nparams);
-	const AstNode *opt = sema_lookup(&c->globals, c->cfg.optimizer.node->lhs->name);
-	printf("optimizer  %s(", opt->name);
-	int i = 0;
-	for (const AstNode *f = opt->formals.head; f; f = f->next, i++) {
-		int h = ir_find_hparam(m, f->name);
-		if (i < 64 && c->lower.schedule[i])
-			printf("%s%s=schedule", i ? ", " : "", f->name);
-		else if (h >= 0)
-			printf("%s%s=%g", i ? ", " : "", f->name, m->hparams[h].value);
-	}
+	printf("optimizer  ");
+	optim_describe(stdout, &c->lower, &c->cfg.optimizer);
 	int T = ir_find_hparam(m, intern_cstr("T"));
-	printf(")");
 	if (T >= 0)
 		printf(", T=%g steps", m->hparams[T].value);
 	printf("\ndata       %lld training and %lld test samples, %lld features", (long long)c->train.n,

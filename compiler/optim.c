@@ -30,33 +30,116 @@ static AstNode *call_arg(AstNode *call, int index, const char *name)
 	return NULL;
 }
 
+int optim_rules(const Value *opt, const Value **rule)
+{
+	if (!opt->items) {
+		rule[0] = opt;
+		return 1;
+	}
+	for (int r = 0; r < opt->nitems; r++)
+		rule[r] = &opt->items[r];
+	return opt->nitems;
+}
+
+AstNode *optim_def(const Lower *L, const Value *rule)
+{
+	return sema_lookup(L->globals, rule->node->lhs->name);
+}
+
 int optim_hparams(Lower *L, const Value *opt)
 {
 	int before = diag_count();
-	AstNode *def = sema_lookup(L->globals, opt->node->lhs->name);
-	Env *env = lower_env_new(L, L->global_env);
+	const Value *rules[64];
+	int nrules = optim_rules(opt, rules), i = 0;
 	IrFunc *fn = L->fn;
 	L->fn = NULL; /* hyperparameters are numbers; the runtime may change them */
-	int i = 0;
-	for (AstNode *f = def->formals.head; f && i < 64; f = f->next, i++) {
-		AstNode *arg = call_arg(opt->node, i, f->name);
-		L->schedule[i] = NULL;
-		if (arg && mentions_step(arg)) {
-			L->schedule[i] = arg;
-			ir_add_hparam(L->mod, intern_cstr("T"), 0, arg->loc);
-			lower_bind(L, env, f->name, (Value){V_NONE});
-			continue;
+	for (int r = 0; r < nrules; r++) {
+		AstNode *def = optim_def(L, rules[r]);
+		Env *env = lower_env_new(L, L->global_env);
+		char shared[256] = "";
+		int k = 0;
+		for (AstNode *f = def->formals.head; f; f = f->next, k++, i++) {
+			if (i >= 64) {
+				diag_error(f->loc, "more than 64 hyperparameters");
+				break;
+			}
+			L->schedule[i] = NULL;
+			int dup = ir_find_hparam(L->mod, f->name) >= 0;
+			for (int q = 0; q < i; q++)
+				dup |= L->schedule_name[q] == f->name;
+			if (dup) {
+				size_t len = strlen(shared);
+				snprintf(shared + len, sizeof shared - len, "%s%s", len ? ", " : "", f->name);
+				L->schedule_name[i] = f->name;
+				continue;
+			}
+			AstNode *arg = call_arg(rules[r]->node, k, f->name);
+			L->schedule_name[i] = f->name;
+			if (arg && mentions_step(arg)) {
+				L->schedule[i] = arg;
+				ir_add_hparam(L->mod, intern_cstr("T"), 0, arg->loc);
+				lower_bind(L, env, f->name, (Value){V_NONE});
+				continue;
+			}
+			Value v = arg ? lower_expr(L, rules[r]->env, arg) : f->rhs ? lower_expr(L, env, f->rhs) : (Value){V_NONE};
+			lower_bind(L, env, f->name, v);
+			if (v.kind == V_NUM)
+				ir_add_hparam(L->mod, f->name, v.num, f->loc);
+			else if (v.kind != V_NONE)
+				diag_error(arg ? arg->loc : f->loc, "hyperparameter '%s' must be a number or a schedule "
+								    "(an expression of t and T)", f->name);
 		}
-		Value v = arg ? lower_expr(L, opt->env, arg) : f->rhs ? lower_expr(L, env, f->rhs) : (Value){V_NONE};
-		lower_bind(L, env, f->name, v);
-		if (v.kind == V_NUM)
-			ir_add_hparam(L->mod, f->name, v.num, f->loc);
-		else if (v.kind != V_NONE)
-			diag_error(arg ? arg->loc : f->loc, "hyperparameter '%s' must be a number or a schedule "
-							    "(an expression of t and T)", f->name);
+		if (*shared)
+			diag_error(rules[r]->node->loc, "'%s' has hyperparameters an earlier rule of the chain has: %s "
+							"(each rule's must be distinct)", def->name, shared);
 	}
+	for (int r = 0; r < nrules; r++) {
+		char shared[256] = "";
+		for (AstNode *st = optim_def(L, rules[r])->body.head; st; st = st->next)
+			for (int q = 0; q < r && st->kind == AST_STATE; q++)
+				for (AstNode *o = optim_def(L, rules[q])->body.head; o; o = o->next)
+					if (o->kind == AST_STATE && o->name == st->name) {
+						size_t len = strlen(shared);
+						snprintf(shared + len, sizeof shared - len, "%s%s", len ? ", " : "", st->name);
+					}
+		if (*shared)
+			diag_error(rules[r]->node->loc, "'%s' has states an earlier rule of the chain has: %s",
+				   optim_def(L, rules[r])->name, shared);
+	}
+	L->nschedule = i;
 	L->fn = fn;
 	return diag_count() - before;
+}
+
+int optim_is_schedule(const Lower *L, const char *name)
+{
+	for (int i = 0; i < L->nschedule; i++)
+		if (L->schedule[i] && L->schedule_name[i] == name)
+			return 1;
+	return 0;
+}
+
+void optim_describe(FILE *out, const Lower *L, const Value *opt)
+{
+	const Value *rules[64];
+	int nrules = optim_rules(opt, rules), i = 0;
+	if (nrules > 1)
+		fprintf(out, "chain(");
+	for (int r = 0; r < nrules; r++) {
+		AstNode *def = optim_def(L, rules[r]);
+		fprintf(out, "%s%s(", r ? ", " : "", def->name);
+		int k = 0;
+		for (const AstNode *f = def->formals.head; f && i < 64; f = f->next, i++, k++) {
+			int h = ir_find_hparam(L->mod, f->name);
+			if (L->schedule[i])
+				fprintf(out, "%s%s=schedule", k ? ", " : "", f->name);
+			else if (h >= 0)
+				fprintf(out, "%s%s=%g", k ? ", " : "", f->name, L->mod->hparams[h].value);
+		}
+		fprintf(out, ")");
+	}
+	if (nrules > 1)
+		fprintf(out, ")");
 }
 
 static void store(Lower *L, IrOp op, int v, int slot, const IrSlot *s, SrcLoc loc)
@@ -108,7 +191,7 @@ static void rule_stmt(Lower *L, Env *env, AstNode *st, int p)
 	}
 	Value v = lower_expr(L, env, st->rhs);
 	if (st->op != TK_ASSIGN) {
-		Value *old = lower_lookup_local(env, st->name);
+		Value *old = lower_lookup(env, st->name);
 		int tk = st->op == TK_PLUSEQ ? IR_ADD : st->op == TK_MINUSEQ ? IR_SUB : st->op == TK_STAREQ ? IR_MUL : IR_DIV;
 		int a = old ? lower_tensor(L, *old, st->loc) : -1;
 		v = (Value){.kind = V_TENSOR, .id = ir_binary(fn, (IrOp)tk, a, lower_tensor(L, v, st->loc), st->loc)};
@@ -155,56 +238,91 @@ static int mentions_global(const AstNode *e)
 	return 0;
 }
 
+/* The rule environment of a parameter hands what the rule changed to the next rule: p, g and
+ * the rule's states. */
+static void finish_rule(Lower *L, Env *base, Env *env, const AstNode *def)
+{
+	const char *names[] = {intern_cstr("p"), intern_cstr("g")};
+	for (int k = 0; k < 2; k++) {
+		Value *v = lower_lookup_local(env, names[k]);
+		if (v)
+			lower_bind(L, base, names[k], *v);
+	}
+	for (const AstNode *st = def->body.head; st; st = st->next) {
+		Value *v = st->kind == AST_STATE ? lower_lookup_local(env, st->name) : NULL;
+		if (v)
+			lower_bind(L, base, st->name, *v);
+	}
+}
+
 int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 {
 	int before = diag_count();
-	AstNode *def = sema_lookup(L->globals, opt->node->lhs->name);
+	const Value *rules[64];
+	int nrules = optim_rules(opt, rules);
 	const char *p_name = intern_cstr("p"), *g_name = intern_cstr("g"), *t_name = intern_cstr("t");
+	SrcLoc loc = optim_def(L, rules[nrules - 1])->loc; /* the rule that updates p */
 	L->fn = fn;
-	int step = ir_leaf(fn, IR_STEP, 0, ir_scalar_shape(), def->loc);
-	int hp[64];
-	int i = 0;
+	int step = ir_leaf(fn, IR_STEP, 0, ir_scalar_shape(), loc);
 	Env *sched = lower_env_new(L, opt->env);
 	lower_bind(L, sched, t_name, (Value){.kind = V_TENSOR, .id = step});
 	int T = ir_find_hparam(L->mod, intern_cstr("T"));
 	if (T >= 0)
 		lower_bind(L, sched, intern_cstr("T"),
-			   (Value){.kind = V_TENSOR, .id = ir_leaf(fn, IR_HPARAM, T, ir_scalar_shape(), def->loc)});
-	for (AstNode *f = def->formals.head; f && i < 64; f = f->next, i++) {
-		if (L->schedule[i])
-			hp[i] = lower_tensor(L, lower_expr(L, sched, L->schedule[i]), L->schedule[i]->loc);
-		else
-			hp[i] = ir_leaf(fn, IR_HPARAM, ir_find_hparam(L->mod, f->name), ir_scalar_shape(), f->loc);
-	}
-	int n = L->mod->nparams, first_state = L->mod->nstates;
+			   (Value){.kind = V_TENSOR, .id = ir_leaf(fn, IR_HPARAM, T, ir_scalar_shape(), loc)});
+
+	/* Every parameter's base environment: the hyperparameters of all rules, p, g and t. */
+	int n = L->mod->nparams, first_state = L->mod->nstates, global = 0;
+	Env **base = arena_alloc(L->arena, (size_t)(n + 1) * sizeof *base);
 	Env **envs = arena_alloc(L->arena, (size_t)(n + 1) * sizeof *envs);
 	for (int p = 0; p < n; p++) {
-		Env *env = envs[p] = lower_env_new(L, L->global_env);
-		i = 0;
-		for (AstNode *f = def->formals.head; f && i < 64; f = f->next, i++)
-			lower_bind(L, env, f->name, (Value){.kind = V_TENSOR, .id = hp[i]});
-		lower_bind(L, env, p_name, (Value){.kind = V_TENSOR, .id = lower_param_value(L, p)});
-		lower_bind(L, env, g_name, (Value){.kind = V_TENSOR, .id = grad[p]});
-		lower_bind(L, env, t_name, (Value){.kind = V_TENSOR, .id = step});
+		base[p] = lower_env_new(L, L->global_env);
+		lower_bind(L, base[p], p_name, (Value){.kind = V_TENSOR, .id = lower_param_value(L, p)});
+		lower_bind(L, base[p], g_name, (Value){.kind = V_TENSOR, .id = grad[p]});
+		lower_bind(L, base[p], t_name, (Value){.kind = V_TENSOR, .id = step});
 	}
+	int i = 0;
+	for (int r = 0; r < nrules; r++) {
+		AstNode *def = optim_def(L, rules[r]);
+		global |= mentions_global(def);
+		for (AstNode *f = def->formals.head; f && i < 64; f = f->next, i++) {
+			int v = L->schedule[i] ? lower_tensor(L, lower_expr(L, sched, L->schedule[i]), L->schedule[i]->loc)
+				: ir_leaf(fn, IR_HPARAM, ir_find_hparam(L->mod, f->name), ir_scalar_shape(), f->loc);
+			for (int p = 0; p < n; p++)
+				lower_bind(L, base[p], f->name, (Value){.kind = V_TENSOR, .id = v});
+		}
+	}
+
 	L->opt_envs = envs;
 	L->opt_nenvs = n;
-	if (mentions_global(def)) {
-		/* A global reduction is a barrier: every parameter's rule runs statement by statement, so
+	if (global) {
+		/* A global reduction is a barrier: every parameter's rules run statement by statement, so
 		 * that statement k sees every parameter as it stands after statement k - 1. */
-		for (AstNode *st = def->body.head; st && !diag_full(); st = st->next) {
-			L->global_node = NULL;
+		for (int r = 0; r < nrules && !diag_full(); r++) {
+			AstNode *def = optim_def(L, rules[r]);
 			for (int p = 0; p < n; p++)
-				rule_stmt(L, envs[p], st, p);
+				envs[p] = lower_env_new(L, base[p]);
+			for (AstNode *st = def->body.head; st && !diag_full(); st = st->next) {
+				L->global_node = NULL;
+				for (int p = 0; p < n; p++)
+					rule_stmt(L, envs[p], st, p);
+			}
+			for (int p = 0; p < n; p++)
+				finish_rule(L, base[p], envs[p], def);
 		}
 		for (int p = 0; p < n; p++)
-			write_back(L, envs[p], p, first_state, def->loc);
+			write_back(L, base[p], p, first_state, loc);
 	} else {
 		/* Each parameter's update in one piece, which fuses best. */
 		for (int p = 0; p < n && !diag_full(); p++) {
-			for (AstNode *st = def->body.head; st; st = st->next)
-				rule_stmt(L, envs[p], st, p);
-			write_back(L, envs[p], p, first_state, def->loc);
+			for (int r = 0; r < nrules; r++) {
+				AstNode *def = optim_def(L, rules[r]);
+				envs[p] = lower_env_new(L, base[p]);
+				for (AstNode *st = def->body.head; st; st = st->next)
+					rule_stmt(L, envs[p], st, p);
+				finish_rule(L, base[p], envs[p], def);
+			}
+			write_back(L, base[p], p, first_state, loc);
 		}
 	}
 	L->opt_envs = NULL;

@@ -6,6 +6,14 @@
 
 #include "lower.h"
 
+/* The rules of the train block's optimizer: the one call, or the rules of a chain(...), in order;
+ * returns how many (at most 64). optim_def gives a rule's definition (optimizer or transform). */
+int optim_rules(const Value *opt, const Value **rule);
+AstNode *optim_def(const Lower *L, const Value *rule);
+/* Whether hyperparameter name is given as a schedule (so --set cannot change it). */
+int optim_is_schedule(const Lower *L, const char *name);
+/* "adam(lr=0.001, ...)" or "chain(clip(max_norm=1), adam(...))", with the current values. */
+void optim_describe(FILE *out, const Lower *L, const Value *opt);
 /* Register the optimizer's hyperparameters in L->mod (defaults, overridden by the call). */
 int optim_hparams(Lower *L, const Value *opt);
 /* Append the update of every parameter to fn; grad[p] holds the gradient of parameter p. */

@@ -296,6 +296,7 @@ static const char *kind_word(AstKind k)
 	case AST_USE: return "use";
 	case AST_LAYER: return "layer";
 	case AST_OPTIMIZER: return "optimizer";
+	case AST_TRANSFORM: return "transform";
 	case AST_DEF: return "function";
 	case AST_CONST: return "constant";
 	default: return "train field";

@@ -93,7 +93,7 @@ static int in_word_list(const char *list, const char *name)
 
 static const char *def_kind(AstKind k)
 {
-	return k == AST_LAYER ? "layer" : k == AST_OPTIMIZER ? "optimizer" : "function";
+	return k == AST_LAYER ? "layer" : k == AST_OPTIMIZER ? "optimizer" : k == AST_TRANSFORM ? "transform" : "function";
 }
 
 static void check_call_formals(const AstNode *call, const AstNode *def)
@@ -315,6 +315,8 @@ static void check_optimizer(Sema *s, const AstNode *o)
 					diag_error(st->loc, "cannot assign to hyperparameter '%s'", st->name);
 			if (st->name == intern_cstr("t"))
 				diag_error(st->loc, "cannot assign to the step 't'");
+			if (o->kind == AST_TRANSFORM && st->name == intern_cstr("p"))
+				diag_error(st->loc, "a transform rewrites g; the optimizer after it in a chain updates p");
 			if (st->op != TK_ASSIGN && !defined(s, st->name))
 				diag_error(st->loc, "unknown name '%s'", st->name);
 			define(s, st->name);
@@ -399,7 +401,7 @@ int sema_check(const AstProgram *prog, SemaGlobals *g)
 	for (AstNode *n = prog->items.head; n && !diag_full(); n = n->next) {
 		switch (n->kind) {
 		case AST_LAYER: check_layer(&s, n); break;
-		case AST_OPTIMIZER: check_optimizer(&s, n); break;
+		case AST_OPTIMIZER: case AST_TRANSFORM: check_optimizer(&s, n); break;
 		case AST_DEF: check_fn(&s, n, "function"); break;
 		case AST_CONST: check_expr(&s, n->rhs); break;
 		case AST_TRAIN: check_train(&s, n); break;

@@ -25,6 +25,7 @@
 	X(max,            1, 2, "axis")                                        \
 	X(min,            1, 2, "axis")                                        \
 	X(where,          3, 3, NULL)                                          \
+	X(chain,          1, 16, NULL)                                         \
 	X(global_sum,     1, 1, NULL)                                          \
 	X(global_norm,    1, 1, NULL)                                          \
 	X(has_tag,        1, 1, NULL)                                          \

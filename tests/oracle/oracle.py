@@ -77,6 +77,14 @@ CASES = [
      lambda p: Clipped(ADAM(p, lr=1e-2), p, 0.2)),
     ("clip-sgd-sum", "ce", "sgd_clip(lr = 0.1, max_norm = 0.3)", [],
      lambda p: Clipped(SGD(p, lr=0.1, momentum=0.9), p, 0.3)),
+    ("chain-clip-adam", "ce", "chain(clip_global_norm(max_norm = 0.2), adam(lr = 1e-2))", [],
+     lambda p: Clipped(ADAM(p, lr=1e-2), p, 0.2)),
+    ("chain-clip-value-sgd", "ce", "chain(clip_value(clip = 0.02), sgd(lr = 0.1, momentum = 0.9))", [],
+     lambda p: Clipped(SGD(p, lr=0.1, momentum=0.9), p, 0.02, value=True)),
+    ("chain-set", "ce", "chain(clip_global_norm(), adam(lr = 1e-2))", ["max_norm=0.2"],
+     lambda p: Clipped(ADAM(p, lr=1e-2), p, 0.2)),
+    ("chain-centralize", "ce", "chain(centralize(), sgd(lr = 0.1, momentum = 0.9))", [],
+     lambda p: Centralized(SGD(p, lr=0.1, momentum=0.9), p)),
     ("groups-adamw-no-decay", "ce", "adamw_groups(lr = 1e-2, weight_decay = 0.1)", [],
      lambda p: torch.optim.AdamW([{"params": [p[0], p[2]]}, {"params": [p[1], p[3]], "weight_decay": 0}],
                                  lr=1e-2, weight_decay=0.1)),
@@ -96,16 +104,34 @@ def lambda_lr(opt, factor):
 
 
 class Clipped:
-    """torch's global-norm gradient clipping before the optimizer's step."""
+    """torch's gradient clipping (by global norm, or by value) before the optimizer's step."""
 
-    def __init__(self, opt, params, max_norm):
-        self.opt, self.params, self.max_norm = opt, params, max_norm
+    def __init__(self, opt, params, max_norm, value=False):
+        self.opt, self.params, self.max_norm, self.value = opt, params, max_norm, value
 
     def zero_grad(self):
         self.opt.zero_grad()
 
     def step(self):
-        torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+        if self.value:
+            torch.nn.utils.clip_grad_value_(self.params, self.max_norm)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.params, self.max_norm)
+        self.opt.step()
+
+
+class Centralized(Clipped):
+    """Gradient centralization (Yong et al. 2020) before the step: the mean over the input axis
+    (axis 0 of our [in, out] weights) is taken out of every weight's gradient."""
+
+    def __init__(self, opt, params):
+        super().__init__(opt, params, 0)
+
+    def step(self):
+        with torch.no_grad():
+            for p in self.params:
+                if p.dim() >= 2:
+                    p.grad -= p.grad.mean(dim=0, keepdim=True)
         self.opt.step()
 
 
