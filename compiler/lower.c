@@ -823,6 +823,18 @@ static const char *relative_to(const char *path, const char *file)
 	return intern_cstr(buf);
 }
 
+/* The fraction of the training rows held out for testing: the holdout argument, else dflt. */
+static double holdout(Lower *L, Env *env, AstNode *arg, double dflt)
+{
+	if (!arg)
+		return dflt;
+	Value h = lower_expr(L, env, arg);
+	if (h.kind == V_NUM && h.num > 0 && h.num < 1)
+		return h.num;
+	diag_error(arg->loc, "holdout is a fraction between 0 and 1");
+	return dflt;
+}
+
 static void data_spec(Lower *L, Value d, DataSpec *spec)
 {
 	AstNode *arg[6];
@@ -850,14 +862,7 @@ static void data_spec(Lower *L, Value d, DataSpec *spec)
 		int64_t v;
 		spec->label = arg[2] && as_int(lower_expr(L, d.env, arg[2]), arg[2]->loc, "label", &v) ? (int)v : -1;
 		spec->regression = arg[3] && as_int(lower_expr(L, d.env, arg[3]), arg[3]->loc, "regression", &v) && v;
-		spec->holdout = spec->path[2] ? 0 : 0.1;
-		if (arg[4]) {
-			Value h = lower_expr(L, d.env, arg[4]);
-			if (h.kind != V_NUM || !(h.num > 0 && h.num < 1))
-				diag_error(arg[4]->loc, "holdout is a fraction between 0 and 1");
-			else
-				spec->holdout = h.num;
-		}
+		spec->holdout = holdout(L, d.env, arg[4], spec->path[2] ? 0 : 0.1);
 		return;
 	}
 	spec->kind = d.id == BI_idx ? DATA_IDX : DATA_NPY;
@@ -865,16 +870,7 @@ static void data_spec(Lower *L, Value d, DataSpec *spec)
 		spec->path[i] = arg[i] ? relative_to(str_arg(L, d.env, arg[i]), d.node->loc.file) : NULL;
 	if ((spec->path[2] != NULL) != (spec->path[3] != NULL))
 		diag_error(spec->loc, "give both test files or neither");
-	spec->holdout = 0;
-	if (arg[4]) {
-		Value h = lower_expr(L, d.env, arg[4]);
-		if (h.kind != V_NUM || !(h.num > 0 && h.num < 1))
-			diag_error(arg[4]->loc, "holdout is a fraction between 0 and 1");
-		else
-			spec->holdout = h.num;
-	}
-	if (!spec->path[2] && spec->holdout == 0)
-		spec->holdout = d.id == BI_npy ? 0.1 : 0;
+	spec->holdout = holdout(L, d.env, arg[4], !spec->path[2] && d.id == BI_npy ? 0.1 : 0);
 	if (d.id == BI_idx && !spec->path[2])
 		diag_error(spec->loc, "idx() needs test_images and test_labels");
 }

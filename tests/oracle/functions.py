@@ -13,16 +13,14 @@ transcription of the formula (focal losses; z-loss; norm loss on torch's [out, i
 
 Usage: functions.py NMLC [PREFIX...]   (only the cases whose name starts with a PREFIX)
 """
-import json
 import os
-import re
 import subprocess
 import sys
 
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import oracle  # exits 77 (skip) when numpy or torch is missing
-from oracle import DATA, STEPS, RTOL, ATOL, LOSS_TOL, PRINTED_LOSS_TOL
+from oracle import DATA, STEPS, ATOL
 
 import numpy as np
 import torch
@@ -228,30 +226,12 @@ def run_case(nmlc, tmp, case):
     x, y = np.load(xpath), np.load(ypath)
     want, want_losses, want_test = torch_run(init, torch.from_numpy(x), torch.from_numpy(y),
                                              loss_fn, act_fn, make_opt, epochs)
-    if epochs:
-        with open(log_path) as f:
-            got_losses = [(e["train_loss"], e["test_loss"]) for e in map(json.loads, f)]
-        tol = LOSS_TOL
-    else:
-        got_losses = [(float(m),) for m in re.findall(r"^test_loss (\S+)", r.stdout, re.M)]
-        want_losses, tol = [(want_test,)], PRINTED_LOSS_TOL
-    if len(got_losses) != len(want_losses):
-        return False, f"expected {len(want_losses)} epochs of losses, got:\n{r.stdout}"
-    loss_diff = float(np.max(np.abs(np.array(got_losses, float) - np.array(want_losses))))
-    ok = loss_diff <= tol
-    detail = f"loss max diff {loss_diff:.1e} (tol {tol:.0e})"
-    if epochs:
-        got = oracle.read_safetensors(out_path)
-        if not set(want) <= set(got):  # the checkpoint also holds the optimizer state
-            return False, f"saved tensors {sorted(got)}, expected {sorted(want)} among them"
-        abs_diff = max(float(np.max(np.abs(got[n] - want[n]))) for n in want)
-        rel_diff = max(float(np.max(np.abs(got[n] - want[n]) / np.abs(want[n]))) for n in want)
+    ok, detail = oracle.compare(r, epochs, log_path, out_path, want, want_losses, want_test)
+    if ok and epochs:
         moved = min(float(np.max(np.abs(want[n] - init[n]))) for n in want
                     if not (name.startswith("loss-kd-") and n.startswith("t.")))
-        ok &= all(np.allclose(got[n], want[n], rtol=RTOL, atol=ATOL) for n in want)
-        ok &= moved > 100 * ATOL  # every trained tensor moved well beyond the tolerance
-        detail = (f"params max abs {abs_diff:.1e} rel {rel_diff:.1e} "
-                  f"(rtol {RTOL:.0e} atol {ATOL:.0e}), " + detail + f", least move {moved:.0e}")
+        ok = moved > 100 * ATOL  # every trained tensor moved well beyond the tolerance
+        detail += f", least move {moved:.0e}"
     return ok, detail
 
 

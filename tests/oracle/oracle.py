@@ -266,6 +266,12 @@ def run_case(nmlc, tmp, case):
     x, y = np.load(xpath), np.load(ypath)
     want, want_losses, want_test = torch_run(init, torch.from_numpy(x), torch.from_numpy(y),
                                              loss_fn, make_opt, epochs)
+    return compare(r, epochs, log_path, out_path, want, want_losses, want_test)
+
+
+def compare(r, epochs, log_path, out_path, want, want_losses, want_test):
+    """nmlc's logged (or, with 0 epochs, printed) losses and saved parameters against the
+    reference's: (ok, detail)."""
     if epochs:
         with open(log_path) as f:
             got_losses = [(e["train_loss"], e["test_loss"]) for e in map(json.loads, f)]
