@@ -370,6 +370,17 @@ static void write_header(const Aot *a, FILE *f, const char *src)
 	fprintf(f, "#ifdef __cplusplus\n}\n#endif\n\n#endif\n");
 }
 
+/* The start of a table row: {"name", rank, {dims} */
+static void write_name_shape(FILE *f, const IrSlot *s)
+{
+	fprintf(f, "\t{");
+	c_string(f, s->name);
+	fprintf(f, ", %d, {", s->shape.rank);
+	for (int k = 0; k < s->shape.rank; k++)
+		fprintf(f, "%s%lld", k ? ", " : "", (long long)s->shape.dim[k]);
+	fprintf(f, "}");
+}
+
 static void write_slots(FILE *f, const char *var, const IrSlot *s, int n)
 {
 	if (!n)
@@ -377,12 +388,8 @@ static void write_slots(FILE *f, const char *var, const IrSlot *s, int n)
 	fprintf(f, "static const NmlSlotDesc %s[] = {\n", var);
 	static const char *const kinds[] = {"NML_INIT_CONST", "NML_INIT_NORMAL", "NML_INIT_UNIFORM"};
 	for (int i = 0; i < n; i++) {
-		fprintf(f, "\t{");
-		c_string(f, s[i].name);
-		fprintf(f, ", %d, {", s[i].shape.rank);
-		for (int k = 0; k < s[i].shape.rank; k++)
-			fprintf(f, "%s%lld", k ? ", " : "", (long long)s[i].shape.dim[k]);
-		fprintf(f, "}, %zu, {%s, ", s[i].offset, kinds[s[i].init.kind]);
+		write_name_shape(f, &s[i]);
+		fprintf(f, ", %zu, {%s, ", s[i].offset, kinds[s[i].init.kind]);
 		c_double(f, s[i].init.a);
 		fprintf(f, ", ");
 		c_double(f, s[i].init.b);
@@ -397,12 +404,8 @@ static void write_infos(FILE *f, const char *p, const char *var, const IrSlot *s
 		return;
 	fprintf(f, "static const %s_tensor %s[] = {\n", p, var);
 	for (int i = 0; i < n; i++) {
-		fprintf(f, "\t{");
-		c_string(f, s[i].name);
-		fprintf(f, ", %d, {", s[i].shape.rank);
-		for (int k = 0; k < s[i].shape.rank; k++)
-			fprintf(f, "%s%lld", k ? ", " : "", (long long)s[i].shape.dim[k]);
-		fprintf(f, "}},\n");
+		write_name_shape(f, &s[i]);
+		fprintf(f, "},\n");
 	}
 	fprintf(f, "};\n\n");
 }
