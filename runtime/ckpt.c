@@ -8,17 +8,24 @@
 #include "rtutil.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 enum {
 	CKPT_MAX_RANK = 4,         /* NmlTensorRef.shape */
 	CKPT_SHOW_RANK = 8,        /* longest shape an error message quotes */
 	CKPT_CHUNK = 1 << 14,      /* floats per byte-swapped write on big-endian hosts */
+	CKPT_MAX_LINKS = 40,       /* symbolic links followed to the target: Linux's own limit (ELOOP) */
+	CKPT_TEMP_TRIES = 100,     /* names tried for the temporary file before giving up */
+	CKPT_SUFFIX = 6,           /* random characters ending a temporary file's name, as mkstemp's */
 };
 
 /* The safetensors reference implementation refuses headers over 100 MB; so do we. */
@@ -28,14 +35,17 @@ enum {
 
 #define CKPT_LITTLE (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
 
-/* Elements of t, or -1 if the count does not fit the format. */
+/* Elements of t, or -1 if the count does not fit the format or memory (so its bytes fit a size_t). */
 static int64_t ckpt_numel(const NmlTensorRef *t)
 {
 	int64_t n = 1;
+	size_t bytes;
 	for (int i = 0; i < t->rank; i++)
 		if (t->shape[i] < 0 || __builtin_mul_overflow(n, t->shape[i], &n))
 			return -1;
-	return (double)n * sizeof(float) <= CKPT_MAX_OFFSET ? n : -1;
+	if ((uint64_t)n > SIZE_MAX || __builtin_mul_overflow((size_t)n, sizeof(float), &bytes))
+		return -1;
+	return (double)bytes <= CKPT_MAX_OFFSET ? n : -1;
 }
 
 static void ckpt_shape_str(const int64_t *shape, int rank, char *buf, size_t len)
@@ -132,21 +142,197 @@ fail:
 	return NULL;
 }
 
+/* The directory part of path ("." for a bare name, "/" for a name in the root); NULL if out of memory. */
+static char *ckpt_dirname(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	return slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+}
+
 /* fsync the directory holding path, so the rename itself survives a crash. */
 static int ckpt_sync_dir(const char *path)
 {
-	const char *slash = strrchr(path, '/');
-	char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+	char *dir = ckpt_dirname(path);
 	if (!dir)
 		return -1;
-	int fd = open(dir, O_RDONLY | O_DIRECTORY);
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	free(dir);
 	if (fd < 0)
 		return -1;
 	/* Some file systems cannot sync a directory (EINVAL); there is nothing more to do there. */
 	int rc = fsync(fd) < 0 && errno != EINVAL ? -1 : 0;
-	close(fd);
+	int saved = errno;
+	if (close(fd) < 0 && rc == 0)
+		return -1;
+	errno = saved;
 	return rc;
+}
+
+/* The text of symbolic link path (st: its lstat); NULL with errno set on failure. */
+static char *ckpt_readlink(const char *path, const struct stat *st)
+{
+	/* st_size is the link's length, except on file systems (procfs) that report 0. */
+	size_t cap = st->st_size > 0 ? (size_t)st->st_size + 1 : 256;
+	for (;;) {
+		char *buf = malloc(cap);
+		if (!buf)
+			return NULL;
+		ssize_t n = readlink(path, buf, cap);
+		if (n >= 0 && (size_t)n < cap) {
+			buf[n] = 0;
+			return buf;
+		}
+		int saved = errno;
+		free(buf);
+		errno = saved;
+		if (n < 0 || __builtin_mul_overflow(cap, 2, &cap))
+			return NULL;
+	}
+}
+
+/* The file a save replaces: path, or where its chain of symbolic links ends, since renaming over a
+ * link would replace the link and leave the file it leads to stale. That must be a regular file or a
+ * name not taken yet: renaming over a device, FIFO or socket would replace it (as root, a save to
+ * /dev/full replaced the device node with a checkpoint). NULL with err set otherwise. */
+static char *ckpt_target(const char *path, char *err, size_t errlen)
+{
+	char *target = strdup(path);
+	for (int links = 0; target; links++) {
+		struct stat st;
+		if (lstat(target, &st) < 0) {
+			if (errno == ENOENT) /* a new file; if its directory is missing, creating it says so */
+				return target;
+			rt_error(err, errlen, "cannot save checkpoint %s: %s", path, strerror(errno));
+			goto fail;
+		}
+		if (S_ISREG(st.st_mode))
+			return target;
+		if (!S_ISLNK(st.st_mode)) {
+			if (links == 0)
+				rt_error(err, errlen, "cannot save checkpoint %s: it is %s, not a regular file", path,
+				         rt_file_kind(st.st_mode));
+			else
+				rt_error(err, errlen, "cannot save checkpoint %s: %s is %s, not a regular file", path, target,
+				         rt_file_kind(st.st_mode));
+			goto fail;
+		}
+		if (links == CKPT_MAX_LINKS) {
+			rt_error(err, errlen, "cannot save checkpoint %s: %s", path, strerror(ELOOP));
+			goto fail;
+		}
+		char *link = ckpt_readlink(target, &st);
+		if (!link) {
+			rt_error(err, errlen, "cannot save checkpoint %s: reading link %s: %s", path, target, strerror(errno));
+			goto fail;
+		}
+		/* A relative link is relative to the directory holding it. */
+		const char *slash = strrchr(target, '/');
+		size_t keep = link[0] != '/' && slash ? (size_t)(slash - target) + 1 : 0, llen = strlen(link);
+		char *next = malloc(keep + llen + 1);
+		if (next) {
+			memcpy(next, target, keep);
+			memcpy(next + keep, link, llen + 1);
+		}
+		free(link);
+		free(target);
+		target = next;
+	}
+	rt_error(err, errlen, "out of memory saving checkpoint %s", path);
+	return NULL;
+fail:
+	free(target);
+	return NULL;
+}
+
+/* A name for a temporary file: the clock and a counter, scrambled (splitmix64's finalizer). Only
+ * collisions matter, and O_EXCL catches those. */
+static uint64_t ckpt_random(void)
+{
+	static uint64_t counter;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	uint64_t z = (uint64_t)ts.tv_nsec ^ (uint64_t)ts.tv_sec << 30 ^
+	             __atomic_add_fetch(&counter, 0x9e3779b97f4a7c15u, __ATOMIC_RELAXED);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+	return z ^ (z >> 31);
+}
+
+static const char ckpt_alnum[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/* Creates target.tmp.PID.XXXXXX for writing; *tmp gets its name. The pid lets a later save tell a
+ * killed writer's leftover from a file being written right now. Mode 0666, so the kernel applies the
+ * umask (or the directory's default ACL) as to any new file: the umask cannot be read without setting
+ * it, and setting it, even for a moment, changes the mode of files other threads create meanwhile
+ * (mkstemp's 0600 then fchmod needed it: two models saving at once made 0666 checkpoints). Returns
+ * the descriptor, or -1 with errno set. */
+static int ckpt_create_temp(const char *target, char **tmp)
+{
+	size_t cap = strlen(target) + sizeof ".tmp." + 3 * sizeof(long) + 1 + CKPT_SUFFIX;
+	char *name = malloc(cap);
+	if (!name) {
+		errno = ENOMEM;
+		return -1;
+	}
+	for (int i = 0; i < CKPT_TEMP_TRIES; i++) {
+		char suffix[CKPT_SUFFIX + 1];
+		uint64_t r = ckpt_random();
+		for (int k = 0; k < CKPT_SUFFIX; k++, r /= sizeof ckpt_alnum - 1)
+			suffix[k] = ckpt_alnum[r % (sizeof ckpt_alnum - 1)];
+		suffix[CKPT_SUFFIX] = 0;
+		snprintf(name, cap, "%s.tmp.%ld.%s", target, (long)getpid(), suffix);
+		int fd = open(name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+		if (fd >= 0) {
+			*tmp = name;
+			return fd;
+		}
+		if (errno != EEXIST)
+			break;
+	}
+	int saved = errno;
+	free(name);
+	errno = saved;
+	return -1;
+}
+
+/* Whether name is base.tmp.PID.XXXXXX (the names ckpt_create_temp makes); *pid gets PID. */
+static int ckpt_temp_name(const char *name, const char *base, size_t blen, long *pid)
+{
+	if (strncmp(name, base, blen) != 0 || strncmp(name + blen, ".tmp.", 5) != 0)
+		return 0;
+	const char *p = name + blen + 5;
+	char *end;
+	if (*p < '1' || *p > '9')
+		return 0;
+	errno = 0;
+	*pid = strtol(p, &end, 10);
+	if (errno || *pid > INT_MAX || *end != '.' || strlen(end + 1) != CKPT_SUFFIX ||
+	    strspn(end + 1, ckpt_alnum) != CKPT_SUFFIX)
+		return 0;
+	return 1;
+}
+
+/* Removes temporary files of this checkpoint left by writers that are gone (kill -9 during a save
+ * left one in a third of the kills). A writer that is alive, or alive under another user (EPERM),
+ * keeps its file; so does a name without a pid. Processes in another pid namespace or on another
+ * host sharing the directory look gone: their save then fails at the rename, and the checkpoint is
+ * still never torn. Best effort: failing to clean up does not fail the save. */
+static void ckpt_remove_stale(const char *target)
+{
+	char *dir = ckpt_dirname(target);
+	DIR *d = dir ? opendir(dir) : NULL;
+	free(dir);
+	if (!d)
+		return;
+	const char *slash = strrchr(target, '/'), *base = slash ? slash + 1 : target;
+	size_t blen = strlen(base);
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		long pid;
+		if (ckpt_temp_name(e->d_name, base, blen, &pid) && kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+			unlinkat(dirfd(d), e->d_name, 0);
+	}
+	closedir(d);
 }
 
 int nml_ckpt_save(const char *path, const NmlTensorRef *t, int count, char *err, size_t errlen)
@@ -157,38 +343,31 @@ int nml_ckpt_save(const char *path, const NmlTensorRef *t, int count, char *err,
 int nml_ckpt_save_meta(const char *path, const NmlTensorRef *t, int count, const NmlMeta *meta, int nmeta,
 		       char *err, size_t errlen)
 {
+	if (!path)
+		return rt_error(err, errlen, "no checkpoint path (NULL)");
 	if (count < 0)
 		return rt_error(err, errlen, "cannot save checkpoint %s: negative tensor count", path);
 	char *json = ckpt_header(path, t, count, meta, nmeta, err, errlen);
 	if (!json)
 		return -1;
 	size_t jlen = strlen(json), hlen = (jlen + 7) / 8 * 8;
-
-	/* Write beside the target and rename over it: readers see the old file or the new one, never a
-	 * torn one, and a failure leaves the old file as it was. */
-	size_t plen = strlen(path);
-	char *tmp = malloc(plen + sizeof ".tmp.XXXXXX");
-	if (!tmp) {
-		free(json);
-		return rt_error(err, errlen, "out of memory saving checkpoint %s", path);
-	}
-	memcpy(tmp, path, plen);
-	memcpy(tmp + plen, ".tmp.XXXXXX", sizeof ".tmp.XXXXXX");
-	int fd = mkstemp(tmp);
-	if (fd < 0) {
-		rt_error(err, errlen, "cannot save checkpoint %s: %s", path, strerror(errno));
-		free(tmp);
+	char *target = ckpt_target(path, err, errlen), *tmp = NULL;
+	if (!target) {
 		free(json);
 		return -1;
 	}
-	/* mkstemp creates 0600; give the checkpoint the permissions an ordinary new file would get. */
-	mode_t mask = umask(0);
-	umask(mask);
-	fchmod(fd, 0666 & ~mask);
+	ckpt_remove_stale(target);
 
+	/* Write beside the target and rename over it: readers see the old file or the new one, never a
+	 * torn one, and a failure leaves the old file as it was. */
+	int fd = ckpt_create_temp(target, &tmp);
+	if (fd < 0)
+		goto io_fail;
 	FILE *f = fdopen(fd, "wb");
 	if (!f) {
+		int saved = errno;
 		close(fd);
+		errno = saved;
 		goto io_fail;
 	}
 	unsigned char len8[8];
@@ -206,18 +385,23 @@ int nml_ckpt_save_meta(const char *path, const NmlTensorRef *t, int count, const
 		saved = errno;
 	}
 	errno = saved;
-	if (bad || rename(tmp, path) != 0)
+	if (bad || rename(tmp, target) != 0)
 		goto io_fail;
+	int synced = ckpt_sync_dir(target);
+	saved = errno;
 	free(tmp);
+	free(target);
 	free(json);
-	if (ckpt_sync_dir(path) < 0)
+	if (synced < 0)
 		return rt_error(err, errlen, "checkpoint %s was written but its directory could not be synced: %s", path,
-		                  strerror(errno));
+		                strerror(saved));
 	return 0;
 io_fail:
 	rt_error(err, errlen, "cannot save checkpoint %s: %s", path, strerror(errno));
-	unlink(tmp);
+	if (tmp)
+		unlink(tmp);
 	free(tmp);
+	free(target);
 	free(json);
 	return -1;
 }
@@ -251,7 +435,7 @@ static int ckpt_check(const char *path, const cJSON *root, const NmlTensorRef *t
 		return rt_error(err, errlen, "tensor '%s' has dtype %.32s in %s, model expects F32", t->name,
 		                  dtype->valuestring, path);
 
-	int64_t dims[CKPT_SHOW_RANK];
+	int64_t dims[CKPT_SHOW_RANK] = {0}; /* gcc cannot see that a rank-0 shape reads none */
 	int rank = 0, same = 1;
 	const cJSON *v;
 	cJSON_ArrayForEach(v, shape) {
@@ -284,59 +468,95 @@ static int ckpt_check(const char *path, const cJSON *root, const NmlTensorRef *t
 	return 0;
 }
 
+/* An open checkpoint: the file, positioned after the header, and the header parsed. */
+typedef struct CkptFile {
+	FILE *f;
+	uint64_t size, hlen; /* bytes in the file and in the header */
+	cJSON *root;
+} CkptFile;
+
+static void ckpt_close(CkptFile *c)
+{
+	cJSON_Delete(c->root);
+	if (c->f)
+		fclose(c->f);
+	*c = (CkptFile){0};
+}
+
+/* Opens a checkpoint and parses its header: 0, or -1 with err set and nothing left open. */
+static int ckpt_open(const char *path, CkptFile *c, const char *doing, char *err, size_t errlen)
+{
+	*c = (CkptFile){0};
+	if (!path)
+		return rt_error(err, errlen, "no checkpoint path (NULL)");
+	struct stat st;
+	char *header = NULL;
+	int fd = rt_open_regular(path, "checkpoint ", &st, err, errlen);
+	if (fd < 0)
+		return -1;
+	if (!(c->f = fdopen(fd, "rb"))) {
+		close(fd);
+		return rt_error(err, errlen, "out of memory %s checkpoint %s", doing, path);
+	}
+	c->size = (uint64_t)st.st_size;
+	unsigned char len8[8];
+	if (fread(len8, 1, 8, c->f) != 8) {
+		rt_error(err, errlen, "checkpoint %s is not a safetensors file (too short)", path);
+		goto fail;
+	}
+	for (int i = 7; i >= 0; i--)
+		c->hlen = c->hlen << 8 | len8[i];
+	if (c->hlen > CKPT_MAX_HEADER || c->hlen > c->size - 8) {
+		rt_error(err, errlen, "checkpoint %s is not a safetensors file or is truncated (header length %llu)", path,
+		         (unsigned long long)c->hlen);
+		goto fail;
+	}
+	if (!(header = malloc(c->hlen + 1))) {
+		rt_error(err, errlen, "out of memory %s checkpoint %s", doing, path);
+		goto fail;
+	}
+	if (fread(header, 1, c->hlen, c->f) != c->hlen) {
+		rt_error(err, errlen, "cannot read checkpoint %s", path);
+		goto fail;
+	}
+	c->root = cJSON_ParseWithLength(header, c->hlen);
+	free(header);
+	header = NULL;
+	if (!cJSON_IsObject(c->root)) {
+		rt_error(err, errlen, "checkpoint %s has a malformed header", path);
+		goto fail;
+	}
+	return 0;
+fail:
+	free(header);
+	ckpt_close(c);
+	return -1;
+}
+
 int nml_ckpt_load(const char *path, const NmlTensorRef *t, int count, char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return rt_error(err, errlen, "cannot open checkpoint %s: %s", path, strerror(errno));
-	char *header = NULL;
-	cJSON *root = NULL;
+	CkptFile c;
+	if (ckpt_open(path, &c, "loading", err, errlen) < 0)
+		return -1;
 	double *begin = NULL;
+	size_t bytes;
 	int rc = -1;
-
-	struct stat st;
-	unsigned char len8[8];
-	if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode)) {
-		rt_error(err, errlen, "checkpoint %s is not a regular file", path);
-		goto out;
-	}
-	if (fread(len8, 1, 8, f) != 8) {
-		rt_error(err, errlen, "checkpoint %s is not a safetensors file (too short)", path);
-		goto out;
-	}
-	uint64_t hlen = 0;
-	for (int i = 7; i >= 0; i--)
-		hlen = hlen << 8 | len8[i];
-	if (hlen > CKPT_MAX_HEADER || hlen > (uint64_t)st.st_size - 8) {
-		rt_error(err, errlen, "checkpoint %s is not a safetensors file or is truncated (header length %llu)",
-		           path, (unsigned long long)hlen);
-		goto out;
-	}
-	if (!(header = malloc(hlen + 1)) || !(begin = malloc((count > 0 ? count : 1) * sizeof *begin))) {
+	if (__builtin_mul_overflow(count > 0 ? (size_t)count : 1, sizeof *begin, &bytes) || !(begin = malloc(bytes))) {
 		rt_error(err, errlen, "out of memory loading checkpoint %s", path);
-		goto out;
-	}
-	if (fread(header, 1, hlen, f) != hlen) {
-		rt_error(err, errlen, "cannot read checkpoint %s", path);
-		goto out;
-	}
-	root = cJSON_ParseWithLength(header, hlen);
-	if (!cJSON_IsObject(root)) {
-		rt_error(err, errlen, "checkpoint %s has a malformed header", path);
 		goto out;
 	}
 
 	/* Check every tensor before touching any, so a failed load leaves the model as it was. */
-	double data_bytes = (double)((uint64_t)st.st_size - 8 - hlen);
+	double data_bytes = (double)(c.size - 8 - c.hlen);
 	for (int i = 0; i < count; i++)
-		if (ckpt_check(path, root, &t[i], data_bytes, &begin[i], err, errlen) < 0)
+		if (ckpt_check(path, c.root, &t[i], data_bytes, &begin[i], err, errlen) < 0)
 			goto out;
 	for (int i = 0; i < count; i++) {
-		size_t numel = (size_t)ckpt_numel(&t[i]);
+		size_t numel = (size_t)ckpt_numel(&t[i]); /* checked by ckpt_check */
 		if (numel == 0)
 			continue;
-		if (fseeko(f, (off_t)(8 + hlen) + (off_t)begin[i], SEEK_SET) != 0 ||
-		    fread(t[i].data, sizeof(float), numel, f) != numel) {
+		if (fseeko(c.f, (off_t)(8 + c.hlen) + (off_t)begin[i], SEEK_SET) != 0 ||
+		    fread(t[i].data, sizeof(float), numel, c.f) != numel) {
 			rt_error(err, errlen, "cannot read tensor '%s' from checkpoint %s", t[i].name, path);
 			goto out;
 		}
@@ -348,47 +568,34 @@ int nml_ckpt_load(const char *path, const NmlTensorRef *t, int count, char *err,
 	}
 	rc = 0;
 out:
-	cJSON_Delete(root);
-	free(header);
 	free(begin);
-	fclose(f);
+	ckpt_close(&c);
 	return rc;
 }
 
 int nml_ckpt_meta(const char *path, const char *key, char *value, size_t len, char *err, size_t errlen)
 {
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return rt_error(err, errlen, "cannot open checkpoint %s: %s", path, strerror(errno));
-	unsigned char len8[8];
-	uint64_t hlen = 0;
-	char *header = NULL;
-	cJSON *root = NULL;
-	int rc = -1;
-	if (fread(len8, 1, 8, f) != 8) {
-		rt_error(err, errlen, "checkpoint %s is not a safetensors file (too short)", path);
-		goto out;
-	}
-	for (int i = 7; i >= 0; i--)
-		hlen = hlen << 8 | len8[i];
-	if (hlen > CKPT_MAX_HEADER || !(header = malloc(hlen + 1)) || fread(header, 1, hlen, f) != hlen) {
-		rt_error(err, errlen, "checkpoint %s is not a safetensors file or is truncated", path);
-		goto out;
-	}
-	root = cJSON_ParseWithLength(header, hlen);
-	if (!cJSON_IsObject(root)) {
-		rt_error(err, errlen, "checkpoint %s has a malformed header", path);
-		goto out;
-	}
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "__metadata__"), key);
-	rc = 1;
-	if (cJSON_IsString(v)) {
-		snprintf(value, len, "%s", v->valuestring);
+	if (!key || !value || len == 0)
+		return rt_error(err, errlen, "nml_ckpt_meta: no key or no room for the value");
+	CkptFile c;
+	if (ckpt_open(path, &c, "reading", err, errlen) < 0)
+		return -1;
+	/* safetensors metadata maps strings to strings; anything else is a damaged or foreign file, and
+	 * ignoring it would quietly drop a setting (a step written as the number 3 was never read). */
+	const cJSON *md = cJSON_GetObjectItemCaseSensitive(c.root, "__metadata__");
+	const cJSON *v = cJSON_IsObject(md) ? cJSON_GetObjectItemCaseSensitive(md, key) : NULL;
+	int rc = 1;
+	if (md && !cJSON_IsObject(md))
+		rc = rt_error(err, errlen, "checkpoint %s: __metadata__ is not an object", path);
+	else if (v && !cJSON_IsString(v))
+		rc = rt_error(err, errlen, "checkpoint %s: metadata '%s' is not a string", path, key);
+	else if (v && strlen(v->valuestring) >= len)
+		/* A truncated number is a different number (a learning rate read as its first 63 digits). */
+		rc = rt_error(err, errlen, "checkpoint %s: value of '%s' is longer than %zu characters", path, key, len - 1);
+	else if (v) {
+		memcpy(value, v->valuestring, strlen(v->valuestring) + 1);
 		rc = 0;
 	}
-out:
-	cJSON_Delete(root);
-	free(header);
-	fclose(f);
+	ckpt_close(&c);
 	return rc;
 }

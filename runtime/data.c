@@ -1,8 +1,9 @@
-/* data.c: data sets in memory as float matrices, read from IDX (MNIST layout) or NumPy .npy files.
+/* data.c: data sets in memory as float matrices, read from IDX (MNIST layout), NumPy .npy or CSV files.
  *
  * Readers never trust a header: every size is checked for overflow, and memory is only committed to
  * bytes that exist (IDX arrays grow as gzip'd data arrives; NPY sizes are checked against the file),
- * so a corrupt file costs an error message, not a crash or a huge allocation. */
+ * so a corrupt file costs an error message, not a crash or a huge allocation. They read regular
+ * files only: a FIFO would block and a device such as /dev/zero never ends. */
 #include "nmlrt.h"
 #include "rtutil.h"
 
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 enum {
@@ -19,6 +21,7 @@ enum {
 	DATA_CHUNK = 1 << 16,
 	NPY_MAX_HEADER = 1 << 20, /* numpy writes a few hundred bytes; refuse anything absurd */
 	NPY_MAX_RANK = 64,        /* numpy's NPY_MAXDIMS */
+	CSV_FIRST_VALUES = 1 << 20, /* values the first CSV block holds, however wide the rows */
 };
 
 /* Labels are stored as floats; past 2^24 consecutive integers are no longer exact. */
@@ -35,6 +38,12 @@ static uint64_t rd_le(const unsigned char *p, int size)
 	for (int i = size - 1; i >= 0; i--)
 		v = v << 8 | p[i];
 	return v;
+}
+
+/* Bytes of a [rows, cols] float matrix into *bytes; 0 if that does not fit a size_t. */
+static int float_bytes(uint64_t rows, uint64_t cols, size_t *bytes)
+{
+	return !__builtin_mul_overflow(rows, cols, bytes) && !__builtin_mul_overflow(*bytes, sizeof(float), bytes);
 }
 
 /* ---- IDX ---- */
@@ -71,10 +80,14 @@ static int gz_read_all(gzFile f, const char *path, void *buf, size_t len, const 
 /* Opens an IDX file and checks its magic; dims receives the ndims sizes. */
 static gzFile idx_open(const char *path, uint32_t magic, int ndims, uint32_t *dims, char *err, size_t errlen)
 {
-	errno = 0;
-	gzFile f = gzopen(path, "rb");
+	struct stat st;
+	int fd = rt_open_regular(path, "", &st, err, errlen);
+	if (fd < 0)
+		return NULL;
+	gzFile f = gzdopen(fd, "rb");
 	if (!f) {
-		rt_error(err, errlen, "cannot open %s: %s", path, errno ? strerror(errno) : "out of memory");
+		close(fd); /* gzdopen leaves it open when it fails */
+		rt_error(err, errlen, "out of memory reading %s", path);
 		return NULL;
 	}
 	unsigned char h[16];
@@ -121,7 +134,8 @@ static float *idx_read_bytes(gzFile f, const char *path, uint64_t count, float d
 			cap = cap ? 2 * cap : (1 << 20);
 			if (cap > count)
 				cap = count;
-			float *p = realloc(out, cap * sizeof *out);
+			size_t bytes;
+			float *p = float_bytes(cap, 1, &bytes) ? realloc(out, bytes) : NULL;
 			if (!p) {
 				rt_error(err, errlen, "out of memory reading %s", path);
 				goto fail;
@@ -148,6 +162,8 @@ int nml_data_load_idx(NmlData *d, const char *images, const char *labels, char *
 	NmlData r = {0};
 	uint32_t idim[3], ldim[1];
 	gzFile fi = NULL, fl = NULL;
+	if (!images || !labels)
+		return rt_error(err, errlen, "no %s path (NULL)", images ? "labels" : "images");
 
 	if (!(fi = idx_open(images, IDX_IMAGES, 3, idim, err, errlen)))
 		goto fail;
@@ -167,8 +183,9 @@ int nml_data_load_idx(NmlData *d, const char *images, const char *labels, char *
 	}
 	/* Three 32-bit factors can exceed 64 bits. */
 	uint64_t xdim = (uint64_t)idim[1] * idim[2], total;
-	if (__builtin_mul_overflow(xdim, (uint64_t)idim[0], &total) || total > SIZE_MAX / sizeof(float) ||
-	    total > INT64_MAX) {
+	size_t bytes;
+	if (__builtin_mul_overflow(xdim, (uint64_t)idim[0], &total) || total > INT64_MAX ||
+	    !float_bytes(total, 1, &bytes)) {
 		rt_error(err, errlen, "%s is too large (%u x %u x %u)", images, idim[0], idim[1], idim[2]);
 		goto fail;
 	}
@@ -410,15 +427,15 @@ static float *npy_read(const char *path, NpyArray *a, int64_t *lo, uint64_t *hi,
 	float *out = NULL;
 	unsigned char *chunk = NULL, pre[12];
 	char *header = NULL;
-	FILE *f = fopen(path, "rb");
-	if (!f) {
-		rt_error(err, errlen, "cannot open %s: %s", path, strerror(errno));
-		return NULL;
-	}
 	struct stat st;
-	if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode)) {
-		rt_error(err, errlen, "%s is not a regular file", path);
-		goto fail;
+	int fd = rt_open_regular(path, "", &st, err, errlen);
+	if (fd < 0)
+		return NULL;
+	FILE *f = fdopen(fd, "rb");
+	if (!f) {
+		close(fd);
+		rt_error(err, errlen, "out of memory reading %s", path);
+		return NULL;
 	}
 	if (fread(pre, 1, 10, f) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0) {
 		rt_error(err, errlen, "%s is not a .npy file", path);
@@ -444,7 +461,11 @@ static float *npy_read(const char *path, NpyArray *a, int64_t *lo, uint64_t *hi,
 		rt_error(err, errlen, "%s is truncated (.npy header)", path);
 		goto fail;
 	}
-	if (!(header = malloc(hlen + 1)) || fread(header, 1, hlen, f) != hlen) {
+	if (!(header = malloc(hlen + 1))) {
+		rt_error(err, errlen, "out of memory reading %s", path);
+		goto fail;
+	}
+	if (fread(header, 1, hlen, f) != hlen) {
 		rt_error(err, errlen, "cannot read %s", path);
 		goto fail;
 	}
@@ -460,8 +481,9 @@ static float *npy_read(const char *path, NpyArray *a, int64_t *lo, uint64_t *hi,
 		if (__builtin_mul_overflow(a->cols, a->shape[i], &a->cols))
 			goto too_big;
 	int64_t count, bytes;
+	size_t out_bytes;
 	if (__builtin_mul_overflow(a->rows, a->cols, &count) || __builtin_mul_overflow(count, a->size, &bytes) ||
-	    (uint64_t)count > SIZE_MAX / sizeof(float))
+	    !float_bytes((uint64_t)count, 1, &out_bytes))
 		goto too_big;
 	if (bytes > (int64_t)st.st_size - (int64_t)(off + hlen)) {
 		rt_error(err, errlen, "%s is truncated: its header promises %lld bytes of data, the file holds %lld",
@@ -473,7 +495,7 @@ static float *npy_read(const char *path, NpyArray *a, int64_t *lo, uint64_t *hi,
 		goto fail;
 	}
 	/* The size is now backed by the file, so allocating it is honest. */
-	if (!(out = malloc((size_t)count * sizeof *out)) || !(chunk = malloc(DATA_CHUNK))) {
+	if (!(out = malloc(out_bytes)) || !(chunk = malloc(DATA_CHUNK))) {
 		rt_error(err, errlen, "out of memory reading %s", path);
 		goto fail;
 	}
@@ -519,6 +541,8 @@ int nml_data_load_npy(NmlData *d, const char *x_npy, const char *y_npy, char *er
 	NpyArray xa = {0}, ya = {0};
 	int64_t lo = 0;
 	uint64_t hi = 0;
+	if (!x_npy || !y_npy)
+		return rt_error(err, errlen, "no %s path (NULL)", x_npy ? "y" : "x");
 	if (!(r.x = npy_read(x_npy, &xa, NULL, NULL, err, errlen)))
 		goto fail;
 	if (!(r.y = npy_read(y_npy, &ya, &lo, &hi, err, errlen)))
@@ -557,8 +581,6 @@ fail:
 	return -1;
 }
 
-/* ---- splitting and batching ---- */
-
 /* ---- CSV ---- */
 
 /* Numbers separated by commas, one sample a line; a first line that is not all numbers is a
@@ -566,16 +588,33 @@ fail:
 int nml_data_load_csv(NmlData *d, const char *path, int label, int regression, char *err, size_t errlen)
 {
 	*d = (NmlData){0};
-	FILE *f = fopen(path, "r");
-	if (!f)
-		return rt_error(err, errlen, "cannot open %s: %s", path, strerror(errno));
+	if (!path)
+		return rt_error(err, errlen, "no CSV path (NULL)");
+	struct stat st;
+	int fd = rt_open_regular(path, "", &st, err, errlen);
+	if (fd < 0)
+		return -1;
+	FILE *f = fdopen(fd, "r");
+	if (!f) {
+		close(fd);
+		return rt_error(err, errlen, "out of memory reading %s", path);
+	}
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t len;
 	int64_t lineno = 0, cols = -1, rows = 0, rowcap = 0;
 	float *vals = NULL;
 	int rc = -1;
-	while ((len = getline(&line, &cap, f)) >= 0) {
+	for (;;) {
+		errno = 0;
+		if ((len = getline(&line, &cap, f)) < 0) {
+			/* getline says -1 at the end and on failure alike. */
+			if (ferror(f) || errno == ENOMEM) {
+				rt_error(err, errlen, "cannot read %s: %s", path, errno ? strerror(errno) : "read error");
+				goto out;
+			}
+			break;
+		}
 		lineno++;
 		while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
 			line[--len] = 0;
@@ -606,8 +645,11 @@ int nml_data_load_csv(NmlData *d, const char *path, int label, int regression, c
 			goto out;
 		}
 		if (rows == rowcap) {
-			rowcap = rowcap ? 2 * rowcap : 1024;
-			float *v = realloc(vals, (size_t)(rowcap * cols) * sizeof *v);
+			/* The first block is sized in values, not rows: a file of one very wide row must not
+			 * ask for room for many. */
+			rowcap = rowcap ? 2 * rowcap : 1 + CSV_FIRST_VALUES / cols;
+			size_t bytes;
+			float *v = float_bytes((uint64_t)rowcap, (uint64_t)cols, &bytes) ? realloc(vals, bytes) : NULL;
 			if (!v) {
 				rt_error(err, errlen, "out of memory reading %s", path);
 				goto out;
@@ -640,8 +682,11 @@ int nml_data_load_csv(NmlData *d, const char *path, int label, int regression, c
 	d->n = rows;
 	d->xdim = cols - 1;
 	d->ydim = regression ? 1 : 0;
-	d->x = malloc((size_t)(rows * d->xdim) * sizeof *d->x);
-	d->y = malloc((size_t)rows * sizeof *d->y);
+	size_t xbytes, ybytes;
+	if (float_bytes((uint64_t)rows, (uint64_t)d->xdim, &xbytes) && float_bytes((uint64_t)rows, 1, &ybytes)) {
+		d->x = malloc(xbytes);
+		d->y = malloc(ybytes);
+	}
 	if (!d->x || !d->y) {
 		rt_error(err, errlen, "out of memory reading %s", path);
 		goto out;
@@ -671,25 +716,35 @@ out:
 	return rc;
 }
 
+/* ---- splitting and batching ---- */
+
 int nml_data_split(NmlData *d, NmlData *held, int64_t count, char *err, size_t errlen)
 {
 	if (count <= 0 || count >= d->n)
 		return rt_error(err, errlen, "cannot hold out %lld of %lld samples", (long long)count, (long long)d->n);
 	int64_t keep = d->n - count, yw = d->ydim ? d->ydim : 1;
+	/* Bytes of the held-out part (hx, hy) and of what stays (kx, ky): a data set whose sizes do
+	 * not fit a size_t cannot be in memory, so its fields are wrong. */
+	size_t hx, hy, kx, ky;
+	if (d->xdim <= 0 || yw < 0 || !float_bytes((uint64_t)count, (uint64_t)d->xdim, &hx) ||
+	    !float_bytes((uint64_t)count, (uint64_t)yw, &hy) || !float_bytes((uint64_t)keep, (uint64_t)d->xdim, &kx) ||
+	    !float_bytes((uint64_t)keep, (uint64_t)yw, &ky))
+		return rt_error(err, errlen, "cannot split a data set of %lld samples of %lld features and %lld targets",
+		                (long long)d->n, (long long)d->xdim, (long long)yw);
 	NmlData h = {.n = count, .xdim = d->xdim, .ydim = d->ydim, .classes = d->classes};
-	h.x = malloc((size_t)(count * d->xdim) * sizeof *h.x);
-	h.y = malloc((size_t)(count * yw) * sizeof *h.y);
+	h.x = malloc(hx);
+	h.y = malloc(hy);
 	if (!h.x || !h.y) {
 		nml_data_free(&h);
 		return rt_error(err, errlen, "out of memory splitting the data set");
 	}
-	memcpy(h.x, d->x + keep * d->xdim, (size_t)(count * d->xdim) * sizeof *h.x);
-	memcpy(h.y, d->y + keep * yw, (size_t)(count * yw) * sizeof *h.y);
+	memcpy(h.x, (const char *)d->x + kx, hx);
+	memcpy(h.y, (const char *)d->y + ky, hy);
 	/* Shrinking cannot lose data; if realloc declines, the larger block is still valid. */
-	float *p = realloc(d->x, (size_t)(keep * d->xdim) * sizeof *p);
+	float *p = realloc(d->x, kx);
 	if (p)
 		d->x = p;
-	p = realloc(d->y, (size_t)(keep * yw) * sizeof *p);
+	p = realloc(d->y, ky);
 	if (p)
 		d->y = p;
 	d->n = keep;

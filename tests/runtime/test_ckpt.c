@@ -1,12 +1,19 @@
-/* test_ckpt.c: safetensors checkpoints: round trip, atomic replacement, load errors.
+/* test_ckpt.c: safetensors checkpoints: round trip, atomic replacement, what a save may replace, load
+ * errors.
  *
  *   test_ckpt          the C side
  *   test_ckpt --numpy  numpy reads a checkpoint we wrote (skipped without numpy) */
 #include "check.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "nmlrt.h"
@@ -47,16 +54,64 @@ static void spit(const char *path, const void *data, size_t len)
 	}
 }
 
-/* Files in the test directory whose names contain ".tmp." (leftovers of a save). */
-static int temp_files(void)
+/* Files in directory `in` whose names contain ".tmp." (leftovers of a save). */
+static int temp_files_in(const char *in)
 {
-	DIR *d = opendir(dir);
+	DIR *d = opendir(in);
 	int n = 0;
 	struct dirent *e;
 	while ((e = readdir(d)))
 		n += strstr(e->d_name, ".tmp.") != NULL;
 	closedir(d);
 	return n;
+}
+
+static int temp_files(void) { return temp_files_in(dir); }
+
+/* Every umask call of this program, the runtime's included, comes here (the runtime is linked in
+ * statically, so this definition wins over libc's): changes counts the calls that changed the process
+ * umask, which a save must never do, since every thread creating a file meanwhile would get the
+ * temporary mask. */
+static int umask_changes;
+
+mode_t umask(mode_t mask)
+{
+	mode_t old = (mode_t)syscall(SYS_umask, mask);
+	if (old != mask)
+		__atomic_add_fetch(&umask_changes, 1, __ATOMIC_SEQ_CST);
+	return old;
+}
+
+/* A read that blocks (on a FIFO) would hang the test; fail it instead. */
+static void watchdog_fired(int sig)
+{
+	(void)sig;
+	static const char msg[] = "test_ckpt: timed out: a checkpoint read blocked\n";
+	if (write(2, msg, sizeof msg - 1) < 0)
+		_exit(2);
+	_exit(1);
+}
+
+static void watchdog(unsigned seconds)
+{
+	signal(SIGALRM, watchdog_fired);
+	alarm(seconds);
+}
+
+static int is_link_to(const char *link, const char *want)
+{
+	char buf[512];
+	ssize_t n = readlink(link, buf, sizeof buf - 1);
+	if (n < 0)
+		return 0;
+	buf[n] = 0;
+	return strcmp(buf, want) == 0;
+}
+
+static mode_t file_type(const char *path)
+{
+	struct stat st;
+	return lstat(path, &st) == 0 ? st.st_mode & S_IFMT : 0;
 }
 
 /* The model of these tests: a 784x128 weight, a bias, a scalar and an empty tensor. */
@@ -124,12 +179,15 @@ static void round_trip(void)
 	free(h);
 	free(f);
 
-	/* Permissions follow the umask like any new file, not mkstemp's 0600. */
+	/* Permissions follow the umask like any new file, not mkstemp's 0600, and the save reads the
+	 * umask without changing it. */
 	struct stat st;
-	mode_t mask = umask(022);
+	mode_t mask = umask(027);
+	int changes = umask_changes;
 	CHECK(nml_ckpt_save(P("mode.safetensors"), model, NMODEL, err, sizeof err) == 0);
+	CHECK(umask_changes == changes);
 	umask(mask);
-	CHECK(stat(P("mode.safetensors"), &st) == 0 && (st.st_mode & 0777) == 0644);
+	CHECK(stat(P("mode.safetensors"), &st) == 0 && (st.st_mode & 0777) == 0640);
 
 	/* Overwriting replaces the file; loading a subset is fine. */
 	fill(2);
@@ -372,6 +430,276 @@ static void metadata(void)
 	CHECK_ERR(err, "nope.safetensors");
 	fill(0);
 	CHECK(nml_ckpt_load(P("meta.safetensors"), model, 3, err, sizeof err) == 0 && model_is(3));
+
+	/* A value that does not fit the caller's buffer is an error, not a truncated value (a learning
+	 * rate written with 80 digits once loaded as its first 63, 0). A value that just fits is read. */
+	char lr[81];
+	memset(lr, '0', 80);
+	memcpy(lr, "0.", 2);
+	memcpy(lr + 75, "5e+72", 5);
+	lr[80] = 0;
+	char fits[64];
+	memset(fits, '7', 63);
+	fits[63] = 0;
+	NmlMeta longer[] = {{"hparam.lr", lr}, {"fits", fits}};
+	CHECK(nml_ckpt_save_meta(P("long.st"), model, 1, longer, 2, err, sizeof err) == 0);
+	strcpy(v, "unchanged");
+	CHECK(nml_ckpt_meta(P("long.st"), "hparam.lr", v, sizeof v, err, sizeof err) == -1);
+	CHECK_ERR(err, P("long.st"));
+	CHECK_ERR(err, "value of 'hparam.lr' is longer than 63 characters");
+	CHECK_STR(v, "unchanged");
+	char wide[81];
+	CHECK(nml_ckpt_meta(P("long.st"), "hparam.lr", wide, sizeof wide, err, sizeof err) == 0);
+	CHECK_STR(wide, lr);
+	CHECK(nml_ckpt_meta(P("long.st"), "fits", v, sizeof v, err, sizeof err) == 0);
+	CHECK_STR(v, fits);
+
+	/* safetensors metadata maps strings to strings: a number (a step written as 3, not "3") is an
+	 * error rather than absent, and so is metadata that is not an object. */
+	handmade("num.st", "{\"__metadata__\":{\"format\":\"nml\",\"step\":3,\"seed\":null}}", 0);
+	CHECK(nml_ckpt_meta(P("num.st"), "step", v, sizeof v, err, sizeof err) == -1);
+	CHECK_ERR(err, P("num.st"));
+	CHECK_ERR(err, "metadata 'step' is not a string");
+	CHECK(nml_ckpt_meta(P("num.st"), "seed", v, sizeof v, err, sizeof err) == -1);
+	CHECK_ERR(err, "metadata 'seed' is not a string");
+	CHECK(nml_ckpt_meta(P("num.st"), "format", v, sizeof v, err, sizeof err) == 0);
+	CHECK(nml_ckpt_meta(P("num.st"), "epoch", v, sizeof v, err, sizeof err) == 1);
+	handmade("mdarr.st", "{\"__metadata__\":[\"step\",\"3\"]}", 0);
+	CHECK(nml_ckpt_meta(P("mdarr.st"), "step", v, sizeof v, err, sizeof err) == -1);
+	CHECK_ERR(err, "__metadata__ is not an object");
+	handmade("nomd.st", "{}", 0);
+	CHECK(nml_ckpt_meta(P("nomd.st"), "step", v, sizeof v, err, sizeof err) == 1);
+
+	/* A header length past the end of the file is refused before anything is allocated for it. */
+	unsigned char lie[16] = {0, 0, 0, 0x06, 0, 0, 0, 0, '{', '}'};
+	spit(P("lie.st"), lie, sizeof lie);
+	CHECK(nml_ckpt_meta(P("lie.st"), "step", v, sizeof v, err, sizeof err) == -1);
+	CHECK_ERR(err, "not a safetensors file or is truncated");
+}
+
+/* A save writes regular files only: whatever else sits at the path is refused and left as it was,
+ * and a symbolic link is written through (the file it leads to is replaced, the link stays). */
+static void save_targets(void)
+{
+	fill(1);
+	CHECK(mkdir(P("adir"), 0777) == 0);
+	CHECK(nml_ckpt_save(P("adir"), model, NMODEL, err, sizeof err) < 0);
+	CHECK_ERR(err, P("adir"));
+	CHECK_ERR(err, "is a directory, not a regular file");
+	CHECK(file_type(P("adir")) == S_IFDIR);
+
+	CHECK(mkfifo(P("fifo"), 0666) == 0);
+	CHECK(nml_ckpt_save(P("fifo"), model, NMODEL, err, sizeof err) < 0);
+	CHECK_ERR(err, P("fifo"));
+	CHECK_ERR(err, "is a FIFO");
+	CHECK(file_type(P("fifo")) == S_IFIFO);
+
+	int sock = socket(AF_UNIX, SOCK_STREAM, 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof sa.sun_path, "%s", P("sock"));
+	if (check_report(sock >= 0 && bind(sock, (struct sockaddr *)&sa, sizeof sa) == 0, __FILE__, __LINE__,
+	                 "bind %s", P("sock"))) {
+		CHECK(nml_ckpt_save(P("sock"), model, NMODEL, err, sizeof err) < 0);
+		CHECK_ERR(err, "is a socket");
+		CHECK(file_type(P("sock")) == S_IFSOCK);
+	}
+	if (sock >= 0)
+		close(sock);
+
+	/* A device behind a link (as root, saving to /dev/full once replaced the device node; a link
+	 * keeps this test from touching a device if the check regresses). */
+	CHECK(symlink("/dev/null", P("null.st")) == 0);
+	CHECK(nml_ckpt_save(P("null.st"), model, NMODEL, err, sizeof err) < 0);
+	CHECK_ERR(err, P("null.st"));
+	CHECK_ERR(err, "/dev/null is a character device");
+	CHECK(is_link_to(P("null.st"), "/dev/null"));
+	CHECK(file_type("/dev/null") == S_IFCHR);
+	CHECK(temp_files() == 0);
+
+	/* A relative link to a regular file: the file gets the new checkpoint, the link survives. */
+	CHECK(nml_ckpt_save(P("real.st"), model, NMODEL, err, sizeof err) == 0);
+	CHECK(symlink("real.st", P("link.st")) == 0);
+	fill(2);
+	CHECK(nml_ckpt_save(P("link.st"), model, NMODEL, err, sizeof err) == 0);
+	CHECK(is_link_to(P("link.st"), "real.st"));
+	fill(0);
+	CHECK(nml_ckpt_load(P("real.st"), model, NMODEL, err, sizeof err) == 0 && model_is(2));
+	CHECK(symlink(P("real.st"), P("abs.st")) == 0);
+	fill(3);
+	CHECK(nml_ckpt_save(P("abs.st"), model, NMODEL, err, sizeof err) == 0);
+	CHECK(is_link_to(P("abs.st"), P("real.st")));
+	fill(0);
+	CHECK(nml_ckpt_load(P("real.st"), model, NMODEL, err, sizeof err) == 0 && model_is(3));
+
+	/* A chain of links into another directory, ending at a file that does not exist yet: it is
+	 * created there, and the temporary file was made there too (a rename cannot cross file
+	 * systems, and the target's directory is the one that must hold it). */
+	CHECK(mkdir(P("sub"), 0777) == 0);
+	CHECK(symlink("target.st", P("sub/hop.st")) == 0);
+	CHECK(symlink("sub/hop.st", P("chain.st")) == 0);
+	fill(4);
+	CHECK(nml_ckpt_save(P("chain.st"), model, NMODEL, err, sizeof err) == 0);
+	CHECK(is_link_to(P("chain.st"), "sub/hop.st") && is_link_to(P("sub/hop.st"), "target.st"));
+	CHECK(file_type(P("sub/target.st")) == S_IFREG);
+	fill(0);
+	CHECK(nml_ckpt_load(P("sub/target.st"), model, NMODEL, err, sizeof err) == 0 && model_is(4));
+	CHECK(temp_files() == 0 && temp_files_in(P("sub")) == 0);
+
+	/* A link to a directory, and a loop of links. */
+	CHECK(symlink("adir", P("dirlink.st")) == 0);
+	CHECK(nml_ckpt_save(P("dirlink.st"), model, NMODEL, err, sizeof err) < 0);
+	CHECK_ERR(err, "adir is a directory");
+	CHECK(is_link_to(P("dirlink.st"), "adir"));
+	CHECK(symlink("loop2.st", P("loop1.st")) == 0 && symlink("loop1.st", P("loop2.st")) == 0);
+	CHECK(nml_ckpt_save(P("loop1.st"), model, NMODEL, err, sizeof err) < 0);
+	CHECK_ERR(err, P("loop1.st"));
+	CHECK_ERR(err, "symbolic links");
+	CHECK(is_link_to(P("loop1.st"), "loop2.st") && is_link_to(P("loop2.st"), "loop1.st"));
+	CHECK(temp_files() == 0);
+}
+
+/* The pid of a process that has exited and been reaped. */
+static pid_t dead_pid(void)
+{
+	pid_t pid = fork();
+	if (pid == 0)
+		_exit(0);
+	waitpid(pid, NULL, 0);
+	return pid;
+}
+
+static int exists(const char *path) { return access(path, F_OK) == 0; }
+
+/* Temporary files of writers that were killed are removed by the next save of that checkpoint;
+ * those of live writers and of other checkpoints stay. */
+static void stale_temps(void)
+{
+	char name[128];
+	pid_t dead = dead_pid();
+	snprintf(name, sizeof name, "s.st.tmp.%d.AbC123", (int)dead);
+	spit(P(name), "x", 1);
+	char live[128], other[128];
+	snprintf(live, sizeof live, "s.st.tmp.%d.AbC123", (int)getpid());
+	spit(P(live), "x", 1);
+	snprintf(other, sizeof other, "other.st.tmp.%d.AbC123", (int)dead);
+	spit(P(other), "x", 1);
+	spit(P("s.st.tmp.AbC123"), "x", 1); /* no pid: its writer is unknown */
+	fill(1);
+	CHECK(nml_ckpt_save(P("s.st"), model, NMODEL, err, sizeof err) == 0);
+	CHECK(!exists(P(name)));
+	CHECK(exists(P(live)) && exists(P(other)) && exists(P("s.st.tmp.AbC123")));
+	unlink(P(live));
+	unlink(P(other));
+	unlink(P("s.st.tmp.AbC123"));
+
+	/* A writer killed half way (by the file size limit's signal, so it works as root): its
+	 * temporary file carries its pid, and the next save removes it. */
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct rlimit small = {64 * 1024, 64 * 1024}, core = {0, 0};
+		setrlimit(RLIMIT_CORE, &core);
+		setrlimit(RLIMIT_FSIZE, &small);
+		signal(SIGXFSZ, SIG_DFL);
+		nml_ckpt_save(P("k.st"), model, NMODEL, err, sizeof err);
+		_exit(0);
+	}
+	int status;
+	CHECK(waitpid(pid, &status, 0) == pid && WIFSIGNALED(status) && WTERMSIG(status) == SIGXFSZ);
+	snprintf(name, sizeof name, "k.st.tmp.%d.", (int)pid);
+	int found = 0;
+	DIR *d = opendir(dir);
+	for (struct dirent *e; (e = readdir(d));)
+		found += strncmp(e->d_name, name, strlen(name)) == 0;
+	closedir(d);
+	CHECK(found == 1 && temp_files() == 1);
+	CHECK(nml_ckpt_save(P("k.st"), model, NMODEL, err, sizeof err) == 0);
+	CHECK(temp_files() == 0);
+}
+
+/* Saves from several threads at once: each checkpoint gets the mode the umask gives, and the
+ * process umask never changes, not even for a moment (reading it with umask(0); umask(mask) once let
+ * a concurrent save see 0 and write a 0666 checkpoint, or left the process umask at 0). The main
+ * thread creates files while the saves run: each must get 0644 too. */
+enum { RACE_THREADS = 3, RACE_SAVES = 400 };
+static int race_bad[RACE_THREADS], race_failed[RACE_THREADS], race_running;
+
+static void *race_saver(void *arg)
+{
+	int id = (int)(intptr_t)arg;
+	char path[600], e[512];
+	float v[4] = {1, 2, 3, 4};
+	NmlTensorRef t = {"v", 1, {4}, v};
+	snprintf(path, sizeof path, "%s/race%d.st", dir, id);
+	for (int i = 0; i < RACE_SAVES; i++) {
+		struct stat st;
+		if (nml_ckpt_save(path, &t, 1, e, sizeof e) < 0) {
+			race_failed[id]++;
+			continue;
+		}
+		if (stat(path, &st) != 0 || (st.st_mode & 0777) != 0644)
+			race_bad[id]++;
+	}
+	__atomic_fetch_sub(&race_running, 1, __ATOMIC_SEQ_CST);
+	return NULL;
+}
+
+static void umask_race(void)
+{
+	mode_t old = umask(022);
+	pthread_t th[RACE_THREADS];
+	race_running = RACE_THREADS;
+	for (int i = 0; i < RACE_THREADS; i++)
+		pthread_create(&th[i], NULL, race_saver, (void *)(intptr_t)i);
+	int own_bad = 0, probes = 0;
+	while (__atomic_load_n(&race_running, __ATOMIC_SEQ_CST) > 0) {
+		int fd = open(P("plain"), O_WRONLY | O_CREAT | O_TRUNC, 0666);
+		struct stat st;
+		if (fd >= 0 && fstat(fd, &st) == 0 && (st.st_mode & 0777) != 0644)
+			own_bad++;
+		if (fd >= 0)
+			close(fd);
+		unlink(P("plain"));
+		probes++;
+	}
+	int bad = 0, failed = 0;
+	for (int i = 0; i < RACE_THREADS; i++) {
+		pthread_join(th[i], NULL);
+		bad += race_bad[i];
+		failed += race_failed[i];
+	}
+	mode_t now = umask(old);
+	check_report(failed == 0 && bad == 0 && own_bad == 0 && now == 022, __FILE__, __LINE__,
+	             "%d saves failed; with a mode other than 0644: %d checkpoints, %d of %d other files; umask %03o",
+	             failed, bad, own_bad, probes, (unsigned)now);
+}
+
+/* Reading refuses anything but a regular file at once: a FIFO used to block forever. */
+static void load_targets(void)
+{
+	float v[4] = {0};
+	NmlTensorRef t = {"t", 1, {2}, v};
+	char value[64];
+	watchdog(10);
+	CHECK(nml_ckpt_load(P("fifo"), &t, 1, err, sizeof err) < 0);
+	CHECK_ERR(err, P("fifo"));
+	CHECK_ERR(err, "is a FIFO, not a regular file");
+	CHECK(nml_ckpt_meta(P("fifo"), "step", value, sizeof value, err, sizeof err) < 0);
+	CHECK_ERR(err, "is a FIFO, not a regular file");
+	CHECK(nml_ckpt_load("/dev/null", &t, 1, err, sizeof err) < 0);
+	CHECK_ERR(err, "checkpoint /dev/null is a character device");
+	CHECK(nml_ckpt_meta("/dev/null", "step", value, sizeof value, err, sizeof err) < 0);
+	CHECK_ERR(err, "checkpoint /dev/null is a character device");
+	CHECK(nml_ckpt_meta(dir, "step", value, sizeof value, err, sizeof err) < 0);
+	CHECK_ERR(err, "is a directory");
+	alarm(0);
+
+	CHECK(nml_ckpt_save(NULL, &t, 1, err, sizeof err) < 0);
+	CHECK_ERR(err, "no checkpoint path");
+	CHECK(nml_ckpt_load(NULL, &t, 1, err, sizeof err) < 0);
+	CHECK_ERR(err, "no checkpoint path");
+	CHECK(nml_ckpt_meta(NULL, "step", value, sizeof value, err, sizeof err) < 0);
+	CHECK_ERR(err, "no checkpoint path");
 }
 
 int main(int argc, char **argv)
@@ -385,6 +713,10 @@ int main(int argc, char **argv)
 		save_failures();
 		load_failures();
 		metadata();
+		save_targets();
+		stale_temps();
+		umask_race();
+		load_targets();
 		rc = check_done();
 	}
 	check_rmtree(dir);

@@ -1,4 +1,4 @@
-/* test_data.c: IDX and NPY readers, their error messages, splitting and gathering.
+/* test_data.c: IDX, NPY and CSV readers, their error messages, splitting and gathering.
  *
  *   test_data            files written by hand in a temporary directory
  *   test_data --fashion  the installed Fashion-MNIST (skipped if absent)
@@ -6,6 +6,8 @@
 #include "check.h"
 
 #include <math.h>
+#include <signal.h>
+#include <stdint.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -42,6 +44,16 @@ static void write_gz(const char *path, const void *data, size_t len)
 		perror(path);
 		exit(1);
 	}
+}
+
+/* A read that blocks (on a FIFO) would hang the test; fail it instead. */
+static void watchdog_fired(int sig)
+{
+	(void)sig;
+	static const char msg[] = "test_data: timed out: a data file read blocked\n";
+	if (write(2, msg, sizeof msg - 1) < 0)
+		_exit(2);
+	_exit(1);
 }
 
 static void be32(unsigned char *p, uint32_t v)
@@ -343,6 +355,104 @@ static void npy_tests(void)
 	CHECK(d.n == 99);
 }
 
+/* Data files must be regular files: anything else is refused at once, naming the file and what it
+ * is (a FIFO blocked forever; csv("/dev/zero") read until memory ran out). */
+static void non_regular_tests(void)
+{
+	unsigned char img[16 + 2 * 2 * 2], lab[8 + 2];
+	write_file(P("img"), img, make_images(img, 2, 2, 2));
+	write_file(P("lab"), lab, make_labels(lab, 2));
+	float xv[2] = {1, 2};
+	char h[256];
+	npy_dict(h, sizeof h, "<f4", "(2,)");
+	write_npy(P("x.npy"), 1, h, xv, sizeof xv);
+	write_npy(P("y.npy"), 1, h, xv, sizeof xv);
+	write_file(P("ok.csv"), "1,0\n2,1\n", 8);
+	CHECK(mkfifo(P("fifo"), 0666) == 0);
+
+	signal(SIGALRM, watchdog_fired);
+	alarm(10);
+	NmlData d = {.n = 99};
+	char want[600];
+	snprintf(want, sizeof want, "%s is a FIFO, not a regular file", P("fifo"));
+	CHECK(nml_data_load_idx(&d, P("fifo"), P("lab"), err, sizeof err) < 0);
+	CHECK_STR(err, want);
+	CHECK(nml_data_load_idx(&d, P("img"), P("fifo"), err, sizeof err) < 0);
+	CHECK_STR(err, want);
+	CHECK(nml_data_load_npy(&d, P("fifo"), P("y.npy"), err, sizeof err) < 0);
+	CHECK_STR(err, want);
+	CHECK(nml_data_load_npy(&d, P("x.npy"), P("fifo"), err, sizeof err) < 0);
+	CHECK_STR(err, want);
+	CHECK(d.n == 99);
+	CHECK(nml_data_load_csv(&d, P("fifo"), -1, 0, err, sizeof err) < 0);
+	CHECK_STR(err, want);
+
+	CHECK(nml_data_load_csv(&d, "/dev/zero", -1, 0, err, sizeof err) < 0);
+	CHECK_STR(err, "/dev/zero is a character device, not a regular file");
+	CHECK(nml_data_load_npy(&d, "/dev/zero", P("y.npy"), err, sizeof err) < 0);
+	CHECK_STR(err, "/dev/zero is a character device, not a regular file");
+	CHECK(nml_data_load_idx(&d, P("img"), "/dev/zero", err, sizeof err) < 0);
+	CHECK_STR(err, "/dev/zero is a character device, not a regular file");
+	snprintf(want, sizeof want, "%s is a directory, not a regular file", dir);
+	CHECK(nml_data_load_csv(&d, dir, -1, 0, err, sizeof err) < 0);
+	CHECK_STR(err, want);
+	CHECK(nml_data_load_npy(&d, dir, P("y.npy"), err, sizeof err) < 0);
+	CHECK_STR(err, want);
+	CHECK(nml_data_load_idx(&d, dir, P("lab"), err, sizeof err) < 0);
+	CHECK_STR(err, want);
+	alarm(0);
+
+	/* A missing path (a data source that names only test files) is an error, not fopen(NULL). */
+	d = (NmlData){.n = 99};
+	CHECK(nml_data_load_npy(&d, NULL, P("y.npy"), err, sizeof err) < 0);
+	CHECK_STR(err, "no x path (NULL)");
+	CHECK(nml_data_load_npy(&d, P("x.npy"), NULL, err, sizeof err) < 0);
+	CHECK_STR(err, "no y path (NULL)");
+	CHECK(nml_data_load_idx(&d, NULL, P("lab"), err, sizeof err) < 0);
+	CHECK_STR(err, "no images path (NULL)");
+	CHECK(nml_data_load_idx(&d, P("img"), NULL, err, sizeof err) < 0);
+	CHECK_STR(err, "no labels path (NULL)");
+	CHECK(d.n == 99);
+	CHECK(nml_data_load_csv(&d, NULL, -1, 0, err, sizeof err) < 0);
+	CHECK_STR(err, "no CSV path (NULL)");
+
+	/* The same files, regular, load. */
+	if (check_report(nml_data_load_npy(&d, P("x.npy"), P("y.npy"), err, sizeof err) == 0, __FILE__, __LINE__, "%s",
+	                 err))
+		nml_data_free(&d);
+	if (check_report(nml_data_load_csv(&d, P("ok.csv"), -1, 0, err, sizeof err) == 0, __FILE__, __LINE__, "%s", err))
+		nml_data_free(&d);
+}
+
+/* CSV: a wide row, a header, blank lines and CRLF endings. */
+static void csv_tests(void)
+{
+	enum { WIDE = 5000 };
+	char *wide = malloc(WIDE * 8 + 16);
+	size_t n = 0;
+	for (int r = 0; r < 3; r++) {
+		for (int k = 0; k < WIDE; k++)
+			n += (size_t)sprintf(wide + n, "%d,", k % 7);
+		n += (size_t)sprintf(wide + n, "%d\r\n\n", r);
+	}
+	write_file(P("wide.csv"), wide, n);
+	free(wide);
+	NmlData d;
+	if (check_report(nml_data_load_csv(&d, P("wide.csv"), -1, 0, err, sizeof err) == 0, __FILE__, __LINE__, "%s",
+	                 err)) {
+		CHECK(d.n == 3 && d.xdim == WIDE && d.classes == 3 && d.x[WIDE + 6] == 6 && d.y[2] == 2);
+		nml_data_free(&d);
+	}
+	write_file(P("h.csv"), "a,b,y\n1,2,0\n3,4,1\n", 18);
+	if (check_report(nml_data_load_csv(&d, P("h.csv"), 0, 1, err, sizeof err) == 0, __FILE__, __LINE__, "%s", err)) {
+		CHECK(d.n == 2 && d.xdim == 2 && d.ydim == 1 && d.y[1] == 3 && d.x[0] == 2 && d.x[3] == 1);
+		nml_data_free(&d);
+	}
+	CHECK(nml_data_load_csv(&d, P("nope.csv"), -1, 0, err, sizeof err) < 0);
+	CHECK_ERR(err, "cannot open");
+	CHECK_ERR(err, "nope.csv");
+}
+
 static void split_gather_tests(void)
 {
 	NmlData d = {.n = 10, .xdim = 3, .ydim = 2};
@@ -384,6 +494,16 @@ static void split_gather_tests(void)
 	CHECK(xb[0] == 2 && xb[1] == 1 && yb[0] == 2 && yb[1] == 1);
 	nml_data_free(&c);
 	nml_data_free(&held);
+
+	/* Sizes whose byte counts overflow are refused, not wrapped into a small copy. */
+	float one[2] = {0};
+	NmlData big = {.n = 4, .xdim = INT64_MAX / 2, .x = one, .y = one};
+	CHECK(nml_data_split(&big, &held, 1, err, sizeof err) < 0);
+	CHECK_ERR(err, "cannot split a data set of 4 samples");
+	CHECK(big.n == 4 && big.x == one);
+	big = (NmlData){.n = 4, .xdim = 1, .ydim = INT64_MAX / 4 + 1, .x = one, .y = one};
+	CHECK(nml_data_split(&big, &held, 1, err, sizeof err) < 0);
+	CHECK(big.n == 4 && big.y == one);
 }
 
 static int fashion(void)
@@ -499,6 +619,8 @@ int main(int argc, char **argv)
 	} else {
 		idx_tests();
 		npy_tests();
+		non_regular_tests();
+		csv_tests();
 		split_gather_tests();
 		rc = check_done();
 	}

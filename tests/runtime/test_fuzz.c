@@ -164,7 +164,8 @@ static void fuzz_safetensors(void)
 {
 	float a[6] = {1, 2, 3, 4, 5, 6}, b[2] = {7, 8};
 	NmlTensorRef t[] = {{"a", 2, {2, 3}, a}, {"b", 1, {2}, b}};
-	if (nml_ckpt_save(P("base.st"), t, 2, err, sizeof err) < 0) {
+	NmlMeta meta[] = {{"step", "12"}, {"hparam.lr", "0.050000000000000003"}};
+	if (nml_ckpt_save_meta(P("base.st"), t, 2, meta, 2, err, sizeof err) < 0) {
 		check_report(0, __FILE__, __LINE__, "%s", err);
 		return;
 	}
@@ -178,6 +179,14 @@ static void fuzz_safetensors(void)
 		err[0] = 0;
 		int rc = nml_ckpt_load(P("m.st"), t, 2, err, sizeof err);
 		check_outcome(rc, "safetensors", round, 1);
+		/* Metadata: found (a string that fits the buffer), absent, or an error. */
+		char v[8];
+		const char *key = round % 2 ? "step" : "hparam.lr";
+		err[0] = 0;
+		v[0] = 'x';
+		rc = nml_ckpt_meta(P("m.st"), key, v, sizeof v, err, sizeof err);
+		check_report(rc == 0 ? strlen(v) < sizeof v : rc == 1 ? v[0] == 'x' : rc == -1 && err[0], __FILE__,
+		             __LINE__, "metadata round %d: rc %d, err \"%s\"", round, rc, err);
 	}
 }
 
