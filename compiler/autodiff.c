@@ -2,15 +2,18 @@
  *
  * Walking the function backwards from the loss, each op's rule adds the adjoints of its operands
  * as ordinary IR ops appended to the same function, so the backward code is fused, simplified and
- * compiled like the forward code. Only values that depend on a parameter get adjoints. */
+ * compiled like the forward code. Only values that depend on one of the values differentiated
+ * against get adjoints. */
 #include "autodiff.h"
 
 #include <stdlib.h>
 
+#include "util.h"
+
 typedef struct Ad {
 	IrFunc *f;
 	int *adj;     /* per value: its adjoint, or -1 */
-	char *needs;  /* per value: depends on a parameter */
+	char *needs;  /* per value: depends on a value differentiated against */
 } Ad;
 
 static int c(Ad *ad, double v, SrcLoc loc) { return ir_const(ad->f, v, loc); }
@@ -32,7 +35,7 @@ static void rule(Ad *ad, int i, int g)
 	int a = in.in[0], b = in.in[1], out = i;
 	SrcLoc loc = in.loc;
 	switch (in.op) {
-	case IR_CONST: case IR_INPUT: case IR_PARAM: case IR_STATE: case IR_HPARAM: case IR_STEP:
+	case IR_CONST: case IR_LOAD: case IR_HPARAM: case IR_STEP:
 	case IR_ROWS: case IR_ONEHOT: case IR_STOPGRAD: case IR_SIGN:
 	case IR_LT: case IR_LE: case IR_GT: case IR_GE: case IR_EQ: case IR_NE:
 		return; /* constant, or zero derivative almost everywhere */
@@ -123,7 +126,7 @@ static void rule(Ad *ad, int i, int g)
 	case IR_MAX: { /* d max(a) = g where a equals the max */
 		IrShape as = ad->f->inst[a].shape, kept = as;
 		for (int k = 0; k < as.rank; k++)
-			if (in.ival & (1 << k))
+			if (in.attr.axes & (1u << k))
 				kept.dim[k] = 1;
 		int ge = ir_expand(ad->f, ir_reshape(ad->f, g, kept, loc), as, loc);
 		if (in.op == IR_MAX)
@@ -132,54 +135,47 @@ static void rule(Ad *ad, int i, int g)
 		return;
 	}
 	case IR_MATMUL: { /* C = op(A) op(B): dA = G op(B)^T, dB = op(A)^T G, each in A's and B's layout */
-		int ta = in.ival & 1, tb = (in.ival >> 1) & 1;
+		int ta = in.attr.mm.ta, tb = in.attr.mm.tb;
 		if (ad->needs[a])
-			accumulate(ad, a, ta ? ir_matmul(ad->f, b, g, tb | 2, loc) : ir_matmul(ad->f, g, b, (!tb) << 1, loc), loc);
+			accumulate(ad, a, ta ? ir_matmul(ad->f, b, g, tb, 1, loc) : ir_matmul(ad->f, g, b, 0, !tb, loc), loc);
 		if (ad->needs[b])
-			accumulate(ad, b, tb ? ir_matmul(ad->f, g, a, 1 | (ta << 1), loc) : ir_matmul(ad->f, a, g, !ta, loc), loc);
+			accumulate(ad, b, tb ? ir_matmul(ad->f, g, a, 1, ta, loc) : ir_matmul(ad->f, a, g, !ta, 0, loc), loc);
 		return;
 	}
-	case IR_STORE_PARAM: case IR_STORE_STATE: case IR_STORE_GRAD: case IR_STORE_LOSS: case IR_STORE_PRED:
-	case IR_NOPS:
+	case IR_STORE: case IR_NOPS:
 		return;
 	}
 }
 
-int ad_backward(IrFunc *f, int loss, const IrModule *m, int *grad)
+int ad_grad(IrFunc *f, int y, const int *wrt, int nwrt, int *out)
 {
 	int n = f->n;
-	Ad ad = {.f = f, .adj = malloc(n * sizeof(int)), .needs = calloc(n, 1)};
-	if (!ad.adj || !ad.needs)
-		die("out of memory");
+	if (y < 0)
+		return -1;
+	Ad ad = {.f = f, .adj = xmalloc((size_t)n * sizeof(int)), .needs = xcalloc((size_t)n, 1)};
+	for (int i = 0; i < nwrt; i++)
+		if (wrt[i] >= 0)
+			ad.needs[wrt[i]] = 1;
 	for (int i = 0; i < n; i++) {
 		const IrInst *in = &f->inst[i];
 		ad.adj[i] = -1;
-		ad.needs[i] = in->op == IR_PARAM;
 		if (in->op == IR_STOPGRAD)
 			continue;
 		for (int k = 0; k < ir_op_arity(in->op); k++)
-			if (in->in[k] >= 0 && ad.needs[in->in[k]])
+			if (ad.needs[in->in[k]])
 				ad.needs[i] = 1;
 	}
-	if (ad.needs[loss])
-		ad.adj[loss] = ir_const(f, 1, f->inst[loss].loc);
-	for (int i = loss; i >= 0; i--)
+	if (ad.needs[y])
+		ad.adj[y] = ir_const(f, 1, f->inst[y].loc);
+	for (int i = y; i >= 0; i--)
 		if (ad.adj[i] >= 0 && ad.needs[i])
 			rule(&ad, i, ad.adj[i]);
-	for (int p = 0; p < m->nparams; p++)
-		grad[p] = -1;
-	for (int i = 0; i < n; i++) {
-		const IrInst *in = &f->inst[i];
-		if (in->op != IR_PARAM)
-			continue;
-		int g = ad.adj[i];
-		if (g < 0)
-			g = ir_expand(f, ir_const(f, 0, in->loc), in->shape, in->loc);
-		grad[in->ival] = grad[in->ival] < 0 ? g : ir_binary(f, IR_ADD, grad[in->ival], g, in->loc);
+	for (int i = 0; i < nwrt; i++) {
+		int v = wrt[i];
+		out[i] = v >= 0 ? ad.adj[v] : -1;
+		if (v >= 0 && out[i] < 0) /* y does not depend on it */
+			out[i] = ir_expand(f, ir_const(f, 0, f->inst[v].loc), f->inst[v].shape, f->inst[v].loc);
 	}
-	for (int p = 0; p < m->nparams; p++)
-		if (grad[p] < 0) /* a parameter the loss never reads */
-			grad[p] = ir_expand(f, ir_const(f, 0, m->params[p].loc), m->params[p].shape, m->params[p].loc);
 	free(ad.adj);
 	free(ad.needs);
 	return 0;

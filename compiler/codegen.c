@@ -26,12 +26,12 @@
 #include "fuse.h"
 #include "nmlrt.h"
 
-/* The fields of NmlArgs, in ABI order. */
-enum { ARG_PARAMS, ARG_GRADS, ARG_STATE, ARG_X, ARG_Y, ARG_HPARAMS, ARG_WORK, ARG_LOSS, ARG_PRED, ARG_N, ARG_T,
-       ARG_COUNT };
-_Static_assert(offsetof(NmlArgs, pred) == ARG_PRED * sizeof(void *), "NmlArgs: nine pointers first");
-_Static_assert(offsetof(NmlArgs, n) == ARG_N * sizeof(void *), "NmlArgs: then n");
+/* The fields of NmlArgs, in ABI order: a pointer per block (indexed by NmlBlock), then these. */
+enum { ARG_HPARAMS = NML_NBLOCKS, ARG_N, ARG_T, ARG_SEED, ARG_COUNT };
+_Static_assert(offsetof(NmlArgs, hparams) == ARG_HPARAMS * sizeof(void *), "NmlArgs: the block pointers first");
+_Static_assert(offsetof(NmlArgs, n) == ARG_N * sizeof(void *), "NmlArgs: then hparams, n");
 _Static_assert(offsetof(NmlArgs, t) == offsetof(NmlArgs, n) + sizeof(int64_t), "NmlArgs: then t");
+_Static_assert(offsetof(NmlArgs, seed) == offsetof(NmlArgs, t) + sizeof(double), "NmlArgs: then seed");
 
 enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 }; /* cblas.h */
 
@@ -260,8 +260,7 @@ static LLVMValueRef loop_end(Cg *g, Loop *l, LLVMValueRef acc_next)
  * axis i) or 1 (it is broadcast). Axes of size 1 are dropped and neighbouring axes along which the
  * same operands advance are merged, so the loops left are the ones broadcasting forces. */
 
-/* Storage, for alias metadata: a region by the value that owns it, a slot by block and index. */
-enum { KEY_PARAM = 1 << 24, KEY_STATE = 2 << 24, KEY_GRAD = 3 << 24, KEY_X = 4 << 24, KEY_Y, KEY_LOSS, KEY_PRED };
+/* Storage, for alias metadata: a region by the value that owns it, a slot by ir_slot_key. */
 
 typedef struct NestOp {
 	int val;                /* the IR value read through it, or -1 */
@@ -529,7 +528,8 @@ static LLVMValueRef cg_expm1(Cg *g, LLVMValueRef x)
 {
 	LLVMBuilderRef b = g->b;
 	LLVMValueRef u = cg_exp(g, x), um1 = LLVMBuildFSub(b, u, cf(g, 1), "");
-	LLVMValueRef r = LLVMBuildFDiv(b, LLVMBuildFMul(b, um1, x, ""), cg_log(g, u), "");
+	/* (u - 1) (x / log u): the quotient is near 1, so near overflow the product does not overflow */
+	LLVMValueRef r = LLVMBuildFMul(b, um1, LLVMBuildFDiv(b, x, cg_log(g, u), ""), "");
 	r = sel(g, fcmp(g, LLVMRealOEQ, um1, cf(g, -1)), um1, r);
 	r = sel(g, fcmp(g, LLVMRealOEQ, u, cf(g, INFINITY)), u, r);
 	return sel(g, fcmp(g, LLVMRealOEQ, u, cf(g, 1)), x, r);
@@ -566,8 +566,9 @@ static LLVMValueRef cg_pow(Cg *g, LLVMValueRef a, LLVMValueRef b)
 			return LLVMBuildFDiv(g->b, cf(g, 1), a, "");
 		if (k == -2)
 			return LLVMBuildFDiv(g->b, cf(g, 1), LLVMBuildFMul(g->b, a, a, ""), "");
-		if (k == 0.5)
-			return call1(g, "llvm.sqrt", a);
+		if (k == 0.5) /* pow(-0, 0.5) is +0 and pow(-inf, 0.5) is +inf, where sqrt gives -0 and NaN */
+			return sel(g, fcmp(g, LLVMRealOEQ, a, cf(g, -INFINITY)), cf(g, INFINITY),
+				   call1(g, "llvm.fabs", call1(g, "llvm.sqrt", a)));
 	}
 	return call2(g, "llvm.pow", a, b);
 }
@@ -577,46 +578,49 @@ static LLVMValueRef flag(Cg *g, LLVMRealPredicate p, LLVMValueRef a, LLVMValueRe
 	return sel(g, fcmp(g, p, a, b), cf(g, 1), cf(g, 0));
 }
 
-/* One element of an elementwise op. */
+/* The emitters of ops.h's rows that are not written out above. Each keeps a NaN operand visible
+ * as ir_op_eval does: the interpreter that explains a divergence must see what the kernel saw. */
+static LLVMValueRef cg_neg(Cg *g, LLVMValueRef a) { return LLVMBuildFNeg(g->b, a, ""); }
+static LLVMValueRef cg_sqrt(Cg *g, LLVMValueRef a) { return call1(g, "llvm.sqrt", a); }
+static LLVMValueRef cg_rsqrt(Cg *g, LLVMValueRef a) { return LLVMBuildFDiv(g->b, cf(g, 1), cg_sqrt(g, a), ""); }
+static LLVMValueRef cg_abs(Cg *g, LLVMValueRef a) { return call1(g, "llvm.fabs", a); }
+static LLVMValueRef cg_sign(Cg *g, LLVMValueRef a)
+{
+	LLVMValueRef s = sel(g, fcmp(g, LLVMRealOGT, a, cf(g, 0)), cf(g, 1),
+			     sel(g, fcmp(g, LLVMRealOLT, a, cf(g, 0)), cf(g, -1), cf(g, 0)));
+	return sel(g, fcmp(g, LLVMRealUNO, a, a), a, s);
+}
+/* 1/(1 + exp(-x)): exp overflows to inf for x < -88 and the quotient goes to 0, never NaN */
+static LLVMValueRef cg_sigmoid(Cg *g, LLVMValueRef a)
+{
+	return LLVMBuildFDiv(g->b, cf(g, 1), LLVMBuildFAdd(g->b, cf(g, 1), cg_exp(g, cg_neg(g, a)), ""), "");
+}
+/* x < 0 ? 0 : x keeps a NaN visible */
+static LLVMValueRef cg_relu(Cg *g, LLVMValueRef a) { return sel(g, fcmp(g, LLVMRealOLT, a, cf(g, 0)), cf(g, 0), a); }
+static LLVMValueRef cg_add(Cg *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFAdd(g->b, a, b, ""); }
+static LLVMValueRef cg_sub(Cg *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFSub(g->b, a, b, ""); }
+static LLVMValueRef cg_mul(Cg *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFMul(g->b, a, b, ""); }
+static LLVMValueRef cg_div(Cg *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFDiv(g->b, a, b, ""); }
+static LLVMValueRef cg_max(Cg *g, LLVMValueRef a, LLVMValueRef b) { return call2(g, "llvm.maximum", a, b); }
+static LLVMValueRef cg_min(Cg *g, LLVMValueRef a, LLVMValueRef b) { return call2(g, "llvm.minimum", a, b); }
+static LLVMValueRef cg_cmp(Cg *g, LLVMRealPredicate p, LLVMValueRef a, LLVMValueRef b) { return flag(g, p, a, b); }
+static LLVMValueRef cg_where(Cg *g, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b)
+{
+	return sel(g, fcmp(g, LLVMRealUNE, c, cf(g, 0)), a, b);
+}
+
+/* One element of an elementwise op: the emitter column of its row in ops.h. */
 static LLVMValueRef op_scalar(Cg *g, IrOp op, LLVMValueRef *x)
 {
-	LLVMBuilderRef b = g->b;
+	LLVMValueRef a = x[0], b = x[1], c = x[2];
 	switch (op) {
-	case IR_NEG: return LLVMBuildFNeg(b, x[0], "");
-	case IR_EXP: return cg_exp(g, x[0]);
-	case IR_LOG: return cg_log(g, x[0]);
-	case IR_LOG1P: return cg_log1p(g, x[0]);
-	case IR_EXPM1: return cg_expm1(g, x[0]);
-	case IR_SQRT: return call1(g, "llvm.sqrt", x[0]);
-	case IR_RSQRT: return LLVMBuildFDiv(b, cf(g, 1), call1(g, "llvm.sqrt", x[0]), "");
-	case IR_ABS: return call1(g, "llvm.fabs", x[0]);
-	case IR_SIGN:
-		return sel(g, fcmp(g, LLVMRealOGT, x[0], cf(g, 0)), cf(g, 1),
-			   sel(g, fcmp(g, LLVMRealOLT, x[0], cf(g, 0)), cf(g, -1), cf(g, 0)));
-	case IR_TANH: return cg_tanh(g, x[0]);
-	/* 1/(1 + exp(-x)): exp overflows to inf for x < -88 and the quotient goes to 0, never NaN */
-	case IR_SIGMOID:
-		return LLVMBuildFDiv(b, cf(g, 1), LLVMBuildFAdd(b, cf(g, 1), cg_exp(g, LLVMBuildFNeg(b, x[0], "")), ""), "");
-	/* x < 0 ? 0 : x keeps a NaN visible */
-	case IR_RELU: return sel(g, fcmp(g, LLVMRealOLT, x[0], cf(g, 0)), cf(g, 0), x[0]);
-	case IR_STOPGRAD:
-	case IR_EXPAND: return x[0];
-	case IR_ADD: return LLVMBuildFAdd(b, x[0], x[1], "");
-	case IR_SUB: return LLVMBuildFSub(b, x[0], x[1], "");
-	case IR_MUL: return LLVMBuildFMul(b, x[0], x[1], "");
-	case IR_DIV: return LLVMBuildFDiv(b, x[0], x[1], "");
-	case IR_POW: return cg_pow(g, x[0], x[1]);
-	case IR_MAX2: return call2(g, "llvm.maximum", x[0], x[1]);
-	case IR_MIN2: return call2(g, "llvm.minimum", x[0], x[1]);
-	case IR_LT: return flag(g, LLVMRealOLT, x[0], x[1]);
-	case IR_LE: return flag(g, LLVMRealOLE, x[0], x[1]);
-	case IR_GT: return flag(g, LLVMRealOGT, x[0], x[1]);
-	case IR_GE: return flag(g, LLVMRealOGE, x[0], x[1]);
-	case IR_EQ: return flag(g, LLVMRealOEQ, x[0], x[1]);
-	case IR_NE: return flag(g, LLVMRealUNE, x[0], x[1]);
-	case IR_WHERE: return sel(g, fcmp(g, LLVMRealUNE, x[0], cf(g, 0)), x[1], x[2]);
-	default: die("codegen: %s is not elementwise", ir_op_name(op));
+#define X(name, str, arity, cls, attr, shape, builtin, sem, emit) \
+	case IR_##name: return (emit);
+		IR_OPS(X)
+#undef X
+	case IR_NOPS: break;
 	}
+	die("codegen: %s is not elementwise", ir_op_name(op));
 }
 
 /* ---- ops ---- */
@@ -630,37 +634,24 @@ static int read_key(Cg *g, int v)
 {
 	int r = fuse_root(g->plan, g->f, v);
 	const IrInst *in = &g->f->inst[r];
-	switch (in->op) {
-	case IR_PARAM: return KEY_PARAM + in->ival;
-	case IR_STATE: return KEY_STATE + in->ival;
-	case IR_INPUT: return in->ival ? KEY_Y : KEY_X;
-	default: return r;
-	}
+	return in->op == IR_LOAD ? ir_slot_key(in->attr.slot.block, in->attr.slot.index) : r;
 }
 
-/* The slot a store writes, its first element and its shape. */
+/* The first element of tensor index of block b. */
+static LLVMValueRef slot_ptr(Cg *g, NmlBlock b, int index)
+{
+	return elem(g, g->arg[b], ci(g, (int64_t)ir_slot(g->m, b, index)->offset));
+}
+
+/* The slot a store writes, its first element and its shape (a batch block's: the value's). */
 static int store_dst(Cg *g, int i, LLVMValueRef *dst, const IrShape **s)
 {
 	const IrInst *in = &g->f->inst[i];
-	const IrModule *m = g->m;
-	*s = shape_of(g, in->in[0]);
-	switch (in->op) {
-	case IR_STORE_PARAM:
-		*s = &m->params[in->ival].shape;
-		*dst = elem(g, g->arg[ARG_PARAMS], ci(g, (int64_t)m->params[in->ival].offset));
-		return KEY_PARAM + in->ival;
-	case IR_STORE_GRAD:
-		*s = &m->params[in->ival].shape;
-		*dst = elem(g, g->arg[ARG_GRADS], ci(g, (int64_t)m->params[in->ival].offset));
-		return KEY_GRAD + in->ival;
-	case IR_STORE_STATE:
-		*s = &m->states[in->ival].shape;
-		*dst = elem(g, g->arg[ARG_STATE], ci(g, (int64_t)m->states[in->ival].offset));
-		return KEY_STATE + in->ival;
-	case IR_STORE_LOSS: *dst = g->arg[ARG_LOSS]; return KEY_LOSS;
-	case IR_STORE_PRED: *dst = g->arg[ARG_PRED]; return KEY_PRED;
-	default: die("codegen: %s is not a store", ir_op_name(in->op));
-	}
+	NmlBlock b = in->attr.slot.block;
+	int index = in->attr.slot.index;
+	*s = nml_block_kind(b) == NML_BK_BATCH ? shape_of(g, in->in[0]) : &ir_slot(g->m, b, index)->shape;
+	*dst = slot_ptr(g, b, index);
+	return ir_slot_key(b, index);
 }
 
 /* dst (of shape s) = the scalar v everywhere */
@@ -682,13 +673,11 @@ static void emit_leaf(Cg *g, int i)
 	Val *v = &g->val[i];
 	LLVMBuilderRef b = g->b;
 	switch (in->op) {
-	case IR_CONST: v->imm = LLVMConstReal(g->f64, in->fval); break;
-	case IR_INPUT: v->ptr = g->arg[in->ival ? ARG_Y : ARG_X]; break;
-	case IR_PARAM: v->ptr = elem(g, g->arg[ARG_PARAMS], ci(g, (int64_t)g->m->params[in->ival].offset)); break;
-	case IR_STATE: v->ptr = elem(g, g->arg[ARG_STATE], ci(g, (int64_t)g->m->states[in->ival].offset)); break;
+	case IR_CONST: v->imm = LLVMConstReal(g->f64, in->attr.num); break;
+	case IR_LOAD: v->ptr = slot_ptr(g, in->attr.slot.block, in->attr.slot.index); break;
 	case IR_HPARAM: /* hyperparameters are f64 in every kernel */
 		v->imm = LLVMBuildLoad2(b, g->f64, LLVMBuildInBoundsGEP2(b, g->f64, g->arg[ARG_HPARAMS],
-									 (LLVMValueRef[]){ci(g, in->ival)}, 1, ""), "hp");
+									 (LLVMValueRef[]){ci(g, in->attr.index)}, 1, ""), "hp");
 		break;
 	case IR_STEP: v->imm = g->arg[ARG_T]; break;
 	case IR_ROWS: v->imm = LLVMBuildSIToFP(b, g->arg[ARG_N], g->f64, "n"); break;
@@ -708,14 +697,13 @@ static void emit_value(Cg *g, int i)
 {
 	const IrInst *in = &g->f->inst[i];
 	Val *v = &g->val[i];
-	IrOpKind k = ir_op_kind(in->op);
-	if (k == OPK_LEAF) {
+	if (ir_op_class(in->op) == OPC_LEAF) {
 		emit_leaf(g, i);
 	} else if (kind_of(g, i) == FV_ALIAS) {
 		v->ptr = g->val[in->in[0]].ptr;
 	} else if (kind_of(g, i) != FV_SCALAR) {
 		die("codegen: %s: %%%d (%s) has no loop", g->kname, i, ir_op_name(in->op));
-	} else if (in->op == IR_RESHAPE) {
+	} else if (ir_op_class(in->op) == OPC_VIEW) {
 		v->imm = g->val[in->in[0]].imm;
 	} else {
 		LLVMValueRef x[3];
@@ -774,11 +762,9 @@ static LLVMValueRef emit_body(Cg *g, Nest *ns, int q, const int *wk, int out, LL
 	for (int x = 0; x < u->n; x++) {
 		int i = u->inst[x];
 		const IrInst *in = &g->f->inst[i];
-		switch (ir_op_kind(in->op)) {
-		case OPK_UNARY:
-		case OPK_BINARY:
-		case OPK_TERNARY: {
-			LLVMValueRef a[3];
+		switch (ir_op_class(in->op)) {
+		case OPC_ELEMWISE: {
+			LLVMValueRef a[3] = {0};
 			for (int j = 0; j < ir_op_arity(in->op); j++)
 				a[j] = operand(g, ns, q, in->in[j]);
 			g->val[i].reg = op_scalar(g, in->op, a);
@@ -786,8 +772,8 @@ static LLVMValueRef emit_body(Cg *g, Nest *ns, int q, const int *wk, int out, LL
 				nest_put(g, ns, wk[x], g->val[i].reg);
 			break;
 		}
-		case OPK_STORE: nest_put(g, ns, wk[x], operand(g, ns, q, in->in[0])); break;
-		case OPK_REDUCE: {
+		case OPC_STORE: nest_put(g, ns, wk[x], operand(g, ns, q, in->in[0])); break;
+		case OPC_REDUCE: {
 			LLVMValueRef v = operand(g, ns, q, in->in[0]);
 			if (acc)
 				next = reduce_step(g, in->op, acc, v, 1);
@@ -795,7 +781,8 @@ static LLVMValueRef emit_body(Cg *g, Nest *ns, int q, const int *wk, int out, LL
 				nest_put(g, ns, out, reduce_step(g, in->op, load(g, nest_addr(g, ns, out), ns->op[out].md), v, 0));
 			break;
 		}
-		default: die("codegen: %s: %s in a loop nest", g->kname, ir_op_name(in->op));
+		case OPC_LEAF: case OPC_VIEW: case OPC_LIBRARY: case OPC_LOOP:
+			die("codegen: %s: %s in a loop nest", g->kname, ir_op_name(in->op));
 		}
 	}
 	return next;
@@ -825,19 +812,19 @@ static void emit_nest(Cg *g, int q)
 			if (kind_of(g, a) != FV_SCALAR && g->plan->val[a].unit != q)
 				read_op(g, &ns, a);
 		}
-		switch (ir_op_kind(in->op)) {
-		case OPK_STORE: {
+		switch (ir_op_class(in->op)) {
+		case OPC_STORE: {
 			LLVMValueRef dst;
 			const IrShape *s;
 			int key = store_dst(g, i, &dst, &s);
 			wk[x] = nest_add(g, &ns, -1, key, 1, dst, NULL, s);
 			break;
 		}
-		case OPK_REDUCE: {
+		case OPC_REDUCE: {
 			IrShape kept = {0};
 			out = nest_add(g, &ns, -1, i, 1, g->val[i].ptr, NULL, &kept);
 			for (int a = 0; a < ns.rank; a++)
-				ns.op[out].od[a] = (in->ival >> a) & 1 ? 1 : ns.it[a];
+				ns.op[out].od[a] = (in->attr.axes >> a) & 1 ? 1 : ns.it[a];
 			break;
 		}
 		default:
@@ -863,7 +850,7 @@ static void emit_nest(Cg *g, int q)
 		if (!inner || outer) {
 			IrShape kept = {0};
 			for (int a = 0; a < u->space.rank; a++)
-				if (!((in->ival >> a) & 1))
+				if (!((in->attr.axes >> a) & 1))
 					kept.dim[kept.rank++] = u->space.dim[a];
 			Loop l;
 			LLVMValueRef j = loop_begin(g, &l, numelv(g, &kept));
@@ -892,7 +879,7 @@ static void emit_matmul(Cg *g, int i)
 {
 	const IrInst *in = &g->f->inst[i];
 	const IrShape *sa = shape_of(g, in->in[0]), *sb = shape_of(g, in->in[1]);
-	int ta = in->ival & 1, tb = (in->ival >> 1) & 1;
+	int ta = in->attr.mm.ta, tb = in->attr.mm.tb;
 	LLVMValueRef M = dimv(g, in->shape.dim[0]), N = dimv(g, in->shape.dim[1]);
 	LLVMValueRef K = dimv(g, sa->dim[ta ? 0 : 1]);
 	LLVMValueRef lda = dimv(g, sa->dim[1]), ldb = dimv(g, sb->dim[1]);
@@ -942,10 +929,8 @@ static void emit_matmul(Cg *g, int i)
 static void emit_onehot(Cg *g, int i)
 {
 	const IrInst *in = &g->f->inst[i];
-	if (in->op != IR_ONEHOT)
-		die("codegen: no lowering for %s", ir_op_name(in->op));
 	int a = in->in[0];
-	LLVMValueRef out = g->val[i].ptr, k = ci(g, in->ival);
+	LLVMValueRef out = g->val[i].ptr, k = ci(g, in->attr.classes);
 	LLVMMetadataRef s = new_scope(g);
 	Access wr = {scope_list(g, &s, 1), NULL}, rd = {NULL, wr.scope};
 	Loop rows, cols;
@@ -966,8 +951,8 @@ static void emit_unit(Cg *g, int q)
 	switch (u->kind) {
 	case FU_NONE: emit_value(g, u->inst[0]); break;
 	case FU_NEST: emit_nest(g, q); break;
-	case FU_MATMUL: emit_matmul(g, u->inst[0]); break;
-	case FU_ONEHOT: emit_onehot(g, u->inst[0]); break;
+	case FU_LIBRARY: emit_matmul(g, u->inst[0]); break;
+	case FU_LOOP: emit_onehot(g, u->inst[0]); break;
 	}
 }
 
@@ -978,14 +963,19 @@ static LLVMTypeRef args_type(Cg *g)
 		f[i] = g->ptr;
 	f[ARG_N] = g->i64;
 	f[ARG_T] = LLVMDoubleTypeInContext(g->ctx);
+	f[ARG_SEED] = g->i64;
 	return LLVMStructTypeInContext(g->ctx, f, ARG_COUNT, 0);
 }
 
 
 static void emit_kernel(Cg *g, CgKernel *k, int64_t max_batch)
 {
-	static const char *names[ARG_COUNT] = {"params", "grads", "state", "x", "y", "hparams", "work", "loss",
-					       "pred", "n", "t"};
+	static const char *names[ARG_COUNT] = {
+#define NML_X(name, str, layout, kind) [NML_B_##name] = str,
+		NML_BLOCKS(NML_X)
+#undef NML_X
+		[ARG_HPARAMS] = "hparams", [ARG_N] = "n", [ARG_T] = "t", [ARG_SEED] = "seed",
+	};
 	g->f = k->fn;
 	g->kname = k->name;
 	g->nscopes = 0;
@@ -1018,7 +1008,7 @@ static void emit_kernel(Cg *g, CgKernel *k, int64_t max_batch)
 		if (!plan->val[i].region)
 			continue;
 		LLVMValueRef off = ci(g, (int64_t)plan->val[i].off);
-		g->val[i].ptr = LLVMBuildInBoundsGEP2(g->b, g->i8, g->arg[ARG_WORK], &off, 1, "");
+		g->val[i].ptr = LLVMBuildInBoundsGEP2(g->b, g->i8, g->arg[NML_B_WORK], &off, 1, "");
 	}
 	for (int q = 0; q < plan->nunits; q++)
 		emit_unit(g, q);

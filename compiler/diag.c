@@ -103,6 +103,7 @@ void diag_reset(void)
 {
 	nerrors = nshown = 0;
 	last_loc = (SrcLoc){0};
+	last_msg[0] = 0;
 }
 void diag_set_stream(FILE *f) { stream = f; }
 

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "autodiff.h"
+#include "util.h"
 #include "config.h"
 #include "optim.h"
 #include "parse.h"
@@ -318,8 +319,9 @@ int drv_load_data(Compiler *c)
 		}
 	}
 	IrModule *m = &c->mod;
-	m->xshape = (IrShape){2, {IR_BATCH, c->train.xdim}};
-	m->yshape = c->train.ydim ? (IrShape){2, {IR_BATCH, c->train.ydim}} : (IrShape){1, {IR_BATCH}};
+	ir_set_batch(m, (IrShape){2, {IR_BATCH, c->train.xdim}},
+		     c->train.ydim ? (IrShape){2, {IR_BATCH, c->train.ydim}} : (IrShape){1, {IR_BATCH}},
+		     (IrShape){2, {IR_BATCH, 1}} /* until lowering knows the model's output */);
 	m->classes = c->train.ydim ? 0 : c->train.classes > c->test.classes ? c->train.classes : c->test.classes;
 	c->ms_data += drv_now_ms() - t0;
 	return 0;
@@ -327,39 +329,61 @@ int drv_load_data(Compiler *c)
 
 /* ---- lowering ---- */
 
+/* The gradient of fn's loss with respect to every parameter, appended to fn: grad[p] for slot p. */
+static void param_grads(Compiler *c, IrFunc *fn, int loss, int *grad)
+{
+	int n = ir_block(&c->mod, NML_B_PARAMS)->n;
+	int *leaf = xmalloc(((size_t)n + 1) * sizeof *leaf);
+	for (int p = 0; p < n; p++) /* -1 for a parameter the function never reads: zeros */
+		leaf[p] = p < c->lower.nparam_leaf ? c->lower.param_leaf[p] : -1;
+	ad_grad(fn, loss, leaf, n, grad);
+	for (int p = 0; p < n; p++)
+		if (grad[p] < 0) {
+			const IrSlot *s = ir_slot(&c->mod, NML_B_PARAMS, p);
+			grad[p] = ir_expand(fn, ir_const(fn, 0, s->loc), s->shape, s->loc);
+		}
+	free(leaf);
+}
+
 int drv_lower(Compiler *c)
 {
 	double t0 = drv_now_ms();
 	int before = diag_count();
-	c->fwd = lower_forward(&c->lower);
+	/* The training-mode forward pass, and then the evaluation-mode one, each lowered from the
+	 * source: a layer may compute differently in the two. */
+	c->fwd = lower_forward(&c->lower, 1, "forward");
 	if (!c->fwd)
 		return diag_count() - before + (diag_count() == before);
-	int loss = c->lower.loss, pred = c->lower.pred;
+	int loss = c->lower.loss;
 	SrcLoc loc = c->fwd->inst[loss].loc;
-
-	c->eval = ir_func_clone(c->fwd, "eval");
-	ir_store(c->eval, IR_STORE_LOSS, loss, 0, loc);
-	ir_store(c->eval, IR_STORE_PRED, pred, 0, loc);
-
-	/* The model's output alone (nmlc build's predict): y and the loss are left to DCE. */
-	c->predict = ir_func_clone(c->fwd, "predict");
-	ir_store(c->predict, IR_STORE_PRED, pred, 0, loc);
-
-	c->step = ir_func_clone(c->fwd, "step");
-	ir_store(c->step, IR_STORE_LOSS, loss, 0, loc);
-	int *grad = malloc((c->mod.nparams + 1) * sizeof *grad);
-	ad_backward(c->step, loss, &c->mod, grad);
-	optim_lower(&c->lower, c->step, &c->cfg.optimizer, grad);
-	free(grad);
+	int nparams = ir_block(&c->mod, NML_B_PARAMS)->n;
+	int *grad = xmalloc(((size_t)nparams + 1) * sizeof *grad);
 
 	/* The gradient alone, for gradient checks and `nmlc show --grad`. */
 	c->gradf = ir_func_clone(c->fwd, "grad");
-	ir_store(c->gradf, IR_STORE_LOSS, loss, 0, loc);
-	int *g = malloc((c->mod.nparams + 1) * sizeof *g);
-	ad_backward(c->gradf, loss, &c->mod, g);
-	for (int p = 0; p < c->mod.nparams; p++)
-		ir_store(c->gradf, IR_STORE_GRAD, g[p], p, c->mod.params[p].loc);
-	free(g);
+	ir_store(c->gradf, NML_B_LOSS, 0, loss, loc);
+	param_grads(c, c->gradf, loss, grad);
+	for (int p = 0; p < nparams; p++)
+		ir_store(c->gradf, NML_B_GRADS, p, grad[p], ir_slot(&c->mod, NML_B_PARAMS, p)->loc);
+
+	c->step = ir_func_clone(c->fwd, "step");
+	ir_store(c->step, NML_B_LOSS, 0, loss, loc);
+	param_grads(c, c->step, loss, grad);
+	optim_lower(&c->lower, c->step, &c->cfg.optimizer, grad);
+	free(grad);
+
+	IrFunc *efwd = lower_forward(&c->lower, 0, "eval");
+	if (!efwd)
+		return diag_count() - before + (diag_count() == before);
+	loss = c->lower.loss;
+	int pred = c->lower.pred;
+	loc = efwd->inst[loss].loc;
+	/* The model's output alone (nmlc build's predict): y and the loss are left to DCE. */
+	c->predict = ir_func_clone(efwd, "predict");
+	ir_store(c->predict, NML_B_PRED, 0, pred, loc);
+	c->eval = efwd;
+	ir_store(c->eval, NML_B_LOSS, 0, loss, loc);
+	ir_store(c->eval, NML_B_PRED, 0, pred, loc);
 
 	IrFunc *fns[] = {c->eval, c->step, c->gradf, c->predict};
 	for (int i = 0; i < 4; i++) {
@@ -379,14 +403,15 @@ int drv_front(Compiler *c, const char *path)
 
 /* ---- initial values ---- */
 
-void drv_init_slots(const IrSlot *slots, int n, size_t size, uint64_t seed, uint64_t stream, double *out)
+void drv_init_slots(const IrModule *m, NmlBlock b, uint64_t seed, double *out)
 {
 	_Static_assert((int)INIT_CONST == (int)NML_INIT_CONST && (int)INIT_NORMAL == (int)NML_INIT_NORMAL
 			       && (int)INIT_UNIFORM == (int)NML_INIT_UNIFORM, "IrInitKind and NmlInitKind agree");
-	memset(out, 0, size * sizeof *out);
-	for (int i = 0; i < n; i++) {
-		const IrSlot *s = &slots[i];
+	const IrBlock *t = ir_block(m, b);
+	memset(out, 0, t->size * sizeof *out);
+	for (int i = 0; i < t->n; i++) {
+		const IrSlot *s = &t->slot[i];
 		NmlInit init = {(NmlInitKind)s->init.kind, s->init.a, s->init.b};
-		nml_init_values(init, seed, stream, (uint64_t)i, out + s->offset, ir_shape_numel(s->shape, 1));
+		nml_init_values(init, seed, b, (uint64_t)i, out + s->offset, ir_shape_numel(s->shape, 1));
 	}
 }

@@ -33,11 +33,11 @@ typedef struct Compiler {
 	NmlData train, test;
 	int data_loaded;         /* train and test are c's own, freed with it */
 	DrvData *shared_data;    /* NULL, or where drv_load_data keeps the data for later compilations */
-	IrFunc *fwd;             /* forward and loss */
-	IrFunc *eval;            /* fwd + stores of loss and prediction */
+	IrFunc *fwd;             /* forward and loss, in training mode */
+	IrFunc *eval;            /* forward in evaluation mode, storing loss and prediction */
 	IrFunc *step;            /* fwd + backward + update */
 	IrFunc *gradf;           /* fwd + backward, storing loss and gradients */
-	IrFunc *predict;         /* fwd storing the prediction only (nmlc build) */
+	IrFunc *predict;         /* forward in evaluation mode storing the prediction only */
 	int verbose;
 	double ms_front, ms_data, ms_lower, ms_jit; /* phase timings */
 } Compiler;
@@ -58,8 +58,8 @@ void drv_data_free(DrvData *d);
 /* All of the above, for a file: 0 when it compiled cleanly. */
 int drv_front(Compiler *c, const char *path);
 
-/* Initial parameter or state values as the slots' initializers say, from the seed. */
-void drv_init_slots(const IrSlot *slots, int n, size_t size, uint64_t seed, uint64_t stream, double *out);
+/* Initial values of a MODEL block's tensors as their initializers say, from the seed. */
+void drv_init_slots(const IrModule *m, NmlBlock b, uint64_t seed, double *out);
 
 double drv_now_ms(void);
 

@@ -21,28 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 enum { WORK_ALIGN = 64 };  /* a cache line, and one AVX-512 vector */
 enum { WINDOW = 64 };      /* a nest is taken back from at most this many units ago: planning stays linear */
-
-/* A slot as a number: the block it is in, and its index there. */
-enum { B_PARAM, B_STATE, B_GRAD, B_LOSS, B_PRED };
-#define SLOT_KEY(block, slot) ((block) << 24 | (slot))
-
-static void *xrealloc(void *p, size_t size)
-{
-	p = realloc(p, size ? size : 1);
-	if (!p)
-		die("out of memory");
-	return p;
-}
-
-static void *xcalloc(size_t n, size_t size)
-{
-	void *p = calloc(n ? n : 1, size);
-	if (!p)
-		die("out of memory");
-	return p;
-}
 
 typedef struct Vec {
 	int *v;
@@ -94,7 +76,8 @@ typedef struct Planner {
 	int norder;
 } Planner;
 
-static int is_scalar_leaf(IrOp op) { return op == IR_CONST || op == IR_HPARAM || op == IR_STEP || op == IR_ROWS; }
+/* Every leaf but a tensor of a block is one number. */
+static int is_scalar_leaf(IrOp op) { return ir_op_class(op) == OPC_LEAF && op != IR_LOAD; }
 
 static const IrShape *shape(const Planner *p, int v) { return &p->f->inst[v].shape; }
 
@@ -114,18 +97,12 @@ static int same_layout(const IrShape *a, const IrShape *b)
 	return 1;
 }
 
-/* The slot a store writes, and the shape of what it writes there. */
+/* The slot a store writes, and the shape of what it writes there (a batch block's: the value's). */
 static int store_key(const IrModule *m, const IrInst *in, const IrShape *value, IrShape *dst)
 {
-	*dst = *value;
-	switch (in->op) {
-	case IR_STORE_PARAM: *dst = m->params[in->ival].shape; return SLOT_KEY(B_PARAM, in->ival);
-	case IR_STORE_GRAD: *dst = m->params[in->ival].shape; return SLOT_KEY(B_GRAD, in->ival);
-	case IR_STORE_STATE: *dst = m->states[in->ival].shape; return SLOT_KEY(B_STATE, in->ival);
-	case IR_STORE_LOSS: return SLOT_KEY(B_LOSS, 0);
-	case IR_STORE_PRED: return SLOT_KEY(B_PRED, 0);
-	default: die("fuse: %s is not a store", ir_op_name(in->op));
-	}
+	NmlBlock b = in->attr.slot.block;
+	*dst = nml_block_kind(b) == NML_BK_BATCH ? *value : ir_slot(m, b, in->attr.slot.index)->shape;
+	return ir_slot_key(b, in->attr.slot.index);
 }
 
 static void add_member(Planner *p, int u, int i)
@@ -142,7 +119,7 @@ static void add_member(Planner *p, int u, int i)
 		if (U->kind == FU_NEST && !same_layout(shape(p, a), &U->space))
 			add(&U->loose, k);
 	}
-	if (ir_op_kind(in->op) == OPK_STORE) {
+	if (ir_op_class(in->op) == OPC_STORE) {
 		IrShape dst;
 		add(&U->writes, store_key(p->m, in, shape(p, in->in[0]), &dst));
 	}
@@ -214,7 +191,7 @@ static int fits(const Planner *p, int u, int i)
 		if (p->slot[a] >= 0 && has(&U->writes, p->slot[a])) /* a read after a store */
 			return 0;
 	}
-	if (ir_op_kind(in->op) == OPK_STORE) {
+	if (ir_op_class(in->op) == OPC_STORE) {
 		IrShape dst;
 		if (has(&U->loose, store_key(p->m, in, shape(p, in->in[0]), &dst)))
 			return 0;
@@ -270,28 +247,23 @@ static void place_elementwise(Planner *p, int i, int fuse)
  * overwritten, so a copy of one can share its storage. Slots can be. */
 static int in_work(const Planner *p, int a)
 {
-	IrOpKind k = ir_op_kind(p->f->inst[a].op);
 	if (p->uniform[a])
 		return 0;
-	return p->alias[a] ? p->slot[a] < 0 : k != OPK_LEAF;
+	return p->alias[a] ? p->slot[a] < 0 : ir_op_class(p->f->inst[a].op) != OPC_LEAF;
 }
 
 static void place(Planner *p, int i, int fuse)
 {
 	const IrInst *in = &p->f->inst[i];
 	int a = ir_op_arity(in->op) > 0 ? in->in[0] : -1;
-	switch (ir_op_kind(in->op)) {
-	case OPK_LEAF:
+	switch (ir_op_class(in->op)) {
+	case OPC_LEAF:
 		p->uniform[i] = is_scalar_leaf(in->op);
-		if (in->op == IR_PARAM)
-			p->slot[i] = SLOT_KEY(B_PARAM, in->ival);
-		else if (in->op == IR_STATE)
-			p->slot[i] = SLOT_KEY(B_STATE, in->ival);
+		if (in->op == IR_LOAD)
+			p->slot[i] = ir_slot_key(in->attr.slot.block, in->attr.slot.index);
 		new_unit(p, FU_NONE, NULL, i);
 		break;
-	case OPK_UNARY:
-	case OPK_BINARY:
-	case OPK_TERNARY: {
+	case OPC_ELEMWISE: {
 		int uni = 1;
 		for (int j = 0; j < ir_op_arity(in->op); j++)
 			uni &= p->uniform[in->in[j]];
@@ -313,7 +285,7 @@ static void place(Planner *p, int i, int fuse)
 		place_elementwise(p, i, fuse);
 		break;
 	}
-	case OPK_REDUCE: {
+	case OPC_REDUCE: {
 		int u = fuse ? producer(p, a, shape(p, a)) : -1;
 		if (u >= 0 && p->u[u].red < 0 && fits(p, u, i)) {
 			join(p, u, i);
@@ -324,23 +296,22 @@ static void place(Planner *p, int i, int fuse)
 		}
 		break;
 	}
-	case OPK_MATMUL:
-		for (int j = 0; j < 2; j++)
+	case OPC_LIBRARY:
+		for (int j = 0; j < ir_op_arity(in->op); j++)
 			if (p->uniform[in->in[j]])
 				p->scalar_mem[in->in[j]] = 1;
-		new_unit(p, FU_MATMUL, NULL, i);
+		new_unit(p, FU_LIBRARY, NULL, i);
 		break;
-	case OPK_SPECIAL:
-		if (in->op == IR_RESHAPE) {
-			p->uniform[i] = p->uniform[a];
-			p->alias[i] = !p->uniform[a];
-			p->slot[i] = p->uniform[a] ? -1 : p->slot[a];
-			new_unit(p, FU_NONE, NULL, i);
-		} else {
-			new_unit(p, FU_ONEHOT, NULL, i);
-		}
+	case OPC_VIEW:
+		p->uniform[i] = p->uniform[a];
+		p->alias[i] = !p->uniform[a];
+		p->slot[i] = p->uniform[a] ? -1 : p->slot[a];
+		new_unit(p, FU_NONE, NULL, i);
 		break;
-	case OPK_STORE: {
+	case OPC_LOOP:
+		new_unit(p, FU_LOOP, NULL, i);
+		break;
+	case OPC_STORE: {
 		IrShape dst;
 		store_key(p->m, in, shape(p, a), &dst);
 		int u = fuse && same_layout(shape(p, a), &dst) ? producer(p, a, shape(p, a)) : -1;
@@ -376,24 +347,21 @@ static void classify(const Planner *p, FusePlan *plan)
 		const IrInst *in = &f->inst[i];
 		FuseVal *v = &plan->val[i];
 		v->unit = p->pos[p->unit_of[i]];
-		switch (ir_op_kind(in->op)) {
-		case OPK_LEAF: v->kind = p->uniform[i] ? FV_SCALAR : FV_SLOT; break;
-		case OPK_UNARY:
-		case OPK_BINARY:
-		case OPK_TERNARY:
-		case OPK_SPECIAL:
+		switch (ir_op_class(in->op)) {
+		case OPC_LEAF: v->kind = p->uniform[i] ? FV_SCALAR : FV_SLOT; break;
+		case OPC_ELEMWISE:
+		case OPC_VIEW:
 			if (p->uniform[i])
 				v->kind = FV_SCALAR;
 			else if (p->alias[i])
 				v->kind = FV_ALIAS;
-			else if (in->op == IR_ONEHOT)
-				v->kind = FV_WORK;
 			else
 				v->kind = outside[i] ? FV_WORK : FV_REG;
 			break;
-		case OPK_REDUCE:
-		case OPK_MATMUL: v->kind = FV_WORK; break;
-		case OPK_STORE: v->kind = FV_NONE; break;
+		case OPC_REDUCE:
+		case OPC_LIBRARY:
+		case OPC_LOOP: v->kind = FV_WORK; break;
+		case OPC_STORE: v->kind = FV_NONE; break;
 		}
 		v->region = v->kind == FV_WORK || p->scalar_mem[i];
 	}
@@ -518,34 +486,23 @@ void fuse_free(FusePlan *p)
 static void dump_value(FILE *out, const IrModule *m, const IrFunc *f, int v)
 {
 	const IrInst *in = &f->inst[v];
-	switch (in->op) {
-	case IR_PARAM: fprintf(out, "%s", m->params[in->ival].name); break;
-	case IR_STATE: fprintf(out, "%s", m->states[in->ival].name); break;
-	case IR_INPUT: fprintf(out, "%s", in->ival ? "y" : "x"); break;
-	default: fprintf(out, "%%%d", v); break;
-	}
+	if (in->op == IR_LOAD)
+		ir_dump_slot(out, m, in->attr.slot.block, in->attr.slot.index);
+	else
+		fprintf(out, "%%%d", v);
 }
 
 static void dump_member(FILE *out, const IrModule *m, const IrFunc *f, const FusePlan *p, int i)
 {
 	const IrInst *in = &f->inst[i];
-	switch (in->op) {
-	case IR_STORE_PARAM:
-	case IR_STORE_GRAD: fprintf(out, "%s %s", ir_op_name(in->op), m->params[in->ival].name); return;
-	case IR_STORE_STATE: fprintf(out, "%s %s", ir_op_name(in->op), m->states[in->ival].name); return;
-	case IR_STORE_LOSS:
-	case IR_STORE_PRED: fprintf(out, "%s", ir_op_name(in->op)); return;
-	default: break;
+	if (in->op == IR_STORE) {
+		fprintf(out, "%s ", ir_op_name(in->op));
+		ir_dump_slot(out, m, in->attr.slot.block, in->attr.slot.index);
+		return;
 	}
 	fprintf(out, "%s %%%d", ir_op_name(in->op), i);
-	if (ir_op_kind(in->op) == OPK_REDUCE) {
-		fprintf(out, " axes=");
-		for (int a = 0, first = 1; a < IR_MAXRANK; a++)
-			if (in->ival & (1 << a)) {
-				fprintf(out, "%s%d", first ? "" : ",", a);
-				first = 0;
-			}
-	}
+	if (ir_op_info(in->op)->attr == ATTR_AXES)
+		ir_dump_attr(out, m, in);
 	if (p->val[i].kind == FV_WORK)
 		fprintf(out, "*");
 }
@@ -555,7 +512,7 @@ void fuse_dump(FILE *out, const IrModule *m, const IrFunc *f, const FusePlan *p)
 	int nests = 0, calls = 0;
 	for (int q = 0; q < p->nunits; q++) {
 		nests += p->unit[q].kind == FU_NEST;
-		calls += p->unit[q].kind == FU_MATMUL || p->unit[q].kind == FU_ONEHOT;
+		calls += p->unit[q].kind == FU_LIBRARY || p->unit[q].kind == FU_LOOP;
 	}
 	fprintf(out, "kernel %s: %d loop nests, %d other calls; work %d regions, %zu bytes (* : written to work)\n",
 		f->name, nests, calls, p->nregions, p->work_bytes);

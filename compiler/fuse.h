@@ -1,6 +1,6 @@
 /* fuse.h: the loop nests of a kernel, planned before any code is generated.
  *
- * An IR function becomes a list of units run in order: a loop nest, a matmul, a onehot, or nothing at
+ * An IR function becomes a list of units run in order: a loop nest, a library call, an op's own loop, or nothing at
  * all (leaves, scalars, views). A nest computes a group of elementwise ops and stores at each index
  * of one iteration space, and may feed one reduction of that space; its values stay in registers
  * unless something outside the nest reads them. The plan also places every value that needs memory
@@ -26,8 +26,8 @@ typedef enum {
 typedef enum {
 	FU_NONE,   /* a leaf, a scalar op or an alias: no loop (a scalar a matmul reads is stored, though) */
 	FU_NEST,   /* elementwise ops and stores over one iteration space, and perhaps one reduction of it */
-	FU_MATMUL,
-	FU_ONEHOT,
+	FU_LIBRARY, /* a library call (a matmul) */
+	FU_LOOP,    /* an op with a loop of its own (onehot) */
 } FuseUnitKind;
 
 typedef struct FuseUnit {

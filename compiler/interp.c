@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 static int64_t dim(int64_t d, int64_t n) { return d == IR_BATCH ? n : d; }
 
 static void unflatten(const IrShape *s, int64_t n, int64_t flat, int64_t *idx)
@@ -32,40 +34,6 @@ static int64_t bcast(const IrShape *a, const IrShape *o, const int64_t *idx, int
 	return off;
 }
 
-static float apply(IrOp op, float a, float b, float c)
-{
-	switch (op) {
-	case IR_NEG: return -a;
-	case IR_EXP: return expf(a);
-	case IR_LOG: return logf(a);
-	case IR_LOG1P: return log1pf(a);
-	case IR_EXPM1: return expm1f(a);
-	case IR_SQRT: return sqrtf(a);
-	case IR_RSQRT: return 1 / sqrtf(a);
-	case IR_ABS: return fabsf(a);
-	case IR_SIGN: return (float)((a > 0) - (a < 0));
-	case IR_TANH: return tanhf(a);
-	case IR_SIGMOID: return 1 / (1 + expf(-a));
-	case IR_RELU: return a > 0 ? a : 0;
-	case IR_STOPGRAD: case IR_EXPAND: return a;
-	case IR_ADD: return a + b;
-	case IR_SUB: return a - b;
-	case IR_MUL: return a * b;
-	case IR_DIV: return a / b;
-	case IR_POW: return powf(a, b);
-	case IR_MAX2: return fmaxf(a, b);
-	case IR_MIN2: return fminf(a, b);
-	case IR_LT: return a < b;
-	case IR_LE: return a <= b;
-	case IR_GT: return a > b;
-	case IR_GE: return a >= b;
-	case IR_EQ: return a == b;
-	case IR_NE: return a != b;
-	case IR_WHERE: return a != 0 ? b : c;
-	default: die("interp: %s is not elementwise", ir_op_name(op));
-	}
-}
-
 static int all_finite(const float *v, int64_t k)
 {
 	for (int64_t i = 0; i < k; i++)
@@ -74,39 +42,32 @@ static int all_finite(const float *v, int64_t k)
 	return 1;
 }
 
-static float *slot(const IrModule *m, const IrInst *in, const NmlArgs *a)
+/* The first element of tensor index of block b. */
+static float *slot(const IrModule *m, const NmlArgs *a, NmlBlock b, int index)
 {
-	switch (in->op) {
-	case IR_STORE_PARAM: return (float *)a->params + m->params[in->ival].offset;
-	case IR_STORE_GRAD: return (float *)a->grads + m->params[in->ival].offset;
-	case IR_STORE_STATE: return (float *)a->state + m->states[in->ival].offset;
-	case IR_STORE_LOSS: return a->loss;
-	default: return a->pred;
-	}
+	return (float *)a->block[b] + ir_slot(m, b, index)->offset;
 }
 
 int interp_run(const IrModule *m, const IrFunc *f, NmlArgs *a, int stop_at_nonfinite)
 {
 	int64_t n = a->n;
-	float **val = calloc((size_t)f->n + 1, sizeof *val);
+	float **val = xcalloc((size_t)f->n + 1, sizeof *val);
 	int origin = -1;
 	for (int i = 0; i < f->n && origin < 0; i++) {
 		const IrInst *in = &f->inst[i];
 		int64_t k = ir_shape_numel(in->shape, n), idx[IR_MAXRANK];
-		float *out = ir_op_kind(in->op) == OPK_STORE ? NULL : (val[i] = calloc((size_t)k + 1, sizeof(float)));
+		float *out = ir_op_class(in->op) == OPC_STORE ? NULL : (val[i] = xcalloc((size_t)k + 1, sizeof(float)));
 		const float *x = in->in[0] >= 0 ? val[in->in[0]] : NULL;
 		int operands_finite = 1;
 		for (int j = 0; j < ir_op_arity(in->op); j++)
 			operands_finite &= all_finite(val[in->in[j]], ir_shape_numel(f->inst[in->in[j]].shape, n));
-		switch (ir_op_kind(in->op)) {
-		case OPK_LEAF: {
+		switch (ir_op_class(in->op)) {
+		case OPC_LEAF: {
 			const float *src = NULL;
 			switch (in->op) {
-			case IR_CONST: out[0] = (float)in->fval; break;
-			case IR_INPUT: src = in->ival ? a->y : a->x; break;
-			case IR_PARAM: src = (const float *)a->params + m->params[in->ival].offset; break;
-			case IR_STATE: src = (const float *)a->state + m->states[in->ival].offset; break;
-			case IR_HPARAM: out[0] = (float)a->hparams[in->ival]; break;
+			case IR_CONST: out[0] = (float)in->attr.num; break;
+			case IR_LOAD: src = slot(m, a, in->attr.slot.block, in->attr.slot.index); break;
+			case IR_HPARAM: out[0] = (float)a->hparams[in->attr.index]; break;
 			case IR_STEP: out[0] = (float)a->t; break;
 			default: out[0] = (float)n; break;
 			}
@@ -114,16 +75,16 @@ int interp_run(const IrModule *m, const IrFunc *f, NmlArgs *a, int stop_at_nonfi
 				memcpy(out, src, (size_t)k * sizeof *out);
 			break;
 		}
-		case OPK_UNARY: case OPK_BINARY: case OPK_TERNARY:
+		case OPC_ELEMWISE:
 			for (int64_t e = 0; e < k; e++) {
 				float v[3] = {0, 0, 0};
 				unflatten(&in->shape, n, e, idx);
 				for (int j = 0; j < ir_op_arity(in->op); j++)
 					v[j] = val[in->in[j]][bcast(&f->inst[in->in[j]].shape, &in->shape, idx, n)];
-				out[e] = apply(in->op, v[0], v[1], v[2]);
+				out[e] = (float)ir_op_eval(in->op, v[0], v[1], v[2]);
 			}
 			break;
-		case OPK_REDUCE: {
+		case OPC_REDUCE: {
 			const IrShape *s = &f->inst[in->in[0]].shape;
 			for (int64_t e = 0; e < k; e++)
 				out[e] = in->op == IR_MAX ? -INFINITY : 0;
@@ -131,15 +92,15 @@ int interp_run(const IrModule *m, const IrFunc *f, NmlArgs *a, int stop_at_nonfi
 				unflatten(s, n, e, idx);
 				int64_t o = 0;
 				for (int d = 0; d < s->rank; d++)
-					if (!(in->ival & (1 << d)))
+					if (!(in->attr.axes & (1u << d)))
 						o = o * dim(s->dim[d], n) + idx[d];
-				out[o] = in->op == IR_MAX ? fmaxf(out[o], x[e]) : out[o] + x[e];
+				out[o] = (float)ir_op_eval(in->op, out[o], x[e], 0);
 			}
 			break;
 		}
-		case OPK_MATMUL: {
+		case OPC_LIBRARY: {
 			const IrShape *sa = &f->inst[in->in[0]].shape, *sb = &f->inst[in->in[1]].shape;
-			int ta = in->ival & 1, tb = in->ival >> 1 & 1;
+			int ta = in->attr.mm.ta, tb = in->attr.mm.tb;
 			int64_t rows = dim(in->shape.dim[0], n), cols = dim(in->shape.dim[1], n);
 			int64_t inner = dim(sa->dim[ta ? 0 : 1], n), lda = dim(sa->dim[1], n), ldb = dim(sb->dim[1], n);
 			if (rows && cols && inner)
@@ -148,17 +109,28 @@ int interp_run(const IrModule *m, const IrFunc *f, NmlArgs *a, int stop_at_nonfi
 					    out, (int)cols);
 			break;
 		}
-		case OPK_SPECIAL:
-			if (in->op == IR_RESHAPE) {
-				memcpy(out, x, (size_t)k * sizeof *out);
-			} else { /* onehot */
-				for (int64_t e = 0; e < k; e++)
-					out[e] = (float)(e % in->ival) == x[e / in->ival];
+		case OPC_VIEW:
+			memcpy(out, x, (size_t)k * sizeof *out);
+			break;
+		case OPC_LOOP: /* onehot */
+			for (int64_t e = 0; e < k; e++)
+				out[e] = (float)(e % in->attr.classes) == x[e / in->attr.classes];
+			break;
+		case OPC_STORE: {
+			/* stored values broadcast into the slot, as in a kernel */
+			NmlBlock b = in->attr.slot.block;
+			float *dst = slot(m, a, b, in->attr.slot.index);
+			if (nml_block_kind(b) == NML_BK_BATCH) {
+				memcpy(dst, x, (size_t)k * sizeof(float));
+				break;
+			}
+			const IrShape *ds = &ir_slot(m, b, in->attr.slot.index)->shape;
+			for (int64_t e = 0; e < ir_shape_numel(*ds, n); e++) {
+				unflatten(ds, n, e, idx);
+				dst[e] = x[bcast(&f->inst[in->in[0]].shape, ds, idx, n)];
 			}
 			break;
-		case OPK_STORE:
-			memcpy(slot(m, in, a), x, (size_t)k * sizeof(float));
-			break;
+		}
 		}
 		if (stop_at_nonfinite && out && operands_finite && !all_finite(out, k))
 			origin = i;

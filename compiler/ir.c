@@ -5,27 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const struct {
-	const char *name;
-	int arity;
-	IrOpKind kind;
-} op_info[IR_NOPS] = {
-#define X(name, arity, kind, str) [IR_##name] = {str, arity, OPK_##kind},
-	IR_OPS(X)
-#undef X
-};
-
-const char *ir_op_name(IrOp op) { return op_info[op].name; }
-int ir_op_arity(IrOp op) { return op_info[op].arity; }
-IrOpKind ir_op_kind(IrOp op) { return op_info[op].kind; }
-
-static void *xrealloc(void *p, size_t size)
-{
-	p = realloc(p, size);
-	if (!p)
-		die("out of memory");
-	return p;
-}
+#include "util.h"
 
 /* ---- shapes ---- */
 
@@ -93,34 +73,37 @@ char *ir_shape_str(IrShape s, char *buf, size_t len)
 
 void ir_module_free(IrModule *m)
 {
-	free(m->params);
-	free(m->states);
+	for (int b = 0; b < NML_NBLOCKS; b++)
+		free(m->blocks[b].slot);
 	free(m->hparams);
 	memset(m, 0, sizeof *m);
 }
 
-static int add_slot(IrSlot **v, int *n, int *cap, size_t *size, const char *name, IrShape s,
-		    IrInit init, SrcLoc loc)
+int ir_add_slot(IrModule *m, NmlBlock b, const char *name, IrShape s, IrInit init, SrcLoc loc)
 {
-	if (*n == *cap) {
-		*cap = *cap ? 2 * *cap : 16;
-		*v = xrealloc(*v, *cap * sizeof **v);
+	IrBlock *t = &m->blocks[b];
+	if (nml_block_layout(b) != b)
+		die("ir_add_slot: block %s is laid out by another", nml_block_name(b));
+	if (t->n == t->cap) {
+		t->cap = t->cap ? 2 * t->cap : 16;
+		t->slot = xrealloc(t->slot, (size_t)t->cap * sizeof *t->slot);
 	}
 	/* 16-element alignment keeps every tensor on a 64-byte boundary for vector loads. */
-	size_t off = (*size + 15) & ~(size_t)15;
-	(*v)[*n] = (IrSlot){.name = name, .shape = s, .offset = off, .init = init, .loc = loc};
-	*size = off + (size_t)ir_shape_numel(s, 1);
-	return (*n)++;
+	size_t off = (t->size + 15) & ~(size_t)15;
+	t->slot[t->n] = (IrSlot){.name = name, .shape = s, .offset = off, .init = init, .loc = loc};
+	t->size = off + (size_t)ir_shape_numel(s, 1);
+	return t->n++;
 }
 
-int ir_add_param(IrModule *m, const char *name, IrShape s, IrInit init, SrcLoc loc)
+void ir_set_batch(IrModule *m, IrShape x, IrShape y, IrShape pred)
 {
-	return add_slot(&m->params, &m->nparams, &m->capparams, &m->param_size, name, s, init, loc);
-}
-
-int ir_add_state(IrModule *m, const char *name, IrShape s, IrInit init, SrcLoc loc)
-{
-	return add_slot(&m->states, &m->nstates, &m->capstates, &m->state_size, name, s, init, loc);
+	const NmlBlock b[4] = {NML_B_X, NML_B_Y, NML_B_LOSS, NML_B_PRED};
+	const IrShape s[4] = {x, y, {0}, pred};
+	for (int i = 0; i < 4; i++) {
+		m->blocks[b[i]].n = 0;
+		m->blocks[b[i]].size = 0;
+		ir_add_slot(m, b[i], intern_cstr(nml_block_name(b[i])), s[i], (IrInit){0}, (SrcLoc){0});
+	}
 }
 
 int ir_add_hparam(IrModule *m, const char *name, double value, SrcLoc loc)
@@ -148,9 +131,7 @@ int ir_find_hparam(const IrModule *m, const char *name)
 
 IrFunc *ir_func_new(const char *name)
 {
-	IrFunc *f = calloc(1, sizeof *f);
-	if (!f)
-		die("out of memory");
+	IrFunc *f = xcalloc(1, sizeof *f);
 	f->name = name;
 	return f;
 }
@@ -159,8 +140,8 @@ IrFunc *ir_func_clone(const IrFunc *f, const char *name)
 {
 	IrFunc *g = ir_func_new(name);
 	g->cap = g->n = f->n;
-	g->inst = xrealloc(NULL, (f->n ? f->n : 1) * sizeof *g->inst);
-	memcpy(g->inst, f->inst, f->n * sizeof *g->inst);
+	g->inst = xmalloc((size_t)(f->n ? f->n : 1) * sizeof *g->inst);
+	memcpy(g->inst, f->inst, (size_t)f->n * sizeof *g->inst);
 	return g;
 }
 
@@ -172,64 +153,131 @@ void ir_func_free(IrFunc *f)
 	free(f);
 }
 
-static int emit(IrFunc *f, IrInst in)
+static int append(IrFunc *f, IrInst in)
 {
 	if (f->n == f->cap) {
 		f->cap = f->cap ? 2 * f->cap : 64;
-		f->inst = xrealloc(f->inst, f->cap * sizeof *f->inst);
+		f->inst = xrealloc(f->inst, (size_t)f->cap * sizeof *f->inst);
 	}
 	f->inst[f->n] = in;
 	return f->n++;
 }
 
-int ir_const(IrFunc *f, double v, SrcLoc loc)
+static int broadcast_or_report(const char *what, IrShape a, IrShape b, IrShape *out, SrcLoc loc)
 {
-	return emit(f, (IrInst){.op = IR_CONST, .in = {-1, -1, -1}, .fval = v, .loc = loc});
-}
-
-int ir_leaf(IrFunc *f, IrOp op, int ival, IrShape s, SrcLoc loc)
-{
-	return emit(f, (IrInst){.op = op, .in = {-1, -1, -1}, .shape = s, .ival = ival, .loc = loc});
-}
-
-int ir_unary(IrFunc *f, IrOp op, int a, SrcLoc loc)
-{
-	if (a < 0)
-		return -1;
-	return emit(f, (IrInst){.op = op, .in = {a, -1, -1}, .shape = f->inst[a].shape, .loc = loc});
-}
-
-static int broadcast_or_report(IrFunc *f, const char *what, int a, int b, IrShape *out, SrcLoc loc)
-{
-	if (ir_broadcast(f->inst[a].shape, f->inst[b].shape, out))
+	if (ir_broadcast(a, b, out))
 		return 1;
 	char sa[64], sb[64];
-	diag_error(loc, "shape mismatch in %s: %s and %s do not broadcast", what,
-		   ir_shape_str(f->inst[a].shape, sa, sizeof sa), ir_shape_str(f->inst[b].shape, sb, sizeof sb));
+	diag_error(loc, "shape mismatch in %s: %s and %s do not broadcast", what, ir_shape_str(a, sa, sizeof sa),
+		   ir_shape_str(b, sb, sizeof sb));
 	return 0;
 }
 
-int ir_binary(IrFunc *f, IrOp op, int a, int b, SrcLoc loc)
+/* The shape of `in` by its op's shape rule (SHAPE_GIVEN: as the builder set it); 0 after reporting
+ * a mismatch at in->loc. */
+static int infer_shape(IrFunc *f, IrInst *in)
 {
-	IrShape s;
-	if (a < 0 || b < 0 || !broadcast_or_report(f, ir_op_name(op), a, b, &s, loc))
-		return -1;
-	return emit(f, (IrInst){.op = op, .in = {a, b, -1}, .shape = s, .loc = loc});
+	const IrOpInfo *op = ir_op_info(in->op);
+	const IrShape *a = op->arity ? &f->inst[in->in[0]].shape : NULL;
+	char ba[64], bb[64];
+	switch (op->shape) {
+	case SHAPE_GIVEN: return 1;
+	case SHAPE_SCALAR: in->shape = ir_scalar_shape(); return 1;
+	case SHAPE_STORE: in->shape = *a; return 1;
+	case SHAPE_BROADCAST: {
+		/* where(c, a, b): the branches broadcast first, then the condition with them */
+		int first = op->arity == 3;
+		IrShape s = f->inst[in->in[first]].shape, t;
+		for (int k = first + 1; k < op->arity; k++)
+			if (!broadcast_or_report(op->name, s, f->inst[in->in[k]].shape, &s, in->loc))
+				return 0;
+		if (first && !ir_broadcast(*a, s, &t)) {
+			diag_error(in->loc, "shape mismatch in %s: condition %s does not broadcast with %s", op->name,
+				   ir_shape_str(*a, ba, sizeof ba), ir_shape_str(s, bb, sizeof bb));
+			return 0;
+		}
+		in->shape = first ? t : s;
+		return 1;
+	}
+	case SHAPE_REDUCE: {
+		IrShape out = {0};
+		for (int i = 0; i < a->rank; i++) {
+			if (!(in->attr.axes & (1u << i)))
+				out.dim[out.rank++] = a->dim[i];
+			else if (in->shape.rank) /* the builder asked to keep the axes: rank is a flag here */
+				out.dim[out.rank++] = 1;
+		}
+		in->shape = out;
+		return 1;
+	}
+	case SHAPE_MATMUL: {
+		const IrShape *b = &f->inst[in->in[1]].shape;
+		if (a->rank != 2 || b->rank != 2) {
+			diag_error(in->loc, "matmul needs two matrices, got %s @ %s", ir_shape_str(*a, ba, sizeof ba),
+				   ir_shape_str(*b, bb, sizeof bb));
+			return 0;
+		}
+		int ta = in->attr.mm.ta, tb = in->attr.mm.tb;
+		if (a->dim[ta ? 0 : 1] != b->dim[tb ? 1 : 0]) {
+			diag_error(in->loc, "shape mismatch in matmul: %s @ %s (inner dimensions differ)",
+				   ir_shape_str(*a, ba, sizeof ba), ir_shape_str(*b, bb, sizeof bb));
+			return 0;
+		}
+		in->shape = (IrShape){.rank = 2, .dim = {a->dim[ta ? 1 : 0], b->dim[tb ? 0 : 1]}};
+		return 1;
+	}
+	case SHAPE_ONEHOT:
+		if (a->rank != 1) {
+			diag_error(in->loc, "class indices must be a vector, got %s", ir_shape_str(*a, ba, sizeof ba));
+			return 0;
+		}
+		in->shape = (IrShape){.rank = 2, .dim = {a->dim[0], in->attr.classes}};
+		return 1;
+	}
+	return 0;
 }
 
-int ir_where(IrFunc *f, int c, int a, int b, SrcLoc loc)
+/* Checks operands (-1 propagates), infers the shape and appends. */
+static int emit(IrFunc *f, IrInst in)
 {
-	IrShape s, t;
-	if (c < 0 || a < 0 || b < 0 || !broadcast_or_report(f, "where", a, b, &s, loc))
-		return -1;
-	if (!ir_broadcast(f->inst[c].shape, s, &t)) {
-		char sc[64], ss[64];
-		diag_error(loc, "shape mismatch in where: condition %s does not broadcast with %s",
-			   ir_shape_str(f->inst[c].shape, sc, sizeof sc), ir_shape_str(s, ss, sizeof ss));
-		return -1;
-	}
-	return emit(f, (IrInst){.op = IR_WHERE, .in = {c, a, b}, .shape = t, .loc = loc});
+	for (int k = 0; k < ir_op_arity(in.op); k++)
+		if (in.in[k] < 0)
+			return -1;
+	for (int k = ir_op_arity(in.op); k < 3; k++)
+		in.in[k] = -1;
+	return infer_shape(f, &in) ? append(f, in) : -1;
 }
+
+int ir_const(IrFunc *f, double v, SrcLoc loc)
+{
+	return emit(f, (IrInst){.op = IR_CONST, .attr.num = v, .loc = loc});
+}
+
+int ir_load(IrFunc *f, NmlBlock b, int index, IrShape s, SrcLoc loc)
+{
+	return emit(f, (IrInst){.op = IR_LOAD, .shape = s, .attr.slot = {b, index}, .loc = loc});
+}
+
+int ir_hparam(IrFunc *f, int index, SrcLoc loc)
+{
+	return emit(f, (IrInst){.op = IR_HPARAM, .attr.index = index, .loc = loc});
+}
+
+int ir_scalar_leaf(IrFunc *f, IrOp op, SrcLoc loc) { return emit(f, (IrInst){.op = op, .loc = loc}); }
+
+int ir_elementwise(IrFunc *f, IrOp op, const int *in, SrcLoc loc)
+{
+	if (ir_op_class(op) != OPC_ELEMWISE)
+		die("ir_elementwise: %s", ir_op_name(op));
+	IrInst x = {.op = op, .loc = loc};
+	for (int k = 0; k < ir_op_arity(op); k++)
+		x.in[k] = in[k];
+	return emit(f, x);
+}
+
+int ir_unary(IrFunc *f, IrOp op, int a, SrcLoc loc) { return ir_elementwise(f, op, (int[]){a}, loc); }
+int ir_binary(IrFunc *f, IrOp op, int a, int b, SrcLoc loc) { return ir_elementwise(f, op, (int[]){a, b}, loc); }
+int ir_where(IrFunc *f, int c, int a, int b, SrcLoc loc) { return ir_elementwise(f, IR_WHERE, (int[]){c, a, b}, loc); }
 
 int ir_expand(IrFunc *f, int a, IrShape to, SrcLoc loc)
 {
@@ -240,21 +288,12 @@ int ir_expand(IrFunc *f, int a, IrShape to, SrcLoc loc)
 		die("expand to a shape the operand does not broadcast to");
 	if (ir_shape_eq(f->inst[a].shape, to))
 		return a;
-	return emit(f, (IrInst){.op = IR_EXPAND, .in = {a, -1, -1}, .shape = to, .loc = loc});
+	return emit(f, (IrInst){.op = IR_EXPAND, .in = {a}, .shape = to, .loc = loc});
 }
 
 int ir_reduce(IrFunc *f, IrOp op, int a, unsigned mask, int keepdims, SrcLoc loc)
 {
-	if (a < 0)
-		return -1;
-	IrShape in = f->inst[a].shape, out = {0};
-	for (int i = 0; i < in.rank; i++) {
-		if (!(mask & (1u << i)))
-			out.dim[out.rank++] = in.dim[i];
-		else if (keepdims)
-			out.dim[out.rank++] = 1;
-	}
-	return emit(f, (IrInst){.op = op, .in = {a, -1, -1}, .shape = out, .ival = (int)mask, .loc = loc});
+	return emit(f, (IrInst){.op = op, .in = {a}, .shape.rank = keepdims, .attr.axes = mask, .loc = loc});
 }
 
 int ir_sum_to(IrFunc *f, int g, IrShape s, SrcLoc loc)
@@ -276,26 +315,23 @@ int ir_sum_to(IrFunc *f, int g, IrShape s, SrcLoc loc)
 	return r;
 }
 
-int ir_matmul(IrFunc *f, int a, int b, int flags, SrcLoc loc)
+int ir_matmul(IrFunc *f, int a, int b, int ta, int tb, SrcLoc loc)
 {
-	if (a < 0 || b < 0)
-		return -1;
-	IrShape sa = f->inst[a].shape, sb = f->inst[b].shape;
-	char ba[64], bb[64];
-	if (sa.rank != 2 || sb.rank != 2) {
-		diag_error(loc, "matmul needs two matrices, got %s @ %s", ir_shape_str(sa, ba, sizeof ba),
-			   ir_shape_str(sb, bb, sizeof bb));
-		return -1;
+	return emit(f, (IrInst){.op = IR_MATMUL, .in = {a, b}, .attr.mm = {ta, tb}, .loc = loc});
+}
+
+/* Elements of s, and whether s has the batch dimension (counted as 1). */
+static int64_t static_numel(IrShape s, int *batch)
+{
+	int64_t k = 1;
+	*batch = 0;
+	for (int i = 0; i < s.rank; i++) {
+		if (s.dim[i] == IR_BATCH)
+			(*batch)++;
+		else
+			k *= s.dim[i];
 	}
-	int64_t m = sa.dim[flags & 1 ? 1 : 0], ka = sa.dim[flags & 1 ? 0 : 1];
-	int64_t kb = sb.dim[flags & 2 ? 1 : 0], n = sb.dim[flags & 2 ? 0 : 1];
-	if (ka != kb) {
-		diag_error(loc, "shape mismatch in matmul: %s @ %s (inner dimensions differ)",
-			   ir_shape_str(sa, ba, sizeof ba), ir_shape_str(sb, bb, sizeof bb));
-		return -1;
-	}
-	IrShape s = {.rank = 2, .dim = {m, n}};
-	return emit(f, (IrInst){.op = IR_MATMUL, .in = {a, b, -1}, .shape = s, .ival = flags, .loc = loc});
+	return k;
 }
 
 int ir_reshape(IrFunc *f, int a, IrShape to, SrcLoc loc)
@@ -305,33 +341,82 @@ int ir_reshape(IrFunc *f, int a, IrShape to, SrcLoc loc)
 	const IrShape *s = &f->inst[a].shape;
 	if (ir_shape_eq(*s, to))
 		return a;
-	if (ir_shape_numel(*s, 7) != ir_shape_numel(to, 7))
-		die("reshape changes the element count");
-	return emit(f, (IrInst){.op = IR_RESHAPE, .in = {a, -1, -1}, .shape = to, .loc = loc});
+	int bs, bt;
+	int64_t ns = static_numel(*s, &bs), nt = static_numel(to, &bt);
+	if (ns != nt || bs != bt) {
+		char x[64], y[64];
+		diag_error(loc, "reshape of %s to %s changes the number of elements", ir_shape_str(*s, x, sizeof x),
+			   ir_shape_str(to, y, sizeof y));
+		return -1;
+	}
+	return emit(f, (IrInst){.op = IR_RESHAPE, .in = {a}, .shape = to, .loc = loc});
 }
 
 int ir_onehot(IrFunc *f, int a, int64_t classes, SrcLoc loc)
 {
-	if (a < 0)
-		return -1;
-	IrShape sa = f->inst[a].shape;
-	if (sa.rank != 1) {
-		char b[64];
-		diag_error(loc, "class indices must be a vector, got %s", ir_shape_str(sa, b, sizeof b));
-		return -1;
-	}
-	IrShape s = {.rank = 2, .dim = {sa.dim[0], classes}};
-	return emit(f, (IrInst){.op = IR_ONEHOT, .in = {a, -1, -1}, .shape = s, .ival = (int)classes, .loc = loc});
+	return emit(f, (IrInst){.op = IR_ONEHOT, .in = {a}, .attr.classes = classes, .loc = loc});
 }
 
-void ir_store(IrFunc *f, IrOp op, int a, int slot, SrcLoc loc)
+void ir_store(IrFunc *f, NmlBlock b, int index, int a, SrcLoc loc)
 {
-	if (a < 0)
-		return;
-	emit(f, (IrInst){.op = op, .in = {a, -1, -1}, .shape = f->inst[a].shape, .ival = slot, .loc = loc});
+	emit(f, (IrInst){.op = IR_STORE, .in = {a}, .attr.slot = {b, index}, .loc = loc});
+}
+
+int ir_inline(IrFunc *dst, const IrFunc *src, int *map)
+{
+	for (int i = 0; i < src->n; i++) {
+		const IrInst *in = &src->inst[i];
+		if (map[i] >= 0) {
+			if (!ir_shape_eq(dst->inst[map[i]].shape, in->shape))
+				return -1;
+			continue;
+		}
+		if (in->op == IR_STORE)
+			continue;
+		IrInst x = *in;
+		for (int k = 0; k < ir_op_arity(x.op); k++)
+			x.in[k] = map[x.in[k]];
+		map[i] = append(dst, x);
+	}
+	return 0;
 }
 
 /* ---- dump ---- */
+
+void ir_dump_slot(FILE *out, const IrModule *m, NmlBlock b, int index)
+{
+	if (nml_block_kind(b) == NML_BK_BATCH)
+		fprintf(out, "%s", nml_block_name(b));
+	else
+		fprintf(out, "%s.%s", nml_block_name(b), ir_slot(m, b, index)->name);
+}
+
+void ir_dump_attr(FILE *out, const IrModule *m, const IrInst *in)
+{
+	const IrAttr *x = &in->attr;
+	switch (ir_op_info(in->op)->attr) {
+	case ATTR_NONE: break;
+	case ATTR_NUM: fprintf(out, " %.9g", x->num); break;
+	case ATTR_SLOT:
+		fputc(' ', out);
+		ir_dump_slot(out, m, x->slot.block, x->slot.index);
+		break;
+	case ATTR_INDEX: fprintf(out, " %s", m->hparams[x->index].name); break;
+	case ATTR_AXES:
+		fprintf(out, " axes=");
+		for (int a = 0, first = 1; a < IR_MAXRANK; a++)
+			if (x->axes & (1u << a)) {
+				fprintf(out, "%s%d", first ? "" : ",", a);
+				first = 0;
+			}
+		break;
+	case ATTR_MATMUL:
+		if (x->mm.ta || x->mm.tb)
+			fprintf(out, " %s%s", x->mm.ta ? "aT" : "", x->mm.tb ? "bT" : "");
+		break;
+	case ATTR_CLASSES: fprintf(out, " classes=%lld", (long long)x->classes); break;
+	}
+}
 
 void ir_dump(FILE *out, const IrModule *m, const IrFunc *f)
 {
@@ -339,36 +424,15 @@ void ir_dump(FILE *out, const IrModule *m, const IrFunc *f)
 	fprintf(out, "func %s\n", f->name);
 	for (int i = 0; i < f->n; i++) {
 		const IrInst *in = &f->inst[i];
-		IrOpKind k = ir_op_kind(in->op);
-		if (k == OPK_STORE)
+		int store = ir_op_class(in->op) == OPC_STORE;
+		if (store)
 			fprintf(out, "  %-13s", ir_op_name(in->op));
 		else
 			fprintf(out, "  %%%-3d = %-13s", i, ir_op_name(in->op));
 		for (int j = 0; j < ir_op_arity(in->op); j++)
 			fprintf(out, "%s%%%d", j ? ", " : " ", in->in[j]);
-		switch (in->op) {
-		case IR_CONST: fprintf(out, " %.9g", in->fval); break;
-		case IR_INPUT: fprintf(out, " %s", in->ival ? "y" : "x"); break;
-		case IR_PARAM: case IR_STORE_PARAM: case IR_STORE_GRAD:
-			fprintf(out, " %s", m->params[in->ival].name); break;
-		case IR_STATE: case IR_STORE_STATE: fprintf(out, " %s", m->states[in->ival].name); break;
-		case IR_HPARAM: fprintf(out, " %s", m->hparams[in->ival].name); break;
-		case IR_SUM: case IR_MAX:
-			fprintf(out, " axes=");
-			for (int a = 0, first = 1; a < IR_MAXRANK; a++)
-				if (in->ival & (1 << a)) {
-					fprintf(out, "%s%d", first ? "" : ",", a);
-					first = 0;
-				}
-			break;
-		case IR_MATMUL:
-			if (in->ival)
-				fprintf(out, " %s%s", in->ival & 1 ? "aT" : "", in->ival & 2 ? "bT" : "");
-			break;
-		case IR_ONEHOT: fprintf(out, " classes=%d", in->ival); break;
-		default: break;
-		}
-		if (k != OPK_STORE)
+		ir_dump_attr(out, m, in);
+		if (!store)
 			fprintf(out, " : %s", ir_shape_str(in->shape, buf, sizeof buf));
 		if (in->loc.file) {
 			const char *base = strrchr(in->loc.file, '/');
@@ -382,13 +446,11 @@ void ir_dump(FILE *out, const IrModule *m, const IrFunc *f)
 
 void ir_dce(IrFunc *f)
 {
-	char *live = calloc(f->n + 1, 1);
-	int *remap = malloc((f->n + 1) * sizeof *remap);
-	if (!live || !remap)
-		die("out of memory");
+	char *live = xcalloc((size_t)f->n + 1, 1);
+	int *remap = xmalloc(((size_t)f->n + 1) * sizeof *remap);
 	for (int i = f->n - 1; i >= 0; i--) {
 		const IrInst *in = &f->inst[i];
-		if (ir_op_kind(in->op) == OPK_STORE)
+		if (ir_op_class(in->op) == OPC_STORE)
 			live[i] = 1;
 		if (!live[i])
 			continue;
@@ -410,14 +472,44 @@ void ir_dce(IrFunc *f)
 	free(remap);
 }
 
+int ir_attr_eq(IrOp op, const IrAttr *a, const IrAttr *b)
+{
+	switch (ir_op_info(op)->attr) {
+	case ATTR_NONE: return 1;
+	case ATTR_NUM: return memcmp(&a->num, &b->num, sizeof a->num) == 0; /* -0 is not 0, NaN is NaN */
+	case ATTR_SLOT: return a->slot.block == b->slot.block && a->slot.index == b->slot.index;
+	case ATTR_INDEX: return a->index == b->index;
+	case ATTR_AXES: return a->axes == b->axes;
+	case ATTR_MATMUL: return a->mm.ta == b->mm.ta && a->mm.tb == b->mm.tb;
+	case ATTR_CLASSES: return a->classes == b->classes;
+	}
+	return 0;
+}
+
+static uint64_t attr_hash(const IrInst *in)
+{
+	const IrAttr *a = &in->attr;
+	uint64_t w = 0;
+	switch (ir_op_info(in->op)->attr) {
+	case ATTR_NONE: break;
+	case ATTR_NUM: memcpy(&w, &a->num, sizeof w); break;
+	case ATTR_SLOT: w = (uint64_t)a->slot.block << 32 | (uint32_t)a->slot.index; break;
+	case ATTR_INDEX: w = (uint64_t)a->index; break;
+	case ATTR_AXES: w = a->axes; break;
+	case ATTR_MATMUL: w = (uint64_t)a->mm.ta << 1 | (uint64_t)a->mm.tb; break;
+	case ATTR_CLASSES: w = (uint64_t)a->classes; break;
+	}
+	return w;
+}
+
 /* Common subexpressions: an op with the same operands and attributes as an earlier one is replaced
  * by it. Every op is pure; stores are never merged. Run ir_dce afterwards. */
 static uint64_t inst_hash(const IrInst *in)
 {
 	uint64_t h = 1469598103934665603ull;
 	uint64_t words[6];
-	memcpy(&words[0], &in->fval, 8);
-	words[1] = (uint64_t)in->op | (uint64_t)(uint32_t)in->ival << 32;
+	words[0] = attr_hash(in);
+	words[1] = (uint64_t)in->op;
 	words[2] = (uint64_t)(uint32_t)in->in[0] | (uint64_t)(uint32_t)in->in[1] << 32;
 	words[3] = (uint64_t)(uint32_t)in->in[2] | (uint64_t)(uint32_t)in->shape.rank << 32;
 	words[4] = (uint64_t)in->shape.dim[0] ^ (uint64_t)in->shape.dim[1] << 21;
@@ -429,9 +521,8 @@ static uint64_t inst_hash(const IrInst *in)
 
 static int inst_same(const IrInst *a, const IrInst *b)
 {
-	return a->op == b->op && a->ival == b->ival && a->in[0] == b->in[0] && a->in[1] == b->in[1]
-	       && a->in[2] == b->in[2] && ir_shape_eq(a->shape, b->shape)
-	       && memcmp(&a->fval, &b->fval, sizeof a->fval) == 0;
+	return a->op == b->op && a->in[0] == b->in[0] && a->in[1] == b->in[1] && a->in[2] == b->in[2]
+	       && ir_shape_eq(a->shape, b->shape) && ir_attr_eq(a->op, &a->attr, &b->attr);
 }
 
 void ir_cse(IrFunc *f)
@@ -439,9 +530,7 @@ void ir_cse(IrFunc *f)
 	size_t cap = 16;
 	while (cap < 2 * (size_t)f->n)
 		cap *= 2;
-	int *table = malloc(cap * sizeof *table), *remap = malloc((f->n + 1) * sizeof *remap);
-	if (!table || !remap)
-		die("out of memory");
+	int *table = xmalloc(cap * sizeof *table), *remap = xmalloc(((size_t)f->n + 1) * sizeof *remap);
 	for (size_t i = 0; i < cap; i++)
 		table[i] = -1;
 	for (int i = 0; i < f->n; i++) {
@@ -449,7 +538,7 @@ void ir_cse(IrFunc *f)
 		for (int k = 0; k < ir_op_arity(in->op); k++)
 			in->in[k] = remap[in->in[k]];
 		remap[i] = i;
-		if (ir_op_kind(in->op) == OPK_STORE)
+		if (ir_op_class(in->op) == OPC_STORE)
 			continue;
 		size_t j = inst_hash(in) & (cap - 1);
 		for (; table[j] >= 0; j = (j + 1) & (cap - 1))

@@ -1,6 +1,7 @@
 /* ir.h: the tensor IR. A function is a flat SSA list of ops with static shapes; values are the
- * indices of the instructions that define them. A module holds the slots the functions read and
- * write: parameters, optimizer state, hyperparameters. */
+ * indices of the instructions that define them. A module holds the tables of the storage blocks the
+ * functions read and write (nmlrt.h's NML_BLOCKS: parameters, gradients, optimizer state, buffers,
+ * inputs, outputs) and the hyperparameters. */
 #ifndef IR_H
 #define IR_H
 
@@ -9,6 +10,7 @@
 
 #include "arena.h"
 #include "diag.h"
+#include "nmlrt.h"
 #include "ops.h"
 
 enum { IR_MAXRANK = 4 };
@@ -19,12 +21,21 @@ typedef struct IrShape {
 	int64_t dim[IR_MAXRANK];
 } IrShape;
 
+/* An op's attributes: the member its row in ops.h names (ATTR_*). */
+typedef union IrAttr {
+	double num;                           /* NUM: a constant, broadcast to the shape */
+	struct { NmlBlock block; int index; } slot; /* SLOT: tensor `index` of a block */
+	int index;                            /* INDEX: a hyperparameter */
+	unsigned axes;                        /* AXES: bit i reduces axis i */
+	struct { int ta, tb; } mm;            /* MATMUL: transpose a, b */
+	int64_t classes;                      /* CLASSES: the width of a one-hot */
+} IrAttr;
+
 typedef struct IrInst {
 	IrOp op;
 	int in[3];    /* operand values */
 	IrShape shape;
-	double fval;  /* CONST */
-	int ival;     /* slot, axis mask, transpose flags or class count: see ops.h */
+	IrAttr attr;
 	SrcLoc loc;   /* the .nml expression this op came from */
 } IrInst;
 
@@ -37,7 +48,7 @@ typedef struct IrInit {
 
 typedef struct IrSlot {
 	const char *name;  /* "l1.w"; a state slot: "l1.w.m" */
-	IrShape shape;     /* no batch dimension */
+	IrShape shape;     /* batch blocks' tensors: dim 0 is IR_BATCH */
 	size_t offset;     /* in elements, within the block */
 	IrInit init;
 	const char **tags; /* interned, without '@' */
@@ -57,16 +68,20 @@ typedef struct IrFunc {
 	int n, cap;
 } IrFunc;
 
+/* The tensors of one storage block, laid out one after another. */
+typedef struct IrBlock {
+	IrSlot *slot;
+	int n, cap;
+	size_t size; /* elements */
+} IrBlock;
+
 typedef struct IrModule {
-	IrSlot *params;
-	int nparams, capparams;
-	size_t param_size; /* elements */
-	IrSlot *states;
-	int nstates, capstates;
-	size_t state_size;
+	/* By NmlBlock. A block laid out as another (gradients as parameters) has no table of its own:
+	 * ir_block gives the table that lays it out. Batch blocks (x, y, loss, pred) have one tensor,
+	 * with the batch dimension IR_BATCH. */
+	IrBlock blocks[NML_NBLOCKS];
 	IrHparam *hparams;
 	int nhparams, caphparams;
-	IrShape xshape, yshape; /* of one batch: dim 0 is IR_BATCH */
 	int64_t classes;        /* of the targets, 0 for regression */
 	int64_t out_dim;        /* width of the model output (pred) */
 } IrModule;
@@ -82,19 +97,29 @@ char *ir_shape_str(IrShape s, char *buf, size_t len);
 
 /* Module tables */
 void ir_module_free(IrModule *m);
-int ir_add_param(IrModule *m, const char *name, IrShape s, IrInit init, SrcLoc loc);
-int ir_add_state(IrModule *m, const char *name, IrShape s, IrInit init, SrcLoc loc);
+/* The table that lays out block b. */
+static inline const IrBlock *ir_block(const IrModule *m, NmlBlock b) { return &m->blocks[nml_block_layout(b)]; }
+static inline const IrSlot *ir_slot(const IrModule *m, NmlBlock b, int i) { return &ir_block(m, b)->slot[i]; }
+/* A tensor of block b (b is its own layout); returns its index. */
+int ir_add_slot(IrModule *m, NmlBlock b, const char *name, IrShape s, IrInit init, SrcLoc loc);
+/* The batch blocks' tensors: x, y and pred of these shapes (dim 0 IR_BATCH), loss a scalar. */
+void ir_set_batch(IrModule *m, IrShape x, IrShape y, IrShape pred);
 int ir_add_hparam(IrModule *m, const char *name, double value, SrcLoc loc);
 int ir_find_hparam(const IrModule *m, const char *name);
 
-/* Functions and the builder. Each builder checks and infers shapes; on a mismatch it reports a
- * diagnostic at loc and returns -1. An operand of -1 propagates silently, so one error is reported
- * once. */
+/* Functions and the builder. Each builder checks and infers shapes by the op's shape rule; on a
+ * mismatch it reports a diagnostic at loc and returns -1. An operand of -1 propagates silently, so
+ * one error is reported once. */
 IrFunc *ir_func_new(const char *name);
 IrFunc *ir_func_clone(const IrFunc *f, const char *name);
 void ir_func_free(IrFunc *f);
 int ir_const(IrFunc *f, double v, SrcLoc loc);
-int ir_leaf(IrFunc *f, IrOp op, int ival, IrShape s, SrcLoc loc);
+/* Tensor index of block b, of shape s (the slot's). */
+int ir_load(IrFunc *f, NmlBlock b, int index, IrShape s, SrcLoc loc);
+int ir_hparam(IrFunc *f, int index, SrcLoc loc);
+int ir_scalar_leaf(IrFunc *f, IrOp op, SrcLoc loc); /* STEP, ROWS */
+/* Any ELEMWISE op on its arity's operands. */
+int ir_elementwise(IrFunc *f, IrOp op, const int *in, SrcLoc loc);
 int ir_unary(IrFunc *f, IrOp op, int a, SrcLoc loc);
 int ir_binary(IrFunc *f, IrOp op, int a, int b, SrcLoc loc);
 int ir_where(IrFunc *f, int c, int a, int b, SrcLoc loc);
@@ -103,10 +128,16 @@ int ir_expand(IrFunc *f, int a, IrShape to, SrcLoc loc);
 int ir_reduce(IrFunc *f, IrOp op, int a, unsigned mask, int keepdims, SrcLoc loc);
 /* Sum a gradient g down to shape s (undoes broadcasting). */
 int ir_sum_to(IrFunc *f, int g, IrShape s, SrcLoc loc);
-int ir_matmul(IrFunc *f, int a, int b, int flags, SrcLoc loc);
+int ir_matmul(IrFunc *f, int a, int b, int ta, int tb, SrcLoc loc);
 int ir_reshape(IrFunc *f, int a, IrShape to, SrcLoc loc);
 int ir_onehot(IrFunc *f, int a, int64_t classes, SrcLoc loc);
-void ir_store(IrFunc *f, IrOp op, int a, int slot, SrcLoc loc);
+/* Writes a into tensor index of block b; a must broadcast to shape s, the tensor's. */
+void ir_store(IrFunc *f, NmlBlock b, int index, int a, SrcLoc loc);
+/* Appends src's instructions to dst (not its stores): map[v] gives the value of src's value v in
+ * dst, filled as it goes; where map[v] >= 0 on entry (a substitution: the forward pass at other
+ * weights), v is not copied and its uses read map[v]. Returns 0, or -1 if a substitution's shape
+ * differs from the value it replaces. */
+int ir_inline(IrFunc *dst, const IrFunc *src, int *map);
 
 static inline const IrShape *ir_shape_of(const IrFunc *f, int v) { return &f->inst[v].shape; }
 
@@ -117,8 +148,16 @@ void ir_dce(IrFunc *f);
 
 /* Text dump, the format of `nmlc show --ir` and of the golden tests. */
 void ir_dump(FILE *out, const IrModule *m, const IrFunc *f);
-const char *ir_op_name(IrOp op);
-int ir_op_arity(IrOp op);
-IrOpKind ir_op_kind(IrOp op);
+/* " axes=0,1", " params.l1.w", ...: an instruction's attributes as the dump shows them. */
+void ir_dump_attr(FILE *out, const IrModule *m, const IrInst *in);
+/* "params.l1.w", or "x" for a batch block's tensor. */
+void ir_dump_slot(FILE *out, const IrModule *m, NmlBlock b, int index);
+static inline const char *ir_op_name(IrOp op) { return ir_op_info(op)->name; }
+static inline int ir_op_arity(IrOp op) { return ir_op_info(op)->arity; }
+static inline IrOpClass ir_op_class(IrOp op) { return ir_op_info(op)->cls; }
+/* A key for the storage of tensor index of block b (fusion and alias analysis). */
+static inline int ir_slot_key(NmlBlock b, int index) { return (int)(b + 1) << 24 | index; }
+/* Attributes of two instructions of op equal, as CSE compares them. */
+int ir_attr_eq(IrOp op, const IrAttr *a, const IrAttr *b);
 
 #endif

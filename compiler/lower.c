@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 #include "grammar.h"
 
 enum { LOWER_MAX_DEPTH = 64 };
@@ -99,15 +101,15 @@ static const char *kind_name(ValueKind k)
 int lower_param_value(Lower *L, int slot)
 {
 	if (slot >= L->nparam_leaf) {
-		int n = L->mod->nparams + 16;
-		L->param_leaf = realloc(L->param_leaf, n * sizeof *L->param_leaf);
+		int n = ir_block(L->mod, NML_B_PARAMS)->n + 16;
+		L->param_leaf = xrealloc(L->param_leaf, (size_t)n * sizeof *L->param_leaf);
 		for (int i = L->nparam_leaf; i < n; i++)
 			L->param_leaf[i] = -1;
 		L->nparam_leaf = n;
 	}
 	if (L->param_leaf[slot] < 0) {
-		const IrSlot *s = &L->mod->params[slot];
-		L->param_leaf[slot] = ir_leaf(L->fn, IR_PARAM, slot, s->shape, s->loc);
+		const IrSlot *s = ir_slot(L->mod, NML_B_PARAMS, slot);
+		L->param_leaf[slot] = ir_load(L->fn, NML_B_PARAMS, slot, s->shape, s->loc);
 	}
 	return L->param_leaf[slot];
 }
@@ -165,42 +167,6 @@ static IrOp binop_of(int tk)
 	}
 }
 
-static double fold(IrOp op, double a, double b)
-{
-	switch (op) {
-	case IR_ADD: return a + b;
-	case IR_SUB: return a - b;
-	case IR_MUL: return a * b;
-	case IR_DIV: return a / b;
-	case IR_POW: return pow(a, b);
-	case IR_LT: return a < b;
-	case IR_LE: return a <= b;
-	case IR_GT: return a > b;
-	case IR_GE: return a >= b;
-	case IR_EQ: return a == b;
-	case IR_NE: return a != b;
-	default: die("fold of %s", ir_op_name(op));
-	}
-}
-
-static double fold_unary(IrOp op, double x)
-{
-	switch (op) {
-	case IR_EXP: return exp(x);
-	case IR_LOG: return log(x);
-	case IR_LOG1P: return log1p(x);
-	case IR_EXPM1: return expm1(x);
-	case IR_SQRT: return sqrt(x);
-	case IR_RSQRT: return 1 / sqrt(x);
-	case IR_ABS: return fabs(x);
-	case IR_SIGN: return (x > 0) - (x < 0);
-	case IR_TANH: return tanh(x);
-	case IR_SIGMOID: return 1 / (1 + exp(-x));
-	case IR_RELU: return x > 0 ? x : 0;
-	default: die("fold of %s", ir_op_name(op));
-	}
-}
-
 static int is_num(Value v, double x) { return v.kind == V_NUM && v.num == x; }
 
 static Value binary(Lower *L, int tk, Value a, Value b, SrcLoc loc)
@@ -209,7 +175,7 @@ static Value binary(Lower *L, int tk, Value a, Value b, SrcLoc loc)
 		return none;
 	IrOp op = binop_of(tk);
 	if (a.kind == V_NUM && b.kind == V_NUM && op != IR_MATMUL)
-		return num(fold(op, a.num, b.num));
+		return num(ir_op_eval(op, a.num, b.num, 0));
 	if (!need_fn(L, loc, "this operator"))
 		return none;
 	/* Identities with a scalar constant leave the tensor operand's shape as it is. */
@@ -224,7 +190,7 @@ static Value binary(Lower *L, int tk, Value a, Value b, SrcLoc loc)
 	}
 	int x = lower_tensor(L, a, loc), y = lower_tensor(L, b, loc);
 	if (op == IR_MATMUL)
-		return tensor(ir_matmul(L->fn, x, y, 0, loc));
+		return tensor(ir_matmul(L->fn, x, y, 0, 0, loc));
 	return tensor(ir_binary(L->fn, op, x, y, loc));
 }
 
@@ -324,7 +290,7 @@ static Value reduce(Lower *L, Env *env, int b, AstNode *call, Value x, AstNode *
 	if (count != 1)
 		r = ir_binary(L->fn, IR_MUL, r, ir_const(L->fn, 1.0 / count, loc), loc);
 	if (batch)
-		r = ir_binary(L->fn, IR_DIV, r, ir_leaf(L->fn, IR_ROWS, 0, ir_scalar_shape(), loc), loc);
+		r = ir_binary(L->fn, IR_DIV, r, ir_scalar_leaf(L->fn, IR_ROWS, loc), loc);
 	return tensor(r);
 }
 
@@ -369,26 +335,36 @@ static void builtin_args(int b, AstNode *call, AstNode **out, int max)
 	}
 }
 
+/* A builtin that is an elementwise op (ops.h): folded when every operand is a number. */
+static Value apply_op(Lower *L, Env *env, IrOp op, AstNode *call)
+{
+	Value x[3];
+	int n = 0, folds = 1;
+	for (AstNode *a = call->args.head; a && n < 3; a = a->next, n++) {
+		x[n] = lower_expr(L, env, a);
+		if (x[n].kind == V_NONE)
+			return none;
+		folds &= x[n].kind == V_NUM;
+	}
+	if (folds)
+		return num(ir_op_eval(op, x[0].num, n > 1 ? x[1].num : 0, n > 2 ? x[2].num : 0));
+	if (!need_fn(L, call->loc, ir_op_info(op)->builtin))
+		return none;
+	int in[3];
+	for (int k = 0; k < n; k++)
+		in[k] = lower_tensor(L, x[k], call->loc);
+	return tensor(ir_elementwise(L->fn, op, in, call->loc));
+}
+
 static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 {
 	AstNode *arg[6];
 	builtin_args(b, call, arg, 6);
 	SrcLoc loc = call->loc;
-	static const IrOp unary_op[BI_COUNT] = {
-		[BI_exp] = IR_EXP, [BI_log] = IR_LOG, [BI_log1p] = IR_LOG1P, [BI_expm1] = IR_EXPM1, [BI_sqrt] = IR_SQRT, [BI_rsqrt] = IR_RSQRT,
-		[BI_abs] = IR_ABS, [BI_sign] = IR_SIGN, [BI_tanh] = IR_TANH, [BI_sigmoid] = IR_SIGMOID,
-		[BI_relu] = IR_RELU, [BI_stop_gradient] = IR_STOPGRAD,
-	};
+	int op = sema_builtin_op(b);
+	if (op >= 0)
+		return apply_op(L, env, (IrOp)op, call);
 	switch (b) {
-	case BI_exp: case BI_log: case BI_log1p: case BI_expm1: case BI_sqrt: case BI_rsqrt: case BI_abs: case BI_sign:
-	case BI_tanh: case BI_sigmoid: case BI_relu: case BI_stop_gradient: {
-		Value x = lower_expr(L, env, arg[0]);
-		if (x.kind == V_NUM && b != BI_stop_gradient)
-			return num(fold_unary(unary_op[b], x.num));
-		if (x.kind == V_NONE || !need_fn(L, loc, sema_builtin_info(b)->name))
-			return none;
-		return tensor(ir_unary(L->fn, unary_op[b], lower_tensor(L, x, loc), loc));
-	}
 	case BI_sum: case BI_mean: case BI_max: case BI_min: {
 		Value x = lower_expr(L, env, arg[0]);
 		if (x.kind == V_NONE || !need_fn(L, loc, sema_builtin_info(b)->name))
@@ -405,11 +381,14 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		return reduce(L, env, b, call, x, arg[1]);
 	}
 	case BI_where: {
-		Value c = lower_expr(L, env, arg[0]), x = lower_expr(L, env, arg[1]), y = lower_expr(L, env, arg[2]);
+		/* A condition known at compile time chooses a branch; the other is not evaluated, so it
+		 * may use shapes only the chosen one has (a rule's where(ndim(p) >= 2, dim(p, 1), 1)). */
+		Value c = lower_expr(L, env, arg[0]);
+		if (c.kind == V_NUM)
+			return lower_expr(L, env, arg[c.num != 0 ? 1 : 2]);
+		Value x = lower_expr(L, env, arg[1]), y = lower_expr(L, env, arg[2]);
 		if (c.kind == V_NONE || x.kind == V_NONE || y.kind == V_NONE)
 			return none;
-		if (c.kind == V_NUM)
-			return c.num != 0 ? x : y;
 		if (!need_fn(L, loc, "where"))
 			return none;
 		return tensor(ir_where(L->fn, lower_tensor(L, c, loc), lower_tensor(L, x, loc),
@@ -478,7 +457,7 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 			diag_error(loc, "has_tag is only available in an optimizer's update rule");
 			return none;
 		}
-		const IrSlot *ps = &L->mod->params[L->opt_param];
+		const IrSlot *ps = ir_slot(L->mod, NML_B_PARAMS, L->opt_param);
 		for (int k = 0; k < ps->ntags; k++)
 			if (ps->tags[k] == tag)
 				return num(1);
@@ -631,8 +610,8 @@ static void add_param(Lower *L, Instance *in, AstNode *st)
 	}
 	char name[256];
 	snprintf(name, sizeof name, "%s%s", in->path, st->name);
-	int slot = ir_add_param(L->mod, intern_cstr(name), s, lower_resolve_init(init, s), st->loc);
-	IrSlot *p = &L->mod->params[slot];
+	int slot = ir_add_slot(L->mod, NML_B_PARAMS, intern_cstr(name), s, lower_resolve_init(init, s), st->loc);
+	IrSlot *p = &L->mod->blocks[NML_B_PARAMS].slot[slot];
 	p->ntags = st->tags.n;
 	p->tags = arena_alloc(L->arena, (st->tags.n + 1) * sizeof *p->tags);
 	int i = 0;
@@ -907,21 +886,23 @@ int lower_train_config(Lower *L, AstNode *train, TrainConfig *cfg)
 	return diag_count() - before;
 }
 
-IrFunc *lower_forward(Lower *L)
+IrFunc *lower_forward(Lower *L, int training, const char *name)
 {
 	AstNode *st = field(L->train, "loss");
 	if (!st || !L->model)
 		return NULL;
 	int before = diag_count();
-	IrFunc *fn = ir_func_new("forward");
+	IrFunc *fn = ir_func_new(name);
 	L->fn = fn;
+	L->training = training;
 	free(L->param_leaf);
 	L->param_leaf = NULL;
 	L->nparam_leaf = 0;
 	L->pred = -1;
 	Env *env = lower_env_new(L, L->train_env);
-	lower_bind(L, env, intern_cstr("x"), tensor(ir_leaf(fn, IR_INPUT, 0, L->mod->xshape, st->loc)));
-	lower_bind(L, env, intern_cstr("y"), tensor(ir_leaf(fn, IR_INPUT, 1, L->mod->yshape, st->loc)));
+	const IrShape *xs = &ir_slot(L->mod, NML_B_X, 0)->shape, *ys = &ir_slot(L->mod, NML_B_Y, 0)->shape;
+	lower_bind(L, env, intern_cstr("x"), tensor(ir_load(fn, NML_B_X, 0, *xs, st->loc)));
+	lower_bind(L, env, intern_cstr("y"), tensor(ir_load(fn, NML_B_Y, 0, *ys, st->loc)));
 	Value loss = lower_expr(L, env, st->rhs);
 	L->loss = lower_tensor(L, loss, st->rhs->loc);
 	if (L->loss >= 0 && ir_shape_of(fn, L->loss)->rank != 0) {
@@ -939,6 +920,7 @@ IrFunc *lower_forward(Lower *L)
 				   ir_shape_str(*ps, b, sizeof b));
 		} else {
 			L->mod->out_dim = ps->dim[1];
+			L->mod->blocks[NML_B_PRED].slot[0].shape = *ps;
 		}
 	}
 	L->fn = NULL;

@@ -81,6 +81,7 @@ typedef struct Lower {
 	int opt_nenvs;
 	AstNode *global_node;  /* the global reduction computed for the current statement */
 	int global_value;
+	int training;          /* the forward being built is the training-mode one */
 	int pred;              /* the model's output in fn */
 	int loss;              /* the loss in fn */
 } Lower;
@@ -88,9 +89,9 @@ typedef struct Lower {
 void lower_init(Lower *L, Arena *arena, const SemaGlobals *g, IrModule *mod);
 /* Evaluate the train block's settings and instantiate the model (creating its parameters). */
 int lower_train_config(Lower *L, AstNode *train, TrainConfig *cfg);
-/* With mod->xshape/yshape/classes set from the data: build the forward function (loss and model
- * output). Returns it, or NULL after errors. */
-IrFunc *lower_forward(Lower *L);
+/* With the batch blocks' shapes and mod->classes set from the data: build a forward function (loss
+ * and model output) in training or evaluation mode. Returns it, or NULL after errors. */
+IrFunc *lower_forward(Lower *L, int training, const char *name);
 
 /* The name of the model's layer. */
 const char *lower_model_name(const Lower *L);

@@ -1,72 +1,97 @@
 /* ops.h: every IR op, declared once.
  *
- * X(NAME, arity, kind, "dump name")
- *   LEAF     no operands; reads a slot (param, state, hparam, input) or is a constant
- *   UNARY    elementwise f(a); the output may be larger than a (a broadcasts)
- *   BINARY   elementwise f(a, b) with broadcasting
- *   TERNARY  elementwise f(c, a, b) with broadcasting
- *   REDUCE   over the axes in ival (a bit mask); the output shape lists the kept axes
- *   MATMUL   2-D product; ival bit 0 transposes a, bit 1 transposes b
- *   SPECIAL  its own shape and lowering
- *   STORE    writes its operand into a slot; no value
- * The derivative of each op is one case in autodiff.c; its lowering one case in codegen.c. */
+ * X(NAME, "dump", arity, CLASS, ATTR, SHAPE, builtin, semantics, emitter)
+ *   CLASS     how fusion treats it:
+ *               LEAF      no operands: a constant, a tensor of a storage block, a runtime scalar
+ *               ELEMWISE  f(a[, b[, c]]) at each index, operands broadcast (numpy rules)
+ *               REDUCE    over the axes of its attribute; reduced axes are dropped (or kept as 1)
+ *               VIEW      the operand's elements in another shape: no code
+ *               LIBRARY   a call into a library (cblas_?gemm)
+ *               LOOP      a loop of its own (onehot)
+ *               STORE     writes its operand into a block's tensor; no value
+ *   ATTR      the member of IrAttr it carries (ir.h): NONE, NUM, SLOT, INDEX, AXES, MATMUL, CLASSES
+ *   SHAPE     the rule that gives its shape, with the diagnostic it reports (ir.c, infer_shape):
+ *               GIVEN (by the builder), SCALAR, BROADCAST, REDUCE, MATMUL, ONEHOT, STORE
+ *   builtin   the NML function that applies it (positional arguments, as many as the arity), or
+ *             NULL; sema and lower take these from here, so a new elementwise op needs no code there
+ *   semantics its value as a C expression of doubles a, b, c: constant folding, the interpreter and
+ *             the tests' reference all evaluate this (ir_op_eval); REDUCE: how two values combine
+ *   emitter   its value in a kernel, an LLVMValueRef expression of the Cg *g and the operands a, b, c
+ *             (codegen.c); 0 where the op is not computed elementwise
+ * Adding an elementwise op is this row and its derivative case in autodiff.c (the compiler warns
+ * about a missing case there: that switch has no default). */
 #ifndef OPS_H
 #define OPS_H
 
-#define IR_OPS(X)                                                     \
-	X(CONST,    0, LEAF,    "const")   /* fval, broadcast to shape */ \
-	X(INPUT,    0, LEAF,    "input")   /* ival 0: x, 1: y */          \
-	X(PARAM,    0, LEAF,    "param")   /* ival: parameter slot */     \
-	X(STATE,    0, LEAF,    "state")   /* ival: state slot */         \
-	X(HPARAM,   0, LEAF,    "hparam")  /* ival: hyperparameter */     \
-	X(STEP,     0, LEAF,    "step")    /* t, 1-based */               \
-	X(ROWS,     0, LEAF,    "rows")    /* n, rows of this batch */    \
-	X(NEG,      1, UNARY,   "neg")                                    \
-	X(EXP,      1, UNARY,   "exp")                                    \
-	X(LOG,      1, UNARY,   "log")                                    \
-	X(LOG1P,    1, UNARY,   "log1p")   /* log(1 + a), exact near 0 */ \
-	X(EXPM1,    1, UNARY,   "expm1")   /* exp(a) - 1, exact near 0 */ \
-	X(SQRT,     1, UNARY,   "sqrt")                                   \
-	X(RSQRT,    1, UNARY,   "rsqrt")                                  \
-	X(ABS,      1, UNARY,   "abs")                                    \
-	X(SIGN,     1, UNARY,   "sign")                                   \
-	X(TANH,     1, UNARY,   "tanh")                                   \
-	X(SIGMOID,  1, UNARY,   "sigmoid")                                \
-	X(RELU,     1, UNARY,   "relu")                                   \
-	X(STOPGRAD, 1, UNARY,   "stop_gradient")                          \
-	X(EXPAND,   1, UNARY,   "expand")  /* broadcast copy */           \
-	X(ADD,      2, BINARY,  "add")                                    \
-	X(SUB,      2, BINARY,  "sub")                                    \
-	X(MUL,      2, BINARY,  "mul")                                    \
-	X(DIV,      2, BINARY,  "div")                                    \
-	X(POW,      2, BINARY,  "pow")                                    \
-	X(MAX2,     2, BINARY,  "maximum")                                \
-	X(MIN2,     2, BINARY,  "minimum")                                \
-	X(LT,       2, BINARY,  "lt")      /* comparisons give 1 or 0 */  \
-	X(LE,       2, BINARY,  "le")                                     \
-	X(GT,       2, BINARY,  "gt")                                     \
-	X(GE,       2, BINARY,  "ge")                                     \
-	X(EQ,       2, BINARY,  "eq")                                     \
-	X(NE,       2, BINARY,  "ne")                                     \
-	X(WHERE,    3, TERNARY, "where")   /* c != 0 ? a : b */           \
-	X(SUM,      1, REDUCE,  "sum")                                    \
-	X(MAX,      1, REDUCE,  "max")                                    \
-	X(MATMUL,   2, MATMUL,  "matmul")                                 \
-	X(ONEHOT,   1, SPECIAL, "onehot")  /* [n] indices -> [n, ival] */ \
-	X(RESHAPE,  1, SPECIAL, "reshape") /* same elements, new shape */ \
-	X(STORE_PARAM, 1, STORE, "store_param")                           \
-	X(STORE_STATE, 1, STORE, "store_state")                           \
-	X(STORE_GRAD,  1, STORE, "store_grad")                            \
-	X(STORE_LOSS,  1, STORE, "store_loss")                            \
-	X(STORE_PRED,  1, STORE, "store_pred")
+/* clang-format off */
+#define IR_OPS(X)                                                                                              \
+	X(CONST,    "const",   0, LEAF,     NUM,     GIVEN,     NULL,      0,                 0)               \
+	X(LOAD,     "load",    0, LEAF,     SLOT,    GIVEN,     NULL,      0,                 0)               \
+	X(HPARAM,   "hparam",  0, LEAF,     INDEX,   SCALAR,    NULL,      0,                 0)               \
+	X(STEP,     "step",    0, LEAF,     NONE,    SCALAR,    NULL,      0,                 0) /* t, from 1 */ \
+	X(ROWS,     "rows",    0, LEAF,     NONE,    SCALAR,    NULL,      0,                 0) /* n */       \
+	X(NEG,      "neg",     1, ELEMWISE, NONE,    BROADCAST, NULL,      -a,                cg_neg(g, a))    \
+	X(EXP,      "exp",     1, ELEMWISE, NONE,    BROADCAST, "exp",     exp(a),            cg_exp(g, a))    \
+	X(LOG,      "log",     1, ELEMWISE, NONE,    BROADCAST, "log",     log(a),            cg_log(g, a))    \
+	X(LOG1P,    "log1p",   1, ELEMWISE, NONE,    BROADCAST, "log1p",   log1p(a),          cg_log1p(g, a))  \
+	X(EXPM1,    "expm1",   1, ELEMWISE, NONE,    BROADCAST, "expm1",   expm1(a),          cg_expm1(g, a))  \
+	X(SQRT,     "sqrt",    1, ELEMWISE, NONE,    BROADCAST, "sqrt",    sqrt(a),           cg_sqrt(g, a))   \
+	X(RSQRT,    "rsqrt",   1, ELEMWISE, NONE,    BROADCAST, "rsqrt",   1 / sqrt(a),       cg_rsqrt(g, a))  \
+	X(ABS,      "abs",     1, ELEMWISE, NONE,    BROADCAST, "abs",     fabs(a),           cg_abs(g, a))    \
+	X(SIGN,     "sign",    1, ELEMWISE, NONE,    BROADCAST, "sign",    sem_sign(a),       cg_sign(g, a))   \
+	X(TANH,     "tanh",    1, ELEMWISE, NONE,    BROADCAST, "tanh",    tanh(a),           cg_tanh(g, a))   \
+	X(SIGMOID,  "sigmoid", 1, ELEMWISE, NONE,    BROADCAST, "sigmoid", 1 / (1 + exp(-a)), cg_sigmoid(g, a)) \
+	X(RELU,     "relu",    1, ELEMWISE, NONE,    BROADCAST, "relu",    a < 0 ? 0 : a,     cg_relu(g, a))   \
+	X(STOPGRAD, "stop_gradient", 1, ELEMWISE, NONE, BROADCAST, "stop_gradient", a,       a)               \
+	X(EXPAND,   "expand",  1, ELEMWISE, NONE,    GIVEN,     NULL,      a,                 a) /* broadcast copy */ \
+	X(ADD,      "add",     2, ELEMWISE, NONE,    BROADCAST, NULL,      a + b,             cg_add(g, a, b)) \
+	X(SUB,      "sub",     2, ELEMWISE, NONE,    BROADCAST, NULL,      a - b,             cg_sub(g, a, b)) \
+	X(MUL,      "mul",     2, ELEMWISE, NONE,    BROADCAST, NULL,      a * b,             cg_mul(g, a, b)) \
+	X(DIV,      "div",     2, ELEMWISE, NONE,    BROADCAST, NULL,      a / b,             cg_div(g, a, b)) \
+	X(POW,      "pow",     2, ELEMWISE, NONE,    BROADCAST, NULL,      pow(a, b),         cg_pow(g, a, b)) \
+	X(MAX2,     "maximum", 2, ELEMWISE, NONE,    BROADCAST, NULL,      sem_max(a, b),     cg_max(g, a, b)) \
+	X(MIN2,     "minimum", 2, ELEMWISE, NONE,    BROADCAST, NULL,      sem_min(a, b),     cg_min(g, a, b)) \
+	X(LT,       "lt",      2, ELEMWISE, NONE,    BROADCAST, NULL,      a < b,             cg_cmp(g, LLVMRealOLT, a, b)) \
+	X(LE,       "le",      2, ELEMWISE, NONE,    BROADCAST, NULL,      a <= b,            cg_cmp(g, LLVMRealOLE, a, b)) \
+	X(GT,       "gt",      2, ELEMWISE, NONE,    BROADCAST, NULL,      a > b,             cg_cmp(g, LLVMRealOGT, a, b)) \
+	X(GE,       "ge",      2, ELEMWISE, NONE,    BROADCAST, NULL,      a >= b,            cg_cmp(g, LLVMRealOGE, a, b)) \
+	X(EQ,       "eq",      2, ELEMWISE, NONE,    BROADCAST, NULL,      a == b,            cg_cmp(g, LLVMRealOEQ, a, b)) \
+	X(NE,       "ne",      2, ELEMWISE, NONE,    BROADCAST, NULL,      a != b,            cg_cmp(g, LLVMRealUNE, a, b)) \
+	X(WHERE,    "where",   3, ELEMWISE, NONE,    BROADCAST, NULL,      a != 0 ? b : c,    cg_where(g, a, b, c)) \
+	X(SUM,      "sum",     1, REDUCE,   AXES,    REDUCE,    NULL,      a + b,             0)               \
+	X(MAX,      "max",     1, REDUCE,   AXES,    REDUCE,    NULL,      sem_max(a, b),     0)               \
+	X(MATMUL,   "matmul",  2, LIBRARY,  MATMUL,  MATMUL,    NULL,      0,                 0)               \
+	X(ONEHOT,   "onehot",  1, LOOP,     CLASSES, ONEHOT,    NULL,      0,                 0) /* [n] -> [n, k] */ \
+	X(RESHAPE,  "reshape", 1, VIEW,     NONE,    GIVEN,     NULL,      0,                 0)               \
+	X(STORE,    "store",   1, STORE,    SLOT,    STORE,     NULL,      0,                 0)
+/* clang-format on */
 
 typedef enum {
-#define X(name, arity, kind, str) IR_##name,
+#define X(name, ...) IR_##name,
 	IR_OPS(X)
 #undef X
 	IR_NOPS
 } IrOp;
 
-typedef enum { OPK_LEAF, OPK_UNARY, OPK_BINARY, OPK_TERNARY, OPK_REDUCE, OPK_MATMUL, OPK_SPECIAL, OPK_STORE } IrOpKind;
+typedef enum { OPC_LEAF, OPC_ELEMWISE, OPC_REDUCE, OPC_VIEW, OPC_LIBRARY, OPC_LOOP, OPC_STORE } IrOpClass;
+typedef enum { ATTR_NONE, ATTR_NUM, ATTR_SLOT, ATTR_INDEX, ATTR_AXES, ATTR_MATMUL, ATTR_CLASSES } IrAttrKind;
+typedef enum { SHAPE_GIVEN, SHAPE_SCALAR, SHAPE_BROADCAST, SHAPE_REDUCE, SHAPE_MATMUL, SHAPE_ONEHOT, SHAPE_STORE } IrShapeRule;
+
+typedef struct IrOpInfo {
+	const char *name;    /* in dumps */
+	int arity;
+	IrOpClass cls;
+	IrAttrKind attr;
+	IrShapeRule shape;
+	const char *builtin; /* the NML function, or NULL */
+} IrOpInfo;
+
+const IrOpInfo *ir_op_info(IrOp op);
+/* The op whose builtin is name (interned or not), or -1. */
+int ir_op_of_builtin(const char *name);
+
+/* The op's semantics on doubles (the "semantics" column). Defined for ELEMWISE ops and, as the
+ * combination of two values, for REDUCE ops. */
+double ir_op_eval(IrOp op, double a, double b, double c);
 
 #endif

@@ -142,7 +142,7 @@ void optim_describe(FILE *out, const Lower *L, const Value *opt)
 		fprintf(out, ")");
 }
 
-static void store(Lower *L, IrOp op, int v, int slot, const IrSlot *s, SrcLoc loc)
+static void store(Lower *L, NmlBlock block, int v, int slot, const IrSlot *s, SrcLoc loc)
 {
 	if (v < 0)
 		return;
@@ -151,10 +151,10 @@ static void store(Lower *L, IrOp op, int v, int slot, const IrSlot *s, SrcLoc lo
 	if (!ir_broadcast(*vs, s->shape, &b) || !ir_shape_eq(b, s->shape)) {
 		char x[64], y[64];
 		diag_error(loc, "the update of '%s' has shape %s, the %s is %s", s->name, ir_shape_str(*vs, x, sizeof x),
-			   op == IR_STORE_PARAM ? "parameter" : "state", ir_shape_str(s->shape, y, sizeof y));
+			   block == NML_B_PARAMS ? "parameter" : "state", ir_shape_str(s->shape, y, sizeof y));
 		return;
 	}
-	ir_store(L->fn, op, ir_expand(L->fn, v, s->shape, loc), slot, loc);
+	ir_store(L->fn, block, slot, ir_expand(L->fn, v, s->shape, loc), loc);
 }
 
 /* One statement of the rule for parameter p, in its environment. */
@@ -162,7 +162,7 @@ static void rule_stmt(Lower *L, Env *env, AstNode *st, int p)
 {
 	L->opt_param = p;
 	IrFunc *fn = L->fn;
-	const IrSlot *ps = &L->mod->params[p];
+	const IrSlot *ps = ir_slot(L->mod, NML_B_PARAMS, p);
 	if (st->kind == AST_STATE) {
 		IrShape s = ps->shape;
 		if (st->args.n) {
@@ -185,8 +185,8 @@ static void rule_stmt(Lower *L, Env *env, AstNode *st, int p)
 		}
 		char name[256];
 		snprintf(name, sizeof name, "%s.%s", ps->name, st->name);
-		int slot = ir_add_state(L->mod, intern_cstr(name), s, lower_resolve_init(init, s), st->loc);
-		lower_bind(L, env, st->name, (Value){.kind = V_TENSOR, .id = ir_leaf(fn, IR_STATE, slot, s, st->loc)});
+		int slot = ir_add_slot(L->mod, NML_B_STATE, intern_cstr(name), s, lower_resolve_init(init, s), st->loc);
+		lower_bind(L, env, st->name, (Value){.kind = V_TENSOR, .id = ir_load(fn, NML_B_STATE, slot, s, st->loc)});
 		return;
 	}
 	Value v = lower_expr(L, env, st->rhs);
@@ -204,20 +204,21 @@ static void rule_stmt(Lower *L, Env *env, AstNode *st, int p)
 /* After the rule, write back what it changed for parameter p: its states, then the parameter. */
 static void write_back(Lower *L, Env *env, int p, int first_state, SrcLoc loc)
 {
-	const IrSlot *ps = &L->mod->params[p];
+	const IrSlot *ps = ir_slot(L->mod, NML_B_PARAMS, p);
 	size_t len = strlen(ps->name);
-	for (int s = first_state; s < L->mod->nstates; s++) {
-		const IrSlot *ss = &L->mod->states[s];
+	for (int s = first_state; s < ir_block(L->mod, NML_B_STATE)->n; s++) {
+		const IrSlot *ss = ir_slot(L->mod, NML_B_STATE, s);
 		const char *local = ss->name + len + 1; /* "l1.w.m": the state m of l1.w */
 		if (strncmp(ss->name, ps->name, len) != 0 || ss->name[len] != '.' || strchr(local, '.'))
 			continue;
 		Value *v = lower_lookup_local(env, intern_cstr(local));
 		int id = v ? lower_tensor(L, *v, ss->loc) : -1;
-		if (id >= 0 && !(L->fn->inst[id].op == IR_STATE && L->fn->inst[id].ival == s))
-			store(L, IR_STORE_STATE, id, s, ss, ss->loc);
+		const IrInst *in = id >= 0 ? &L->fn->inst[id] : NULL;
+		if (in && !(in->op == IR_LOAD && in->attr.slot.block == NML_B_STATE && in->attr.slot.index == s))
+			store(L, NML_B_STATE, id, s, ss, ss->loc);
 	}
 	Value *pv = lower_lookup_local(env, intern_cstr("p"));
-	store(L, IR_STORE_PARAM, lower_tensor(L, *pv, loc), p, ps, loc);
+	store(L, NML_B_PARAMS, lower_tensor(L, *pv, loc), p, ps, loc);
 }
 
 static int mentions_global(const AstNode *e)
@@ -263,16 +264,16 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 	const char *p_name = intern_cstr("p"), *g_name = intern_cstr("g"), *t_name = intern_cstr("t");
 	SrcLoc loc = optim_def(L, rules[nrules - 1])->loc; /* the rule that updates p */
 	L->fn = fn;
-	int step = ir_leaf(fn, IR_STEP, 0, ir_scalar_shape(), loc);
+	int step = ir_scalar_leaf(fn, IR_STEP, loc);
 	Env *sched = lower_env_new(L, opt->env);
 	lower_bind(L, sched, t_name, (Value){.kind = V_TENSOR, .id = step});
 	int T = ir_find_hparam(L->mod, intern_cstr("T"));
 	if (T >= 0)
 		lower_bind(L, sched, intern_cstr("T"),
-			   (Value){.kind = V_TENSOR, .id = ir_leaf(fn, IR_HPARAM, T, ir_scalar_shape(), loc)});
+			   (Value){.kind = V_TENSOR, .id = ir_hparam(fn, T, loc)});
 
 	/* Every parameter's base environment: the hyperparameters of all rules, p, g and t. */
-	int n = L->mod->nparams, first_state = L->mod->nstates, global = 0;
+	int n = ir_block(L->mod, NML_B_PARAMS)->n, first_state = ir_block(L->mod, NML_B_STATE)->n, global = 0;
 	Env **base = arena_alloc(L->arena, (size_t)(n + 1) * sizeof *base);
 	Env **envs = arena_alloc(L->arena, (size_t)(n + 1) * sizeof *envs);
 	for (int p = 0; p < n; p++) {
@@ -287,7 +288,7 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 		global |= mentions_global(def);
 		for (AstNode *f = def->formals.head; f && i < 64; f = f->next, i++) {
 			int v = L->schedule[i] ? lower_tensor(L, lower_expr(L, sched, L->schedule[i]), L->schedule[i]->loc)
-				: ir_leaf(fn, IR_HPARAM, ir_find_hparam(L->mod, f->name), ir_scalar_shape(), f->loc);
+				: ir_hparam(fn, ir_find_hparam(L->mod, f->name), f->loc);
 			for (int p = 0; p < n; p++)
 				lower_bind(L, base[p], f->name, (Value){.kind = V_TENSOR, .id = v});
 		}

@@ -7,6 +7,7 @@
  * fresh Compiler: that takes milliseconds, reports errors where they were written, and leaves
  * nothing to go stale. Only the data is kept from one compilation to the next (DrvData). */
 #include "repl.h"
+#include "util.h"
 
 #include <errno.h>
 #include <math.h>
@@ -75,14 +76,6 @@ static const char *skip_space(const char *s)
 	while (*s == ' ' || *s == '\t')
 		s++;
 	return s;
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-	p = realloc(p, n ? n : 1);
-	if (!p)
-		die("out of memory");
-	return p;
 }
 
 static char *xstrndup(const char *s, size_t n)
@@ -182,8 +175,8 @@ static int incomplete(Repl *r, const char *text)
 
 static int item_keyword(int kind)
 {
-	return kind == TK_USE || kind == TK_LAYER || kind == TK_OPTIMIZER || kind == TK_DEF || kind == TK_CONST
-		|| kind == TK_TRAIN;
+	return kind == TK_USE || kind == TK_LAYER || kind == TK_OPTIMIZER || kind == TK_TRANSFORM || kind == TK_DEF
+		|| kind == TK_CONST || kind == TK_TRAIN;
 }
 
 /* The last token before index `to` that is not an end of line, from `from`. */
@@ -634,17 +627,20 @@ static void print_value(const Compiler *c, Value v, const char *layer)
 		break;
 	case V_INST: {
 		/* The expression made the only instance, so every parameter slot is its. */
+		const IrBlock *p = ir_block(m, NML_B_PARAMS);
 		size_t count = 0;
-		for (int i = 0; i < m->nparams; i++)
-			count += (size_t)ir_shape_numel(m->params[i].shape, 1);
-		printf("%s: %zu parameters in %d tensors", layer ? layer : "a layer", count, m->nparams);
-		for (int i = 0; i < m->nparams; i++)
-			printf("%s %s %s", i ? "," : ":", m->params[i].name, ir_shape_str(m->params[i].shape, sh, sizeof sh));
+		for (int i = 0; i < p->n; i++)
+			count += (size_t)ir_shape_numel(p->slot[i].shape, 1);
+		printf("%s: %zu parameters in %d tensors", layer ? layer : "a layer", count, p->n);
+		for (int i = 0; i < p->n; i++)
+			printf("%s %s %s", i ? "," : ":", p->slot[i].name, ir_shape_str(p->slot[i].shape, sh, sizeof sh));
 		break;
 	}
-	case V_PARAM:
-		printf("parameter %s %s", m->params[v.id].name, ir_shape_str(m->params[v.id].shape, sh, sizeof sh));
+	case V_PARAM: {
+		const IrSlot *s = ir_slot(m, NML_B_PARAMS, v.id);
+		printf("parameter %s %s", s->name, ir_shape_str(s->shape, sh, sizeof sh));
 		break;
+	}
 	case V_DEF: {
 		const AstNode *d = v.node;
 		printf("%s %s(", kind_word(d->kind), d->name);
@@ -882,7 +878,7 @@ static void cmd_run(Repl *r, const char *arg)
 	if (epochs >= 0)
 		o.epochs = epochs;
 	fflush(stdout);
-	if (main_run(c, &o))
+	if (session_run(c, &o))
 		r->failed = 1;
 	fflush(stdout);
 	free_compiler(c);
@@ -910,7 +906,7 @@ static void cmd_show(Repl *r, const char *arg)
 		Options o = *r->opts;
 		o.show = what[k];
 		fflush(stdout);
-		if (main_show(c, &o))
+		if (session_show(c, &o))
 			r->failed = 1;
 		fflush(stdout);
 	}
@@ -1173,8 +1169,9 @@ static Repl *completing; /* readline's callbacks take no context */
 static char *complete_name(const char *text, int state)
 {
 	static int i;
-	static const char *const keywords[] = {"use", "layer", "optimizer", "param", "state", "forward", "return",
-					       "def", "const", "train"};
+	static const char *const keywords[] = {"use", "layer", "optimizer", "transform", "param", "state", "forward",
+					       "return", "def", "const", "train"};
+	enum { NKEYWORDS = sizeof keywords / sizeof keywords[0] };
 	const Repl *r = completing;
 	size_t len = strlen(text);
 	const char *line = skip_space(rl_line_buffer);
@@ -1198,9 +1195,9 @@ static char *complete_name(const char *text, int state)
 				cand = show_names[k];
 			} else if (k < r->nnames) {
 				cand = r->names[k];
-			} else if ((k -= r->nnames) < 10) {
+			} else if ((k -= r->nnames) < NKEYWORDS) {
 				cand = keywords[k];
-			} else if ((k -= 10) < BI_COUNT) {
+			} else if ((k -= NKEYWORDS) < sema_nbuiltins()) {
 				cand = sema_builtin_info(k)->name;
 			} else {
 				return NULL;

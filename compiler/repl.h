@@ -2,7 +2,7 @@
 #ifndef REPL_H
 #define REPL_H
 
-#include "main.h"
+#include "session.h"
 
 /* Runs a session: o->file (or NULL) is loaded first; the other options of `nmlc run` are the
  * defaults of every :run. Returns the exit status. */

@@ -5,33 +5,53 @@
 #include <string.h>
 
 #include "grammar.h"
+#include "ops.h"
 
-static SemaBuiltinInfo builtins[BI_COUNT] = {
+static SemaBuiltinInfo builtins[BI_COUNT + IR_NOPS] = {
 #define X(name, lo, hi, named) [BI_##name] = {#name, lo, hi, named},
 	SEMA_BUILTINS(X)
 #undef X
 };
+static int builtin_op[BI_COUNT + IR_NOPS];
+static int nbuiltins;
 
-static void intern_builtins(void)
+/* The table: SEMA_BUILTINS, then every op with a builtin name (ops.h); names interned. */
+static void init_builtins(void)
 {
-	static int done;
-	if (done)
+	if (nbuiltins)
 		return;
-	for (int i = 0; i < BI_COUNT; i++)
+	for (int i = 0; i < BI_COUNT; i++) {
 		builtins[i].name = intern_cstr(builtins[i].name);
-	done = 1;
+		builtin_op[i] = -1;
+	}
+	nbuiltins = BI_COUNT;
+	for (int op = 0; op < IR_NOPS; op++) {
+		const IrOpInfo *info = ir_op_info((IrOp)op);
+		if (!info->builtin)
+			continue;
+		builtin_op[nbuiltins] = op;
+		builtins[nbuiltins++] = (SemaBuiltinInfo){intern_cstr(info->builtin), info->arity, info->arity, NULL};
+	}
 }
 
 int sema_builtin(const char *name)
 {
-	intern_builtins();
-	for (int i = 0; i < BI_COUNT; i++)
+	init_builtins();
+	for (int i = 0; i < nbuiltins; i++)
 		if (builtins[i].name == name)
 			return i;
 	return -1;
 }
 
 const SemaBuiltinInfo *sema_builtin_info(int b) { return &builtins[b]; }
+
+int sema_nbuiltins(void)
+{
+	init_builtins();
+	return nbuiltins;
+}
+
+int sema_builtin_op(int b) { return b >= 0 && b < nbuiltins ? builtin_op[b] : -1; }
 
 AstNode *sema_lookup(const SemaGlobals *g, const char *name)
 {

@@ -5,21 +5,11 @@
 
 #include "ast.h"
 
-/* Builtin functions, declared once: sema checks their arity, lower.c implements them. */
+/* Builtin functions, declared once: sema checks their arity, lower.c implements them. The ops
+ * that are builtins as they are (exp, log, relu, ...) are not listed: their rows in ops.h name them,
+ * and they follow these, numbered from BI_COUNT. */
 #define SEMA_BUILTINS(X)                                                       \
 	/* name            min max  named arguments (NULL-terminated list) */  \
-	X(exp,            1, 1, NULL)                                          \
-	X(log,            1, 1, NULL)                                          \
-	X(log1p,          1, 1, NULL)                                          \
-	X(expm1,          1, 1, NULL)                                          \
-	X(sqrt,           1, 1, NULL)                                          \
-	X(rsqrt,          1, 1, NULL)                                          \
-	X(abs,            1, 1, NULL)                                          \
-	X(sign,           1, 1, NULL)                                          \
-	X(tanh,           1, 1, NULL)                                          \
-	X(sigmoid,        1, 1, NULL)                                          \
-	X(relu,           1, 1, NULL)                                          \
-	X(stop_gradient,  1, 1, NULL)                                          \
 	X(sum,            1, 2, "axis")                                        \
 	X(mean,           1, 2, "axis")                                        \
 	X(max,            1, 2, "axis")                                        \
@@ -60,6 +50,9 @@ typedef struct SemaBuiltinInfo {
 /* -1 if name is not a builtin. */
 int sema_builtin(const char *name);
 const SemaBuiltinInfo *sema_builtin_info(int b);
+int sema_nbuiltins(void);
+/* The IR op builtin b applies, or -1 for the builtins of SEMA_BUILTINS. */
+int sema_builtin_op(int b);
 
 /* A program's global names: every layer, optimizer, def and const of the file and its modules. */
 typedef struct SemaGlobals {

@@ -16,15 +16,32 @@ enum {
 
 struct NmlModel {
 	const NmlModelDesc *d;
-	float *params, *grads, *state;
+	/* MODEL blocks and GRADS as the desc lays them out; x, y, loss and pred for one batch (kernels
+	 * get aligned copies that alias nothing); work for the kernels' scratch. */
+	void *block[NML_NBLOCKS];
 	double *hparams;
-	float *x, *y, *pred; /* one batch: kernels get aligned copies that alias nothing */
-	void *work;
-	NmlTensorRef *refs;  /* parameters, then state tensors: what a checkpoint holds */
+	NmlTensorRef *refs;  /* every tensor of the MODEL blocks, block by block: what a checkpoint holds */
+	int nrefs;
 	int64_t step;
 	uint64_t seed;
 	char err[MODEL_ERR];
 };
+
+/* ---- the block table ---- */
+
+static const struct {
+	const char *name;
+	NmlBlock layout;
+	NmlBlockKind kind;
+} blocks[NML_NBLOCKS] = {
+#define NML_X(name, str, layout, kind) [NML_B_##name] = {str, NML_B_##layout, NML_BK_##kind},
+	NML_BLOCKS(NML_X)
+#undef NML_X
+};
+
+const char *nml_block_name(NmlBlock b) { return blocks[b].name; }
+NmlBlock nml_block_layout(NmlBlock b) { return blocks[b].layout; }
+NmlBlockKind nml_block_kind(NmlBlock b) { return blocks[b].kind; }
 
 /* Zeroed and 64-byte aligned; never NULL for size 0, so kernels always get a valid pointer. */
 static void *model_alloc(size_t size)
@@ -48,16 +65,17 @@ static int64_t slot_numel(const NmlSlotDesc *s)
 
 /* ---- creation ---- */
 
-/* Every slot's initial values from the seed, in double and rounded once, as nmlc run does. */
-static int init_block(const NmlSlotDesc *slots, int n, uint64_t seed, uint64_t block, float *out)
+/* Every slot's initial values from the seed, in double and rounded once. */
+static int init_block(const NmlBlockDesc *bd, uint64_t seed, NmlBlock b, float *out)
 {
-	for (int i = 0; i < n; i++) {
-		int64_t count = slot_numel(&slots[i]);
+	for (int i = 0; i < bd->nslots; i++) {
+		const NmlSlotDesc *s = &bd->slots[i];
+		int64_t count = slot_numel(s);
 		double *tmp = malloc((size_t)(count > 0 ? count : 1) * sizeof *tmp);
 		if (!tmp)
 			return -1;
-		nml_init_values(slots[i].init, seed, block, (uint64_t)i, tmp, count);
-		float *o = out + slots[i].offset;
+		nml_init_values(s->init, seed, b, (uint64_t)i, tmp, count);
+		float *o = out + s->offset;
 		for (int64_t j = 0; j < count; j++)
 			o[j] = (float)tmp[j];
 		free(tmp);
@@ -65,41 +83,71 @@ static int init_block(const NmlSlotDesc *slots, int n, uint64_t seed, uint64_t b
 	return 0;
 }
 
-static void ref_slots(NmlTensorRef *t, const NmlSlotDesc *slots, int n, float *block)
+int nml_model_check_abi(const NmlModelDesc *d, char *err, size_t errlen)
 {
-	for (int i = 0; i < n; i++) {
-		t[i] = (NmlTensorRef){.name = slots[i].name, .rank = slots[i].rank, .data = block + slots[i].offset};
-		memcpy(t[i].shape, slots[i].shape, sizeof t[i].shape);
+	if (!d)
+		return rt_error(err, errlen, "no model description (NULL)");
+	if (d->abi != NML_ABI_VERSION)
+		return rt_error(err, errlen, "the model was generated for runtime ABI %d, this runtime has ABI %d: "
+					     "build it again with this nmlc", d->abi, NML_ABI_VERSION);
+	if (d->batch < 1 || d->xdim < 1 || d->ydim < 0)
+		return rt_error(err, errlen, "a model description with batch %lld, %lld inputs and %lld targets per row",
+				(long long)d->batch, (long long)d->xdim, (long long)d->ydim);
+	return 0;
+}
+
+/* Bytes of block b: MODEL and GRADS blocks as laid out, batch blocks for the batch size. */
+static size_t block_bytes(const NmlModelDesc *d, NmlBlock b)
+{
+	size_t rows = (size_t)d->batch;
+	switch (b) {
+	case NML_B_X: return rows * (size_t)d->xdim * sizeof(float);
+	case NML_B_Y: return rows * (size_t)(d->ydim ? d->ydim : 1) * sizeof(float);
+	case NML_B_LOSS: return sizeof(float);
+	case NML_B_PRED: return rows * (size_t)(d->out_dim > 0 ? d->out_dim : 1) * sizeof(float);
+	case NML_B_WORK: return d->work;
+	default: return d->block[nml_block_layout(b)].size * sizeof(float);
 	}
 }
 
 NmlModel *nml_model_create(const NmlModelDesc *d, uint64_t seed)
 {
+	if (nml_model_check_abi(d, NULL, 0) < 0)
+		return NULL;
 	NmlModel *m = calloc(1, sizeof *m);
 	if (!m)
 		return NULL;
 	m->d = d;
 	m->seed = seed;
-	size_t rows = (size_t)d->batch, yw = (size_t)(d->ydim ? d->ydim : 1);
-	m->params = model_alloc(d->param_size * sizeof(float));
-	m->grads = model_alloc(d->param_size * sizeof(float));
-	m->state = model_alloc(d->state_size * sizeof(float));
+	int ok = 1, nrefs = 0;
+	for (int b = 0; b < NML_NBLOCKS; b++) {
+		ok &= (m->block[b] = model_alloc(block_bytes(d, (NmlBlock)b))) != NULL;
+		if (nml_block_kind((NmlBlock)b) == NML_BK_MODEL)
+			nrefs += d->block[b].nslots;
+	}
 	m->hparams = model_alloc((size_t)d->nhparams * sizeof(double));
-	m->x = model_alloc(rows * (size_t)d->xdim * sizeof(float));
-	m->y = model_alloc(rows * yw * sizeof(float));
-	m->pred = model_alloc(rows * (size_t)(d->out_dim > 0 ? d->out_dim : 1) * sizeof(float));
-	m->work = model_alloc(d->work);
-	m->refs = calloc((size_t)(d->nparams + d->nstates) + 1, sizeof *m->refs);
-	if (!m->params || !m->grads || !m->state || !m->hparams || !m->x || !m->y || !m->pred || !m->work || !m->refs
-	    || init_block(d->params, d->nparams, seed, 0, m->params) < 0
-	    || init_block(d->states, d->nstates, seed, 1, m->state) < 0) {
+	m->refs = calloc((size_t)nrefs + 1, sizeof *m->refs);
+	if (!ok || !m->hparams || !m->refs) {
 		nml_model_free(m);
 		return NULL;
 	}
+	for (int b = 0; b < NML_NBLOCKS; b++) {
+		if (nml_block_kind((NmlBlock)b) != NML_BK_MODEL)
+			continue;
+		const NmlBlockDesc *bd = &d->block[b];
+		if (init_block(bd, seed, (NmlBlock)b, m->block[b]) < 0) {
+			nml_model_free(m);
+			return NULL;
+		}
+		for (int i = 0; i < bd->nslots; i++, m->nrefs++) {
+			const NmlSlotDesc *s = &bd->slots[i];
+			m->refs[m->nrefs] = (NmlTensorRef){.name = s->name, .rank = s->rank,
+							   .data = (float *)m->block[b] + s->offset};
+			memcpy(m->refs[m->nrefs].shape, s->shape, sizeof s->shape);
+		}
+	}
 	if (d->nhparams)
 		memcpy(m->hparams, d->hparam_defaults, (size_t)d->nhparams * sizeof *m->hparams);
-	ref_slots(m->refs, d->params, d->nparams, m->params);
-	ref_slots(m->refs + d->nparams, d->states, d->nstates, m->state);
 	return m;
 }
 
@@ -107,14 +155,9 @@ void nml_model_free(NmlModel *m)
 {
 	if (!m)
 		return;
-	free(m->params);
-	free(m->grads);
-	free(m->state);
+	for (int b = 0; b < NML_NBLOCKS; b++)
+		free(m->block[b]);
 	free(m->hparams);
-	free(m->x);
-	free(m->y);
-	free(m->pred);
-	free(m->work);
 	free(m->refs);
 	free(m);
 }
@@ -126,12 +169,15 @@ const char *nml_model_error(const NmlModel *m)
 
 /* ---- running the kernels ---- */
 
-static NmlArgs model_args(NmlModel *m, float *loss, int64_t n)
+static NmlArgs model_args(NmlModel *m, int64_t n)
 {
-	return (NmlArgs){.params = m->params, .grads = m->grads, .state = m->state, .x = m->x, .y = m->y,
-			 .hparams = m->hparams, .work = m->work, .loss = loss, .pred = m->pred, .n = n,
-			 .t = (double)m->step};
+	NmlArgs a = {.hparams = m->hparams, .n = n, .t = (double)m->step, .seed = m->seed};
+	for (int b = 0; b < NML_NBLOCKS; b++)
+		a.block[b] = m->block[b];
+	return a;
 }
+
+static float loss_of(NmlModel *m) { return *(float *)m->block[NML_B_LOSS]; }
 
 static int check_rows(NmlModel *m, const float *x, int64_t n, int64_t most)
 {
@@ -148,62 +194,121 @@ static void load_batch(NmlModel *m, const float *x, const float *y, int64_t star
 {
 	const NmlModelDesc *d = m->d;
 	int64_t yw = d->ydim ? d->ydim : 1;
-	memcpy(m->x, x + start * d->xdim, (size_t)(n * d->xdim) * sizeof(float));
+	memcpy(m->block[NML_B_X], x + start * d->xdim, (size_t)(n * d->xdim) * sizeof(float));
 	if (y)
-		memcpy(m->y, y + start * yw, (size_t)(n * yw) * sizeof(float));
+		memcpy(m->block[NML_B_Y], y + start * yw, (size_t)(n * yw) * sizeof(float));
+}
+
+/* The kernel a call needs, or an error naming what it is for. */
+static int have(NmlModel *m, NmlKernel k, const char *what)
+{
+	return k ? 0 : rt_error(m->err, sizeof m->err, "the model has no %s kernel", what);
+}
+
+/* One step on the batch already in the x and y blocks. */
+static void step(NmlModel *m, int64_t n, double *loss)
+{
+	m->step++;
+	*(float *)m->block[NML_B_LOSS] = 0;
+	NmlArgs a = model_args(m, n);
+	unsigned fp = rt_fp_fast();
+	m->d->step(&a);
+	rt_fp_restore(fp);
+	if (loss)
+		*loss = loss_of(m);
 }
 
 int nml_model_train_step(NmlModel *m, const float *x, const float *y, int64_t n, double *loss)
 {
 	if (!m)
 		return -1;
-	if (check_rows(m, x, n, m->d->batch) < 0)
+	if (have(m, m->d->step, "step") < 0 || check_rows(m, x, n, m->d->batch) < 0)
 		return -1;
 	if (!y)
 		return rt_error(m->err, sizeof m->err, "no targets (y is NULL)");
 	load_batch(m, x, y, 0, n);
-	m->step++;
-	float l = 0;
-	NmlArgs a = model_args(m, &l, n);
-	unsigned fp = rt_fp_fast();
-	m->d->step(&a);
-	rt_fp_restore(fp);
-	if (loss)
-		*loss = l;
+	step(m, n, loss);
 	return 0;
 }
 
-/* Run kernel k over n rows in batches; the loss is the mean over rows, as nml_evaluate's. */
-static void run_batches(NmlModel *m, NmlKernel k, const float *x, const float *y, int64_t n, double *loss,
-			float *pred)
+int nml_model_train_rows(NmlModel *m, const NmlData *d, const int64_t *idx, int64_t n, double *loss)
+{
+	if (!m)
+		return -1;
+	if (have(m, m->d->step, "step") < 0)
+		return -1;
+	if (!d || !idx || n < 1 || n > m->d->batch || d->xdim != m->d->xdim || d->ydim != m->d->ydim)
+		return rt_error(m->err, sizeof m->err, "rows that do not fit the model (%lld rows of %lld features)",
+				(long long)n, d ? (long long)d->xdim : 0LL);
+	for (int64_t i = 0; i < n; i++)
+		if (idx[i] < 0 || idx[i] >= d->n)
+			return rt_error(m->err, sizeof m->err, "row %lld of a data set of %lld rows", (long long)idx[i],
+					(long long)d->n);
+	nml_data_gather(d, idx, n, m->block[NML_B_X], m->block[NML_B_Y]);
+	step(m, n, loss);
+	return 0;
+}
+
+static int64_t argmax(const float *p, int64_t n)
+{
+	int64_t best = 0;
+	for (int64_t i = 1; i < n; i++)
+		if (p[i] > p[best])
+			best = i;
+	return best;
+}
+
+/* Run kernel k over n rows in batches; the loss is the mean over rows. With labels (classify), count
+ * the rows whose output's argmax is the label. */
+static int64_t run_batches(NmlModel *m, NmlKernel k, const float *x, const float *y, int64_t n, double *loss,
+			   float *pred, int classify)
 {
 	const NmlModelDesc *d = m->d;
+	const float *out = m->block[NML_B_PRED], *labels = m->block[NML_B_Y];
 	double sum = 0;
+	int64_t right = 0;
 	unsigned fp = rt_fp_fast();
 	for (int64_t start = 0; start < n; start += d->batch) {
 		int64_t rows = n - start < d->batch ? n - start : d->batch;
 		load_batch(m, x, y, start, rows);
-		float l = 0;
-		NmlArgs a = model_args(m, &l, rows);
+		*(float *)m->block[NML_B_LOSS] = 0;
+		NmlArgs a = model_args(m, rows);
 		k(&a);
-		sum += (double)l * rows;
+		sum += (double)loss_of(m) * rows;
 		if (pred)
-			memcpy(pred + start * d->out_dim, m->pred, (size_t)(rows * d->out_dim) * sizeof(float));
+			memcpy(pred + start * d->out_dim, out, (size_t)(rows * d->out_dim) * sizeof(float));
+		if (classify)
+			for (int64_t i = 0; i < rows; i++)
+				right += (float)argmax(out + i * d->out_dim, d->out_dim) == labels[i];
 	}
 	rt_fp_restore(fp);
 	if (loss)
 		*loss = sum / n;
+	return right;
 }
 
 int nml_model_evaluate(NmlModel *m, const float *x, const float *y, int64_t n, double *loss, float *pred)
 {
 	if (!m)
 		return -1;
-	if (check_rows(m, x, n, INT64_MAX) < 0)
+	if (have(m, m->d->eval, "eval") < 0 || check_rows(m, x, n, INT64_MAX) < 0)
 		return -1;
 	if (!y)
 		return rt_error(m->err, sizeof m->err, "no targets (y is NULL)");
-	run_batches(m, m->d->eval, x, y, n, loss, pred);
+	run_batches(m, m->d->eval, x, y, n, loss, pred, 0);
+	return 0;
+}
+
+int nml_model_evaluate_data(NmlModel *m, const NmlData *d, double *loss, double *accuracy)
+{
+	if (!m || have(m, m->d->eval, "eval") < 0)
+		return -1;
+	if (!d || d->n < 1 || d->xdim != m->d->xdim || d->ydim != m->d->ydim)
+		return rt_error(m->err, sizeof m->err, "no data to evaluate, or data that does not fit the model");
+	int classify = d->ydim == 0 && d->classes > 0 && m->d->out_dim >= 2;
+	int64_t right = run_batches(m, m->d->eval, d->x, d->y, d->n, loss, NULL, classify);
+	if (accuracy)
+		*accuracy = classify ? (double)right / (double)d->n : NAN;
 	return 0;
 }
 
@@ -211,24 +316,26 @@ int nml_model_predict(NmlModel *m, const float *x, int64_t n, float *pred)
 {
 	if (!m)
 		return -1;
-	if (check_rows(m, x, n, INT64_MAX) < 0)
+	if (have(m, m->d->predict, "predict") < 0 || check_rows(m, x, n, INT64_MAX) < 0)
 		return -1;
 	if (!pred)
 		return rt_error(m->err, sizeof m->err, "nowhere to write the predictions (pred is NULL)");
-	run_batches(m, m->d->predict, x, NULL, n, NULL, pred);
+	run_batches(m, m->d->predict, x, NULL, n, NULL, pred, 0);
 	return 0;
 }
 
 /* ---- checkpoints: the same tensor names and metadata as nmlc run --save ---- */
 
-int nml_model_save(NmlModel *m, const char *path)
+int nml_model_save(NmlModel *m, const char *path) { return nml_model_save_meta(m, path, NULL, 0); }
+
+int nml_model_save_meta(NmlModel *m, const char *path, const NmlMeta *extra, int nextra)
 {
 	if (!m)
 		return -1;
 	if (!path)
 		return rt_error(m->err, sizeof m->err, "no checkpoint path (NULL)");
 	const NmlModelDesc *d = m->d;
-	NmlMeta *meta = calloc((size_t)d->nhparams + 2, sizeof *meta);
+	NmlMeta *meta = calloc((size_t)(d->nhparams + nextra) + 2, sizeof *meta);
 	char (*text)[2][MODEL_META] = calloc((size_t)d->nhparams + 2, sizeof *text);
 	if (!meta || !text) {
 		free(meta);
@@ -236,16 +343,26 @@ int nml_model_save(NmlModel *m, const char *path)
 		return rt_error(m->err, sizeof m->err, "out of memory saving checkpoint %s", path);
 	}
 	int n = 0;
-	snprintf(text[n][1], MODEL_META, "%lld", (long long)m->step);
-	meta[n] = (NmlMeta){"step", text[n][1]}, n++;
-	snprintf(text[n][1], MODEL_META, "%llu", (unsigned long long)m->seed);
-	meta[n] = (NmlMeta){"seed", text[n][1]}, n++;
-	for (int i = 0; i < d->nhparams; i++, n++) {
-		snprintf(text[n][0], MODEL_META, "hparam.%s", d->hparam_names[i]);
-		snprintf(text[n][1], MODEL_META, "%.17g", m->hparams[i]);
-		meta[n] = (NmlMeta){text[n][0], text[n][1]};
+	for (int i = 0; i < nextra; i++) { /* the model's own keys are the model's */
+		const char *k = extra[i].key;
+		if (!k || !strcmp(k, "step") || !strcmp(k, "seed") || !strncmp(k, "hparam.", 7) || !strcmp(k, "format")) {
+			free(meta);
+			free(text);
+			return rt_error(m->err, sizeof m->err, "metadata key '%s' is the model's own", k ? k : "(null)");
+		}
+		meta[n++] = extra[i];
 	}
-	int rc = nml_ckpt_save_meta(path, m->refs, d->nparams + d->nstates, meta, n, m->err, sizeof m->err);
+	int k = 0;
+	snprintf(text[k][1], MODEL_META, "%lld", (long long)m->step);
+	meta[n++] = (NmlMeta){"step", text[k++][1]};
+	snprintf(text[k][1], MODEL_META, "%llu", (unsigned long long)m->seed);
+	meta[n++] = (NmlMeta){"seed", text[k++][1]};
+	for (int i = 0; i < d->nhparams; i++, k++) {
+		snprintf(text[k][0], MODEL_META, "hparam.%s", d->hparam_names[i]);
+		snprintf(text[k][1], MODEL_META, "%.17g", m->hparams[i]);
+		meta[n++] = (NmlMeta){text[k][0], text[k][1]};
+	}
+	int rc = nml_ckpt_save_meta(path, m->refs, m->nrefs, meta, n, m->err, sizeof m->err);
 	free(meta);
 	free(text);
 	return rc;
@@ -293,7 +410,7 @@ int nml_model_load(NmlModel *m, const char *path)
 		if (rc == 0)
 			hp[i] = v;
 	}
-	if (nml_ckpt_load(path, m->refs, d->nparams + d->nstates, m->err, sizeof m->err) < 0) {
+	if (nml_ckpt_load(path, m->refs, m->nrefs, m->err, sizeof m->err) < 0) {
 		free(hp);
 		return -1;
 	}
@@ -310,7 +427,7 @@ int nml_model_load_params(NmlModel *m, const char *path)
 		return -1;
 	if (!path)
 		return rt_error(m->err, sizeof m->err, "no checkpoint path (NULL)");
-	return nml_ckpt_load(path, m->refs, m->d->nparams, m->err, sizeof m->err);
+	return nml_ckpt_load(path, m->refs, m->d->block[NML_B_PARAMS].nslots, m->err, sizeof m->err);
 }
 
 /* ---- hyperparameters, step, tensors ---- */
@@ -369,12 +486,28 @@ int nml_model_set_step(NmlModel *m, int64_t step)
 	return 0;
 }
 
+const NmlModelDesc *nml_model_desc(const NmlModel *m) { return m ? m->d : NULL; }
+
+double *nml_model_hparams(NmlModel *m) { return m ? m->hparams : NULL; }
+
+uint64_t nml_model_seed(const NmlModel *m) { return m ? m->seed : 0; }
+
+float *nml_model_block(NmlModel *m, NmlBlock b)
+{
+	if (!m || (int)b < 0 || b >= NML_NBLOCKS
+	    || (nml_block_kind(b) != NML_BK_MODEL && b != NML_B_GRADS))
+		return NULL;
+	return m->block[b];
+}
+
 float *nml_model_param(NmlModel *m, int i)
 {
-	return m && i >= 0 && i < m->d->nparams ? m->params + m->d->params[i].offset : NULL;
+	const NmlBlockDesc *b = m ? &m->d->block[NML_B_PARAMS] : NULL;
+	return b && i >= 0 && i < b->nslots ? (float *)m->block[NML_B_PARAMS] + b->slots[i].offset : NULL;
 }
 
 float *nml_model_state(NmlModel *m, int i)
 {
-	return m && i >= 0 && i < m->d->nstates ? m->state + m->d->states[i].offset : NULL;
+	const NmlBlockDesc *b = m ? &m->d->block[NML_B_STATE] : NULL;
+	return b && i >= 0 && i < b->nslots ? (float *)m->block[NML_B_STATE] + b->slots[i].offset : NULL;
 }

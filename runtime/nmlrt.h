@@ -1,8 +1,10 @@
 /* nmlrt.h: the NML runtime, what generated kernels and the driver link against.
  *
- * Every generated kernel has one argument, a pointer to NmlArgs; the field order is the ABI that a
- * JIT-compiled module and an ahead-of-time object share. All tensor data of one kernel has one element
- * type (float for training, double for gradient checks); hyperparameters and t are always double. */
+ * Every generated kernel has one argument, a pointer to NmlArgs: one pointer per storage block and
+ * the scalars of the call. The block table below is the ABI that a JIT-compiled module and an
+ * ahead-of-time object share, and the compiler and the runtime read it from here. All tensor data
+ * of one kernel has one element type (float for training, double for gradient checks);
+ * hyperparameters and t are always double. */
 #ifndef NMLRT_H
 #define NMLRT_H
 
@@ -11,18 +13,47 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* Changes whenever NmlArgs, the block table or NmlModelDesc changes: a library made by nmlc build
+ * records the version it was generated for, and the runtime refuses another. */
+#define NML_ABI_VERSION 2
+
+/* The storage blocks, in ABI order: ROW(NAME, "name", LAYOUT, KIND).
+ *   LAYOUT  the block whose tensor table lays this one out (the gradients have the parameters')
+ *   KIND    MODEL: the model's persistent state, initialized from the seed, saved in checkpoints;
+ *           STEP: lives for one kernel call; BATCH: one tensor of the batch's rows (x, y, outputs).
+ * A new kind of model state (say, a layer's running statistics) is one row; everything that
+ * allocates, initializes, saves, loads or addresses blocks iterates over this table. */
+#define NML_BLOCKS(ROW)                                  \
+	ROW(PARAMS,  "params",  PARAMS,  MODEL) /* parameters */                          \
+	ROW(GRADS,   "grads",   PARAMS,  STEP)  /* gradients, the parameters' layout */    \
+	ROW(STATE,   "state",   STATE,   MODEL) /* optimizer state */                     \
+	ROW(BUFFERS, "buffers", BUFFERS, MODEL) /* layer state without gradients */       \
+	ROW(X,       "x",       X,       BATCH) /* inputs [n, ...] */                     \
+	ROW(Y,       "y",       Y,       BATCH) /* targets: [n] class indices as floats, or [n, ...] */ \
+	ROW(LOSS,    "loss",    LOSS,    BATCH) /* out: mean loss of the batch, a scalar */ \
+	ROW(PRED,    "pred",    PRED,    BATCH) /* out: model output [n, out_dim] */      \
+	ROW(WORK,    "work",    WORK,    STEP)  /* scratch of the size the compiler reports */
+
+typedef enum {
+#define NML_X(name, str, layout, kind) NML_B_##name,
+	NML_BLOCKS(NML_X)
+#undef NML_X
+	NML_NBLOCKS
+} NmlBlock;
+
+typedef enum { NML_BK_MODEL, NML_BK_STEP, NML_BK_BATCH } NmlBlockKind;
+
+/* The block table as data: name, layout and kind of block b. */
+const char *nml_block_name(NmlBlock b);
+NmlBlock nml_block_layout(NmlBlock b);
+NmlBlockKind nml_block_kind(NmlBlock b);
+
 typedef struct NmlArgs {
-	void *params;        /* parameter block */
-	void *grads;         /* gradient block, same layout as params */
-	void *state;         /* optimizer state block */
-	const void *x;       /* batch inputs [n, xdim] */
-	const void *y;       /* batch targets: [n] class indices stored as floats, or [n, ydim] */
-	const double *hparams; /* runtime hyperparameters, one f64 scalar each, whatever the kernel's type */
-	void *work;          /* scratch of the size the compiler reports for this kernel */
-	void *loss;          /* out: mean loss of the batch (one scalar) */
-	void *pred;          /* out: model output [n, out_dim] */
-	int64_t n;           /* rows in this batch, at most the batch size compiled for */
-	double t;            /* optimizer step, 1-based */
+	void *block[NML_NBLOCKS]; /* indexed by NmlBlock */
+	const double *hparams;    /* runtime hyperparameters, one f64 scalar each, whatever the kernel's type */
+	int64_t n;                /* rows in this batch, at most the batch size compiled for */
+	double t;                 /* optimizer step, 1-based */
+	uint64_t seed;            /* the run's seed, for random numbers inside a step */
 } NmlArgs;
 
 typedef void (*NmlKernel)(NmlArgs *args);
@@ -51,10 +82,11 @@ typedef struct NmlInit {
 	NmlInitKind kind;
 	double a, b; /* CONST: a; NORMAL: mean a, std b; UNIFORM: [a, b) */
 } NmlInit;
-/* n values of tensor `index` of block `block` (0: parameters, 1: optimizer state), each tensor from
- * its own stream of seed, so adding a tensor does not change the others' values. nmlc run and the
- * libraries nmlc build makes both initialize this way: the same seed gives the same weights. */
-void nml_init_values(NmlInit init, uint64_t seed, uint64_t block, uint64_t index, double *out, int64_t n);
+/* n values of tensor `index` of a MODEL block, each tensor from its own stream of seed (numbered by
+ * the block's place among the MODEL blocks: parameters 0, optimizer state 1, buffers 2), so adding
+ * a tensor does not change the others' values. Everything that initializes a model goes through
+ * here: the same seed gives the same weights. */
+void nml_init_values(NmlInit init, uint64_t seed, NmlBlock block, uint64_t index, double *out, int64_t n);
 
 /* ---- data sets (data.c) ---- */
 typedef struct NmlData {
@@ -66,6 +98,8 @@ typedef struct NmlData {
 	float *y;        /* [n] or [n, ydim] */
 } NmlData;
 
+/* The readers take regular files only (a directory, FIFO or device is an error at once, so is a NULL
+ * path), and check every size for overflow. */
 /* gzip'd (or plain) IDX image and label files, MNIST layout; pixels scaled to [0, 1]. */
 int nml_data_load_idx(NmlData *d, const char *images, const char *labels, char *err, size_t errlen);
 /* NumPy .npy arrays: x of any float/int dtype with n rows; y integer (class indices) or float. */
@@ -87,8 +121,11 @@ typedef struct NmlTensorRef {
 	float *data;
 } NmlTensorRef;
 
-/* Writes path.tmp.XXXXXX beside path, syncs it and renames it over path: on failure an existing
- * checkpoint is left as it was. The header carries "__metadata__": {"format": "nml"}. */
+/* Writes path.tmp.PID.XXXXXX beside the file path leads to (symbolic links are followed and kept),
+ * syncs it and renames it over that file: on failure an existing checkpoint is left as it was. A
+ * path that is a directory, device, FIFO or socket is refused; temporary files of earlier writers
+ * that were killed are removed. The file's mode follows the umask, which is never changed. The
+ * header carries "__metadata__": {"format": "nml"}. */
 int nml_ckpt_save(const char *path, const NmlTensorRef *t, int count, char *err, size_t errlen);
 /* A string pair of the checkpoint's __metadata__ ("format": "nml" is always written). */
 typedef struct NmlMeta {
@@ -96,34 +133,107 @@ typedef struct NmlMeta {
 } NmlMeta;
 int nml_ckpt_save_meta(const char *path, const NmlTensorRef *t, int count, const NmlMeta *meta, int nmeta,
 		       char *err, size_t errlen);
-/* The metadata value of key into value: 0 if present, 1 if absent, -1 (err set) if unreadable. */
+/* The metadata value of key into value: 0 if present, 1 if absent, -1 (err set) if unreadable, if
+ * the value is not a string or if it is longer than len - 1 characters. Regular files only. */
 int nml_ckpt_meta(const char *path, const char *key, char *value, size_t len, char *err, size_t errlen);
 /* Fill every tensor of t from the file; a missing or mis-shaped tensor is an error naming it. All
  * tensors are checked before any is written, so a failed load leaves them unchanged. Tensors in the
  * file that t does not name are ignored. */
 int nml_ckpt_load(const char *path, const NmlTensorRef *t, int count, char *err, size_t errlen);
 
-/* ---- training loop (train.c) ---- */
+/* ---- compiled models (model.c): the one owner of a compiled model's blocks ----
+ * nmlc run, nmlc repl and the libraries nmlc build makes all run a model through these functions.
+ * A library's generated C holds the model's tables (NmlModelDesc) and wraps them under its prefix
+ * (NAME_create, NAME_train_step, ...; NAME.h). */
+typedef struct NmlSlotDesc {
+	const char *name;  /* "l1.w"; optimizer state: "l1.w.m" */
+	int rank;
+	int64_t shape[4];
+	size_t offset;     /* elements, within the block */
+	NmlInit init;
+} NmlSlotDesc;
+
+/* The tensors of one block: for MODEL blocks, what is initialized and saved. */
+typedef struct NmlBlockDesc {
+	const NmlSlotDesc *slots;
+	int nslots;
+	size_t size;       /* elements */
+} NmlBlockDesc;
+
+typedef struct NmlModelDesc {
+	int abi;                       /* NML_ABI_VERSION of the nmlrt.h the tables were made with */
+	NmlKernel step, eval, predict; /* predict: forward only, stores pred; reads neither y nor loss */
+	size_t work;                   /* scratch bytes: the most any of the three kernels needs */
+	int64_t batch;                 /* rows per call the kernels were compiled for, at most */
+	int64_t xdim, ydim, classes, out_dim; /* ydim 0: y holds class indices (as floats) */
+	NmlBlockDesc block[NML_NBLOCKS];      /* by NmlBlock; only MODEL blocks (and GRADS' layout) are read */
+	const char *const *hparam_names;
+	const double *hparam_defaults;
+	int nhparams;
+} NmlModelDesc;
+
+typedef struct NmlModel NmlModel;
+
+/* Model blocks initialized from seed (each tensor from its own stream, so one seed gives the same
+ * weights everywhere), hyperparameters at their defaults, step 0. NULL if out of memory or if the
+ * desc was made for another ABI version (nml_model_check_abi says which). */
+NmlModel *nml_model_create(const NmlModelDesc *d, uint64_t seed);
+/* 0 if d was made for this runtime's ABI, else -1 with a message in err. */
+int nml_model_check_abi(const NmlModelDesc *d, char *err, size_t errlen);
+void nml_model_free(NmlModel *m);
+/* The message of the last call that failed ("" if none). Every function below returns 0, or -1
+ * with this message set. */
+const char *nml_model_error(const NmlModel *m);
+/* The tables the model was created from. */
+const NmlModelDesc *nml_model_desc(const NmlModel *m);
+/* One optimizer step on n <= batch rows (x [n, xdim], y [n] or [n, ydim]); the step count advances
+ * first (t is 1 in the first step). *loss is the batch's mean loss before the update; it may be
+ * NaN or infinite when training diverges, which is not an error here. */
+int nml_model_train_step(NmlModel *m, const float *x, const float *y, int64_t n, double *loss);
+/* The same on rows idx[0..n) of a data set, gathered straight into the kernel's batch buffers. */
+int nml_model_train_rows(NmlModel *m, const NmlData *d, const int64_t *idx, int64_t n, double *loss);
+/* Mean loss over n rows (any n >= 1, in batches), and the model's output pred [n, out_dim] unless
+ * pred is NULL. Changes nothing. */
+int nml_model_evaluate(NmlModel *m, const float *x, const float *y, int64_t n, double *loss, float *pred);
+/* Mean loss of a data set and, for class labels with out_dim >= 2, the accuracy (else NaN). */
+int nml_model_evaluate_data(NmlModel *m, const NmlData *d, double *loss, double *accuracy);
+/* The model's output for n rows (any n >= 1, in batches): pred [n, out_dim]. */
+int nml_model_predict(NmlModel *m, const float *x, int64_t n, float *pred);
+/* A checkpoint: every tensor of the model blocks, and the step, seed and hyperparameters as
+ * metadata, plus the caller's extra pairs (nmlc run adds the epoch). */
+int nml_model_save(NmlModel *m, const char *path);
+int nml_model_save_meta(NmlModel *m, const char *path, const NmlMeta *extra, int nextra);
+/* Model blocks from a checkpoint (every tensor must be there, with its shape), and the step and
+ * hyperparameters its metadata records, if any. On failure nothing changes. */
+int nml_model_load(NmlModel *m, const char *path);
+/* Parameters only (e.g. from numpy or PyTorch); other blocks, step and hyperparameters stay. */
+int nml_model_load_params(NmlModel *m, const char *path);
+int nml_model_get_hparam(NmlModel *m, const char *name, double *value);
+int nml_model_set_hparam(NmlModel *m, const char *name, double value);
+/* All hyperparameters, in the desc's order (the model's own array: writes take effect). */
+double *nml_model_hparams(NmlModel *m);
+int64_t nml_model_get_step(const NmlModel *m);
+int nml_model_set_step(NmlModel *m, int64_t step); /* step >= 0: the steps done */
+uint64_t nml_model_seed(const NmlModel *m);
+/* The storage of block b (MODEL and GRADS blocks; NULL for others or without a model). */
+float *nml_model_block(NmlModel *m, NmlBlock b);
+/* The data of tensor i of parameters or optimizer state, NULL if i is out of range. */
+float *nml_model_param(NmlModel *m, int i);
+float *nml_model_state(NmlModel *m, int i);
+
+/* ---- training loop (train.c): epochs of a model over a data set ---- */
 struct NmlEpochStats;
 
 typedef struct NmlTrainer {
-	NmlKernel step;          /* forward, backward and update of one batch */
-	NmlKernel eval;          /* forward and loss of one batch, writes pred */
-	float *params, *grads, *state;
-	double *hparams;
-	size_t step_work, eval_work; /* scratch bytes of each kernel */
-	int64_t out_dim;          /* width of pred */
-	int64_t batch;
+	NmlModel *model;          /* its step kernel trains, its eval kernel evaluates; its step count is t */
 	int epochs;
-	uint64_t seed;
 	const NmlData *train, *test;
 	FILE *log;                /* JSONL, one record per epoch, or NULL */
 	int progress;             /* 1: redraw a progress bar (terminal); 0: plain lines */
 	int quiet;                /* no per-epoch lines */
-	/* Resuming: epochs and optimizer steps already done (0 for a fresh run). Training runs epochs
-	 * epochs_done+1 .. epochs, shuffled as an uninterrupted run would be, and advances both. */
+	/* Resuming: epochs already done (0 for a fresh run). Training runs epochs epochs_done+1 ..
+	 * epochs, shuffled (by the model's seed) as an uninterrupted run would be, and advances it. */
 	int epochs_done;
-	int64_t steps_done;
 	/* Called after each epoch's output (e.g. to write a checkpoint), unless NULL; -1 stops training
 	 * and nml_train returns -1 with the callback's err. */
 	int (*after_epoch)(struct NmlTrainer *tr, const struct NmlEpochStats *s, char *err, size_t errlen);
@@ -142,67 +252,5 @@ typedef struct NmlEpochStats {
  * (a non-finite loss: "loss is nan at epoch E, step T"). Test loss and accuracy are NaN without a
  * test set. */
 int nml_train(NmlTrainer *tr, NmlEpochStats *last, char *err, size_t errlen);
-/* Mean loss and accuracy of params on d, in order, batch by batch. Accuracy (argmax of pred against
- * the label) is NaN unless d holds class indices and out_dim >= 2. Returns 0, or -1 on a bad data set
- * or no memory. */
-int nml_evaluate(NmlTrainer *tr, const NmlData *d, double *loss, double *accuracy);
-
-/* ---- compiled models (model.c): what a library made by `nmlc build` runs on ----
- * nmlc emits the kernels into an object and the model's tables into generated C, whose API
- * functions (NAME_create, NAME_train_step, ...; NAME.h) are thin wrappers of these. */
-typedef struct NmlSlotDesc {
-	const char *name;  /* "l1.w"; optimizer state: "l1.w.m" */
-	int rank;
-	int64_t shape[4];
-	size_t offset;     /* elements, within the block */
-	NmlInit init;
-} NmlSlotDesc;
-
-typedef struct NmlModelDesc {
-	NmlKernel step, eval, predict; /* predict: forward only, stores pred; reads neither y nor loss */
-	size_t work;                   /* scratch bytes: the most any of the three kernels needs */
-	int64_t batch;                 /* rows per call the kernels were compiled for, at most */
-	int64_t xdim, ydim, classes, out_dim; /* ydim 0: y holds class indices (as floats) */
-	const NmlSlotDesc *params, *states;
-	int nparams, nstates;
-	size_t param_size, state_size; /* elements */
-	const char *const *hparam_names;
-	const double *hparam_defaults;
-	int nhparams;
-} NmlModelDesc;
-
-typedef struct NmlModel NmlModel;
-
-/* Parameters and optimizer state initialized from seed as nmlc run does, hyperparameters at their
- * defaults, step 0. NULL if out of memory. */
-NmlModel *nml_model_create(const NmlModelDesc *d, uint64_t seed);
-void nml_model_free(NmlModel *m);
-/* The message of the last call that failed ("" if none). Every function below returns 0, or -1
- * with this message set. */
-const char *nml_model_error(const NmlModel *m);
-/* One optimizer step on n <= batch rows (x [n, xdim], y [n] or [n, ydim]); the step count advances
- * first (t is 1 in the first step). *loss is the batch's mean loss before the update; it may be
- * NaN or infinite when training diverges, which is not an error here. */
-int nml_model_train_step(NmlModel *m, const float *x, const float *y, int64_t n, double *loss);
-/* Mean loss over n rows (any n >= 1, in batches), and the model's output pred [n, out_dim] unless
- * pred is NULL. Changes nothing. */
-int nml_model_evaluate(NmlModel *m, const float *x, const float *y, int64_t n, double *loss, float *pred);
-/* The model's output for n rows (any n >= 1, in batches): pred [n, out_dim]. */
-int nml_model_predict(NmlModel *m, const float *x, int64_t n, float *pred);
-/* A checkpoint as nmlc run --save writes it: parameters, optimizer state, and the step, seed and
- * hyperparameters as metadata. No epoch: the model does not know one. */
-int nml_model_save(NmlModel *m, const char *path);
-/* Parameters and optimizer state from a checkpoint (every tensor must be there, with its shape), and
- * the step and hyperparameters its metadata records, if any. On failure nothing changes. */
-int nml_model_load(NmlModel *m, const char *path);
-/* Parameters only (e.g. from numpy or PyTorch); optimizer state, step and hyperparameters stay. */
-int nml_model_load_params(NmlModel *m, const char *path);
-int nml_model_get_hparam(NmlModel *m, const char *name, double *value);
-int nml_model_set_hparam(NmlModel *m, const char *name, double value);
-int64_t nml_model_get_step(const NmlModel *m);
-int nml_model_set_step(NmlModel *m, int64_t step); /* step >= 0: the steps done */
-/* The data of parameter or state tensor i (in the desc's order), NULL if i is out of range. */
-float *nml_model_param(NmlModel *m, int i);
-float *nml_model_state(NmlModel *m, int i);
 
 #endif

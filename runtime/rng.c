@@ -126,10 +126,13 @@ void nml_epoch_order(uint64_t seed, int epoch, int64_t *idx, int64_t n)
 	nml_rng_shuffle(&r, idx, n);
 }
 
-void nml_init_values(NmlInit init, uint64_t seed, uint64_t block, uint64_t index, double *out, int64_t n)
+void nml_init_values(NmlInit init, uint64_t seed, NmlBlock block, uint64_t index, double *out, int64_t n)
 {
+	uint64_t stream = 0; /* the block's place among the MODEL blocks */
+	for (int b = 0; b < (int)block; b++)
+		stream += nml_block_kind((NmlBlock)b) == NML_BK_MODEL;
 	NmlRng r;
-	nml_rng_init(&r, seed, (block << 32) + index);
+	nml_rng_init(&r, seed, (stream << 32) + index);
 	for (int64_t j = 0; j < n; j++) {
 		switch (init.kind) {
 		case NML_INIT_CONST: out[j] = init.a; break;

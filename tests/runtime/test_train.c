@@ -18,10 +18,14 @@ static char err[512];
 static struct {
 	int64_t calls, rows, last_n, max_n, eval_rows;
 	double last_t;
-	int t_in_order, aligned;
-	int64_t nan_at; /* step whose loss becomes NaN (0: never) */
+	int t_in_order, aligned, seed_ok;
+	uint64_t seed;        /* the model's seed, which every kernel call should carry */
+	int64_t nan_at;       /* step whose loss becomes NaN (0: never) */
 	float poison;
 } seen;
+
+static volatile sig_atomic_t interrupt_flag;
+static int64_t interrupt_at; /* step during which interrupt_flag is set (0: never) */
 
 static void saw(const NmlArgs *a)
 {
@@ -31,14 +35,18 @@ static void saw(const NmlArgs *a)
 	seen.max_n = a->n > seen.max_n ? a->n : seen.max_n;
 	seen.t_in_order &= a->t == seen.last_t + 1;
 	seen.last_t = a->t;
-	seen.aligned &= ((uintptr_t)a->x | (uintptr_t)a->y | (uintptr_t)a->work | (uintptr_t)a->pred) % 64 == 0;
+	seen.aligned &= ((uintptr_t)a->block[NML_B_X] | (uintptr_t)a->block[NML_B_Y] | (uintptr_t)a->block[NML_B_WORK] |
+			 (uintptr_t)a->block[NML_B_PRED]) % 64 == 0;
+	seen.seed_ok &= a->seed == seen.seed;
+	if (interrupt_at && (int64_t)a->t == interrupt_at)
+		interrupt_flag = 1;
 }
 
 /* Softmax regression: params W [XDIM, CLASSES] then b [CLASSES]; work holds probabilities
  * [n, CLASSES]; hparams[0] is the learning rate. Loss: mean cross-entropy. */
 static float softmax_forward(const NmlArgs *a, float *prob)
 {
-	const float *x = a->x, *y = a->y, *w = a->params, *b = w + XDIM * CLASSES;
+	const float *x = a->block[NML_B_X], *y = a->block[NML_B_Y], *w = a->block[NML_B_PARAMS], *b = w + XDIM * CLASSES;
 	double loss = 0;
 	for (int64_t i = 0; i < a->n; i++) {
 		float *p = prob + i * CLASSES, top = -INFINITY, sum = 0;
@@ -48,8 +56,8 @@ static float softmax_forward(const NmlArgs *a, float *prob)
 				p[c] += x[i * XDIM + k] * w[k * CLASSES + c];
 			top = p[c] > top ? p[c] : top;
 		}
-		if (a->pred)
-			memcpy((float *)a->pred + i * CLASSES, p, CLASSES * sizeof *p);
+		if (a->block[NML_B_PRED])
+			memcpy((float *)a->block[NML_B_PRED] + i * CLASSES, p, CLASSES * sizeof *p);
 		for (int c = 0; c < CLASSES; c++)
 			sum += p[c] = expf(p[c] - top);
 		for (int c = 0; c < CLASSES; c++)
@@ -62,8 +70,8 @@ static float softmax_forward(const NmlArgs *a, float *prob)
 static void softmax_step(NmlArgs *a)
 {
 	saw(a);
-	float *prob = a->work, *w = a->params, *g = a->grads;
-	const float *x = a->x, *y = a->y, lr = (float)a->hparams[0];
+	float *prob = a->block[NML_B_WORK], *w = a->block[NML_B_PARAMS], *g = a->block[NML_B_GRADS];
+	const float *x = a->block[NML_B_X], *y = a->block[NML_B_Y], lr = (float)a->hparams[0];
 	float loss = softmax_forward(a, prob);
 	memset(g, 0, (XDIM + 1) * CLASSES * sizeof *g);
 	for (int64_t i = 0; i < a->n; i++)
@@ -78,20 +86,20 @@ static void softmax_step(NmlArgs *a)
 		w[j] -= lr * g[j];
 	if (seen.nan_at && (int64_t)a->t == seen.nan_at)
 		loss = seen.poison;
-	*(float *)a->loss = loss;
+	*(float *)a->block[NML_B_LOSS] = loss;
 }
 
 static void softmax_eval(NmlArgs *a)
 {
 	seen.eval_rows += a->n;
-	*(float *)a->loss = softmax_forward(a, a->work);
+	*(float *)a->block[NML_B_LOSS] = softmax_forward(a, a->block[NML_B_WORK]);
 }
 
 /* Linear regression: params W [XDIM, YDIM] then b [YDIM]; loss: mean over rows of the squared error
  * summed over outputs. */
 static float linear_forward(const NmlArgs *a, float *out)
 {
-	const float *x = a->x, *y = a->y, *w = a->params, *b = w + XDIM * YDIM;
+	const float *x = a->block[NML_B_X], *y = a->block[NML_B_Y], *w = a->block[NML_B_PARAMS], *b = w + XDIM * YDIM;
 	double loss = 0;
 	for (int64_t i = 0; i < a->n; i++)
 		for (int c = 0; c < YDIM; c++) {
@@ -107,9 +115,9 @@ static float linear_forward(const NmlArgs *a, float *out)
 static void linear_step(NmlArgs *a)
 {
 	saw(a);
-	float *out = a->work, *w = a->params, *g = a->grads;
-	const float *x = a->x, *y = a->y, lr = (float)a->hparams[0];
-	*(float *)a->loss = linear_forward(a, out);
+	float *out = a->block[NML_B_WORK], *w = a->block[NML_B_PARAMS], *g = a->block[NML_B_GRADS];
+	const float *x = a->block[NML_B_X], *y = a->block[NML_B_Y], lr = (float)a->hparams[0];
+	*(float *)a->block[NML_B_LOSS] = linear_forward(a, out);
 	memset(g, 0, (XDIM + 1) * YDIM * sizeof *g);
 	for (int64_t i = 0; i < a->n; i++)
 		for (int c = 0; c < YDIM; c++) {
@@ -124,7 +132,7 @@ static void linear_step(NmlArgs *a)
 
 static void linear_eval(NmlArgs *a)
 {
-	*(float *)a->loss = linear_forward(a, a->pred);
+	*(float *)a->block[NML_B_LOSS] = linear_forward(a, a->block[NML_B_PRED]);
 }
 
 /* Three Gaussian blobs (classes) or a noisy linear map (targets). */
@@ -148,25 +156,58 @@ static NmlData synth(int64_t n, uint64_t stream, int regression)
 	return d;
 }
 
+/* The models' tables: zero initial weights, as the trainer's caller used to pass them. */
+static const NmlSlotDesc softmax_slots[] = {
+	{"w", 2, {XDIM, CLASSES}, 0, {NML_INIT_CONST, 0, 0}},
+	{"b", 1, {CLASSES}, XDIM * CLASSES, {NML_INIT_CONST, 0, 0}},
+};
+static const NmlSlotDesc linear_slots[] = {
+	{"w", 2, {XDIM, YDIM}, 0, {NML_INIT_CONST, 0, 0}},
+	{"b", 1, {YDIM}, XDIM * YDIM, {NML_INIT_CONST, 0, 0}},
+};
+static const char *const lr_name[] = {"lr"};
+static const double softmax_lr[] = {0.1f}, linear_lr[] = {0.05};
+
+enum { SOFTMAX_SIZE = (XDIM + 1) * CLASSES, LINEAR_SIZE = (XDIM + 1) * YDIM };
+
+static const NmlModelDesc softmax_desc = {
+	.abi = NML_ABI_VERSION, .step = softmax_step, .eval = softmax_eval, .work = BATCH * CLASSES * sizeof(float),
+	.batch = BATCH, .xdim = XDIM, .ydim = 0, .classes = CLASSES, .out_dim = CLASSES,
+	.block = {[NML_B_PARAMS] = {softmax_slots, 2, SOFTMAX_SIZE}},
+	.hparam_names = lr_name, .hparam_defaults = softmax_lr, .nhparams = 1,
+};
+static const NmlModelDesc linear_desc = {
+	.abi = NML_ABI_VERSION, .step = linear_step, .eval = linear_eval, .work = BATCH * YDIM * sizeof(float),
+	.batch = BATCH, .xdim = XDIM, .ydim = YDIM, .out_dim = YDIM,
+	.block = {[NML_B_PARAMS] = {linear_slots, 2, LINEAR_SIZE}},
+	.hparam_names = lr_name, .hparam_defaults = linear_lr, .nhparams = 1,
+};
+
 typedef struct Run {
 	NmlTrainer tr;
-	float params[(XDIM + 1) * CLASSES], grads[(XDIM + 1) * CLASSES], state[1];
-	double hparams[1];
+	NmlModel *model;
 	NmlEpochStats last;
 	int rc;
 } Run;
 
 static NmlData train_set, test_set, reg_train, reg_test;
 
+static const float *params_of(NmlModel *m) { return nml_model_block(m, NML_B_PARAMS); }
+
+static void run_free(Run *r)
+{
+	nml_model_free(r->model);
+	r->model = NULL;
+}
+
+/* A softmax run; r is zeroed, or a run whose model this frees. */
 static void run_init(Run *r, int epochs, uint64_t seed, FILE *log)
 {
+	run_free(r);
 	memset(r, 0, sizeof *r);
-	r->hparams[0] = 0.1f;
+	r->model = nml_model_create(&softmax_desc, seed);
 	r->tr = (NmlTrainer){
-		.step = softmax_step, .eval = softmax_eval,
-		.params = r->params, .grads = r->grads, .state = r->state, .hparams = r->hparams,
-		.step_work = BATCH * CLASSES * sizeof(float), .eval_work = BATCH * CLASSES * sizeof(float),
-		.out_dim = CLASSES, .batch = BATCH, .epochs = epochs, .seed = seed,
+		.model = r->model, .epochs = epochs,
 		.train = &train_set, .test = &test_set, .log = log, .quiet = 1,
 	};
 }
@@ -174,8 +215,9 @@ static void run_init(Run *r, int epochs, uint64_t seed, FILE *log)
 static void run(Run *r)
 {
 	memset(&seen, 0, sizeof seen);
-	seen.t_in_order = seen.aligned = 1;
-	seen.last_t = (double)r->tr.steps_done;
+	seen.t_in_order = seen.aligned = seen.seed_ok = 1;
+	seen.seed = nml_model_seed(r->tr.model);
+	seen.last_t = (double)nml_model_get_step(r->tr.model);
 	r->rc = nml_train(&r->tr, &r->last, err, sizeof err);
 }
 
@@ -199,18 +241,21 @@ static double num(const cJSON *o, const char *key)
 static void learning_and_batches(void)
 {
 	FILE *log = tmpfile();
-	Run r;
+	Run r = {0};
 	run_init(&r, 5, 1, log);
+	CHECK(r.model != NULL);
 	run(&r);
-	if (!check_report(r.rc == 0, __FILE__, __LINE__, "%s", err))
+	if (!check_report(r.rc == 0, __FILE__, __LINE__, "%s", err)) {
+		run_free(&r);
 		return;
+	}
 	int64_t per_epoch = (NTRAIN + BATCH - 1) / BATCH;
 	/* Every row once per epoch, the partial last batch included. */
 	CHECK(seen.rows == 5 * NTRAIN);
 	CHECK(seen.calls == 5 * per_epoch);
 	CHECK(seen.last_n == NTRAIN % BATCH && seen.max_n == BATCH);
-	CHECK(seen.t_in_order && seen.last_t == 5 * per_epoch && r.tr.steps_done == 5 * per_epoch);
-	CHECK(seen.aligned);
+	CHECK(seen.t_in_order && seen.last_t == 5 * per_epoch && nml_model_get_step(r.model) == 5 * per_epoch);
+	CHECK(seen.aligned && seen.seed_ok);
 	CHECK(seen.eval_rows == 5 * NTEST);
 	CHECK(r.tr.epochs_done == 5);
 
@@ -232,48 +277,115 @@ static void learning_and_batches(void)
 	CHECK(r.last.test_accuracy > 0.85);
 	CHECK(num(rec[n - 1], "test_loss") < num(rec[0], "test_loss"));
 
-	/* nml_evaluate alone reproduces the last epoch's figures. */
+	/* Evaluating the model alone reproduces the last epoch's figures. */
 	double loss, acc;
-	CHECK(nml_evaluate(&r.tr, &test_set, &loss, &acc) == 0);
+	CHECK(nml_model_evaluate_data(r.model, &test_set, &loss, &acc) == 0);
 	CHECK(loss == r.last.test_loss && acc == r.last.test_accuracy);
 	for (int i = 0; i < n; i++)
 		cJSON_Delete(rec[i]);
 	fclose(log);
+	run_free(&r);
+}
+
+/* after_epoch that checkpoints the model, with the epoch, to the path in tr->user. */
+static int save_epoch(NmlTrainer *tr, const NmlEpochStats *s, char *e, size_t len)
+{
+	char epoch[16];
+	snprintf(epoch, sizeof epoch, "%d", s->epoch);
+	NmlMeta meta = {"epoch", epoch};
+	if (nml_model_save_meta(tr->model, tr->user, &meta, 1) < 0) {
+		snprintf(e, len, "%s", nml_model_error(tr->model));
+		return -1;
+	}
+	return 0;
 }
 
 static void determinism_and_resume(void)
 {
-	Run a, b, c, d;
+	const int64_t per_epoch = (NTRAIN + BATCH - 1) / BATCH;
+	Run a = {0}, b = {0}, c = {0}, d = {0};
 	run_init(&a, 4, 7, NULL);
 	run(&a);
 	run_init(&b, 4, 7, NULL);
 	run(&b);
 	CHECK(a.rc == 0 && b.rc == 0);
 	CHECK(memcmp(&a.last, &b.last, offsetof(NmlEpochStats, samples_per_sec)) == 0);
-	CHECK(memcmp(a.params, b.params, sizeof a.params) == 0);
+	CHECK(memcmp(params_of(a.model), params_of(b.model), SOFTMAX_SIZE * sizeof(float)) == 0);
 
 	run_init(&c, 4, 8, NULL);
 	run(&c);
 	CHECK(c.rc == 0 && c.last.train_loss != a.last.train_loss);
+	CHECK(seen.seed_ok);
 
 	/* Two epochs, then two more as a resumed run: the same as four in one go. */
 	run_init(&d, 2, 7, NULL);
 	run(&d);
 	d.tr.epochs = 4;
 	run(&d);
-	CHECK(d.rc == 0 && d.tr.epochs_done == 4 && d.tr.steps_done == a.tr.steps_done);
-	CHECK(seen.t_in_order && seen.calls == 2 * ((NTRAIN + BATCH - 1) / BATCH));
+	CHECK(d.rc == 0 && d.tr.epochs_done == 4 && nml_model_get_step(d.model) == nml_model_get_step(a.model));
+	CHECK(seen.t_in_order && seen.calls == 2 * per_epoch);
 	CHECK(d.last.epoch == 4 && d.last.train_loss == a.last.train_loss);
-	CHECK(memcmp(a.params, d.params, sizeof a.params) == 0);
+	CHECK(memcmp(params_of(a.model), params_of(d.model), SOFTMAX_SIZE * sizeof(float)) == 0);
 
 	/* Nothing left to do: last keeps the epoch count, figures NaN. */
 	run(&d);
 	CHECK(d.rc == 0 && seen.calls == 0 && d.last.epoch == 4 && isnan(d.last.train_loss));
+
+	/* The same through a checkpoint that after_epoch wrote: a new model of the same seed loads the
+	 * weights and the step, the epochs done come from the checkpoint's metadata. */
+	Run e = {0}, f = {0};
+	char ckpt[512], value[32];
+	snprintf(ckpt, sizeof ckpt, "%s/resume.safetensors", dir);
+	run_init(&e, 2, 7, NULL);
+	e.tr.after_epoch = save_epoch;
+	e.tr.user = ckpt;
+	run(&e);
+	CHECK(e.rc == 0 && nml_model_get_step(e.model) == 2 * per_epoch);
+	run_init(&f, 4, 7, NULL);
+	CHECK(nml_model_load(f.model, ckpt) == 0 && nml_model_get_step(f.model) == 2 * per_epoch);
+	CHECK(nml_ckpt_meta(ckpt, "epoch", value, sizeof value, err, sizeof err) == 0);
+	CHECK_STR(value, "2");
+	f.tr.epochs_done = atoi(value);
+	run(&f);
+	CHECK(f.rc == 0 && f.tr.epochs_done == 4 && nml_model_get_step(f.model) == nml_model_get_step(a.model));
+	CHECK(seen.t_in_order && seen.calls == 2 * per_epoch && seen.seed_ok);
+	CHECK(f.last.epoch == 4 && f.last.train_loss == a.last.train_loss && f.last.test_loss == a.last.test_loss);
+	CHECK(memcmp(params_of(a.model), params_of(f.model), SOFTMAX_SIZE * sizeof(float)) == 0);
+	/* after_epoch saw every epoch: the checkpoint is the last one's. */
+	e.tr.epochs = 3;
+	run(&e);
+	CHECK(e.rc == 0 && nml_ckpt_meta(ckpt, "epoch", value, sizeof value, err, sizeof err) == 0);
+	CHECK_STR(value, "3");
+	CHECK(nml_ckpt_meta(ckpt, "step", value, sizeof value, err, sizeof err) == 0 && atoll(value) == 3 * per_epoch);
+	/* A checkpoint that cannot be written stops training with the callback's error. */
+	snprintf(ckpt, sizeof ckpt, "%s/no/such/dir/x.safetensors", dir);
+	e.tr.epochs = 4;
+	run(&e);
+	CHECK(e.rc < 0 && e.tr.epochs_done == 4 && e.last.epoch == 4);
+	CHECK_ERR(err, "no/such/dir");
+
+	/* The kernels read the model's hyperparameters: a learning rate of 0 leaves the weights at 0. */
+	Run g = {0};
+	run_init(&g, 2, 7, NULL);
+	CHECK(nml_model_set_hparam(g.model, "lr", 0) == 0);
+	run(&g);
+	int zero = 1;
+	for (int i = 0; i < SOFTMAX_SIZE; i++)
+		zero &= params_of(g.model)[i] == 0;
+	CHECK(g.rc == 0 && zero && fabs(g.last.test_loss - log(CLASSES)) < 1e-6);
+	run_free(&g);
+
+	run_free(&a);
+	run_free(&b);
+	run_free(&c);
+	run_free(&d);
+	run_free(&e);
+	run_free(&f);
 }
 
 static void nonfinite(void)
 {
-	Run r;
+	Run r = {0};
 	run_init(&r, 3, 1, NULL);
 	r.tr.progress = 1;
 	memset(&seen, 0, sizeof seen);
@@ -283,7 +395,8 @@ static void nonfinite(void)
 	r.rc = nml_train(&r.tr, &r.last, err, sizeof err);
 	CHECK(r.rc < 0);
 	CHECK_STR(err, "loss is nan at epoch 2, step 20");
-	CHECK(r.last.epoch == 1);
+	CHECK(r.last.epoch == 1 && r.tr.epochs_done == 1);
+	CHECK(r.tr.diverged && !r.tr.interrupted && nml_model_get_step(r.model) == 20);
 
 	run_init(&r, 3, 1, NULL);
 	memset(&seen, 0, sizeof seen);
@@ -292,27 +405,46 @@ static void nonfinite(void)
 	r.rc = nml_train(&r.tr, &r.last, err, sizeof err);
 	CHECK(r.rc < 0);
 	CHECK_STR(err, "loss is inf at epoch 1, step 3");
+	CHECK(r.tr.diverged && r.last.epoch == 0 && nml_model_get_step(r.model) == 3);
 	seen.nan_at = 0;
+	run_free(&r);
+}
+
+/* Runs nml_train in a child process, so that a crash fails one check instead of ending the test:
+ * 1 if it returned an error. */
+static int train_fails_cleanly(NmlTrainer *tr)
+{
+	fflush(stdout);
+	fflush(stderr);
+	pid_t pid = fork();
+	if (pid == 0) {
+		NmlEpochStats last;
+		_exit(nml_train(tr, &last, err, sizeof err) < 0 ? 0 : 1);
+	}
+	int st = 0;
+	return pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0;
 }
 
 static void regression(void)
 {
-	float params[(XDIM + 1) * YDIM] = {0}, grads[(XDIM + 1) * YDIM];
-	double hp[1] = {0.05};
+	const int64_t per_epoch = (NTRAIN + BATCH - 1) / BATCH;
+	NmlModel *m = nml_model_create(&linear_desc, 3);
 	FILE *log = tmpfile();
 	NmlTrainer tr = {
-		.step = linear_step, .eval = linear_eval, .params = params, .grads = grads, .state = NULL,
-		.hparams = hp, .step_work = BATCH * YDIM * sizeof(float), .out_dim = YDIM, .batch = BATCH,
-		.epochs = 3, .seed = 3, .train = &reg_train, .test = &reg_test, .log = log, .quiet = 1,
+		.model = m, .epochs = 3, .train = &reg_train, .test = &reg_test, .log = log, .quiet = 1,
 	};
 	NmlEpochStats last;
 	memset(&seen, 0, sizeof seen);
 	seen.t_in_order = 1;
 	int rc = nml_train(&tr, &last, err, sizeof err);
-	if (!check_report(rc == 0, __FILE__, __LINE__, "%s", err))
+	if (!check_report(rc == 0, __FILE__, __LINE__, "%s", err)) {
+		nml_model_free(m);
+		fclose(log);
 		return;
+	}
 	CHECK(isnan(last.test_accuracy) && last.test_loss < 0.1);
 	/* The learnt map: y_j = x_j - x_3 / 2 + 1. */
+	const float *params = params_of(m);
 	CHECK(fabsf(params[0 * YDIM + 0] - 1) < 0.05f && fabsf(params[3 * YDIM + 1] + 0.5f) < 0.05f &&
 	      fabsf(params[XDIM * YDIM] - 1) < 0.05f);
 	cJSON *rec[4];
@@ -324,32 +456,57 @@ static void regression(void)
 	}
 	fclose(log);
 
-	/* Without a test set: no eval kernel needed, test figures NaN and null. */
+	/* Without a test set: no eval kernel needed, test figures NaN and null. The model goes on as one
+	 * without an eval kernel, with the weights and step so far. */
+	NmlModelDesc noeval = linear_desc;
+	noeval.eval = NULL;
+	NmlModel *ne = nml_model_create(&noeval, 3);
+	memcpy(nml_model_block(ne, NML_B_PARAMS), params, LINEAR_SIZE * sizeof(float));
+	CHECK(nml_model_set_step(ne, nml_model_get_step(m)) == 0);
 	log = tmpfile();
+	tr.model = ne;
 	tr.test = NULL;
-	tr.eval = NULL;
 	tr.epochs = 4;
 	tr.log = log;
 	CHECK(nml_train(&tr, &last, err, sizeof err) == 0);
 	CHECK(isnan(last.test_loss) && isnan(last.test_accuracy) && last.epoch == 4);
+	CHECK(nml_model_get_step(ne) == 4 * per_epoch);
 	n = read_log(log, rec, 4);
 	CHECK(n == 1 && cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(rec[0], "test_loss")));
-	CHECK(n == 1 && num(rec[0], "epoch") == 4);
+	CHECK(n == 1 && num(rec[0], "epoch") == 4 && num(rec[0], "step") == 4 * per_epoch);
 	if (n == 1)
 		cJSON_Delete(rec[0]);
 	fclose(log);
+	tr.log = NULL;
 
 	/* Mismatched test set and bad settings are errors, not crashes. */
+	tr.model = m;
 	tr.test = &test_set;
-	tr.eval = linear_eval;
+	tr.epochs_done = 0;
 	CHECK(nml_train(&tr, &last, err, sizeof err) < 0);
 	CHECK_ERR(err, "the test set has");
 	tr.test = NULL;
-	tr.batch = 0;
+	tr.train = &train_set; /* class labels for a model of two targets */
 	CHECK(nml_train(&tr, &last, err, sizeof err) < 0);
-	tr.batch = BATCH;
-	tr.step = NULL;
+	CHECK_ERR(err, "nothing to train");
+	tr.train = &reg_train;
+	tr.model = NULL;
 	CHECK(nml_train(&tr, &last, err, sizeof err) < 0);
+	CHECK_ERR(err, "nothing to train");
+	CHECK(nml_model_get_step(m) == 3 * per_epoch);
+	/* A model of batch 0, or without a step kernel: refused when made, or when trained. */
+	NmlModelDesc zero = linear_desc, nostep = linear_desc;
+	zero.batch = 0;
+	nostep.step = NULL;
+	NmlModel *zm = nml_model_create(&zero, 3), *nm = nml_model_create(&nostep, 3);
+	tr.model = zm;
+	CHECK(!zm || train_fails_cleanly(&tr));
+	tr.model = nm;
+	CHECK(!nm || train_fails_cleanly(&tr));
+	nml_model_free(zm);
+	nml_model_free(nm);
+	nml_model_free(ne);
+	nml_model_free(m);
 }
 
 static int after_calls;
@@ -365,7 +522,7 @@ static int after_epoch(NmlTrainer *tr, const NmlEpochStats *s, char *e, size_t l
 
 static void callback(void)
 {
-	Run r;
+	Run r = {0};
 	int stop = 2;
 	run_init(&r, 5, 1, NULL);
 	r.tr.after_epoch = after_epoch;
@@ -373,6 +530,8 @@ static void callback(void)
 	run(&r);
 	CHECK(r.rc < 0 && after_calls == 2 && r.tr.epochs_done == 2);
 	CHECK_STR(err, "stop at 2");
+	CHECK(r.last.epoch == 2 && nml_model_get_step(r.model) == 2 * ((NTRAIN + BATCH - 1) / BATCH));
+	run_free(&r);
 }
 
 /* Runs a training with stdout and stderr sent to files; returns them. */
@@ -408,7 +567,7 @@ static void captured(Run *r, char **out, char **errout)
 
 static void output(void)
 {
-	Run r;
+	Run r = {0};
 	char *out, *eo;
 	run_init(&r, 10, 1, NULL);
 	r.tr.quiet = 0;
@@ -453,17 +612,59 @@ static void output(void)
 	free(eo);
 
 	/* A regression run prints "-" for accuracy, keeping the columns. */
-	float params[(XDIM + 1) * YDIM] = {0}, grads[(XDIM + 1) * YDIM];
-	double hp[1] = {0.05};
-	r.tr = (NmlTrainer){
-		.step = linear_step, .eval = linear_eval, .params = params, .grads = grads, .hparams = hp,
-		.step_work = BATCH * YDIM * sizeof(float), .out_dim = YDIM, .batch = BATCH, .epochs = 1, .seed = 3,
-		.train = &reg_train, .test = &reg_test,
-	};
+	NmlModel *lin = nml_model_create(&linear_desc, 3);
+	r.tr = (NmlTrainer){.model = lin, .epochs = 1, .train = &reg_train, .test = &reg_test};
 	captured(&r, &out, &eo);
 	CHECK(strstr(out, "  test_acc -       ") != NULL);
 	free(out);
 	free(eo);
+	nml_model_free(lin);
+	run_free(&r);
+}
+
+static void interrupt(void)
+{
+	const int64_t per_epoch = (NTRAIN + BATCH - 1) / BATCH;
+	Run r = {0};
+	char *out, *eo;
+	/* Set during step 20, the second epoch's fourth: training stops before the next batch, the bar
+	 * cleared and no line printed for the unfinished epoch. */
+	run_init(&r, 3, 1, NULL);
+	r.tr.interrupt = &interrupt_flag;
+	r.tr.quiet = 0;
+	r.tr.progress = 1;
+	interrupt_flag = 0;
+	interrupt_at = 20;
+	captured(&r, &out, &eo);
+	interrupt_at = 0;
+	CHECK(r.rc < 0 && r.tr.interrupted && !r.tr.diverged);
+	CHECK_STR(err, "interrupted in epoch 2, after step 20");
+	CHECK(seen.calls == 20 && nml_model_get_step(r.model) == 20);
+	CHECK(r.tr.epochs_done == 1 && r.last.epoch == 1 && isfinite(r.last.train_loss));
+	CHECK(strstr(out, "epoch 1/3  train_loss ") && !strstr(out, "epoch 2/3"));
+	size_t el = strlen(eo);
+	CHECK(strstr(eo, "\repoch 2/3 [") && el >= 4 && strcmp(eo + el - 4, "\r\033[K") == 0);
+	free(out);
+	free(eo);
+
+	/* Resumed: the unfinished epoch again from its start, the model's step going on from 20. */
+	interrupt_flag = 0;
+	r.tr.interrupted = 0;
+	r.tr.quiet = 1;
+	run(&r);
+	CHECK(r.rc == 0 && !r.tr.interrupted && r.tr.epochs_done == 3 && r.last.epoch == 3);
+	CHECK(seen.calls == 2 * per_epoch && seen.t_in_order && nml_model_get_step(r.model) == 20 + 2 * per_epoch);
+
+	/* Already set: not a single step. */
+	run_init(&r, 3, 1, NULL);
+	r.tr.interrupt = &interrupt_flag;
+	interrupt_flag = 1;
+	run(&r);
+	CHECK(r.rc < 0 && r.tr.interrupted && seen.calls == 0 && nml_model_get_step(r.model) == 0);
+	CHECK_STR(err, "interrupted in epoch 1, after step 0");
+	CHECK(r.last.epoch == 0 && isnan(r.last.train_loss));
+	interrupt_flag = 0;
+	run_free(&r);
 }
 
 int main(void)
@@ -479,6 +680,7 @@ int main(void)
 	regression();
 	callback();
 	output();
+	interrupt();
 	nml_data_free(&train_set);
 	nml_data_free(&test_set);
 	nml_data_free(&reg_train);

@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "autodiff.h"
 #include "codegen.h"
 #include "fuse.h"
 #include "ir.h"
@@ -95,40 +96,6 @@ static int64_t bcast(const IrShape *a, const IrShape *o, const int64_t *idx, int
 	return k;
 }
 
-static double ref_op(IrOp op, double a, double b, double c)
-{
-	switch (op) {
-	case IR_NEG: return -a;
-	case IR_EXP: return exp(a);
-	case IR_LOG: return log(a);
-	case IR_LOG1P: return log1p(a);
-	case IR_EXPM1: return expm1(a);
-	case IR_SQRT: return sqrt(a);
-	case IR_RSQRT: return 1 / sqrt(a);
-	case IR_ABS: return fabs(a);
-	case IR_SIGN: return a > 0 ? 1 : a < 0 ? -1 : 0;
-	case IR_TANH: return tanh(a);
-	case IR_SIGMOID: return 1 / (1 + exp(-a));
-	case IR_RELU: return a > 0 ? a : 0;
-	case IR_STOPGRAD: case IR_EXPAND: return a;
-	case IR_ADD: return a + b;
-	case IR_SUB: return a - b;
-	case IR_MUL: return a * b;
-	case IR_DIV: return a / b;
-	case IR_POW: return pow(a, b);
-	case IR_MAX2: return fmax(a, b);
-	case IR_MIN2: return fmin(a, b);
-	case IR_LT: return a < b;
-	case IR_LE: return a <= b;
-	case IR_GT: return a > b;
-	case IR_GE: return a >= b;
-	case IR_EQ: return a == b;
-	case IR_NE: return a != b;
-	case IR_WHERE: return a != 0 ? b : c;
-	default: abort();
-	}
-}
-
 static void ref_store(double *dst, const IrShape *ds, const double *src, const IrShape *ss, int64_t n)
 {
 	int64_t idx[IR_MAXRANK];
@@ -136,6 +103,22 @@ static void ref_store(double *dst, const IrShape *ds, const double *src, const I
 		unflatten(ds, n, o, idx);
 		dst[o] = src[bcast(ss, ds, idx, n)];
 	}
+}
+
+/* The first element of tensor index of block blk in the reference's buffers. */
+static double *ref_block(const IrModule *m, Blocks *b, NmlBlock blk, int index)
+{
+	switch (blk) {
+	case NML_B_PARAMS: return b->params + ir_slot(m, blk, index)->offset;
+	case NML_B_GRADS: return b->grads + ir_slot(m, blk, index)->offset;
+	case NML_B_STATE: return b->state + ir_slot(m, blk, index)->offset;
+	case NML_B_X: return b->x;
+	case NML_B_Y: return b->y;
+	case NML_B_LOSS: return &b->loss;
+	case NML_B_PRED: return b->pred;
+	case NML_B_BUFFERS: case NML_B_WORK: case NML_NBLOCKS: break;
+	}
+	abort();
 }
 
 static void ref_eval(const IrModule *m, const IrFunc *f, Blocks *b, int64_t n, double t)
@@ -148,36 +131,32 @@ static void ref_eval(const IrModule *m, const IrFunc *f, Blocks *b, int64_t n, d
 		int64_t size = ir_shape_numel(*s, n);
 		double *r = v[i] = calloc((size_t)(size ? size : 1), sizeof(double));
 		const IrShape *sa = in->in[0] >= 0 ? &f->inst[in->in[0]].shape : NULL;
-		switch (ir_op_kind(in->op)) {
-		case OPK_LEAF:
+		switch (ir_op_class(in->op)) {
+		case OPC_LEAF:
 			for (int64_t o = 0; o < size; o++) {
 				switch (in->op) {
-				case IR_CONST: r[o] = in->fval; break;
-				case IR_INPUT: r[o] = (in->ival ? b->y : b->x)[o]; break;
-				case IR_PARAM: r[o] = b->params[m->params[in->ival].offset + o]; break;
-				case IR_STATE: r[o] = b->state[m->states[in->ival].offset + o]; break;
-				case IR_HPARAM: r[o] = b->hparams[in->ival]; break;
+				case IR_CONST: r[o] = in->attr.num; break;
+				case IR_LOAD: r[o] = ref_block(m, b, in->attr.slot.block, in->attr.slot.index)[o]; break;
+				case IR_HPARAM: r[o] = b->hparams[in->attr.index]; break;
 				case IR_STEP: r[o] = t; break;
 				case IR_ROWS: r[o] = (double)n; break;
 				default: abort();
 				}
 			}
 			break;
-		case OPK_UNARY:
-		case OPK_BINARY:
-		case OPK_TERNARY:
+		case OPC_ELEMWISE:
 			for (int64_t o = 0; o < size; o++) {
 				double x[3] = {0};
 				unflatten(s, n, o, idx);
 				for (int j = 0; j < ir_op_arity(in->op); j++)
 					x[j] = v[in->in[j]][bcast(&f->inst[in->in[j]].shape, s, idx, n)];
-				r[o] = ref_op(in->op, x[0], x[1], x[2]);
+				r[o] = ir_op_eval(in->op, x[0], x[1], x[2]);
 			}
 			break;
-		case OPK_REDUCE: {
+		case OPC_REDUCE: {
 			int64_t kept = 1;
 			for (int a = 0; a < sa->rank; a++)
-				if (!(in->ival >> a & 1))
+				if (!(in->attr.axes >> a & 1))
 					kept *= dim(sa->dim[a], n);
 			for (int64_t o = 0; o < kept; o++)
 				r[o] = in->op == IR_MAX ? -INFINITY : 0;
@@ -185,16 +164,15 @@ static void ref_eval(const IrModule *m, const IrFunc *f, Blocks *b, int64_t n, d
 				unflatten(sa, n, e, idx);
 				int64_t o = 0;
 				for (int a = 0; a < sa->rank; a++)
-					if (!(in->ival >> a & 1))
+					if (!(in->attr.axes >> a & 1))
 						o = o * dim(sa->dim[a], n) + idx[a];
-				double x = v[in->in[0]][e];
-				r[o] = in->op == IR_MAX ? (x > r[o] ? x : r[o]) : r[o] + x;
+				r[o] = ir_op_eval(in->op, r[o], v[in->in[0]][e], 0);
 			}
 			break;
 		}
-		case OPK_MATMUL: {
+		case OPC_LIBRARY: {
 			const IrShape *sb = &f->inst[in->in[1]].shape;
-			int ta = in->ival & 1, tb = in->ival >> 1 & 1;
+			int ta = in->attr.mm.ta, tb = in->attr.mm.tb;
 			int64_t M = dim(s->dim[0], n), Nn = dim(s->dim[1], n), K = dim(sa->dim[ta ? 0 : 1], n);
 			int64_t ra = dim(sa->dim[1], n), rb = dim(sb->dim[1], n);
 			const double *A = v[in->in[0]], *B = v[in->in[1]];
@@ -207,27 +185,22 @@ static void ref_eval(const IrModule *m, const IrFunc *f, Blocks *b, int64_t n, d
 				}
 			break;
 		}
-		case OPK_SPECIAL:
-			for (int64_t p = 0; p < dim(sa->dim[0], n); p++)
-				for (int q = 0; q < in->ival; q++)
-					r[p * in->ival + q] = v[in->in[0]][p] == q;
+		case OPC_VIEW:
+			memcpy(r, v[in->in[0]], (size_t)size * sizeof(double));
 			break;
-		case OPK_STORE: {
+		case OPC_LOOP: /* onehot */
+			for (int64_t p = 0; p < dim(sa->dim[0], n); p++)
+				for (int64_t q = 0; q < in->attr.classes; q++)
+					r[p * in->attr.classes + q] = v[in->in[0]][p] == q;
+			break;
+		case OPC_STORE: {
 			const double *src = v[in->in[0]];
-			switch (in->op) {
-			case IR_STORE_PARAM:
-				ref_store(b->params + m->params[in->ival].offset, &m->params[in->ival].shape, src, sa, n);
-				break;
-			case IR_STORE_GRAD:
-				ref_store(b->grads + m->params[in->ival].offset, &m->params[in->ival].shape, src, sa, n);
-				break;
-			case IR_STORE_STATE:
-				ref_store(b->state + m->states[in->ival].offset, &m->states[in->ival].shape, src, sa, n);
-				break;
-			case IR_STORE_LOSS: b->loss = src[0]; break;
-			case IR_STORE_PRED: memcpy(b->pred, src, (size_t)ir_shape_numel(*sa, n) * sizeof(double)); break;
-			default: abort();
-			}
+			NmlBlock blk = in->attr.slot.block;
+			double *dst = ref_block(m, b, blk, in->attr.slot.index);
+			if (nml_block_kind(blk) == NML_BK_BATCH)
+				memcpy(dst, src, (size_t)ir_shape_numel(*sa, n) * sizeof(double));
+			else
+				ref_store(dst, &ir_slot(m, blk, in->attr.slot.index)->shape, src, sa, n);
 			break;
 		}
 		}
@@ -267,44 +240,46 @@ static void begin(const char *name, IrShape xs, IrShape ys)
 {
 	ir_module_free(&C.m);
 	ir_func_free(C.f);
-	C = (Case){.name = name, .m = {.xshape = xs, .yshape = ys}, .gen = GEN_UNIFORM, .max_batch = 16};
+	C = (Case){.name = name, .gen = GEN_UNIFORM, .max_batch = 16};
+	ir_set_batch(&C.m, xs, ys, S(N, 1));
 	C.f = ir_func_new(intern_cstr(name));
 }
 
-static int x_(void) { return ir_leaf(C.f, IR_INPUT, 0, C.m.xshape, L0); }
-static int y_(void) { return ir_leaf(C.f, IR_INPUT, 1, C.m.yshape, L0); }
+static int x_(void) { return ir_load(C.f, NML_B_X, 0, ir_slot(&C.m, NML_B_X, 0)->shape, L0); }
+static int y_(void) { return ir_load(C.f, NML_B_Y, 0, ir_slot(&C.m, NML_B_Y, 0)->shape, L0); }
 
 static int param(const char *name, IrShape s)
 {
-	int slot = ir_add_param(&C.m, intern_cstr(name), s, (IrInit){0}, L0);
-	return ir_leaf(C.f, IR_PARAM, slot, s, L0);
+	int slot = ir_add_slot(&C.m, NML_B_PARAMS, intern_cstr(name), s, (IrInit){0}, L0);
+	return ir_load(C.f, NML_B_PARAMS, slot, s, L0);
 }
 
 static int state(const char *name, IrShape s)
 {
-	int slot = ir_add_state(&C.m, intern_cstr(name), s, (IrInit){0}, L0);
-	return ir_leaf(C.f, IR_STATE, slot, s, L0);
+	int slot = ir_add_slot(&C.m, NML_B_STATE, intern_cstr(name), s, (IrInit){0}, L0);
+	return ir_load(C.f, NML_B_STATE, slot, s, L0);
 }
 
 static int hparam(const char *name, double value)
 {
 	int h = ir_add_hparam(&C.m, intern_cstr(name), value, L0);
-	return ir_leaf(C.f, IR_HPARAM, h, SCALAR, L0);
+	return ir_hparam(C.f, h, L0);
 }
 
 static int cst(double v) { return ir_const(C.f, v, L0); }
 static int un(IrOp op, int a) { return ir_unary(C.f, op, a, L0); }
 static int bin(IrOp op, int a, int b) { return ir_binary(C.f, op, a, b, L0); }
 static int red(IrOp op, int a, unsigned mask, int keep) { return ir_reduce(C.f, op, a, mask, keep, L0); }
-static int mm(int a, int b, int flags) { return ir_matmul(C.f, a, b, flags, L0); }
-static void pred(int v) { ir_store(C.f, IR_STORE_PRED, v, 0, L0); }
-static void loss(int v) { ir_store(C.f, IR_STORE_LOSS, v, 0, L0); }
+/* flags: 1 transposes a, 2 transposes b */
+static int mm(int a, int b, int flags) { return ir_matmul(C.f, a, b, flags & 1, flags >> 1 & 1, L0); }
+static void pred(int v) { ir_store(C.f, NML_B_PRED, 0, v, L0); }
+static void loss(int v) { ir_store(C.f, NML_B_LOSS, 0, v, L0); }
 /* A gradient slot for v, which has no batch dimension: a parameter of v's shape that is not read. */
 static void grad(const char *name, int v)
 {
 	IrShape s = *ir_shape_of(C.f, v);
-	int slot = ir_add_param(&C.m, intern_cstr(name), s, (IrInit){0}, L0);
-	ir_store(C.f, IR_STORE_GRAD, v, slot, L0);
+	int slot = ir_add_slot(&C.m, NML_B_PARAMS, intern_cstr(name), s, (IrInit){0}, L0);
+	ir_store(C.f, NML_B_GRADS, slot, v, L0);
 }
 
 /* ---- running a case ---- */
@@ -342,13 +317,13 @@ static Blocks make_inputs(CgType t, int64_t n)
 {
 	const IrModule *m = &C.m;
 	Blocks b = {
-		.nparams = m->param_size,
-		.nstate = m->state_size,
-		.nx = (size_t)ir_shape_numel(m->xshape, n),
-		.ny = (size_t)ir_shape_numel(m->yshape, n),
+		.nparams = ir_block(m, NML_B_PARAMS)->size,
+		.nstate = ir_block(m, NML_B_STATE)->size,
+		.nx = (size_t)ir_shape_numel(ir_slot(m, NML_B_X, 0)->shape, n),
+		.ny = (size_t)ir_shape_numel(ir_slot(m, NML_B_Y, 0)->shape, n),
 	};
 	for (int i = 0; i < C.f->n; i++)
-		if (C.f->inst[i].op == IR_STORE_PRED)
+		if (C.f->inst[i].op == IR_STORE && C.f->inst[i].attr.slot.block == NML_B_PRED)
 			b.npred = (size_t)ir_shape_numel(*ir_shape_of(C.f, C.f->inst[i].in[0]), n);
 	b.params = dalloc(b.nparams);
 	b.grads = dalloc(b.nparams);
@@ -464,8 +439,9 @@ static void run_n(NmlKernel k, size_t work, CgType t, int64_t n, int at_end, con
 	Buf wk = galloc(work, at_end);
 	memset(wk.p, 0xff, work); /* NaNs: a value read before it is written shows */
 	NmlArgs a = {
-		.params = params.p, .grads = grads.p, .state = st.p, .x = x.p, .y = y.p, .hparams = hp.p,
-		.work = wk.p, .loss = ls.p, .pred = pr.p, .n = n, .t = step,
+		.block = {[NML_B_PARAMS] = params.p, [NML_B_GRADS] = grads.p, [NML_B_STATE] = st.p, [NML_B_X] = x.p,
+			  [NML_B_Y] = y.p, [NML_B_WORK] = wk.p, [NML_B_LOSS] = ls.p, [NML_B_PRED] = pr.p},
+		.hparams = hp.p, .n = n, .t = step,
 	};
 	k(&a);
 
@@ -597,6 +573,20 @@ static double check_bias(const Blocks *in, const Blocks *out, int64_t n)
 	for (int64_t i = 0; i < n; i++)
 		for (int j = 0; j < 3; j++)
 			e = fmax(e, fabs(out->pred[i * 3 + j] - (in->x[i * 3 + j] + in->params[j])));
+	return e;
+}
+
+/* grads = 3 v^2 with v = w + 0.01 * 3 w^2 (the gradient of sum(w^3) at w moved along its own
+ * gradient), pred = w for every row (the gradient of sum(x * w) with respect to x) */
+static double check_second_grad(const Blocks *in, const Blocks *out, int64_t n)
+{
+	double e = 0;
+	for (int j = 0; j < 4; j++) {
+		double w = in->params[j], v = w + 0.01 * 3 * w * w;
+		e = fmax(e, fabs(out->grads[j] - 3 * v * v));
+		for (int64_t i = 0; i < n; i++)
+			e = fmax(e, fabs(out->pred[i * 4 + j] - w));
+	}
 	return e;
 }
 
@@ -748,7 +738,7 @@ static void test_binary(void)
 	}
 	begin("pow x^hparam, 0.9^t", S(N, 5), S(N));
 	pred(bin(IR_POW, bin(IR_ADD, un(IR_ABS, x_()), cst(0.25)), hparam("k", 2.5)));
-	loss(bin(IR_POW, cst(0.9), ir_leaf(C.f, IR_STEP, 0, SCALAR, L0)));
+	loss(bin(IR_POW, cst(0.9), ir_scalar_leaf(C.f, IR_STEP, L0)));
 	run();
 }
 
@@ -914,7 +904,7 @@ static void test_onehot_stores(void)
 	int sh = bin(IR_SUB, z, mx);
 	int lse = un(IR_LOG, red(IR_SUM, un(IR_EXP, sh), 2, 1));
 	int picked = red(IR_SUM, bin(IR_MUL, ir_onehot(C.f, y_(), 4, L0), sh), 2, 1);
-	int rows = ir_leaf(C.f, IR_ROWS, 0, SCALAR, L0);
+	int rows = ir_scalar_leaf(C.f, IR_ROWS, L0);
 	loss(bin(IR_DIV, red(IR_SUM, bin(IR_SUB, lse, picked), 3, 0), rows));
 	pred(z);
 	run();
@@ -926,11 +916,11 @@ static void test_onehot_stores(void)
 	int g = ir_sum_to(C.f, bin(IR_MUL, x_(), p), S(3), L0);
 	int m2 = bin(IR_ADD, bin(IR_MUL, hparam("b", 0.9), mom), g);
 	int p2 = bin(IR_SUB, p, bin(IR_MUL, hparam("lr", 0.1), m2));
-	ir_store(C.f, IR_STORE_GRAD, g, 0, L0);
-	ir_store(C.f, IR_STORE_STATE, m2, 0, L0);
-	ir_store(C.f, IR_STORE_PARAM, p2, 0, L0);
-	ir_store(C.f, IR_STORE_PARAM, bin(IR_MUL, w, ir_leaf(C.f, IR_STEP, 0, SCALAR, L0)), 1, L0);
-	ir_store(C.f, IR_STORE_STATE, cst(0), 0, L0); /* a broadcast scalar into a slot */
+	ir_store(C.f, NML_B_GRADS, 0, g, L0);
+	ir_store(C.f, NML_B_STATE, 0, m2, L0);
+	ir_store(C.f, NML_B_PARAMS, 0, p2, L0);
+	ir_store(C.f, NML_B_PARAMS, 1, bin(IR_MUL, w, ir_scalar_leaf(C.f, IR_STEP, L0)), L0);
+	ir_store(C.f, NML_B_STATE, 0, cst(0), L0); /* a broadcast scalar into a slot */
 	run();
 }
 
@@ -947,7 +937,7 @@ static void test_mlp(void)
 	int e = un(IR_EXP, bin(IR_SUB, z, un(IR_STOPGRAD, red(IR_MAX, z, 2, 1))));
 	int sm = bin(IR_DIV, e, red(IR_SUM, e, 2, 1));
 	int oh = ir_onehot(C.f, y_(), 3, L0);
-	int rows = ir_leaf(C.f, IR_ROWS, 0, SCALAR, L0);
+	int rows = ir_scalar_leaf(C.f, IR_ROWS, L0);
 	loss(bin(IR_DIV, un(IR_NEG, red(IR_SUM, bin(IR_MUL, oh, un(IR_LOG, sm)), 3, 0)), rows));
 	int dz = bin(IR_DIV, bin(IR_SUB, sm, oh), rows);
 	int dw2 = mm(a, dz, 1), db2 = ir_sum_to(C.f, dz, S(3), L0);
@@ -957,8 +947,8 @@ static void test_mlp(void)
 	int lr = hparam("lr", 0.05);
 	int ps[] = {w1, b1, w2, b2}, gs[] = {dw1, db1, dw2, db2};
 	for (int i = 0; i < 4; i++) {
-		ir_store(C.f, IR_STORE_GRAD, gs[i], i, L0);
-		ir_store(C.f, IR_STORE_PARAM, bin(IR_SUB, ps[i], bin(IR_MUL, lr, gs[i])), i, L0);
+		ir_store(C.f, NML_B_GRADS, i, gs[i], L0);
+		ir_store(C.f, NML_B_PARAMS, i, bin(IR_SUB, ps[i], bin(IR_MUL, lr, gs[i])), L0);
 	}
 	pred(sm);
 	run();
@@ -980,9 +970,9 @@ static void test_fusion(void)
 	expect_reg(a), expect_reg(b), expect_reg(c), expect_reg(d);
 	C.dump = "kernel fuse multi-use intermediates: 2 loop nests, 0 other calls; work 1 regions, 64 bytes"
 		 " (* : written to work)\n"
-		 "  nest  [N, 5]: mul %3, exp %4, add %5, mul %6, tanh %7, sub %8, store_pred, sum %10 axes=0,1*"
-		 "  <- x p\n"
-		 "  nest  []: store_loss  <- %10\n"
+		 "  nest  [N, 5]: mul %3, exp %4, add %5, mul %6, tanh %7, sub %8, store pred, sum %10 axes=0,1*"
+		 "  <- x params.p\n"
+		 "  nest  []: store loss  <- %10\n"
 		 "  work: %10@0\n";
 	run();
 
@@ -1011,15 +1001,15 @@ static void test_fusion(void)
 	int upd = bin(IR_DIV, m2, bin(IR_ADD, un(IR_SQRT, un(IR_ABS, m2)), cst(1e-3)));
 	int w2 = bin(IR_SUB, wp, bin(IR_MUL, lr, upd));
 	int early = mm(x_(), wp, 0); /* the old w */
-	ir_store(C.f, IR_STORE_GRAD, g2, 0, L0);
-	ir_store(C.f, IR_STORE_STATE, m2, 0, L0);
-	ir_store(C.f, IR_STORE_PARAM, w2, 0, L0);
-	int late = mm(x_(), ir_leaf(C.f, IR_PARAM, 0, S(4, 3), L0), 0); /* the new w */
-	ir_store(C.f, IR_STORE_STATE, bin(IR_MUL, m2, cst(2)), 0, L0);  /* after late: a nest of its own */
+	ir_store(C.f, NML_B_GRADS, 0, g2, L0);
+	ir_store(C.f, NML_B_STATE, 0, m2, L0);
+	ir_store(C.f, NML_B_PARAMS, 0, w2, L0);
+	int late = mm(x_(), ir_load(C.f, NML_B_PARAMS, 0, S(4, 3), L0), 0); /* the new w */
+	ir_store(C.f, NML_B_STATE, 0, bin(IR_MUL, m2, cst(2)), L0);  /* after late: a nest of its own */
 	/* a [1,3] value into [3] slots, and a reduction stored from outside its nest */
 	int gb = red(IR_SUM, bin(IR_MUL, y_(), cst(2)), 1, 1);
-	ir_store(C.f, IR_STORE_GRAD, gb, 1, L0);
-	ir_store(C.f, IR_STORE_PARAM, bin(IR_SUB, bp, bin(IR_MUL, lr, gb)), 1, L0);
+	ir_store(C.f, NML_B_GRADS, 1, gb, L0);
+	ir_store(C.f, NML_B_PARAMS, 1, bin(IR_SUB, bp, bin(IR_MUL, lr, gb)), L0);
 	pred(bin(IR_ADD, early, late));
 	/* the update; the second store of w.m; y*2 summed; the grad of b; the update of b; pred */
 	expect_nests(6);
@@ -1030,11 +1020,11 @@ static void test_fusion(void)
 	begin("fuse two stores to a slot", S(N, 2), S(N));
 	int s0 = param("s", S(3, 2));
 	int t0 = bin(IR_MUL, s0, cst(3));
-	ir_store(C.f, IR_STORE_PARAM, t0, 0, L0);
-	ir_store(C.f, IR_STORE_PARAM, bin(IR_ADD, t0, cst(1)), 0, L0);
-	pred(bin(IR_ADD, x_(), red(IR_SUM, ir_leaf(C.f, IR_PARAM, 0, S(3, 2), L0), 1, 0)));
+	ir_store(C.f, NML_B_PARAMS, 0, t0, L0);
+	ir_store(C.f, NML_B_PARAMS, 0, bin(IR_ADD, t0, cst(1)), L0);
+	pred(bin(IR_ADD, x_(), red(IR_SUM, ir_load(C.f, NML_B_PARAMS, 0, S(3, 2), L0), 1, 0)));
 	/* a read of s after its stores, over the same space: not in their nest, so it sees them */
-	ir_store(C.f, IR_STORE_GRAD, bin(IR_MUL, ir_leaf(C.f, IR_PARAM, 0, S(3, 2), L0), cst(-2)), 0, L0);
+	ir_store(C.f, NML_B_GRADS, 0, bin(IR_MUL, ir_load(C.f, NML_B_PARAMS, 0, S(3, 2), L0), cst(-2)), L0);
 	expect_nests(4);
 	expect_reg(t0);
 	run();
@@ -1120,6 +1110,49 @@ static void test_math(void)
 	}
 }
 
+static void check_ok(int ok, const char *what)
+{
+	if (ok)
+		passed++;
+	else
+		failed++, fprintf(stderr, "FAIL %s: %s\n", C.name, what);
+}
+
+/* ad_grad with respect to parameters and inputs, and a second gradient at other weights through
+ * ir_inline: what SAM-style rules and input gradients are built from. */
+static void test_differentiation(void)
+{
+	begin("second gradient through inline, and an input gradient", S(N, 4), S(N));
+	IrFunc *fwd = ir_func_new(intern_cstr("fwd")); /* y = sum(w^3) */
+	int slot = ir_add_slot(&C.m, NML_B_PARAMS, intern_cstr("w"), S(4), (IrInit){0}, L0);
+	int w0 = ir_load(fwd, NML_B_PARAMS, slot, S(4), L0);
+	int y0 = ir_reduce(fwd, IR_SUM, ir_binary(fwd, IR_MUL, ir_binary(fwd, IR_MUL, w0, w0, L0), w0, L0), 1, 0, L0);
+	int *map = malloc((size_t)fwd->n * sizeof *map);
+	for (int i = 0; i < fwd->n; i++)
+		map[i] = -1;
+	check_ok(ir_inline(C.f, fwd, map) == 0, "inline");
+	int w = map[w0], g1, g2;
+	ad_grad(C.f, map[y0], &w, 1, &g1);
+	int moved = bin(IR_ADD, w, bin(IR_MUL, cst(0.01), g1));
+	for (int i = 0; i < fwd->n; i++)
+		map[i] = -1;
+	map[w0] = moved; /* the same forward pass at the moved weights */
+	check_ok(ir_inline(C.f, fwd, map) == 0, "inline at other weights");
+	ad_grad(C.f, map[y0], &moved, 1, &g2);
+	ir_store(C.f, NML_B_GRADS, slot, g2, L0);
+	int x = x_(), gx; /* d sum(x * w) / dx = w in every row */
+	ad_grad(C.f, red(IR_SUM, bin(IR_MUL, x, w), 3, 0), &x, 1, &gx);
+	pred(gx);
+	C.check = check_second_grad;
+	run();
+	/* a value the output does not depend on gets zeros; -1 stays -1 */
+	int idx[2] = {x, -1}, out[2];
+	ad_grad(C.f, cst(1), idx, 2, out);
+	check_ok(out[0] >= 0 && C.f->inst[out[0]].op == IR_EXPAND && out[1] == -1, "zero gradient of an independent value");
+	free(map);
+	ir_func_free(fwd);
+}
+
 int main(void)
 {
 	page = (size_t)sysconf(_SC_PAGESIZE);
@@ -1140,6 +1173,7 @@ int main(void)
 	test_mlp();
 	test_fusion();
 	test_math();
+	test_differentiation();
 	ir_module_free(&C.m);
 	ir_func_free(C.f);
 	jit_destroy(jit);

@@ -1,0 +1,31 @@
+/* session.h: what a command does with a compiled program: train it (`nmlc run`, the REPL's :run),
+ * show a stage of it, check its gradients, and the options all of them take. main.c (the command
+ * line) and repl.c (nmlc repl) both drive these; neither knows the other. */
+#ifndef SESSION_H
+#define SESSION_H
+
+#include "driver.h"
+
+typedef struct Options {
+	const char *cmd, *file, *show;
+	long epochs, batch, seed, threads, limit;
+	const char *sets[64];
+	int nsets;
+	const char *init, *save, *log, *resume;
+	const char *output, *cpu; /* build */
+	int verbose, quiet;
+	int echo;                 /* repl */
+} Options;
+
+/* `nmlc run` on a compiled program (through drv_lower): trains, prints, returns the exit status.
+ * Changes c (its settings, data size and hyperparameters), so compile again for the next run. */
+int session_run(Compiler *c, const Options *o);
+/* `nmlc show`, o->show naming what (ast, ir, grad, step, kernels, llvm). */
+int session_show(Compiler *c, const Options *o);
+/* `nmlc gradcheck`: the derived gradients against central differences, in f64. */
+int session_gradcheck(Compiler *c, const Options *o);
+/* --batch, --epochs, --seed, --limit and --set over the train block's settings (nmlc build's
+ * defaults); 0, or 1 after reporting a bad --set. */
+int session_apply_options(Compiler *c, const Options *o);
+
+#endif
