@@ -429,8 +429,12 @@ static void write_source(const Aot *a, FILE *f, const char *src)
 	fprintf(f, "/* The kernels, in the object file LLVM wrote (hidden symbols). */\n"
 		"void nml_step(NmlArgs *a);\nvoid nml_eval(NmlArgs *a);\nvoid nml_predict(NmlArgs *a);\n\n");
 	const IrBlock *params = ir_block(m, NML_B_PARAMS), *states = ir_block(m, NML_B_STATE);
-	write_slots(f, "params", params->slot, params->n);
-	write_slots(f, "states", states->slot, states->n);
+	for (int b = 0; b < NML_NBLOCKS; b++) /* every block the model keeps: "params_slots", ... */
+		if (nml_block_kind((NmlBlock)b) == NML_BK_MODEL) {
+			char var[64];
+			snprintf(var, sizeof var, "%s_slots", nml_block_name((NmlBlock)b));
+			write_slots(f, var, m->blocks[b].slot, m->blocks[b].n);
+		}
 	write_infos(f, p, "param_info", params->slot, params->n);
 	write_infos(f, p, "state_info", states->slot, states->n);
 	if (m->nhparams) {
@@ -452,14 +456,16 @@ static void write_source(const Aot *a, FILE *f, const char *src)
 		"\t.step = nml_step, .eval = nml_eval, .predict = nml_predict,\n"
 		"\t.work = %zu,\n"
 		"\t.batch = %s_BATCH, .xdim = %s_X_DIM, .ydim = %s_Y_DIM, .classes = %s_CLASSES, .out_dim = %s_OUT_DIM,\n"
-		"\t.block = {\n"
-		"\t\t[NML_B_PARAMS] = {%s, %s_NUM_PARAMS, %zu},\n"
-		"\t\t[NML_B_STATE] = {%s, %s_NUM_STATES, %zu},\n"
-		"\t},\n"
 		"\t.hparam_names = %s, .hparam_defaults = %s, .nhparams = %s_NUM_HPARAMS,\n"
-		"};\n\n",
-		P, a->work, P, P, P, P, P, params->n ? "params" : "NULL", P, params->size, states->n ? "states" : "NULL",
-		P, states->size, m->nhparams ? "hparam_names" : "NULL", m->nhparams ? "hparam_defaults" : "NULL", P);
+		"\t.block = {\n",
+		P, a->work, P, P, P, P, P, m->nhparams ? "hparam_names" : "NULL", m->nhparams ? "hparam_defaults" : "NULL", P);
+	for (int b = 0; b < NML_NBLOCKS; b++) {
+		const IrBlock *t = &m->blocks[b];
+		if (nml_block_kind((NmlBlock)b) == NML_BK_MODEL && t->n)
+			fprintf(f, "\t\t[%d] = {%s_slots, %d, %zu}, /* %s */\n", b, nml_block_name((NmlBlock)b), t->n,
+				t->size, nml_block_name((NmlBlock)b));
+	}
+	fprintf(f, "\t},\n};\n\n");
 	fprintf(f,
 		"API %s_model *%s_create(uint64_t seed) { return (%s_model *)nml_model_create(&desc, seed); }\n"
 		"API void %s_free(%s_model *m) { nml_model_free((NmlModel *)m); }\n"

@@ -219,6 +219,39 @@ def errors(tmp):
     check("errors leave nothing behind", left == ["bad.nml", "libkeep.so"], str(left))
 
 
+def abi_mismatch(tmp):
+    """A library whose tables were made for another runtime ABI: creating a model fails."""
+    d = os.path.join(tmp, "abi")
+    os.mkdir(d)
+    # The C compiler nmlc build runs rewrites the generated tables' ABI version first: the library
+    # a different nmlc would have made, linked with this runtime.
+    wrapper = os.path.join(d, "cc")
+    with open(wrapper, "w") as f:
+        f.write("#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in */model.c) "
+                "sed -i 's/[.]abi = [A-Z_]*ABI_VERSION/.abi = 999/' \"$a\";; esac; done\n"
+                f"exec {' '.join(cc)} \"$@\"\n")
+    os.chmod(wrapper, 0o755)
+    r = nmlc_cmd("build", os.path.join(here, "cls.nml"), "-o", os.path.join(d, "libmodel.so"),
+                 env=dict(nmlc_env, CC=wrapper))
+    if not check("abi: nmlc build with the rewriting compiler", r.returncode == 0, r.stderr):
+        return
+    with open(os.path.join(d, "model.h")) as f:
+        check("abi: the header records the ABI version", "#define MODEL_ABI_VERSION" in f.read())
+    prog = os.path.join(d, "abi.c")
+    with open(prog, "w") as f:
+        f.write('#include <stdio.h>\n#include "model.h"\n'
+                'int main(void) { model_model *m = model_create(1); puts(m ? "created" : "refused");'
+                ' model_free(m); return 0; }\n')
+    exe = os.path.join(d, "abi")
+    r = subprocess.run([*cc, "-I", d, prog, os.path.join(d, "libmodel.so"), f"-Wl,-rpath,{d}", "-o", exe],
+                       capture_output=True, text=True)
+    if not check("abi: compile the program", r.returncode == 0, r.stderr):
+        return
+    r = subprocess.run([exe], capture_output=True, text=True, env=prog_env)
+    check("abi: the runtime refuses a library made for another ABI", r.stdout.strip() == "refused",
+          r.stdout + r.stderr)
+
+
 with tempfile.TemporaryDirectory() as tmp:
     # nmlc's scratch directories go here, to check that every build, failed or not, removes its own.
     scratch = os.path.join(tmp, "scratch")
@@ -229,6 +262,7 @@ with tempfile.TemporaryDirectory() as tmp:
     model_case(tmp, "reg", "reg.nml", x, os.path.join(data, "reg_t.npy"), 3, 11)
     generic_cpu(tmp, x, os.path.join(data, "blobs_y.npy"), cls_losses)
     embed_example(tmp)
+    abi_mismatch(tmp)
     errors(tmp)
     check("no scratch directories left", not os.listdir(scratch), str(os.listdir(scratch)))
 
