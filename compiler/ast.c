@@ -205,6 +205,7 @@ const char *ast_op_str(int op)
 	case TK_MINUS: return "-";
 	case TK_STAR: return "*";
 	case TK_SLASH: return "/";
+	case TK_PERCENT: return "%";
 	case TK_CARET: return "^";
 	case TK_AT: return "@";
 	case TK_LT: return "<";

@@ -36,7 +36,7 @@ static void rule(Ad *ad, int i, int g)
 	SrcLoc loc = in.loc;
 	switch (in.op) {
 	case IR_CONST: case IR_LOAD: case IR_HPARAM: case IR_STEP:
-	case IR_ROWS: case IR_ONEHOT: case IR_STOPGRAD: case IR_SIGN:
+	case IR_ROWS: case IR_ONEHOT: case IR_STOPGRAD: case IR_SIGN: case IR_FLOOR:
 	case IR_LT: case IR_LE: case IR_GT: case IR_GE: case IR_EQ: case IR_NE:
 		return; /* constant, or zero derivative almost everywhere */
 	case IR_NEG: /* d(-a) = -g */
@@ -73,6 +73,16 @@ static void rule(Ad *ad, int i, int g)
 	case IR_RELU: /* d relu(a) = g [a > 0] */
 		accumulate(ad, a, ir_where(ad->f, bin(ad, IR_GT, a, c(ad, 0, loc), loc), g, c(ad, 0, loc), loc), loc);
 		return;
+	case IR_SIN: /* d sin(a) = g cos(a) */
+		accumulate(ad, a, bin(ad, IR_MUL, g, ir_unary(ad->f, IR_COS, a, loc), loc), loc);
+		return;
+	case IR_COS: /* d cos(a) = -g sin(a) */
+		accumulate(ad, a, ir_unary(ad->f, IR_NEG, bin(ad, IR_MUL, g, ir_unary(ad->f, IR_SIN, a, loc), loc), loc), loc);
+		return;
+	case IR_ERF: /* d erf(a) = g 2/sqrt(pi) exp(-a^2) */
+		accumulate(ad, a, bin(ad, IR_MUL, bin(ad, IR_MUL, g, c(ad, 1.1283791670955126, loc), loc),
+				      ir_unary(ad->f, IR_EXP, ir_unary(ad->f, IR_NEG, bin(ad, IR_MUL, a, a, loc), loc), loc), loc), loc);
+		return;
 	case IR_RESHAPE:
 		accumulate(ad, a, ir_reshape(ad->f, g, ad->f->inst[a].shape, loc), loc);
 		return;
@@ -107,6 +117,20 @@ static void rule(Ad *ad, int i, int g)
 		if (ad->needs[b])
 			accumulate(ad, b, bin(ad, IR_MUL, bin(ad, IR_MUL, g, out, loc), ir_unary(ad->f, IR_LOG, a, loc), loc), loc);
 		return;
+	case IR_MOD: /* d(a - b floor(a/b)) = g, -g floor(a/b) */
+		if (ad->needs[a])
+			accumulate(ad, a, g, loc);
+		if (ad->needs[b])
+			accumulate(ad, b, ir_unary(ad->f, IR_NEG, bin(ad, IR_MUL, g, ir_unary(ad->f, IR_FLOOR, bin(ad, IR_DIV, a, b, loc), loc), loc), loc), loc);
+		return;
+	case IR_ATAN2: { /* d atan2(a, b) = g b / (a^2 + b^2), -g a / (a^2 + b^2) */
+		int r2 = bin(ad, IR_ADD, bin(ad, IR_MUL, a, a, loc), bin(ad, IR_MUL, b, b, loc), loc);
+		if (ad->needs[a])
+			accumulate(ad, a, bin(ad, IR_DIV, bin(ad, IR_MUL, g, b, loc), r2, loc), loc);
+		if (ad->needs[b])
+			accumulate(ad, b, ir_unary(ad->f, IR_NEG, bin(ad, IR_DIV, bin(ad, IR_MUL, g, a, loc), r2, loc), loc), loc);
+		return;
+	}
 	case IR_MAX2: /* the larger operand takes g; a on ties */
 	case IR_MIN2: {
 		int pick_a = bin(ad, in.op == IR_MAX2 ? IR_GE : IR_LE, a, b, loc);

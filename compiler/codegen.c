@@ -597,6 +597,34 @@ static LLVMValueRef cg_sigmoid(Cg *g, LLVMValueRef a)
 }
 /* x < 0 ? 0 : x keeps a NaN visible */
 static LLVMValueRef cg_relu(Cg *g, LLVMValueRef a) { return sel(g, fcmp(g, LLVMRealOLT, a, cf(g, 0)), cf(g, 0), a); }
+static LLVMValueRef cg_call(Cg *g, const char *intrinsic, LLVMValueRef a) { return call1(g, intrinsic, a); }
+/* A libm function of one or two operands, in the operands' type (erff or erf); the JIT resolves it
+ * in the process, a library made by nmlc build links libm. Such loops do not vectorize. */
+static LLVMValueRef cg_libm(Cg *g, const char *name, LLVMValueRef a, LLVMValueRef b)
+{
+	LLVMTypeRef t = LLVMTypeOf(a), params[2] = {t, t};
+	char fname[32];
+	snprintf(fname, sizeof fname, "%s%s", name, t == LLVMFloatTypeInContext(g->ctx) ? "f" : "");
+	LLVMTypeRef fty = LLVMFunctionType(t, params, b ? 2 : 1, 0);
+	LLVMValueRef fn = LLVMGetNamedFunction(g->mod, fname);
+	if (!fn) {
+		fn = LLVMAddFunction(g->mod, fname, fty);
+		LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex,
+					LLVMCreateEnumAttribute(g->ctx, LLVMGetEnumAttributeKindForName("nounwind", 8), 0));
+	}
+	LLVMValueRef args[2] = {a, b};
+	return LLVMBuildCall2(g->b, fty, fn, args, b ? 2 : 1, "");
+}
+/* The remainder with the sign of b, as Python's % and torch.remainder: frem (fmod) is exact, and a
+ * result of the other sign moves by b (a - b floor(a / b) overflows for large a / b). */
+static LLVMValueRef cg_mod(Cg *g, LLVMValueRef a, LLVMValueRef b)
+{
+	LLVMValueRef r = LLVMBuildFRem(g->b, a, b, "");
+	LLVMValueRef zero = cf(g, 0);
+	LLVMValueRef flip = LLVMBuildAnd(g->b, fcmp(g, LLVMRealONE, r, zero),
+					 LLVMBuildXor(g->b, fcmp(g, LLVMRealOLT, r, zero), fcmp(g, LLVMRealOLT, b, zero), ""), "");
+	return sel(g, flip, LLVMBuildFAdd(g->b, r, b, ""), r);
+}
 static LLVMValueRef cg_add(Cg *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFAdd(g->b, a, b, ""); }
 static LLVMValueRef cg_sub(Cg *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFSub(g->b, a, b, ""); }
 static LLVMValueRef cg_mul(Cg *g, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFMul(g->b, a, b, ""); }

@@ -19,7 +19,7 @@
 
 %nonassoc LT LE GT GE EQ NE.
 %left PLUS MINUS.
-%left STAR SLASH AT.
+%left STAR SLASH PERCENT AT.
 %right UMINUS.
 %right CARET.
 %left LPAREN DOT.
@@ -104,6 +104,7 @@ expr(E) ::= expr(A) PLUS(T) expr(B).                     { E = ast_binary(ctx->a
 expr(E) ::= expr(A) MINUS(T) expr(B).                    { E = ast_binary(ctx->arena, A, T, B); }
 expr(E) ::= expr(A) STAR(T) expr(B).                     { E = ast_binary(ctx->arena, A, T, B); }
 expr(E) ::= expr(A) SLASH(T) expr(B).                    { E = ast_binary(ctx->arena, A, T, B); }
+expr(E) ::= expr(A) PERCENT(T) expr(B).                  { E = ast_binary(ctx->arena, A, T, B); }
 expr(E) ::= expr(A) AT(T) expr(B).                       { E = ast_binary(ctx->arena, A, T, B); }
 expr(E) ::= expr(A) CARET(T) expr(B).                    { E = ast_binary(ctx->arena, A, T, B); }
 expr(E) ::= expr(A) LT(T) expr(B).                       { E = ast_binary(ctx->arena, A, T, B); }

@@ -75,6 +75,7 @@ Token lex_next(Lexer *lx)
 		"-" { return make(lx, TK_MINUS, start); }
 		"*" { return make(lx, TK_STAR, start); }
 		"/" { return make(lx, TK_SLASH, start); }
+		"%" { return make(lx, TK_PERCENT, start); }
 		"^" { return make(lx, TK_CARET, start); }
 		"@" { return make(lx, TK_AT, start); }
 		"<" { return make(lx, TK_LT, start); }

@@ -156,6 +156,7 @@ static IrOp binop_of(int tk)
 	case TK_MINUS: return IR_SUB;
 	case TK_STAR: return IR_MUL;
 	case TK_SLASH: return IR_DIV;
+	case TK_PERCENT: return IR_MOD;
 	case TK_CARET: return IR_POW;
 	case TK_LT: return IR_LT;
 	case TK_LE: return IR_LE;

@@ -45,6 +45,14 @@ static double sem_min(double a, double b)
 	return a < b ? a : b;
 }
 
+/* The remainder with the sign of b, as Python's % and torch.remainder: fmod is exact, and a result
+ * of the other sign moves by b. */
+static double sem_mod(double a, double b)
+{
+	double r = fmod(a, b);
+	return r != 0 && (r < 0) != (b < 0) ? r + b : r;
+}
+
 double ir_op_eval(IrOp op, double a, double b, double c)
 {
 	switch (op) {

@@ -42,6 +42,10 @@
 	X(TANH,     "tanh",    1, ELEMWISE, NONE,    BROADCAST, "tanh",    tanh(a),           cg_tanh(g, a))   \
 	X(SIGMOID,  "sigmoid", 1, ELEMWISE, NONE,    BROADCAST, "sigmoid", 1 / (1 + exp(-a)), cg_sigmoid(g, a)) \
 	X(RELU,     "relu",    1, ELEMWISE, NONE,    BROADCAST, "relu",    a < 0 ? 0 : a,     cg_relu(g, a))   \
+	X(SIN,      "sin",     1, ELEMWISE, NONE,    BROADCAST, "sin",     sin(a),            cg_call(g, "llvm.sin", a)) \
+	X(COS,      "cos",     1, ELEMWISE, NONE,    BROADCAST, "cos",     cos(a),            cg_call(g, "llvm.cos", a)) \
+	X(FLOOR,    "floor",   1, ELEMWISE, NONE,    BROADCAST, "floor",   floor(a),          cg_call(g, "llvm.floor", a)) \
+	X(ERF,      "erf",     1, ELEMWISE, NONE,    BROADCAST, "erf",     erf(a),            cg_libm(g, "erf", a, NULL)) \
 	X(STOPGRAD, "stop_gradient", 1, ELEMWISE, NONE, BROADCAST, "stop_gradient", a,       a)               \
 	X(EXPAND,   "expand",  1, ELEMWISE, NONE,    GIVEN,     NULL,      a,                 a) /* broadcast copy */ \
 	X(ADD,      "add",     2, ELEMWISE, NONE,    BROADCAST, NULL,      a + b,             cg_add(g, a, b)) \
@@ -49,6 +53,8 @@
 	X(MUL,      "mul",     2, ELEMWISE, NONE,    BROADCAST, NULL,      a * b,             cg_mul(g, a, b)) \
 	X(DIV,      "div",     2, ELEMWISE, NONE,    BROADCAST, NULL,      a / b,             cg_div(g, a, b)) \
 	X(POW,      "pow",     2, ELEMWISE, NONE,    BROADCAST, NULL,      pow(a, b),         cg_pow(g, a, b)) \
+	X(MOD,      "mod",     2, ELEMWISE, NONE,    BROADCAST, "mod",     sem_mod(a, b),     cg_mod(g, a, b)) /* the sign of b */ \
+	X(ATAN2,    "atan2",   2, ELEMWISE, NONE,    BROADCAST, "atan2",   atan2(a, b),       cg_libm(g, "atan2", a, b)) \
 	X(MAX2,     "maximum", 2, ELEMWISE, NONE,    BROADCAST, NULL,      sem_max(a, b),     cg_max(g, a, b)) \
 	X(MIN2,     "minimum", 2, ELEMWISE, NONE,    BROADCAST, NULL,      sem_min(a, b),     cg_min(g, a, b)) \
 	X(LT,       "lt",      2, ELEMWISE, NONE,    BROADCAST, NULL,      a < b,             cg_cmp(g, LLVMRealOLT, a, b)) \

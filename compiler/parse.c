@@ -25,7 +25,7 @@ void parse_syntax_error(ParseCtx *ctx, Token tok, int kind)
 int parse_continues(int kind)
 {
 	switch (kind) {
-	case TK_PLUS: case TK_MINUS: case TK_STAR: case TK_SLASH: case TK_CARET: case TK_AT:
+	case TK_PLUS: case TK_MINUS: case TK_STAR: case TK_SLASH: case TK_PERCENT: case TK_CARET: case TK_AT:
 	case TK_LT: case TK_LE: case TK_GT: case TK_GE: case TK_EQ: case TK_NE:
 	case TK_ASSIGN: case TK_PLUSEQ: case TK_MINUSEQ: case TK_STAREQ: case TK_SLASHEQ: case TK_COMMA:
 		return 1;
