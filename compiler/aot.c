@@ -331,8 +331,8 @@ static void write_header(const Aot *a, FILE *f, const char *src)
 		"typedef struct %s_tensor {\n"
 		"\tconst char *name; /* \"l1.w\"; optimizer state: \"l1.w.m\" (checkpoint names) */\n"
 		"\tint rank;\n"
-		"\tint64_t shape[4];\n"
-		"} %s_tensor;\n\n", p, p, p, p);
+		"\tint64_t shape[%d];\n"
+		"} %s_tensor;\n\n", p, p, p, NML_MAXRANK, p);
 	fprintf(f,
 		"/* A model with parameters initialized from seed exactly as `nmlc run --seed SEED` does,\n"
 		" * the optimizer state fresh, hyperparameters at their defaults, step 0. NULL if out of memory. */\n"

@@ -36,7 +36,7 @@ static void rule(Ad *ad, int i, int g)
 	SrcLoc loc = in.loc;
 	switch (in.op) {
 	case IR_CONST: case IR_LOAD: case IR_HPARAM: case IR_STEP:
-	case IR_ROWS: case IR_ONEHOT: case IR_STOPGRAD: case IR_SIGN: case IR_FLOOR:
+	case IR_ROWS: case IR_ONEHOT: case IR_STOPGRAD: case IR_SIGN: case IR_FLOOR: case IR_RANDOM:
 	case IR_LT: case IR_LE: case IR_GT: case IR_GE: case IR_EQ: case IR_NE:
 		return; /* constant, or zero derivative almost everywhere */
 	case IR_NEG: /* d(-a) = -g */
@@ -83,6 +83,13 @@ static void rule(Ad *ad, int i, int g)
 		accumulate(ad, a, bin(ad, IR_MUL, bin(ad, IR_MUL, g, c(ad, 1.1283791670955126, loc), loc),
 				      ir_unary(ad->f, IR_EXP, ir_unary(ad->f, IR_NEG, bin(ad, IR_MUL, a, a, loc), loc), loc), loc), loc);
 		return;
+	case IR_PERMUTE: { /* the adjoint goes back through the inverse permutation */
+		int inv[IR_MAXRANK];
+		for (int k = 0; k < in.shape.rank; k++)
+			inv[in.attr.perm.axis[k]] = k;
+		accumulate(ad, a, ir_permute(ad->f, g, inv, loc), loc);
+		return;
+	}
 	case IR_RESHAPE:
 		accumulate(ad, a, ir_reshape(ad->f, g, ad->f->inst[a].shape, loc), loc);
 		return;

@@ -953,6 +953,71 @@ static void emit_matmul(Cg *g, int i)
 	LLVMPositionBuilderAtEnd(b, done);
 }
 
+/* out = a with its axes reordered: loops over out in order, each element read from a at the
+ * strides of the axes it comes from. */
+static void emit_permute(Cg *g, int i)
+{
+	const IrInst *in = &g->f->inst[i];
+	int a = in->in[0], rank = in->shape.rank;
+	const IrShape *sa = shape_of(g, a);
+	LLVMValueRef stride[IR_MAXRANK], st = ci(g, 1);
+	for (int k = rank - 1; k >= 0; k--) { /* a's strides */
+		stride[k] = st;
+		st = imul(g, st, dimv(g, sa->dim[k]));
+	}
+	LLVMMetadataRef s = new_scope(g);
+	Access wr = {scope_list(g, &s, 1), NULL}, rd = {NULL, wr.scope};
+	Loop l[IR_MAXRANK];
+	LLVMValueRef src = ci(g, 0), dst = ci(g, 0);
+	for (int k = 0; k < rank; k++) {
+		LLVMValueRef iv = loop_begin(g, &l[k], dimv(g, in->shape.dim[k]));
+		src = iadd(g, src, imul(g, iv, stride[in->attr.perm.axis[k]]));
+		dst = iadd(g, imul(g, dst, dimv(g, in->shape.dim[k])), iv);
+	}
+	LLVMValueRef v = kind_of(g, a) == FV_SCALAR ? imm(g, a) : load(g, elem(g, g->val[a].ptr, src), rd);
+	store(g, v, elem(g, g->val[i].ptr, dst), wr);
+	for (int k = rank - 1; k >= 0; k--)
+		loop_end(g, &l[k], NULL);
+}
+
+/* Philox-4x32-10 (runtime/rng.c, nml_step_uniform) on (index, t, stream | 2^31) under the seed:
+ * the first word's top 24 bits as a number in [0, 1), exact in float and double. */
+static void emit_random(Cg *g, int i)
+{
+	const IrInst *in = &g->f->inst[i];
+	LLVMBuilderRef b = g->b;
+	LLVMTypeRef i32 = g->i32;
+	LLVMValueRef seed = g->arg[ARG_SEED];
+	LLVMValueRef t = LLVMBuildTrunc(b, LLVMBuildFPToSI(b, g->arg[ARG_T], g->i64, ""), i32, "");
+	LLVMValueRef k0 = LLVMBuildTrunc(b, seed, i32, ""), k1 = LLVMBuildTrunc(b, LLVMBuildLShr(b, seed, ci(g, 32), ""), i32, "");
+	LLVMMetadataRef s = new_scope(g);
+	Access wr = {scope_list(g, &s, 1), NULL};
+	Loop l;
+	LLVMValueRef e = loop_begin(g, &l, numelv(g, &in->shape));
+	LLVMValueRef c[4] = {LLVMBuildTrunc(b, e, i32, ""), LLVMBuildTrunc(b, LLVMBuildLShr(b, e, ci(g, 32), ""), i32, ""), t,
+			     LLVMConstInt(i32, in->attr.stream | 0x80000000u, 0)};
+	LLVMValueRef key[2] = {k0, k1};
+	const uint64_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u, W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
+	for (int r = 0; r < 10; r++) {
+		LLVMValueRef p0 = LLVMBuildMul(b, LLVMConstInt(g->i64, M0, 0), LLVMBuildZExt(b, c[0], g->i64, ""), "");
+		LLVMValueRef p1 = LLVMBuildMul(b, LLVMConstInt(g->i64, M1, 0), LLVMBuildZExt(b, c[2], g->i64, ""), "");
+		LLVMValueRef h0 = LLVMBuildTrunc(b, LLVMBuildLShr(b, p0, ci(g, 32), ""), i32, "");
+		LLVMValueRef h1 = LLVMBuildTrunc(b, LLVMBuildLShr(b, p1, ci(g, 32), ""), i32, "");
+		LLVMValueRef n0 = LLVMBuildXor(b, LLVMBuildXor(b, h1, c[1], ""), key[0], "");
+		LLVMValueRef n2 = LLVMBuildXor(b, LLVMBuildXor(b, h0, c[3], ""), key[1], "");
+		c[1] = LLVMBuildTrunc(b, p1, i32, "");
+		c[3] = LLVMBuildTrunc(b, p0, i32, "");
+		c[0] = n0;
+		c[2] = n2;
+		key[0] = LLVMBuildAdd(b, key[0], LLVMConstInt(i32, W0, 0), "");
+		key[1] = LLVMBuildAdd(b, key[1], LLVMConstInt(i32, W1, 0), "");
+	}
+	LLVMValueRef bits = LLVMBuildLShr(b, c[0], LLVMConstInt(i32, 8, 0), "");
+	LLVMValueRef u = LLVMBuildFMul(b, LLVMBuildUIToFP(b, bits, g->T, ""), cf(g, 0x1p-24), "");
+	store(g, u, elem(g, g->val[i].ptr, e), wr);
+	loop_end(g, &l, NULL);
+}
+
 /* out[i, j] = j == a[i] */
 static void emit_onehot(Cg *g, int i)
 {
@@ -980,7 +1045,13 @@ static void emit_unit(Cg *g, int q)
 	case FU_NONE: emit_value(g, u->inst[0]); break;
 	case FU_NEST: emit_nest(g, q); break;
 	case FU_LIBRARY: emit_matmul(g, u->inst[0]); break;
-	case FU_LOOP: emit_onehot(g, u->inst[0]); break;
+	case FU_LOOP:
+		switch (g->f->inst[u->inst[0]].op) {
+		case IR_PERMUTE: emit_permute(g, u->inst[0]); break;
+		case IR_RANDOM: emit_random(g, u->inst[0]); break;
+		default: emit_onehot(g, u->inst[0]); break;
+		}
+		break;
 	}
 }
 

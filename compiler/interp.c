@@ -48,6 +48,36 @@ static float *slot(const IrModule *m, const NmlArgs *a, NmlBlock b, int index)
 	return (float *)a->block[b] + ir_slot(m, b, index)->offset;
 }
 
+/* The ops with loops of their own, into out (k elements of in's shape). */
+static void interp_loop(const IrFunc *f, const IrInst *in, int64_t n, const float *x, float *out, const NmlArgs *a)
+{
+	int64_t k = ir_shape_numel(in->shape, n), idx[IR_MAXRANK];
+	switch (in->op) {
+	case IR_ONEHOT:
+		for (int64_t e = 0; e < k; e++)
+			out[e] = (float)(e % in->attr.classes) == x[e / in->attr.classes];
+		return;
+	case IR_PERMUTE: {
+		const IrShape *s = &f->inst[in->in[0]].shape;
+		for (int64_t e = 0; e < k; e++) {
+			int64_t src[IR_MAXRANK], off = 0;
+			unflatten(&in->shape, n, e, idx);
+			for (int i = 0; i < s->rank; i++)
+				src[in->attr.perm.axis[i]] = idx[i];
+			for (int i = 0; i < s->rank; i++)
+				off = off * dim(s->dim[i], n) + src[i];
+			out[e] = x[off];
+		}
+		return;
+	}
+	case IR_RANDOM:
+		for (int64_t e = 0; e < k; e++)
+			out[e] = (float)nml_step_uniform(a->seed, a->t, in->attr.stream, e);
+		return;
+	default: die("interp: %s has no loop", ir_op_name(in->op));
+	}
+}
+
 int interp_run(const IrModule *m, const IrFunc *f, NmlArgs *a, int stop_at_nonfinite)
 {
 	int64_t n = a->n;
@@ -112,9 +142,8 @@ int interp_run(const IrModule *m, const IrFunc *f, NmlArgs *a, int stop_at_nonfi
 		case OPC_VIEW:
 			memcpy(out, x, (size_t)k * sizeof *out);
 			break;
-		case OPC_LOOP: /* onehot */
-			for (int64_t e = 0; e < k; e++)
-				out[e] = (float)(e % in->attr.classes) == x[e / in->attr.classes];
+		case OPC_LOOP:
+			interp_loop(f, in, n, x, out, a);
 			break;
 		case OPC_STORE: {
 			/* stored values broadcast into the slot, as in a kernel */

@@ -226,6 +226,19 @@ static int infer_shape(IrFunc *f, IrInst *in)
 		in->shape = (IrShape){.rank = 2, .dim = {a->dim[ta ? 1 : 0], b->dim[tb ? 0 : 1]}};
 		return 1;
 	}
+	case SHAPE_PERMUTE: {
+		IrShape out = {.rank = a->rank};
+		unsigned seen = 0;
+		for (int i = 0; i < a->rank; i++) {
+			int k = in->attr.perm.axis[i];
+			if (k < 0 || k >= a->rank || (seen & (1u << k)))
+				die("ir: permute needs each axis once");
+			seen |= 1u << k;
+			out.dim[i] = a->dim[k];
+		}
+		in->shape = out;
+		return 1;
+	}
 	case SHAPE_ONEHOT:
 		if (a->rank != 1) {
 			diag_error(in->loc, "class indices must be a vector, got %s", ir_shape_str(*a, ba, sizeof ba));
@@ -357,6 +370,24 @@ int ir_onehot(IrFunc *f, int a, int64_t classes, SrcLoc loc)
 	return emit(f, (IrInst){.op = IR_ONEHOT, .in = {a}, .attr.classes = classes, .loc = loc});
 }
 
+int ir_permute(IrFunc *f, int a, const int *perm, SrcLoc loc)
+{
+	if (a < 0)
+		return -1;
+	IrInst in = {.op = IR_PERMUTE, .in = {a}, .loc = loc};
+	int identity = 1;
+	for (int i = 0; i < f->inst[a].shape.rank; i++) {
+		in.attr.perm.axis[i] = (int8_t)perm[i];
+		identity &= perm[i] == i;
+	}
+	return identity ? a : emit(f, in);
+}
+
+int ir_random(IrFunc *f, IrModule *m, IrShape s, SrcLoc loc)
+{
+	return emit(f, (IrInst){.op = IR_RANDOM, .shape = s, .attr.stream = m->nstreams++, .loc = loc});
+}
+
 void ir_store(IrFunc *f, NmlBlock b, int index, int a, SrcLoc loc)
 {
 	emit(f, (IrInst){.op = IR_STORE, .in = {a}, .attr.slot = {b, index}, .loc = loc});
@@ -415,6 +446,12 @@ void ir_dump_attr(FILE *out, const IrModule *m, const IrInst *in)
 			fprintf(out, " %s%s", x->mm.ta ? "aT" : "", x->mm.tb ? "bT" : "");
 		break;
 	case ATTR_CLASSES: fprintf(out, " classes=%lld", (long long)x->classes); break;
+	case ATTR_PERM:
+		fprintf(out, " perm=");
+		for (int a = 0; a < in->shape.rank; a++)
+			fprintf(out, "%s%d", a ? "," : "", x->perm.axis[a]);
+		break;
+	case ATTR_RNG: fprintf(out, " stream=%u", x->stream); break;
 	}
 }
 
@@ -482,6 +519,8 @@ int ir_attr_eq(IrOp op, const IrAttr *a, const IrAttr *b)
 	case ATTR_AXES: return a->axes == b->axes;
 	case ATTR_MATMUL: return a->mm.ta == b->mm.ta && a->mm.tb == b->mm.tb;
 	case ATTR_CLASSES: return a->classes == b->classes;
+	case ATTR_PERM: return memcmp(a->perm.axis, b->perm.axis, sizeof a->perm.axis) == 0;
+	case ATTR_RNG: return a->stream == b->stream;
 	}
 	return 0;
 }
@@ -498,6 +537,8 @@ static uint64_t attr_hash(const IrInst *in)
 	case ATTR_AXES: w = a->axes; break;
 	case ATTR_MATMUL: w = (uint64_t)a->mm.ta << 1 | (uint64_t)a->mm.tb; break;
 	case ATTR_CLASSES: w = (uint64_t)a->classes; break;
+	case ATTR_PERM: memcpy(&w, a->perm.axis, sizeof w < sizeof a->perm.axis ? sizeof w : sizeof a->perm.axis); break;
+	case ATTR_RNG: w = a->stream; break;
 	}
 	return w;
 }

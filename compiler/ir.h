@@ -13,7 +13,7 @@
 #include "nmlrt.h"
 #include "ops.h"
 
-enum { IR_MAXRANK = 4 };
+enum { IR_MAXRANK = NML_MAXRANK };
 #define IR_BATCH ((int64_t)-1) /* a dimension equal to the batch size n, known at run time */
 
 typedef struct IrShape {
@@ -29,6 +29,8 @@ typedef union IrAttr {
 	unsigned axes;                        /* AXES: bit i reduces axis i */
 	struct { int ta, tb; } mm;            /* MATMUL: transpose a, b */
 	int64_t classes;                      /* CLASSES: the width of a one-hot */
+	struct { int8_t axis[IR_MAXRANK]; } perm; /* PERM: output axis i is operand axis axis[i] */
+	uint32_t stream;                      /* RNG: which of the step's random streams */
 } IrAttr;
 
 typedef struct IrInst {
@@ -84,6 +86,7 @@ typedef struct IrModule {
 	int nhparams, caphparams;
 	int64_t classes;        /* of the targets, 0 for regression */
 	int64_t out_dim;        /* width of the model output (pred) */
+	uint32_t nstreams;      /* random streams handed out (ir_random) */
 } IrModule;
 
 /* Shapes */
@@ -131,6 +134,10 @@ int ir_sum_to(IrFunc *f, int g, IrShape s, SrcLoc loc);
 int ir_matmul(IrFunc *f, int a, int b, int ta, int tb, SrcLoc loc);
 int ir_reshape(IrFunc *f, int a, IrShape to, SrcLoc loc);
 int ir_onehot(IrFunc *f, int a, int64_t classes, SrcLoc loc);
+/* Axes reordered: output axis i is a's axis perm[i] (perm lists each of a's axes once). */
+int ir_permute(IrFunc *f, int a, const int *perm, SrcLoc loc);
+/* Uniform random numbers in [0, 1) of shape s, a new stream of the module m (nml_step_uniform). */
+int ir_random(IrFunc *f, IrModule *m, IrShape s, SrcLoc loc);
 /* Writes a into tensor index of block b; a must broadcast to shape s, the tensor's. */
 void ir_store(IrFunc *f, NmlBlock b, int index, int a, SrcLoc loc);
 /* Appends src's instructions to dst (not its stores): map[v] gives the value of src's value v in

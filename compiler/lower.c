@@ -170,6 +170,13 @@ static IrOp binop_of(int tk)
 
 static int is_num(Value v, double x) { return v.kind == V_NUM && v.num == x; }
 
+/* v is a matrix's transpose */
+static int is_transpose(const IrFunc *f, int v)
+{
+	const IrInst *in = v >= 0 ? &f->inst[v] : NULL;
+	return in && in->op == IR_PERMUTE && in->shape.rank == 2 && in->attr.perm.axis[0] == 1;
+}
+
 static Value binary(Lower *L, int tk, Value a, Value b, SrcLoc loc)
 {
 	if (a.kind == V_NONE || b.kind == V_NONE)
@@ -190,8 +197,10 @@ static Value binary(Lower *L, int tk, Value a, Value b, SrcLoc loc)
 		return tensor(b.num == 1 ? x : ir_binary(L->fn, IR_MUL, x, x, loc));
 	}
 	int x = lower_tensor(L, a, loc), y = lower_tensor(L, b, loc);
-	if (op == IR_MATMUL)
-		return tensor(ir_matmul(L->fn, x, y, 0, 0, loc));
+	if (op == IR_MATMUL) { /* a transposed operand is the product's flag, not a copy */
+		int ta = is_transpose(L->fn, x), tb = is_transpose(L->fn, y);
+		return tensor(ir_matmul(L->fn, ta ? L->fn->inst[x].in[0] : x, tb ? L->fn->inst[y].in[0] : y, ta, tb, loc));
+	}
 	return tensor(ir_binary(L->fn, op, x, y, loc));
 }
 
@@ -246,17 +255,100 @@ static Value call_fn(Lower *L, Env *callenv, AstNode *call, Env *parent, const A
 	return v;
 }
 
-static int axis_mask(Lower *L, Env *env, AstNode *arg, const IrShape *s, unsigned *mask)
+/* One axis of a tensor of shape s (negative: from the end), as a number 0 .. rank-1. */
+static int one_axis(Value v, SrcLoc loc, const IrShape *s, int *out)
 {
 	int64_t axis;
-	if (!as_int(lower_expr(L, env, arg), arg->loc, "an axis", &axis))
+	if (!as_int(v, loc, "an axis", &axis))
 		return 0;
 	if (axis < -s->rank || axis >= s->rank) {
-		diag_error(arg->loc, "axis %lld is out of range for a tensor of rank %d", (long long)axis, s->rank);
+		diag_error(loc, "axis %lld is out of range for a tensor of rank %d", (long long)axis, s->rank);
 		return 0;
 	}
-	*mask = 1u << (axis < 0 ? axis + s->rank : axis);
+	*out = (int)(axis < 0 ? axis + s->rank : axis);
 	return 1;
+}
+
+/* An axis, or a list of axes ([0, 2]), as a bit mask. */
+static int axis_mask(Lower *L, Env *env, AstNode *arg, const IrShape *s, unsigned *mask)
+{
+	Value v = lower_expr(L, env, arg);
+	*mask = 0;
+	int n = v.kind == V_LIST ? v.nitems : 1, axis;
+	for (int i = 0; i < n; i++) {
+		if (!one_axis(v.kind == V_LIST ? v.items[i] : v, arg->loc, s, &axis))
+			return 0;
+		if (*mask & (1u << axis)) {
+			diag_error(arg->loc, "axis %d is listed twice", axis);
+			return 0;
+		}
+		*mask |= 1u << axis;
+	}
+	if (!*mask)
+		diag_error(arg->loc, "an empty list of axes");
+	return *mask != 0;
+}
+
+/* A list of whole numbers known at compile time, at most max of them; returns how many, or -1. */
+static int int_list(Lower *L, Env *env, AstNode *arg, int64_t *out, int max, const char *what)
+{
+	Value v = lower_expr(L, env, arg);
+	if (v.kind == V_NONE)
+		return -1;
+	if (v.kind != V_LIST) {
+		diag_error(arg->loc, "%s is a list such as [1, 28, 28]", what);
+		return -1;
+	}
+	if (v.nitems > max) {
+		diag_error(arg->loc, "%s has %d entries, at most %d", what, v.nitems, max);
+		return -1;
+	}
+	for (int i = 0; i < v.nitems; i++)
+		if (!as_int(v.items[i], arg->loc, what, &out[i]))
+			return -1;
+	return v.nitems;
+}
+
+/* reshape(x, dims): for a tensor with the batch dimension, dims is the shape of one row (the
+ * batch stays first); one entry may be -1, for what the others leave. */
+static Value reshape(Lower *L, Env *env, AstNode *call, int x, AstNode *dims_arg, int flatten)
+{
+	if (x < 0)
+		return none;
+	IrShape s = *ir_shape_of(L->fn, x), to = {0};
+	int batch = s.rank > 0 && s.dim[0] == IR_BATCH;
+	int64_t rest = 1, dims[IR_MAXRANK];
+	for (int i = batch; i < s.rank; i++) {
+		if (s.dim[i] == IR_BATCH) {
+			diag_error(call->loc, "reshape of a tensor with the batch dimension after the first axis");
+			return none;
+		}
+		rest *= s.dim[i];
+	}
+	int n = flatten ? 1 : int_list(L, env, dims_arg, dims, IR_MAXRANK - batch, "the new shape");
+	if (n < 0)
+		return none;
+	if (flatten)
+		dims[0] = rest;
+	if (batch)
+		to.dim[to.rank++] = IR_BATCH;
+	int infer = -1;
+	int64_t known = 1;
+	for (int i = 0; i < n; i++) {
+		if (dims[i] == -1 && infer < 0) {
+			infer = to.rank;
+		} else if (dims[i] < 1) {
+			diag_error(dims_arg->loc, "a dimension of the new shape must be positive (or one -1), got %lld",
+				   (long long)dims[i]);
+			return none;
+		} else {
+			known *= dims[i];
+		}
+		to.dim[to.rank++] = dims[i];
+	}
+	if (infer >= 0 && known > 0 && rest % known == 0)
+		to.dim[infer] = rest / known;
+	return tensor(ir_reshape(L->fn, x, to, call->loc));
 }
 
 /* sum, mean, max and min over one axis (kept, size 1) or over everything (a scalar). */
@@ -484,6 +576,62 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		}
 		return need_fn(L, loc, "onehot") ? tensor(ir_onehot(L->fn, lower_tensor(L, y, loc), n, loc)) : none;
 	}
+	case BI_transpose: case BI_permute: { /* transpose(x, dim0 = -2, dim1 = -1); permute(x, [axes]) */
+		Value x = lower_expr(L, env, arg[0]);
+		if (x.kind == V_NONE || !need_fn(L, loc, sema_builtin_info(b)->name))
+			return none;
+		int v = lower_tensor(L, x, loc);
+		if (v < 0)
+			return none;
+		IrShape s = *ir_shape_of(L->fn, v);
+		int perm[IR_MAXRANK];
+		for (int k = 0; k < s.rank; k++)
+			perm[k] = k;
+		if (b == BI_permute) {
+			int64_t axes[IR_MAXRANK];
+			int n = int_list(L, env, arg[1], axes, IR_MAXRANK, "the order of the axes");
+			if (n < 0)
+				return none;
+			unsigned seen = 0;
+			for (int k = 0; k < n; k++) {
+				int a;
+				if (!one_axis(num((double)axes[k]), arg[1]->loc, &s, &a))
+					return none;
+				seen |= 1u << a;
+				perm[k] = a;
+			}
+			if (n != s.rank || seen != (1u << s.rank) - 1) {
+				diag_error(arg[1]->loc, "permute of a tensor of rank %d needs each of its axes once", s.rank);
+				return none;
+			}
+		} else {
+			if (s.rank < 2 && !arg[1]) {
+				char sb[64];
+				diag_error(loc, "transpose needs two axes, got a tensor of shape %s", ir_shape_str(s, sb, sizeof sb));
+				return none;
+			}
+			int d0, d1;
+			if (!one_axis(arg[1] ? lower_expr(L, env, arg[1]) : num(-2), loc, &s, &d0)
+			    || !one_axis(arg[2] ? lower_expr(L, env, arg[2]) : num(-1), loc, &s, &d1))
+				return none;
+			perm[d0] = d1;
+			perm[d1] = d0;
+		}
+		return tensor(ir_permute(L->fn, v, perm, loc));
+	}
+	case BI_reshape: case BI_flatten: {
+		Value x = lower_expr(L, env, arg[0]);
+		if (x.kind == V_NONE || !need_fn(L, loc, sema_builtin_info(b)->name))
+			return none;
+		return reshape(L, env, call, lower_tensor(L, x, loc), arg[1], b == BI_flatten);
+	}
+	case BI_rand_like: {
+		Value x = lower_expr(L, env, arg[0]);
+		if (x.kind == V_NONE || !need_fn(L, loc, "rand_like"))
+			return none;
+		int v = lower_tensor(L, x, loc);
+		return v < 0 ? none : tensor(ir_random(L->fn, L->mod, *ir_shape_of(L->fn, v), loc));
+	}
 	case BI_dim: {
 		Value x = lower_expr(L, env, arg[0]);
 		if (x.kind == V_NONE || !need_fn(L, loc, "dim"))
@@ -495,6 +643,10 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		unsigned mask;
 		if (!axis_mask(L, env, arg[1], &s, &mask))
 			return none;
+		if (mask & (mask - 1)) {
+			diag_error(arg[1]->loc, "dim takes one axis");
+			return none;
+		}
 		int axis = __builtin_ctz(mask);
 		if (s.dim[axis] == IR_BATCH) {
 			diag_error(arg[1]->loc, "the batch dimension is not known at compile time");
@@ -669,6 +821,11 @@ static Value instantiate(Lower *L, Env *callenv, AstNode *call, AstNode *layer)
 
 static Value global(Lower *L, const char *name)
 {
+	if (name == intern_cstr("training")) { /* a number: each mode's forward is lowered on its own */
+		if (L->fn)
+			return num(L->training);
+		return none;
+	}
 	AstNode *def = sema_lookup(L->globals, name);
 	if (def && def->kind == AST_CONST) {
 		Value *cached = lower_lookup_local(L->global_env, name);
@@ -701,7 +858,9 @@ Value lower_expr(Lower *L, Env *env, AstNode *e)
 	case AST_NAME: {
 		Value *v = lower_lookup(env, e->name);
 		Value r = v ? *v : global(L, e->name);
-		if (r.kind == V_NONE && !v)
+		if (r.kind == V_NONE && !v && e->name == intern_cstr("training"))
+			diag_error(e->loc, "'training' is known only inside a forward, a function or the loss");
+		else if (r.kind == V_NONE && !v)
 			diag_error(e->loc, "unknown name '%s'", e->name);
 		if (r.kind == V_PARAM && L->fn)
 			return tensor(lower_param_value(L, r.id));

@@ -7,11 +7,12 @@
  *               REDUCE    over the axes of its attribute; reduced axes are dropped (or kept as 1)
  *               VIEW      the operand's elements in another shape: no code
  *               LIBRARY   a call into a library (cblas_?gemm)
- *               LOOP      a loop of its own (onehot)
+ *               LOOP      a loop of its own (onehot, permute, random)
  *               STORE     writes its operand into a block's tensor; no value
- *   ATTR      the member of IrAttr it carries (ir.h): NONE, NUM, SLOT, INDEX, AXES, MATMUL, CLASSES
+ *   ATTR      the member of IrAttr it carries (ir.h): NONE, NUM, SLOT, INDEX, AXES, MATMUL, CLASSES,
+ *             PERM, RNG
  *   SHAPE     the rule that gives its shape, with the diagnostic it reports (ir.c, infer_shape):
- *               GIVEN (by the builder), SCALAR, BROADCAST, REDUCE, MATMUL, ONEHOT, STORE
+ *               GIVEN (by the builder), SCALAR, BROADCAST, REDUCE, MATMUL, ONEHOT, PERMUTE, STORE
  *   builtin   the NML function that applies it (positional arguments, as many as the arity), or
  *             NULL; sema and lower take these from here, so a new elementwise op needs no code there
  *   semantics its value as a C expression of doubles a, b, c: constant folding, the interpreter and
@@ -68,6 +69,8 @@
 	X(MAX,      "max",     1, REDUCE,   AXES,    REDUCE,    NULL,      sem_max(a, b),     0)               \
 	X(MATMUL,   "matmul",  2, LIBRARY,  MATMUL,  MATMUL,    NULL,      0,                 0)               \
 	X(ONEHOT,   "onehot",  1, LOOP,     CLASSES, ONEHOT,    NULL,      0,                 0) /* [n] -> [n, k] */ \
+	X(PERMUTE,  "permute", 1, LOOP,     PERM,    PERMUTE,   NULL,      0,                 0) /* out axis i is in axis perm[i] */ \
+	X(RANDOM,   "random",  0, LOOP,     RNG,     GIVEN,     NULL,      0,                 0) /* uniform [0, 1) from (seed, t, stream, index) */ \
 	X(RESHAPE,  "reshape", 1, VIEW,     NONE,    GIVEN,     NULL,      0,                 0)               \
 	X(STORE,    "store",   1, STORE,    SLOT,    STORE,     NULL,      0,                 0)
 /* clang-format on */
@@ -80,8 +83,10 @@ typedef enum {
 } IrOp;
 
 typedef enum { OPC_LEAF, OPC_ELEMWISE, OPC_REDUCE, OPC_VIEW, OPC_LIBRARY, OPC_LOOP, OPC_STORE } IrOpClass;
-typedef enum { ATTR_NONE, ATTR_NUM, ATTR_SLOT, ATTR_INDEX, ATTR_AXES, ATTR_MATMUL, ATTR_CLASSES } IrAttrKind;
-typedef enum { SHAPE_GIVEN, SHAPE_SCALAR, SHAPE_BROADCAST, SHAPE_REDUCE, SHAPE_MATMUL, SHAPE_ONEHOT, SHAPE_STORE } IrShapeRule;
+typedef enum { ATTR_NONE, ATTR_NUM, ATTR_SLOT, ATTR_INDEX, ATTR_AXES, ATTR_MATMUL, ATTR_CLASSES, ATTR_PERM,
+	       ATTR_RNG } IrAttrKind;
+typedef enum { SHAPE_GIVEN, SHAPE_SCALAR, SHAPE_BROADCAST, SHAPE_REDUCE, SHAPE_MATMUL, SHAPE_ONEHOT, SHAPE_PERMUTE,
+	       SHAPE_STORE } IrShapeRule;
 
 typedef struct IrOpInfo {
 	const char *name;    /* in dumps */

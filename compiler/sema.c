@@ -93,7 +93,8 @@ static int defined(const Sema *s, const char *name)
 	for (int i = s->n - 1; i >= 0; i--)
 		if (s->names[i] == name)
 			return 1;
-	return sema_lookup(s->globals, name) || sema_builtin(name) >= 0;
+	/* training: 1 in the training step's forward pass, 0 in evaluation's (lower.c) */
+	return sema_lookup(s->globals, name) || sema_builtin(name) >= 0 || name == intern_cstr("training");
 }
 
 /* ---- arity ---- */

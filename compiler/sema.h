@@ -21,6 +21,11 @@
 	X(has_tag,        1, 1, NULL)                                          \
 	X(ndim,           1, 1, NULL)                                          \
 	X(onehot,         2, 2, NULL)                                          \
+	X(transpose,      1, 3, "dim0 dim1")                                   \
+	X(permute,        2, 2, NULL)                                          \
+	X(reshape,        2, 2, NULL)                                          \
+	X(flatten,        1, 1, NULL)                                          \
+	X(rand_like,      1, 1, NULL)                                          \
 	X(dim,            2, 2, NULL)                                          \
 	X(zeros,          0, 0, NULL)                                          \
 	X(ones,           0, 0, NULL)                                          \

@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 enum {
-	CKPT_MAX_RANK = 4,         /* NmlTensorRef.shape */
+	CKPT_MAX_RANK = NML_MAXRANK, /* NmlTensorRef.shape */
 	CKPT_SHOW_RANK = 8,        /* longest shape an error message quotes */
 	CKPT_CHUNK = 1 << 14,      /* floats per byte-swapped write on big-endian hosts */
 	CKPT_MAX_LINKS = 40,       /* symbolic links followed to the target: Linux's own limit (ELOOP) */

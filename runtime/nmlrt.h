@@ -17,6 +17,9 @@
  * records the version it was generated for, and the runtime refuses another. */
 #define NML_ABI_VERSION 2
 
+/* The most dimensions a tensor has, in the compiler and in checkpoints. */
+#define NML_MAXRANK 6
+
 /* The storage blocks, in ABI order: ROW(NAME, "name", LAYOUT, KIND).
  *   LAYOUT  the block whose tensor table lays this one out (the gradients have the parameters')
  *   KIND    MODEL: the model's persistent state, initialized from the seed, saved in checkpoints;
@@ -76,6 +79,12 @@ void nml_epoch_order(uint64_t seed, int epoch, int64_t *idx, int64_t n);
 /* The bare block function: ten rounds over ctr under key (exposed for known-answer tests). */
 void nml_philox4x32(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 
+/* Random numbers inside a training step (dropout, noise in an update rule): element `index` of the
+ * random tensor `stream` of the step's program at step t, uniform in [0, 1) with 24 random bits (so
+ * the same number in float and double). Philox on counter (index, t, stream with the top bit set)
+ * under the seed: kernels compute exactly this, so results depend on the seed only. */
+double nml_step_uniform(uint64_t seed, double t, uint32_t stream, int64_t index);
+
 /* Initial values of a parameter or state tensor, as its slot's initializer says. */
 typedef enum { NML_INIT_CONST, NML_INIT_NORMAL, NML_INIT_UNIFORM } NmlInitKind;
 typedef struct NmlInit {
@@ -117,7 +126,7 @@ void nml_data_gather(const NmlData *d, const int64_t *idx, int64_t n, float *xb,
 typedef struct NmlTensorRef {
 	const char *name;
 	int rank;
-	int64_t shape[4];
+	int64_t shape[NML_MAXRANK];
 	float *data;
 } NmlTensorRef;
 
@@ -148,7 +157,7 @@ int nml_ckpt_load(const char *path, const NmlTensorRef *t, int count, char *err,
 typedef struct NmlSlotDesc {
 	const char *name;  /* "l1.w"; optimizer state: "l1.w.m" */
 	int rank;
-	int64_t shape[4];
+	int64_t shape[NML_MAXRANK];
 	size_t offset;     /* elements, within the block */
 	NmlInit init;
 } NmlSlotDesc;

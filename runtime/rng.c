@@ -33,6 +33,17 @@ void nml_philox4x32(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4
 	out[3] = c3;
 }
 
+double nml_step_uniform(uint64_t seed, double t, uint32_t stream, int64_t index)
+{
+	/* The top bit of the last counter word keeps these apart from the shuffling and initialization
+	 * streams of nml_rng_init, whose last word is 0 or a small block number. */
+	uint32_t ctr[4] = {(uint32_t)index, (uint32_t)((uint64_t)index >> 32), (uint32_t)(int64_t)t,
+			   stream | UINT32_C(0x80000000)};
+	uint32_t key[2] = {(uint32_t)seed, (uint32_t)(seed >> 32)}, out[4];
+	nml_philox4x32(ctr, key, out);
+	return (double)(out[0] >> 8) * 0x1p-24;
+}
+
 void nml_rng_init(NmlRng *r, uint64_t seed, uint64_t stream)
 {
 	r->key[0] = (uint32_t)seed;

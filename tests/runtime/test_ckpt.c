@@ -244,7 +244,7 @@ static void save_failures(void)
 	NmlTensorRef dup[] = {{"a", 1, {1}, s}, {"a", 1, {1}, s}};
 	CHECK(nml_ckpt_save(P("dup.safetensors"), dup, 2, err, sizeof err) < 0);
 	CHECK_ERR(err, "two tensors named 'a'");
-	NmlTensorRef bad[] = {{"r", 5, {1}, s}, {"__metadata__", 1, {1}, s}, {NULL, 1, {1}, s}, {"neg", 1, {-1}, s},
+	NmlTensorRef bad[] = {{"r", NML_MAXRANK + 1, {1}, s}, {"__metadata__", 1, {1}, s}, {NULL, 1, {1}, s}, {"neg", 1, {-1}, s},
 	                      {"nodata", 1, {3}, NULL}};
 	for (int i = 0; i < 5; i++) {
 		CHECK(nml_ckpt_save(P("bad.safetensors"), &bad[i], 1, err, sizeof err) < 0);

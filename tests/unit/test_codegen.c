@@ -70,6 +70,7 @@ static void gfree(Buf *b) { munmap(b->map, b->maplen); }
 typedef struct Blocks {
 	double *params, *grads, *state, *x, *y, *hparams, *pred;
 	double loss;
+	uint64_t seed;
 	size_t nparams, nstate, nx, ny, npred;
 } Blocks;
 
@@ -188,10 +189,25 @@ static void ref_eval(const IrModule *m, const IrFunc *f, Blocks *b, int64_t n, d
 		case OPC_VIEW:
 			memcpy(r, v[in->in[0]], (size_t)size * sizeof(double));
 			break;
-		case OPC_LOOP: /* onehot */
-			for (int64_t p = 0; p < dim(sa->dim[0], n); p++)
-				for (int64_t q = 0; q < in->attr.classes; q++)
-					r[p * in->attr.classes + q] = v[in->in[0]][p] == q;
+		case OPC_LOOP:
+			if (in->op == IR_ONEHOT) {
+				for (int64_t p = 0; p < dim(sa->dim[0], n); p++)
+					for (int64_t q = 0; q < in->attr.classes; q++)
+						r[p * in->attr.classes + q] = v[in->in[0]][p] == q;
+			} else if (in->op == IR_PERMUTE) {
+				for (int64_t o = 0; o < size; o++) {
+					int64_t from[IR_MAXRANK], off = 0;
+					unflatten(s, n, o, idx);
+					for (int k = 0; k < s->rank; k++)
+						from[in->attr.perm.axis[k]] = idx[k];
+					for (int k = 0; k < sa->rank; k++)
+						off = off * dim(sa->dim[k], n) + from[k];
+					r[o] = v[in->in[0]][off];
+				}
+			} else { /* random */
+				for (int64_t o = 0; o < size; o++)
+					r[o] = nml_step_uniform(b->seed, t, in->attr.stream, o);
+			}
 			break;
 		case OPC_STORE: {
 			const double *src = v[in->in[0]];
@@ -343,6 +359,7 @@ static Blocks make_inputs(CgType t, int64_t n)
 	for (int i = 0; i < m->nhparams; i++)
 		b.hparams[i] = m->hparams[i].value; /* f64 in every kernel */
 	b.loss = 42;
+	b.seed = 0x1234567890abcdefull;
 	return b;
 }
 
@@ -441,7 +458,7 @@ static void run_n(NmlKernel k, size_t work, CgType t, int64_t n, int at_end, con
 	NmlArgs a = {
 		.block = {[NML_B_PARAMS] = params.p, [NML_B_GRADS] = grads.p, [NML_B_STATE] = st.p, [NML_B_X] = x.p,
 			  [NML_B_Y] = y.p, [NML_B_WORK] = wk.p, [NML_B_LOSS] = ls.p, [NML_B_PRED] = pr.p},
-		.hparams = hp.p, .n = n, .t = step,
+		.hparams = hp.p, .n = n, .t = step, .seed = in.seed,
 	};
 	k(&a);
 
@@ -1153,6 +1170,45 @@ static void test_differentiation(void)
 	ir_func_free(fwd);
 }
 
+/* pred = a stream of uniform numbers: their mean is near 1/2 (0.5 +- 0.2 even at 64 numbers) */
+static double check_uniform(const Blocks *in, const Blocks *out, int64_t n)
+{
+	double sum = 0;
+	for (int64_t i = 0; i < n * 64; i++)
+		sum += out->pred[i];
+	return fabs(sum / (double)(n * 64) - 0.5) > 0.2;
+}
+
+/* pred = the difference of two streams: they are not the same numbers */
+static double check_streams(const Blocks *in, const Blocks *out, int64_t n)
+{
+	int same = 0;
+	for (int64_t i = 0; i < n * 64; i++)
+		same += out->pred[i] == 0;
+	return same > 2;
+}
+
+static void test_permute_random(void)
+{
+	begin("permute [N,3,4] to [4,N,3]", S(N, 3, 4), S(N));
+	pred(ir_permute(C.f, x_(), (int[]){2, 0, 1}, L0));
+	run();
+	begin("permute of a parameter, then a product with x", S(N, 4), S(N));
+	pred(bin(IR_MUL, x_(), red(IR_SUM, ir_permute(C.f, param("w", S(3, 4)), (int[]){1, 0}, L0), 2, 0)));
+	run();
+	begin("permute a 5-d value", S(N, 2, 3, 1, 2), S(N));
+	pred(ir_permute(C.f, bin(IR_MUL, x_(), cst(2)), (int[]){4, 2, 0, 3, 1}, L0));
+	run();
+	begin("random numbers", S(N, 2), S(N));
+	pred(ir_random(C.f, &C.m, S(N, 64), L0));
+	C.check = check_uniform;
+	run();
+	begin("two random streams", S(N, 2), S(N));
+	pred(bin(IR_SUB, ir_random(C.f, &C.m, S(N, 64), L0), ir_random(C.f, &C.m, S(N, 64), L0)));
+	C.check = check_streams;
+	run();
+}
+
 int main(void)
 {
 	page = (size_t)sysconf(_SC_PAGESIZE);
@@ -1174,6 +1230,7 @@ int main(void)
 	test_fusion();
 	test_math();
 	test_differentiation();
+	test_permute_random();
 	ir_module_free(&C.m);
 	ir_func_free(C.f);
 	jit_destroy(jit);
