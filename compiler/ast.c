@@ -124,6 +124,13 @@ AstNode *ast_param(Arena *a, Token name, AstList shape, AstList tags, AstNode *i
 	return n;
 }
 
+AstNode *ast_buffer(Arena *a, Token name, AstList shape, AstNode *init)
+{
+	AstNode *n = ast_param(a, name, shape, (AstList){0}, init);
+	n->kind = AST_BUFFER;
+	return n;
+}
+
 AstNode *ast_state(Arena *a, Token name, AstList shape, AstNode *init)
 {
 	AstNode *n = ast_new(a, AST_STATE, name.loc);
@@ -190,7 +197,7 @@ AstNode *ast_formal(Arena *a, Token name, AstNode *dflt)
 static const char *const kind_names[AST_NKINDS] = {
 	[AST_NUM] = "num", [AST_STR] = "str", [AST_NAME] = "name", [AST_UNARY] = "unary",
 	[AST_BINARY] = "binary", [AST_CALL] = "call", [AST_MEMBER] = "member", [AST_LIST] = "list",
-	[AST_NAMED] = "named", [AST_ASSIGN] = "assign", [AST_PARAM] = "param", [AST_STATE] = "state",
+	[AST_NAMED] = "named", [AST_ASSIGN] = "assign", [AST_PARAM] = "param", [AST_BUFFER] = "buffer", [AST_STATE] = "state",
 	[AST_FORWARD] = "forward", [AST_RETURN] = "return", [AST_USE] = "use", [AST_LAYER] = "layer",
 	[AST_OPTIMIZER] = "optimizer", [AST_TRANSFORM] = "transform", [AST_DEF] = "def", [AST_CONST] = "const", [AST_TRAIN] = "train",
 	[AST_FORMAL] = "formal",
@@ -255,7 +262,7 @@ void ast_dump_node(FILE *out, const AstNode *n, int indent)
 		fputc('\n', out);
 		ast_dump_node(out, n->rhs, indent + 2);
 	}
-	dump_list(out, n->kind == AST_PARAM || n->kind == AST_STATE ? "shape" : "args", &n->args, indent + 2);
+	dump_list(out, n->kind == AST_PARAM || n->kind == AST_BUFFER || n->kind == AST_STATE ? "shape" : "args", &n->args, indent + 2);
 	dump_list(out, "formals", &n->formals, indent + 2);
 	dump_list(out, "tags", &n->tags, indent + 2);
 	dump_list(out, "body", &n->body, indent + 2);

@@ -22,6 +22,7 @@ typedef enum {
 	/* statements */
 	AST_ASSIGN,   /* name op rhs, op one of = += -= *= /= */
 	AST_PARAM,    /* param name[shape] @tags = rhs */
+	AST_BUFFER,   /* buffer name[shape] = rhs: layer state without a gradient */
 	AST_STATE,    /* state name[shape] = rhs; no shape: the shape of p */
 	AST_FORWARD,  /* forward(formals) = rhs | { body } */
 	AST_RETURN,   /* return rhs */
@@ -75,6 +76,7 @@ AstNode *ast_list(Arena *a, Token lbracket, AstList items);
 AstNode *ast_named(Arena *a, Token name, AstNode *value);
 AstNode *ast_assign(Arena *a, Token name, Token op, AstNode *value);
 AstNode *ast_param(Arena *a, Token name, AstList shape, AstList tags, AstNode *init);
+AstNode *ast_buffer(Arena *a, Token name, AstList shape, AstNode *init);
 AstNode *ast_state(Arena *a, Token name, AstList shape, AstNode *init);
 AstNode *ast_forward(Arena *a, Token kw, AstList formals, AstNode *expr, AstList body);
 AstNode *ast_return(Arena *a, Token kw, AstNode *e);

@@ -90,6 +90,12 @@ static void rule(Ad *ad, int i, int g)
 		accumulate(ad, a, ir_permute(ad->f, g, inv, loc), loc);
 		return;
 	}
+	case IR_UNFOLD: /* each window reads the image: the adjoint sums the windows back */
+		accumulate(ad, a, ir_fold(ad->f, g, in.attr, loc), loc);
+		return;
+	case IR_FOLD: /* fold sums windows into an image: each window's adjoint reads the image */
+		accumulate(ad, a, ir_unfold(ad->f, g, in.attr, loc), loc);
+		return;
 	case IR_RESHAPE:
 		accumulate(ad, a, ir_reshape(ad->f, g, ad->f->inst[a].shape, loc), loc);
 		return;

@@ -902,15 +902,16 @@ static void emit_nest(Cg *g, int q)
 	nest_free(&ns);
 }
 
-/* C = op(A) op(B) by cblas_?gemm, row-major; lda and ldb are the stored row lengths. */
+/* C = op(A) op(B) by cblas_?gemm, row-major; lda and ldb are the stored row lengths. Stacks of
+ * matrices (axes before the last two, broadcast) are one call per matrix of C. */
 static void emit_matmul(Cg *g, int i)
 {
 	const IrInst *in = &g->f->inst[i];
-	const IrShape *sa = shape_of(g, in->in[0]), *sb = shape_of(g, in->in[1]);
-	int ta = in->attr.mm.ta, tb = in->attr.mm.tb;
-	LLVMValueRef M = dimv(g, in->shape.dim[0]), N = dimv(g, in->shape.dim[1]);
-	LLVMValueRef K = dimv(g, sa->dim[ta ? 0 : 1]);
-	LLVMValueRef lda = dimv(g, sa->dim[1]), ldb = dimv(g, sb->dim[1]);
+	const IrShape *sa = shape_of(g, in->in[0]), *sb = shape_of(g, in->in[1]), *sc = &in->shape;
+	int ta = in->attr.mm.ta, tb = in->attr.mm.tb, ra = sa->rank, rb = sb->rank, rc = sc->rank;
+	LLVMValueRef M = dimv(g, sc->dim[rc - 2]), N = dimv(g, sc->dim[rc - 1]);
+	LLVMValueRef K = dimv(g, sa->dim[ra - (ta ? 2 : 1)]);
+	LLVMValueRef lda = dimv(g, sa->dim[ra - 1]), ldb = dimv(g, sb->dim[rb - 1]);
 	LLVMValueRef C = g->val[i].ptr;
 
 	LLVMTypeRef i32 = g->i32, p = g->ptr, T = g->T;
@@ -934,20 +935,46 @@ static void emit_matmul(Cg *g, int i)
 	LLVMBuildCondBr(b, ok, call, empty);
 
 	LLVMPositionBuilderAtEnd(b, call);
+	/* The stack: one loop per leading axis of C; A and B advance along the axes they have (not 1). */
+	int lead = rc - 2;
+	LLVMValueRef stride_a[IR_MAXRANK], stride_b[IR_MAXRANK], sta = imul(g, dimv(g, sa->dim[ra - 2]), lda);
+	LLVMValueRef stb = imul(g, dimv(g, sb->dim[rb - 2]), ldb);
+	for (int k = lead - 1; k >= 0; k--) {
+		int ka = k - (rc - ra), kb = k - (rc - rb);
+		int adv_a = ka >= 0 && sa->dim[ka] != 1, adv_b = kb >= 0 && sb->dim[kb] != 1;
+		stride_a[k] = adv_a ? sta : ci(g, 0);
+		stride_b[k] = adv_b ? stb : ci(g, 0);
+		if (ka >= 0)
+			sta = imul(g, sta, dimv(g, sa->dim[ka]));
+		if (kb >= 0)
+			stb = imul(g, stb, dimv(g, sb->dim[kb]));
+	}
+	Loop l[IR_MAXRANK];
+	LLVMValueRef oa = ci(g, 0), ob = ci(g, 0), oc = ci(g, 0);
+	for (int k = 0; k < lead; k++) {
+		LLVMValueRef iv = loop_begin(g, &l[k], dimv(g, sc->dim[k]));
+		oa = iadd(g, oa, imul(g, iv, stride_a[k]));
+		ob = iadd(g, ob, imul(g, iv, stride_b[k]));
+		oc = iadd(g, imul(g, oc, dimv(g, sc->dim[k])), iv);
+	}
+	LLVMValueRef c_at = elem(g, C, imul(g, oc, imul(g, M, N)));
 #define I32(v) LLVMBuildTrunc(b, (v), i32, "")
 	LLVMValueRef args[14] = {
 		LLVMConstInt(i32, CBLAS_ROW_MAJOR, 0), LLVMConstInt(i32, ta ? CBLAS_TRANS : CBLAS_NO_TRANS, 0),
 		LLVMConstInt(i32, tb ? CBLAS_TRANS : CBLAS_NO_TRANS, 0), I32(M), I32(N), I32(K), cf(g, 1),
-		g->val[in->in[0]].ptr, I32(lda), g->val[in->in[1]].ptr, I32(ldb), cf(g, 0), C, I32(N),
+		elem(g, g->val[in->in[0]].ptr, oa), I32(lda), elem(g, g->val[in->in[1]].ptr, ob), I32(ldb), cf(g, 0), c_at,
+		I32(N),
 	};
 #undef I32
 	LLVMBuildCall2(b, fty, fn, args, 14, "");
+	for (int k = lead - 1; k >= 0; k--)
+		loop_end(g, &l[k], NULL);
 	LLVMBuildBr(b, done);
 
 	LLVMPositionBuilderAtEnd(b, empty);
 	LLVMBuildCondBr(b, mn, zeros, done);
 	LLVMPositionBuilderAtEnd(b, zeros);
-	LLVMValueRef bytes = LLVMBuildMul(b, LLVMBuildMul(b, M, N, ""), ci(g, g->type == CG_F32 ? 4 : 8), "");
+	LLVMValueRef bytes = LLVMBuildMul(b, numelv(g, sc), ci(g, g->type == CG_F32 ? 4 : 8), "");
 	LLVMBuildMemSet(b, C, LLVMConstInt(g->i8, 0, 0), bytes, 1);
 	LLVMBuildBr(b, done);
 	LLVMPositionBuilderAtEnd(b, done);
@@ -1018,6 +1045,51 @@ static void emit_random(Cg *g, int i)
 	loop_end(g, &l, NULL);
 }
 
+/* unfold: each window element (b, c, kh, kw, oh, ow) reads image pixel (b, c, h, w), or padding;
+ * fold: the output image starts at zero and each window element adds into the pixel it covers. */
+static void emit_window(Cg *g, int i)
+{
+	const IrInst *in = &g->f->inst[i];
+	int fold = in->op == IR_FOLD, a = in->in[0];
+	const IrShape *win = fold ? shape_of(g, a) : &in->shape;
+	const IrAttr *w = &in->attr;
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef H = ci(g, w->win.in[0]), W = ci(g, w->win.in[1]), OH = ci(g, win->dim[3]), OW = ci(g, win->dim[4]);
+	LLVMValueRef KH = ci(g, w->win.k[0]), KW = ci(g, w->win.k[1]);
+	LLVMValueRef src = g->val[a].ptr, dst = g->val[i].ptr;
+	LLVMMetadataRef s = new_scope(g);
+	Access wr = {scope_list(g, &s, 1), NULL}, rd = {NULL, wr.scope};
+	if (fold)
+		LLVMBuildMemSet(b, dst, LLVMConstInt(g->i8, 0, 0),
+				LLVMBuildMul(b, numelv(g, &in->shape), ci(g, g->type == CG_F32 ? 4 : 8), ""), 1);
+	Loop l[5];
+	LLVMValueRef bc = loop_begin(g, &l[0], imul(g, dimv(g, win->dim[0]), ci(g, win->dim[1])));
+	LLVMValueRef kh = loop_begin(g, &l[1], KH);
+	LLVMValueRef kw = loop_begin(g, &l[2], KW);
+	LLVMValueRef oh = loop_begin(g, &l[3], OH);
+	LLVMValueRef h = iadd(g, LLVMBuildNSWSub(b, imul(g, oh, ci(g, w->win.s[0])), ci(g, w->win.p[0]), ""),
+			      imul(g, kh, ci(g, w->win.d[0])));
+	LLVMValueRef ow = loop_begin(g, &l[4], OW);
+	LLVMValueRef x = iadd(g, LLVMBuildNSWSub(b, imul(g, ow, ci(g, w->win.s[1])), ci(g, w->win.p[1]), ""),
+			      imul(g, kw, ci(g, w->win.d[1])));
+	/* unsigned compares: a negative row or column is outside too */
+	LLVMValueRef inside = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntULT, h, H, ""), LLVMBuildICmp(b, LLVMIntULT, x, W, ""), "");
+	LLVMValueRef px = iadd(g, imul(g, iadd(g, imul(g, bc, H), h), W), x);
+	px = sel(g, inside, px, ci(g, 0)); /* a padding element reads nothing */
+	LLVMValueRef e = iadd(g, imul(g, iadd(g, imul(g, iadd(g, imul(g, iadd(g, imul(g, bc, KH), kh), KW), kw), OH), oh), OW), ow);
+	if (!fold) {
+		LLVMValueRef v = load(g, elem(g, src, px), rd);
+		store(g, sel(g, inside, v, cf(g, w->win.neg_inf ? -INFINITY : 0)), elem(g, dst, e), wr);
+	} else {
+		LLVMValueRef add = load(g, elem(g, src, e), rd);
+		LLVMValueRef at = elem(g, dst, px);
+		LLVMValueRef old = load(g, at, wr);
+		store(g, sel(g, inside, LLVMBuildFAdd(b, old, add, ""), old), at, wr);
+	}
+	for (int k = 4; k >= 0; k--)
+		loop_end(g, &l[k], NULL);
+}
+
 /* out[i, j] = j == a[i] */
 static void emit_onehot(Cg *g, int i)
 {
@@ -1049,6 +1121,7 @@ static void emit_unit(Cg *g, int q)
 		switch (g->f->inst[u->inst[0]].op) {
 		case IR_PERMUTE: emit_permute(g, u->inst[0]); break;
 		case IR_RANDOM: emit_random(g, u->inst[0]); break;
+		case IR_UNFOLD: case IR_FOLD: emit_window(g, u->inst[0]); break;
 		default: emit_onehot(g, u->inst[0]); break;
 		}
 		break;

@@ -38,6 +38,8 @@ void drv_free(Compiler *c)
 	ir_func_free(c->predict);
 	free(c->globals.items);
 	free(c->lower.param_leaf);
+	free(c->lower.buf_value);
+	free(c->lower.buf_update);
 	ir_module_free(&c->mod);
 	if (c->data_loaded) {
 		nml_data_free(&c->train);
@@ -319,8 +321,25 @@ int drv_load_data(Compiler *c)
 		}
 	}
 	IrModule *m = &c->mod;
-	ir_set_batch(m, (IrShape){2, {IR_BATCH, c->train.xdim}},
-		     c->train.ydim ? (IrShape){2, {IR_BATCH, c->train.ydim}} : (IrShape){1, {IR_BATCH}},
+	/* x is [N, one sample]: the shape the train block gives, else the file's (NPY keeps its
+	 * dimensions), else flat. */
+	IrShape xs = {2, {IR_BATCH, c->train.xdim}};
+	const DataSpec *d = &c->cfg.data;
+	int rank = d->xrank ? d->xrank : c->train.xrank;
+	const int64_t *dims = d->xrank ? d->xshape : c->train.xshape;
+	if (rank > 0) {
+		int64_t k = 1;
+		xs.rank = rank + 1;
+		for (int i = 0; i < rank; i++)
+			k *= (xs.dim[i + 1] = dims[i]);
+		if (k != c->train.xdim) {
+			char b[64];
+			diag_error(d->loc, "a sample of shape %s has %lld values, the data %lld", ir_shape_str(xs, b, sizeof b),
+				   (long long)k, (long long)c->train.xdim);
+			return 1;
+		}
+	}
+	ir_set_batch(m, xs, c->train.ydim ? (IrShape){2, {IR_BATCH, c->train.ydim}} : (IrShape){1, {IR_BATCH}},
 		     (IrShape){2, {IR_BATCH, 1}} /* until lowering knows the model's output */);
 	m->classes = c->train.ydim ? 0 : c->train.classes > c->test.classes ? c->train.classes : c->test.classes;
 	c->ms_data += drv_now_ms() - t0;
@@ -368,6 +387,12 @@ int drv_lower(Compiler *c)
 
 	c->step = ir_func_clone(c->fwd, "step");
 	ir_store(c->step, NML_B_LOSS, 0, loss, loc);
+	/* The training forward's new buffer values (running statistics); evaluation only reads them. */
+	for (int k = 0; k < c->lower.nbuf_update; k++) {
+		int slot = c->lower.buf_update[k];
+		ir_store(c->step, NML_B_BUFFERS, slot, lower_buffer_value(&c->lower, slot),
+			 ir_slot(&c->mod, NML_B_BUFFERS, slot)->loc);
+	}
 	param_grads(c, c->step, loss, grad);
 	optim_lower(&c->lower, c->step, &c->cfg.optimizer, grad);
 	free(grad);

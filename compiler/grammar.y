@@ -13,7 +13,7 @@
 %syntax_error { parse_syntax_error(ctx, TOKEN, yymajor); }
 %stack_overflow { diag_error((SrcLoc){0}, "expression nested too deeply"); }
 
-%token NL USE LAYER OPTIMIZER TRANSFORM PARAM STATE FORWARD RETURN DEF CONST TRAIN IDENT NUMBER STRING.
+%token NL USE LAYER OPTIMIZER TRANSFORM PARAM BUFFER STATE FORWARD RETURN DEF CONST TRAIN IDENT NUMBER STRING.
 %token LPAREN RPAREN LBRACKET RBRACKET LBRACE RBRACE COMMA DOT.
 %token ASSIGN PLUSEQ MINUSEQ STAREQ SLASHEQ.
 
@@ -70,6 +70,7 @@ body(L) ::= body(A) stmt(S).                             { L = ast_list_add(A, S
 stmt(S) ::= NL.                                          { S = NULL; }
 stmt(S) ::= error NL.                                    { S = NULL; }
 stmt(S) ::= PARAM IDENT(N) LBRACKET exprs(D) RBRACKET tags(T) ASSIGN expr(E) NL. { S = ast_param(ctx->arena, N, D, T, E); }
+stmt(S) ::= BUFFER IDENT(N) LBRACKET exprs(D) RBRACKET ASSIGN expr(E) NL. { S = ast_buffer(ctx->arena, N, D, E); }
 stmt(S) ::= STATE IDENT(N) ASSIGN expr(E) NL.            { S = ast_state(ctx->arena, N, (AstList){0}, E); }
 stmt(S) ::= STATE IDENT(N) LBRACKET exprs(D) RBRACKET ASSIGN expr(E) NL. { S = ast_state(ctx->arena, N, D, E); }
 stmt(S) ::= IDENT(N) assignop(O) expr(E) NL.             { S = ast_assign(ctx->arena, N, O, E); }

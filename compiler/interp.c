@@ -74,6 +74,29 @@ static void interp_loop(const IrFunc *f, const IrInst *in, int64_t n, const floa
 		for (int64_t e = 0; e < k; e++)
 			out[e] = (float)nml_step_uniform(a->seed, a->t, in->attr.stream, e);
 		return;
+	case IR_UNFOLD: case IR_FOLD: { /* window element (b, c, kh, kw, oh, ow) and the image pixel it reads */
+		const IrShape *win = in->op == IR_UNFOLD ? &in->shape : &f->inst[in->in[0]].shape;
+		const IrAttr *w = &in->attr;
+		int64_t B = dim(win->dim[0], n), C = win->dim[1], KH = w->win.k[0], KW = w->win.k[1];
+		int64_t OH = win->dim[3], OW = win->dim[4], H = w->win.in[0], W = w->win.in[1];
+		float pad = w->win.neg_inf ? -INFINITY : 0;
+		if (in->op == IR_FOLD)
+			memset(out, 0, (size_t)k * sizeof *out);
+		for (int64_t bc = 0; bc < B * C; bc++)
+			for (int64_t kh = 0; kh < KH; kh++)
+				for (int64_t kw = 0; kw < KW; kw++)
+					for (int64_t oh = 0; oh < OH; oh++)
+						for (int64_t ow = 0; ow < OW; ow++) {
+							int64_t h = ir_window_src(w, 0, oh, kh), x2 = ir_window_src(w, 1, ow, kw);
+							int inside = h >= 0 && h < H && x2 >= 0 && x2 < W;
+							int64_t e = (((bc * KH + kh) * KW + kw) * OH + oh) * OW + ow, img = (bc * H + h) * W + x2;
+							if (in->op == IR_UNFOLD)
+								out[e] = inside ? x[img] : pad;
+							else if (inside)
+								out[img] += x[e];
+						}
+		return;
+	}
 	default: die("interp: %s has no loop", ir_op_name(in->op));
 	}
 }
@@ -128,15 +151,27 @@ int interp_run(const IrModule *m, const IrFunc *f, NmlArgs *a, int stop_at_nonfi
 			}
 			break;
 		}
-		case OPC_LIBRARY: {
-			const IrShape *sa = &f->inst[in->in[0]].shape, *sb = &f->inst[in->in[1]].shape;
-			int ta = in->attr.mm.ta, tb = in->attr.mm.tb;
-			int64_t rows = dim(in->shape.dim[0], n), cols = dim(in->shape.dim[1], n);
-			int64_t inner = dim(sa->dim[ta ? 0 : 1], n), lda = dim(sa->dim[1], n), ldb = dim(sb->dim[1], n);
-			if (rows && cols && inner)
+		case OPC_LIBRARY: { /* a matrix product, or a stack of them */
+			const IrShape *sa = &f->inst[in->in[0]].shape, *sb = &f->inst[in->in[1]].shape, *sc = &in->shape;
+			int ta = in->attr.mm.ta, tb = in->attr.mm.tb, ra = sa->rank, rb = sb->rank;
+			int64_t rows = dim(sc->dim[sc->rank - 2], n), cols = dim(sc->dim[sc->rank - 1], n);
+			int64_t inner = dim(sa->dim[ra - (ta ? 2 : 1)], n), lda = dim(sa->dim[ra - 1], n), ldb = dim(sb->dim[rb - 1], n);
+			int64_t size_a = dim(sa->dim[ra - 2], n) * lda, size_b = dim(sb->dim[rb - 2], n) * ldb;
+			IrShape la = {ra - 2}, lb = {rb - 2}, lc = {sc->rank - 2};
+			memcpy(la.dim, sa->dim, sizeof la.dim);
+			memcpy(lb.dim, sb->dim, sizeof lb.dim);
+			memcpy(lc.dim, sc->dim, sizeof lc.dim);
+			for (int64_t e = 0; rows && cols && e < ir_shape_numel(lc, n); e++) {
+				unflatten(&lc, n, e, idx);
+				float *c = out + e * rows * cols;
+				if (!inner) {
+					memset(c, 0, (size_t)(rows * cols) * sizeof *c);
+					continue;
+				}
 				cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-					    (int)rows, (int)cols, (int)inner, 1, x, (int)lda, val[in->in[1]], (int)ldb, 0,
-					    out, (int)cols);
+					    (int)rows, (int)cols, (int)inner, 1, x + bcast(&la, &lc, idx, n) * size_a, (int)lda,
+					    val[in->in[1]] + bcast(&lb, &lc, idx, n) * size_b, (int)ldb, 0, c, (int)cols);
+			}
 			break;
 		}
 		case OPC_VIEW:

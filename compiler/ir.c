@@ -210,20 +210,30 @@ static int infer_shape(IrFunc *f, IrInst *in)
 		in->shape = out;
 		return 1;
 	}
-	case SHAPE_MATMUL: {
+	case SHAPE_MATMUL: { /* matrices in the last two axes; the axes before them broadcast */
 		const IrShape *b = &f->inst[in->in[1]].shape;
-		if (a->rank != 2 || b->rank != 2) {
-			diag_error(in->loc, "matmul needs two matrices, got %s @ %s", ir_shape_str(*a, ba, sizeof ba),
-				   ir_shape_str(*b, bb, sizeof bb));
-			return 0;
-		}
-		int ta = in->attr.mm.ta, tb = in->attr.mm.tb;
-		if (a->dim[ta ? 0 : 1] != b->dim[tb ? 1 : 0]) {
-			diag_error(in->loc, "shape mismatch in matmul: %s @ %s (inner dimensions differ)",
+		if (a->rank < 2 || b->rank < 2) {
+			diag_error(in->loc, "matmul needs two matrices (or stacks of them), got %s @ %s",
 				   ir_shape_str(*a, ba, sizeof ba), ir_shape_str(*b, bb, sizeof bb));
 			return 0;
 		}
-		in->shape = (IrShape){.rank = 2, .dim = {a->dim[ta ? 1 : 0], b->dim[tb ? 0 : 1]}};
+		int ta = in->attr.mm.ta, tb = in->attr.mm.tb, ra = a->rank, rb = b->rank;
+		IrShape lead_a = {ra - 2}, lead_b = {rb - 2}, out;
+		for (int i = 0; i < ra - 2; i++)
+			lead_a.dim[i] = a->dim[i];
+		for (int i = 0; i < rb - 2; i++)
+			lead_b.dim[i] = b->dim[i];
+		if (a->dim[ra - (ta ? 2 : 1)] != b->dim[rb - (tb ? 1 : 2)] || !ir_broadcast(lead_a, lead_b, &out)
+		    || out.rank + 2 > IR_MAXRANK) {
+			diag_error(in->loc, "shape mismatch in matmul: %s @ %s (%s)", ir_shape_str(*a, ba, sizeof ba),
+				   ir_shape_str(*b, bb, sizeof bb),
+				   a->dim[ra - (ta ? 2 : 1)] != b->dim[rb - (tb ? 1 : 2)] ? "inner dimensions differ"
+											: "the stacks do not broadcast");
+			return 0;
+		}
+		out.dim[out.rank++] = a->dim[ra - (ta ? 1 : 2)];
+		out.dim[out.rank++] = b->dim[rb - (tb ? 2 : 1)];
+		in->shape = out;
 		return 1;
 	}
 	case SHAPE_PERMUTE: {
@@ -237,6 +247,34 @@ static int infer_shape(IrFunc *f, IrInst *in)
 			out.dim[i] = a->dim[k];
 		}
 		in->shape = out;
+		return 1;
+	}
+	case SHAPE_UNFOLD: case SHAPE_FOLD: {
+		const IrAttr *w = &in->attr;
+		int unfold = op->shape == SHAPE_UNFOLD;
+		if (a->rank != (unfold ? 4 : 5)) {
+			diag_error(in->loc, "%s needs %s, got %s", op->name, unfold ? "an image [N, C, H, W]" : "windows [N, C, K, OH, OW]",
+				   ir_shape_str(*a, ba, sizeof ba));
+			return 0;
+		}
+		int64_t o[2];
+		for (int x = 0; x < 2; x++) {
+			int64_t span = (int64_t)w->win.d[x] * (w->win.k[x] - 1) + 1;
+			o[x] = (w->win.in[x] + 2 * (int64_t)w->win.p[x] - span) / w->win.s[x] + 1;
+			if (w->win.k[x] < 1 || w->win.s[x] < 1 || w->win.d[x] < 1 || w->win.p[x] < 0
+			    || w->win.in[x] + 2 * (int64_t)w->win.p[x] < span) {
+				diag_error(in->loc, "a window of %d x %d (stride %d, padding %d, dilation %d) does not fit an "
+						    "image of %d x %d", w->win.k[0], w->win.k[1], w->win.s[x], w->win.p[x],
+					   w->win.d[x], w->win.in[0], w->win.in[1]);
+				return 0;
+			}
+		}
+		if (unfold)
+			in->shape = (IrShape){5, {a->dim[0], a->dim[1], (int64_t)w->win.k[0] * w->win.k[1], o[0], o[1]}};
+		else if (a->dim[2] != (int64_t)w->win.k[0] * w->win.k[1] || a->dim[3] != o[0] || a->dim[4] != o[1])
+			die("ir: fold of windows that do not fit its attribute");
+		else
+			in->shape = (IrShape){4, {a->dim[0], a->dim[1], w->win.in[0], w->win.in[1]}};
 		return 1;
 	}
 	case SHAPE_ONEHOT:
@@ -383,6 +421,24 @@ int ir_permute(IrFunc *f, int a, const int *perm, SrcLoc loc)
 	return identity ? a : emit(f, in);
 }
 
+int ir_unfold(IrFunc *f, int a, IrAttr win, SrcLoc loc)
+{
+	if (a < 0)
+		return -1;
+	const IrShape *s = &f->inst[a].shape;
+	if (s->rank == 4) {
+		win.win.in[0] = (int32_t)s->dim[2];
+		win.win.in[1] = (int32_t)s->dim[3];
+	}
+	return emit(f, (IrInst){.op = IR_UNFOLD, .in = {a}, .attr = win, .loc = loc});
+}
+
+int ir_fold(IrFunc *f, int a, IrAttr win, SrcLoc loc)
+{
+	win.win.neg_inf = 0;
+	return emit(f, (IrInst){.op = IR_FOLD, .in = {a}, .attr = win, .loc = loc});
+}
+
 int ir_random(IrFunc *f, IrModule *m, IrShape s, SrcLoc loc)
 {
 	return emit(f, (IrInst){.op = IR_RANDOM, .shape = s, .attr.stream = m->nstreams++, .loc = loc});
@@ -452,6 +508,11 @@ void ir_dump_attr(FILE *out, const IrModule *m, const IrInst *in)
 			fprintf(out, "%s%d", a ? "," : "", x->perm.axis[a]);
 		break;
 	case ATTR_RNG: fprintf(out, " stream=%u", x->stream); break;
+	case ATTR_WINDOW:
+		fprintf(out, " kernel=%dx%d stride=%d,%d padding=%d,%d dilation=%d,%d%s", x->win.k[0], x->win.k[1],
+			x->win.s[0], x->win.s[1], x->win.p[0], x->win.p[1], x->win.d[0], x->win.d[1],
+			x->win.neg_inf ? " pad=-inf" : "");
+		break;
 	}
 }
 
@@ -521,6 +582,7 @@ int ir_attr_eq(IrOp op, const IrAttr *a, const IrAttr *b)
 	case ATTR_CLASSES: return a->classes == b->classes;
 	case ATTR_PERM: return memcmp(a->perm.axis, b->perm.axis, sizeof a->perm.axis) == 0;
 	case ATTR_RNG: return a->stream == b->stream;
+	case ATTR_WINDOW: return memcmp(&a->win, &b->win, sizeof a->win) == 0;
 	}
 	return 0;
 }
@@ -539,6 +601,7 @@ static uint64_t attr_hash(const IrInst *in)
 	case ATTR_CLASSES: w = (uint64_t)a->classes; break;
 	case ATTR_PERM: memcpy(&w, a->perm.axis, sizeof w < sizeof a->perm.axis ? sizeof w : sizeof a->perm.axis); break;
 	case ATTR_RNG: w = a->stream; break;
+	case ATTR_WINDOW: w = (uint64_t)a->win.k[0] << 48 ^ (uint64_t)a->win.s[0] << 32 ^ (uint64_t)a->win.in[0]; break;
 	}
 	return w;
 }

@@ -31,6 +31,11 @@ typedef union IrAttr {
 	int64_t classes;                      /* CLASSES: the width of a one-hot */
 	struct { int8_t axis[IR_MAXRANK]; } perm; /* PERM: output axis i is operand axis axis[i] */
 	uint32_t stream;                      /* RNG: which of the step's random streams */
+	struct {                              /* WINDOW: a 2-D sliding window (convolution, pooling) */
+		int32_t k[2], s[2], p[2], d[2]; /* kernel, stride, padding, dilation: height, width */
+		int32_t in[2];                /* the unfolded image's height and width */
+		int32_t neg_inf;              /* padding reads -inf (max pooling), else 0 */
+	} win;
 } IrAttr;
 
 typedef struct IrInst {
@@ -136,6 +141,16 @@ int ir_reshape(IrFunc *f, int a, IrShape to, SrcLoc loc);
 int ir_onehot(IrFunc *f, int a, int64_t classes, SrcLoc loc);
 /* Axes reordered: output axis i is a's axis perm[i] (perm lists each of a's axes once). */
 int ir_permute(IrFunc *f, int a, const int *perm, SrcLoc loc);
+/* The windows of a [B, C, H, W] image as [B, C, KH*KW, OH, OW] (im2col); fold sums such windows
+ * back into the image (the adjoint). win.in is set by ir_unfold. */
+int ir_unfold(IrFunc *f, int a, IrAttr win, SrcLoc loc);
+int ir_fold(IrFunc *f, int a, IrAttr win, SrcLoc loc);
+/* For a window attribute: the image row (or column, axis 1) that output row o at kernel offset k
+ * reads; outside [0, in) it reads padding. */
+static inline int64_t ir_window_src(const IrAttr *w, int axis, int64_t o, int64_t k)
+{
+	return o * w->win.s[axis] - w->win.p[axis] + k * w->win.d[axis];
+}
 /* Uniform random numbers in [0, 1) of shape s, a new stream of the module m (nml_step_uniform). */
 int ir_random(IrFunc *f, IrModule *m, IrShape s, SrcLoc loc);
 /* Writes a into tensor index of block b; a must broadcast to shape s, the tensor's. */

@@ -93,7 +93,7 @@ static Value tensor(int id) { return id < 0 ? none : (Value){.kind = V_TENSOR, .
 static const char *kind_name(ValueKind k)
 {
 	static const char *const names[] = {"nothing", "number", "tensor", "string", "list", "parameter",
-					    "layer instance", "definition", "builtin", "initializer",
+					    "buffer", "layer instance", "definition", "builtin", "initializer",
 					    "data source", "optimizer"};
 	return names[k];
 }
@@ -114,12 +114,53 @@ int lower_param_value(Lower *L, int slot)
 	return L->param_leaf[slot];
 }
 
+/* A buffer read in the function being built: its value as assigned so far, else its stored one. */
+static int buffer_value(Lower *L, int slot)
+{
+	if (slot < L->nbuf_value && L->buf_value[slot] >= 0)
+		return L->buf_value[slot];
+	const IrSlot *s = ir_slot(L->mod, NML_B_BUFFERS, slot);
+	return ir_load(L->fn, NML_B_BUFFERS, slot, s->shape, s->loc);
+}
+
+int lower_buffer_value(const Lower *L, int slot) { return slot < L->nbuf_value ? L->buf_value[slot] : -1; }
+
+/* name = v in a forward or function, where name is a buffer of the layer: its new value, stored by
+ * the training step (and read by what follows in the same pass). */
+static void assign_buffer(Lower *L, int slot, Value v, const AstNode *st)
+{
+	const IrSlot *s = ir_slot(L->mod, NML_B_BUFFERS, slot);
+	int x = lower_tensor(L, v, st->loc);
+	if (x < 0)
+		return;
+	IrShape b;
+	const IrShape *vs = ir_shape_of(L->fn, x);
+	if (!ir_broadcast(*vs, s->shape, &b) || !ir_shape_eq(b, s->shape)) {
+		char x1[64], x2[64];
+		diag_error(st->loc, "the new value of buffer '%s' has shape %s, the buffer is %s", st->name,
+			   ir_shape_str(*vs, x1, sizeof x1), ir_shape_str(s->shape, x2, sizeof x2));
+		return;
+	}
+	int n = ir_block(L->mod, NML_B_BUFFERS)->n;
+	if (L->nbuf_value < n) {
+		L->buf_value = xrealloc(L->buf_value, (size_t)n * sizeof *L->buf_value);
+		L->buf_update = xrealloc(L->buf_update, (size_t)n * sizeof *L->buf_update);
+		for (int i = L->nbuf_value; i < n; i++)
+			L->buf_value[i] = -1;
+		L->nbuf_value = n;
+	}
+	if (L->buf_value[slot] < 0)
+		L->buf_update[L->nbuf_update++] = slot;
+	L->buf_value[slot] = ir_expand(L->fn, x, s->shape, st->loc);
+}
+
 int lower_tensor(Lower *L, Value v, SrcLoc loc)
 {
 	switch (v.kind) {
 	case V_TENSOR: return v.id;
 	case V_NUM: return ir_const(L->fn, v.num, loc);
 	case V_PARAM: return lower_param_value(L, v.id);
+	case V_BUF: return buffer_value(L, v.id);
 	case V_NONE: return -1; /* an error was reported already */
 	default:
 		diag_error(loc, "expected a tensor, got a %s", kind_name(v.kind));
@@ -625,6 +666,72 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 			return none;
 		return reshape(L, env, call, lower_tensor(L, x, loc), arg[1], b == BI_flatten);
 	}
+	case BI_unfold: { /* unfold(x, kernel, stride = 1, padding = 0, dilation = 1, pad_with = "zero") */
+		Value x = lower_expr(L, env, arg[0]);
+		if (x.kind == V_NONE || !need_fn(L, loc, "unfold"))
+			return none;
+		IrAttr w = {.win = {.s = {1, 1}, .d = {1, 1}}};
+		int32_t *field[4] = {w.win.k, w.win.s, w.win.p, w.win.d};
+		static const char *const what[4] = {"the kernel", "the stride", "the padding", "the dilation"};
+		for (int k = 0; k < 4; k++) { /* a number, or [height, width] */
+			if (!arg[1 + k])
+				continue;
+			Value v = lower_expr(L, env, arg[1 + k]);
+			int64_t hw[2];
+			if (v.kind == V_LIST && v.nitems == 2 && as_int(v.items[0], arg[1 + k]->loc, what[k], &hw[0])
+			    && as_int(v.items[1], arg[1 + k]->loc, what[k], &hw[1])) {
+			} else if (v.kind != V_LIST && as_int(v, arg[1 + k]->loc, what[k], &hw[0])) {
+				hw[1] = hw[0];
+			} else {
+				if (v.kind == V_LIST)
+					diag_error(arg[1 + k]->loc, "%s is a number or [height, width]", what[k]);
+				return none;
+			}
+			if (hw[0] < (k == 2 ? 0 : 1) || hw[1] < (k == 2 ? 0 : 1) || hw[0] > 65535 || hw[1] > 65535) {
+				diag_error(arg[1 + k]->loc, "%s must be %s", what[k], k == 2 ? "0 or more" : "positive");
+				return none;
+			}
+			field[k][0] = (int32_t)hw[0];
+			field[k][1] = (int32_t)hw[1];
+		}
+		if (arg[5]) {
+			const char *pad = str_arg(L, env, arg[5]);
+			if (!pad)
+				return none;
+			if (pad != intern_cstr("zero") && pad != intern_cstr("-inf")) {
+				diag_error(arg[5]->loc, "pad_with is \"zero\" or \"-inf\"");
+				return none;
+			}
+			w.win.neg_inf = pad == intern_cstr("-inf");
+		}
+		return tensor(ir_unfold(L->fn, lower_tensor(L, x, loc), w, loc));
+	}
+	case BI_count: { /* elements over the axes (all by default): a number, or with the batch axis n times one */
+		Value x = lower_expr(L, env, arg[0]);
+		if (x.kind == V_NUM)
+			return num(1);
+		if (x.kind == V_NONE || !need_fn(L, loc, "count"))
+			return none;
+		int v = lower_tensor(L, x, loc);
+		if (v < 0)
+			return none;
+		IrShape s = *ir_shape_of(L->fn, v);
+		unsigned mask = (1u << s.rank) - 1;
+		if (arg[1] && !axis_mask(L, env, arg[1], &s, &mask))
+			return none;
+		double k = 1;
+		int batch = 0;
+		for (int i = 0; i < s.rank; i++)
+			if (mask & (1u << i)) {
+				if (s.dim[i] == IR_BATCH)
+					batch = 1;
+				else
+					k *= (double)s.dim[i];
+			}
+		if (!batch)
+			return num(k);
+		return tensor(ir_binary(L->fn, IR_MUL, ir_scalar_leaf(L->fn, IR_ROWS, loc), ir_const(L->fn, k, loc), loc));
+	}
 	case BI_rand_like: {
 		Value x = lower_expr(L, env, arg[0]);
 		if (x.kind == V_NONE || !need_fn(L, loc, "rand_like"))
@@ -773,6 +880,23 @@ static void add_param(Lower *L, Instance *in, AstNode *st)
 	lower_bind(L, in->env, st->name, (Value){.kind = V_PARAM, .id = slot});
 }
 
+static void add_buffer(Lower *L, Instance *in, AstNode *st)
+{
+	IrShape s;
+	if (!eval_shape(L, in->env, &st->args, &s))
+		return;
+	Value init = lower_expr(L, in->env, st->rhs);
+	if (init.kind != V_NUM && init.kind != V_INIT) {
+		if (init.kind != V_NONE)
+			diag_error(st->rhs->loc, "a buffer is initialized with a number or an initializer");
+		return;
+	}
+	char name[256];
+	snprintf(name, sizeof name, "%s%s", in->path, st->name);
+	int slot = ir_add_slot(L->mod, NML_B_BUFFERS, intern_cstr(name), s, lower_resolve_init(init, s), st->loc);
+	lower_bind(L, in->env, st->name, (Value){.kind = V_BUF, .id = slot});
+}
+
 static Value instantiate(Lower *L, Env *callenv, AstNode *call, AstNode *layer)
 {
 	if (L->fn) {
@@ -792,7 +916,7 @@ static Value instantiate(Lower *L, Env *callenv, AstNode *call, AstNode *layer)
 		return none;
 	for (int i = 0; i < in->env->n; i++) {
 		ValueKind k = in->env->b[i].v.kind;
-		if (k == V_TENSOR || k == V_PARAM) {
+		if (k == V_TENSOR || k == V_PARAM || k == V_BUF) {
 			diag_error(call->loc, "argument '%s' of layer '%s' must be known at compile time",
 				   in->env->b[i].name, layer->name);
 			return none;
@@ -802,6 +926,8 @@ static Value instantiate(Lower *L, Env *callenv, AstNode *call, AstNode *layer)
 	for (AstNode *st = layer->body.head; st && !diag_full(); st = st->next) {
 		if (st->kind == AST_PARAM) {
 			add_param(L, in, st);
+		} else if (st->kind == AST_BUFFER) {
+			add_buffer(L, in, st);
 		} else if (st->kind == AST_ASSIGN) {
 			const char *saved = L->prefix;
 			char path[256];
@@ -864,6 +990,8 @@ Value lower_expr(Lower *L, Env *env, AstNode *e)
 			diag_error(e->loc, "unknown name '%s'", e->name);
 		if (r.kind == V_PARAM && L->fn)
 			return tensor(lower_param_value(L, r.id));
+		if (r.kind == V_BUF && L->fn)
+			return tensor(buffer_value(L, r.id));
 		return r;
 	}
 	case AST_UNARY: {
@@ -895,6 +1023,8 @@ Value lower_expr(Lower *L, Env *env, AstNode *e)
 		}
 		if (m->kind == V_PARAM && L->fn)
 			return tensor(lower_param_value(L, m->id));
+		if (m->kind == V_BUF && L->fn)
+			return tensor(buffer_value(L, m->id));
 		return *m;
 	}
 	case AST_LIST: {
@@ -916,11 +1046,20 @@ static Value eval_body(Lower *L, Env *env, const AstList *body)
 		if (st->kind == AST_RETURN)
 			return lower_expr(L, env, st->rhs);
 		Value v = lower_expr(L, env, st->rhs);
+		Value *old = lower_lookup(env, st->name);
 		if (st->op != TK_ASSIGN) {
-			Value *old = lower_lookup(env, st->name);
 			int tk = st->op == TK_PLUSEQ ? TK_PLUS : st->op == TK_MINUSEQ ? TK_MINUS
 				: st->op == TK_STAREQ ? TK_STAR : TK_SLASH;
 			v = binary(L, tk, old ? *old : none, v, st->loc);
+		}
+		if (old && old->kind == V_BUF && L->fn) {
+			assign_buffer(L, old->id, v, st);
+			continue;
+		}
+		if (old && old->kind == V_PARAM && !lower_lookup_local(env, st->name)) {
+			diag_error(st->loc, "'%s' is a parameter: the optimizer changes it, a forward pass cannot "
+					    "(a buffer can be assigned)", st->name);
+			continue;
 		}
 		lower_bind(L, env, st->name, v);
 	}
@@ -976,9 +1115,21 @@ static double holdout(Lower *L, Env *env, AstNode *arg, double dflt)
 
 static void data_spec(Lower *L, Value d, DataSpec *spec)
 {
-	AstNode *arg[6];
-	builtin_args(d.id, d.node, arg, 6);
+	AstNode *arg[8];
+	builtin_args(d.id, d.node, arg, 8);
 	spec->loc = d.node->loc;
+	/* shape = [...], the last argument of every data source: one sample's shape */
+	AstNode *shape = arg[sema_builtin_info(d.id)->max_args - 1];
+	if (shape) {
+		int n = int_list(L, d.env, shape, spec->xshape, IR_MAXRANK - 1, "a sample's shape");
+		for (int i = 0; i < n; i++)
+			if (spec->xshape[i] < 1) {
+				diag_error(shape->loc, "a sample's dimensions must be positive");
+				n = -1;
+				break;
+			}
+		spec->xrank = n > 0 ? n : 0;
+	}
 	if (d.id == BI_fashion_mnist || d.id == BI_mnist) {
 		const char *dir = arg[0] ? relative_to(str_arg(L, d.env, arg[0]), d.node->loc.file)
 			: d.id == BI_fashion_mnist ? "/usr/share/datasets/fashion-mnist" : "/usr/share/datasets/mnist";
@@ -1009,7 +1160,7 @@ static void data_spec(Lower *L, Value d, DataSpec *spec)
 		spec->path[i] = arg[i] ? relative_to(str_arg(L, d.env, arg[i]), d.node->loc.file) : NULL;
 	if ((spec->path[2] != NULL) != (spec->path[3] != NULL))
 		diag_error(spec->loc, "give both test files or neither");
-	spec->holdout = holdout(L, d.env, arg[4], !spec->path[2] && d.id == BI_npy ? 0.1 : 0);
+	spec->holdout = holdout(L, d.env, d.id == BI_npy ? arg[4] : NULL, !spec->path[2] && d.id == BI_npy ? 0.1 : 0);
 	if (d.id == BI_idx && !spec->path[2])
 		diag_error(spec->loc, "idx() needs test_images and test_labels");
 }
@@ -1055,6 +1206,9 @@ IrFunc *lower_forward(Lower *L, int training, const char *name)
 	IrFunc *fn = ir_func_new(name);
 	L->fn = fn;
 	L->training = training;
+	for (int i = 0; i < L->nbuf_value; i++)
+		L->buf_value[i] = -1;
+	L->nbuf_update = 0;
 	free(L->param_leaf);
 	L->param_leaf = NULL;
 	L->nparam_leaf = 0;

@@ -15,6 +15,7 @@ typedef enum {
 	V_STR,
 	V_LIST,
 	V_PARAM,   /* a layer's parameter slot; becomes a tensor when read in a forward */
+	V_BUF,     /* a layer's buffer slot: read as a tensor, assigned in a forward (the update) */
 	V_INST,    /* layer instance */
 	V_DEF,     /* layer, function or optimizer definition */
 	V_BUILTIN,
@@ -29,7 +30,7 @@ typedef struct Env Env;
 typedef struct Value {
 	ValueKind kind;
 	double num;
-	int id;            /* V_TENSOR: value; V_PARAM: slot; V_BUILTIN / V_DATA: builtin */
+	int id;            /* V_TENSOR: value; V_PARAM / V_BUF: slot; V_BUILTIN / V_DATA: builtin */
 	const char *str;
 	AstNode *node;     /* V_DEF: the definition; V_OPT / V_DATA: the call */
 	Env *env;          /* V_OPT / V_DATA: where the call's arguments are evaluated */
@@ -47,6 +48,8 @@ typedef struct DataSpec {
 	double holdout;      /* NPY or CSV without test files: fraction held out */
 	int label;           /* CSV: the target column (negative: from the end) */
 	int regression;      /* CSV: the target is a value, not a class index */
+	int xrank;           /* shape = [...]: the shape of one sample (0: as the file has it) */
+	int64_t xshape[IR_MAXRANK];
 	SrcLoc loc;
 } DataSpec;
 
@@ -82,6 +85,10 @@ typedef struct Lower {
 	AstNode *global_node;  /* the global reduction computed for the current statement */
 	int global_value;
 	int training;          /* the forward being built is the training-mode one */
+	int *buf_value;        /* per buffer slot: its value assigned so far in fn, or -1 (read: a load) */
+	int nbuf_value;
+	int *buf_update;       /* the buffer slots fn assigns, in order of their first assignment */
+	int nbuf_update;
 	int pred;              /* the model's output in fn */
 	int loss;              /* the loss in fn */
 } Lower;
@@ -92,6 +99,10 @@ int lower_train_config(Lower *L, AstNode *train, TrainConfig *cfg);
 /* With the batch blocks' shapes and mod->classes set from the data: build a forward function (loss
  * and model output) in training or evaluation mode. Returns it, or NULL after errors. */
 IrFunc *lower_forward(Lower *L, int training, const char *name);
+
+/* After lower_forward: the new value of every buffer the forward pass assigns (nslots entries, -1
+ * where it assigns none). The training step stores them. */
+int lower_buffer_value(const Lower *L, int slot);
 
 /* The name of the model's layer. */
 const char *lower_model_name(const Lower *L);

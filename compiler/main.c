@@ -88,7 +88,7 @@ typedef struct OptSpec {
 	unsigned cmds;            /* the commands taking it */
 	OptKind kind;
 	size_t field;             /* where the value goes in Options */
-	long lo, hi;              /* OPT_COUNT: the range. (int)epochs and (int)threads are made of it */
+	long lo, hi;              /* OPT_COUNT: the range; INT_MAX where an int keeps it (epochs, threads) */
 	const char *help;
 } OptSpec;
 
@@ -98,6 +98,8 @@ static const OptSpec options[] = {
 	 "epochs (default: the train block's); 0 evaluates the initial parameters"},
 	{"--epochs", NULL, "N", BUILD, OPT_COUNT, FIELD(epochs), 0, INT_MAX,
 	 "the run length the library's T assumes (default: the train block's)"},
+	/* At most INT_MAX rows: the runtime's batch buffers, rows × features × 4 bytes, stay far from
+	 * wrapping int64 (--batch 2^62 overflowed them). */
 	{"--batch", NULL, "N", RUN | REPL, OPT_COUNT, FIELD(batch), 1, INT_MAX, "batch size (default: the train block's)"},
 	{"--batch", NULL, "N", GRADCHECK, OPT_COUNT, FIELD(batch), 1, INT_MAX, "samples in the batch (default 4)"},
 	{"--batch", NULL, "N", BUILD, OPT_COUNT, FIELD(batch), 1, INT_MAX,
@@ -327,15 +329,15 @@ static int unknown_command(const char *name)
 	for (int i = 0; i < NCMDS; i++)
 		cand[i] = commands[i].name;
 	cand[NCMDS] = "help";
-	const char *best = closest(name, cand, NCMDS + 1);
 	if (name[0] == '-' && find_option(name, ALL))
 		return usage_error(-1, "'%s' goes after the command: nmlc COMMAND [options] FILE.nml", name);
 	if (name[0] == '-') {
 		static const char *const top[] = {"--help", "--version"};
-		best = closest(name, top, 2);
+		const char *best = closest(name, top, 2);
 		return best ? usage_error(-1, "unknown option '%s'; did you mean '%s'?", name, best)
 			    : usage_error(-1, "unknown option '%s'", name);
 	}
+	const char *best = closest(name, cand, NCMDS + 1);
 	return best ? usage_error(-1, "unknown command '%s'; did you mean '%s'?", name, best)
 		    : usage_error(-1, "unknown command '%s'", name);
 }
@@ -344,8 +346,7 @@ static int unknown_command(const char *name)
 static int unknown_option(CmdId cmd, const char *name, const char *next)
 {
 	unsigned mask = 1u << cmd;
-	const OptSpec *other = find_option(name, ALL & ~mask);
-	if (other) {
+	if (find_option(name, ALL & ~mask)) {
 		char owners[128] = "";
 		for (int i = 0; i < NCMDS; i++)
 			if (find_option(name, 1u << i)) {
@@ -354,11 +355,12 @@ static int unknown_option(CmdId cmd, const char *name, const char *next)
 			}
 		return usage_error(cmd, "%s is an option of nmlc %s, not of nmlc %s", name, owners, commands[cmd].name);
 	}
-	/* A number after it: first the options that take a number, then a hyperparameter (`--lr 0.1`). */
+	/* With a number after it, the options taking a number come first (`--epoch 3`); then any; then
+	 * the hyperparameter it may be (`--lr 0.1`). */
 	double v;
 	int numeric = next && is_finite_number(next, &v);
 	const char *cand[2 * NOPTS], *best = NULL;
-	for (int pass = numeric ? 0 : 1; pass < 2 && !best; pass++) {
+	for (int pass = !numeric; pass < 2 && !best; pass++) {
 		int n = 0;
 		for (int i = 0; i < NOPTS; i++)
 			if ((options[i].cmds & mask) && (pass || options[i].kind == OPT_COUNT)) {
@@ -367,11 +369,12 @@ static int unknown_option(CmdId cmd, const char *name, const char *next)
 					cand[n++] = options[i].alias;
 			}
 		best = closest(name, cand, n);
-		if (!best && !pass && find_option("--set", mask) && name[1] == '-' && is_name(name + 2, strlen(name + 2)))
-			return usage_error(cmd, "unknown option '%s'; did you mean '--set %s=%s'?", name, name + 2, next);
 	}
-	return best ? usage_error(cmd, "unknown option '%s'; did you mean '%s'?", name, best)
-		    : usage_error(cmd, "unknown option '%s'", name);
+	if (best)
+		return usage_error(cmd, "unknown option '%s'; did you mean '%s'?", name, best);
+	if (numeric && find_option("--set", mask) && name[1] == '-' && is_name(name + 2, strlen(name + 2)))
+		return usage_error(cmd, "unknown option '%s'; did you mean '--set %s=%s'?", name, name + 2, next);
+	return usage_error(cmd, "unknown option '%s'", name);
 }
 
 /* ---- the command line ---- */

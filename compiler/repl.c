@@ -1169,7 +1169,7 @@ static Repl *completing; /* readline's callbacks take no context */
 static char *complete_name(const char *text, int state)
 {
 	static int i;
-	static const char *const keywords[] = {"use", "layer", "optimizer", "transform", "param", "state", "forward",
+	static const char *const keywords[] = {"use", "layer", "optimizer", "transform", "param", "buffer", "state", "forward",
 					       "return", "def", "const", "train"};
 	enum { NKEYWORDS = sizeof keywords / sizeof keywords[0] };
 	const Repl *r = completing;

@@ -284,11 +284,11 @@ static void check_layer(Sema *s, const AstNode *l)
 	check_formals(s, &l->formals);
 	/* Members are visible in forward whatever their order. */
 	for (const AstNode *st = l->body.head; st; st = st->next)
-		if (st->kind == AST_PARAM || st->kind == AST_ASSIGN)
+		if (st->kind == AST_PARAM || st->kind == AST_BUFFER || st->kind == AST_ASSIGN)
 			define(s, st->name);
 	for (const AstNode *st = l->body.head; st; st = st->next) {
 		switch (st->kind) {
-		case AST_PARAM:
+		case AST_PARAM: case AST_BUFFER:
 			for (const AstNode *d = st->args.head; d; d = d->next)
 				check_expr(s, d);
 			check_expr(s, st->rhs);
@@ -304,7 +304,7 @@ static void check_layer(Sema *s, const AstNode *l)
 			check_fn(s, st, "forward");
 			break;
 		default:
-			diag_error(st->loc, "a layer holds params, members and a forward, not a %s",
+			diag_error(st->loc, "a layer holds params, buffers, members and a forward, not a %s",
 				   ast_kind_name(st->kind));
 		}
 	}

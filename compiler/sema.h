@@ -26,6 +26,8 @@
 	X(reshape,        2, 2, NULL)                                          \
 	X(flatten,        1, 1, NULL)                                          \
 	X(rand_like,      1, 1, NULL)                                          \
+	X(count,          1, 2, "axis")                                        \
+	X(unfold,         2, 6, "stride padding dilation pad_with")            \
 	X(dim,            2, 2, NULL)                                          \
 	X(zeros,          0, 0, NULL)                                          \
 	X(ones,           0, 0, NULL)                                          \
@@ -33,11 +35,11 @@
 	X(uniform,        2, 2, "low high")                                    \
 	X(he,             0, 0, NULL)                                          \
 	X(xavier,         0, 0, NULL)                                          \
-	X(fashion_mnist,  0, 1, "path")                                        \
-	X(mnist,          0, 1, "path")                                        \
-	X(idx,            2, 4, "images labels test_images test_labels")       \
-	X(npy,            2, 5, "x y test_x test_y holdout")                   \
-	X(csv,            1, 5, "path test label regression holdout")
+	X(fashion_mnist,  0, 2, "path shape")                                  \
+	X(mnist,          0, 2, "path shape")                                  \
+	X(idx,            2, 5, "images labels test_images test_labels shape") \
+	X(npy,            2, 6, "x y test_x test_y holdout shape")             \
+	X(csv,            1, 6, "path test label regression holdout shape")
 
 typedef enum {
 #define X(name, lo, hi, named) BI_##name,

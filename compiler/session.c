@@ -467,6 +467,8 @@ int session_gradcheck(Compiler *c, const Options *o)
 	double *params = xcalloc(pb->size + 1, sizeof *params), *grads = xcalloc(pb->size + 1, sizeof *grads);
 	double *hparams = xcalloc((size_t)m->nhparams + 1, sizeof *hparams);
 	drv_init_slots(m, NML_B_PARAMS, seed, params);
+	double *buffers = xcalloc(ir_block(m, NML_B_BUFFERS)->size + 1, sizeof *buffers);
+	drv_init_slots(m, NML_B_BUFFERS, seed, buffers);
 	/* A random batch, in f64. */
 	int64_t *idx = malloc(c->train.n * sizeof *idx);
 	for (int64_t i = 0; i < c->train.n; i++)
@@ -485,7 +487,8 @@ int session_gradcheck(Compiler *c, const Options *o)
 	size_t wbytes = b.k[0].work_bytes > b.k[1].work_bytes ? b.k[0].work_bytes : b.k[1].work_bytes;
 	void *work = aligned_alloc(64, (wbytes + 64) & ~(size_t)63);
 	double *pred = calloc(n * (m->out_dim ? m->out_dim : 1), sizeof *pred);
-	NmlArgs a = {.block = {[NML_B_PARAMS] = params, [NML_B_GRADS] = grads, [NML_B_X] = x, [NML_B_Y] = y,
+	NmlArgs a = {.block = {[NML_B_PARAMS] = params, [NML_B_GRADS] = grads, [NML_B_BUFFERS] = buffers,
+			       [NML_B_X] = x, [NML_B_Y] = y,
 			       [NML_B_PRED] = pred, [NML_B_WORK] = work},
 		     .hparams = hparams, .n = n, .t = 1, .seed = seed};
 	double loss0 = eval_loss(gradk, &a);
@@ -536,6 +539,7 @@ int session_gradcheck(Compiler *c, const Options *o)
 	free(params);
 	free(grads);
 	free(derived);
+	free(buffers);
 	free(hparams);
 	jit_destroy(j);
 	return failed ? 1 : 0;

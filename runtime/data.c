@@ -554,6 +554,11 @@ int nml_data_load_npy(NmlData *d, const char *x_npy, const char *y_npy, char *er
 	}
 	r.n = xa.rows;
 	r.xdim = xa.cols;
+	if (xa.rank >= 2 && xa.rank <= NML_MAXRANK) { /* an image array [N, C, H, W] keeps its shape */
+		r.xrank = xa.rank - 1;
+		for (int i = 1; i < xa.rank; i++)
+			r.xshape[i - 1] = xa.shape[i];
+	}
 	if (ya.kind == 'f') {
 		r.ydim = ya.cols;
 	} else {
@@ -731,7 +736,8 @@ int nml_data_split(NmlData *d, NmlData *held, int64_t count, char *err, size_t e
 	    !float_bytes((uint64_t)keep, (uint64_t)yw, &ky))
 		return rt_error(err, errlen, "cannot split a data set of %lld samples of %lld features and %lld targets",
 		                (long long)d->n, (long long)d->xdim, (long long)yw);
-	NmlData h = {.n = count, .xdim = d->xdim, .ydim = d->ydim, .classes = d->classes};
+	NmlData h = {.n = count, .xdim = d->xdim, .ydim = d->ydim, .classes = d->classes, .xrank = d->xrank};
+	memcpy(h.xshape, d->xshape, sizeof h.xshape);
 	h.x = malloc(hx);
 	h.y = malloc(hy);
 	if (!h.x || !h.y) {

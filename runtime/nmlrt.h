@@ -101,6 +101,8 @@ void nml_init_values(NmlInit init, uint64_t seed, NmlBlock block, uint64_t index
 typedef struct NmlData {
 	int64_t n;       /* samples */
 	int64_t xdim;    /* features per sample, flattened */
+	int xrank;       /* the shape of one sample as the file has it: NPY's trailing dimensions, */
+	int64_t xshape[NML_MAXRANK]; /* else [xdim] (xrank 0 is read as [xdim] too) */
 	int64_t ydim;    /* 0: y holds one class index per sample; else targets per sample */
 	int64_t classes; /* number of classes (max label + 1) when ydim == 0 */
 	float *x;        /* [n, xdim] */
@@ -239,7 +241,7 @@ typedef struct NmlTrainer {
 	const NmlData *train, *test;
 	FILE *log;                /* JSONL, one record per epoch, or NULL */
 	int progress;             /* 1: redraw a progress bar (terminal); 0: plain lines */
-	int quiet;                /* no per-epoch lines */
+	int quiet;                /* no per-epoch lines but the last */
 	/* Resuming: epochs already done (0 for a fresh run). Training runs epochs epochs_done+1 ..
 	 * epochs, shuffled (by the model's seed) as an uninterrupted run would be, and advances it. */
 	int epochs_done;

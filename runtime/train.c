@@ -152,7 +152,7 @@ int nml_train(NmlTrainer *tr, NmlEpochStats *last, char *err, size_t errlen)
 
 		if (bar && drawn >= 0)
 			progress_clear();
-		if (show)
+		if (show || epoch == tr->epochs) /* quiet still says how the run ended */
 			print_epoch(tr, &s);
 		if (tr->log)
 			log_epoch(tr->log, &s, nml_model_get_step(m));

@@ -243,7 +243,8 @@ def abi_mismatch(tmp):
                 'int main(void) { model_model *m = model_create(1); puts(m ? "created" : "refused");'
                 ' model_free(m); return 0; }\n')
     exe = os.path.join(d, "abi")
-    r = subprocess.run([*cc, "-I", d, prog, os.path.join(d, "libmodel.so"), f"-Wl,-rpath,{d}", "-o", exe],
+    flags = [f"-fsanitize={sanitize}"] if sanitize not in ("", "none") else []
+    r = subprocess.run([*cc, *flags, "-I", d, prog, os.path.join(d, "libmodel.so"), f"-Wl,-rpath,{d}", "-o", exe],
                        capture_output=True, text=True)
     if not check("abi: compile the program", r.returncode == 0, r.stderr):
         return

@@ -22,3 +22,14 @@ with open("blobs.csv", "w") as f:
 with open("reg.csv", "w") as f:
     for i in range(n):
         f.write("%.9g," % t[i, 0] + ",".join("%.9g" % v for v in x[i]) + "\n")
+
+# Small two-channel images for the convolution and pooling layers: the class is which quadrant
+# holds the brightest blob.
+m = 48
+img_y = rng.integers(0, 3, m)
+img = rng.normal(0, 0.5, (m, 2, 7, 7))
+for i in range(m):
+    r, c = [(1, 1), (1, 5), (5, 3)][img_y[i]]
+    img[i, :, r - 1:r + 2, c - 1:c + 2] += 1.5
+np.save("img_x.npy", img.astype(np.float32))
+np.save("img_y.npy", img_y.astype(np.int64))

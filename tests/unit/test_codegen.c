@@ -171,19 +171,28 @@ static void ref_eval(const IrModule *m, const IrFunc *f, Blocks *b, int64_t n, d
 			}
 			break;
 		}
-		case OPC_LIBRARY: {
+		case OPC_LIBRARY: { /* triple loops, per matrix of a stack */
 			const IrShape *sb = &f->inst[in->in[1]].shape;
-			int ta = in->attr.mm.ta, tb = in->attr.mm.tb;
-			int64_t M = dim(s->dim[0], n), Nn = dim(s->dim[1], n), K = dim(sa->dim[ta ? 0 : 1], n);
-			int64_t ra = dim(sa->dim[1], n), rb = dim(sb->dim[1], n);
-			const double *A = v[in->in[0]], *B = v[in->in[1]];
-			for (int64_t p = 0; p < M; p++)
-				for (int64_t q = 0; q < Nn; q++) {
-					double acc = 0;
-					for (int64_t k = 0; k < K; k++)
-						acc += (ta ? A[k * ra + p] : A[p * ra + k]) * (tb ? B[q * rb + k] : B[k * rb + q]);
-					r[p * Nn + q] = acc;
-				}
+			int ta = in->attr.mm.ta, tb = in->attr.mm.tb, rka = sa->rank, rkb = sb->rank;
+			int64_t M = dim(s->dim[s->rank - 2], n), Nn = dim(s->dim[s->rank - 1], n);
+			int64_t K = dim(sa->dim[rka - (ta ? 2 : 1)], n);
+			int64_t ra = dim(sa->dim[rka - 1], n), rb = dim(sb->dim[rkb - 1], n);
+			IrShape la = {rka - 2}, lb = {rkb - 2}, lc = {s->rank - 2};
+			memcpy(la.dim, sa->dim, sizeof la.dim);
+			memcpy(lb.dim, sb->dim, sizeof lb.dim);
+			memcpy(lc.dim, s->dim, sizeof lc.dim);
+			for (int64_t e = 0; e < ir_shape_numel(lc, n); e++) {
+				unflatten(&lc, n, e, idx);
+				const double *A = v[in->in[0]] + bcast(&la, &lc, idx, n) * dim(sa->dim[rka - 2], n) * ra;
+				const double *B = v[in->in[1]] + bcast(&lb, &lc, idx, n) * dim(sb->dim[rkb - 2], n) * rb;
+				for (int64_t p = 0; p < M; p++)
+					for (int64_t q = 0; q < Nn; q++) {
+						double acc = 0;
+						for (int64_t k = 0; k < K; k++)
+							acc += (ta ? A[k * ra + p] : A[p * ra + k]) * (tb ? B[q * rb + k] : B[k * rb + q]);
+						r[e * M * Nn + p * Nn + q] = acc;
+					}
+			}
 			break;
 		}
 		case OPC_VIEW:
@@ -204,9 +213,31 @@ static void ref_eval(const IrModule *m, const IrFunc *f, Blocks *b, int64_t n, d
 						off = off * dim(sa->dim[k], n) + from[k];
 					r[o] = v[in->in[0]][off];
 				}
-			} else { /* random */
+			} else if (in->op == IR_RANDOM) {
 				for (int64_t o = 0; o < size; o++)
 					r[o] = nml_step_uniform(b->seed, t, in->attr.stream, o);
+			} else { /* unfold, fold: every window element against the pixel it covers */
+				const IrShape *win = in->op == IR_UNFOLD ? s : sa, *img = in->op == IR_UNFOLD ? sa : s;
+				const IrAttr *w = &in->attr;
+				int64_t B = dim(win->dim[0], n), C = win->dim[1], KH = w->win.k[0], KW = w->win.k[1];
+				for (int64_t o = 0; o < size; o++)
+					r[o] = 0;
+				for (int64_t bb = 0; bb < B; bb++)
+					for (int64_t c = 0; c < C; c++)
+						for (int64_t kh = 0; kh < KH; kh++)
+							for (int64_t kw = 0; kw < KW; kw++)
+								for (int64_t oh = 0; oh < win->dim[3]; oh++)
+									for (int64_t ow = 0; ow < win->dim[4]; ow++) {
+										int64_t h = oh * w->win.s[0] - w->win.p[0] + kh * w->win.d[0];
+										int64_t x2 = ow * w->win.s[1] - w->win.p[1] + kw * w->win.d[1];
+										int ok = h >= 0 && h < img->dim[2] && x2 >= 0 && x2 < img->dim[3];
+										int64_t e = ((((bb * C + c) * KH + kh) * KW + kw) * win->dim[3] + oh) * win->dim[4] + ow;
+										int64_t px = ((bb * C + c) * img->dim[2] + h) * img->dim[3] + x2;
+										if (in->op == IR_UNFOLD)
+											r[e] = ok ? v[in->in[0]][px] : w->win.neg_inf ? -INFINITY : 0;
+										else if (ok)
+											r[px] += v[in->in[0]][e];
+									}
 			}
 			break;
 		case OPC_STORE: {
@@ -1198,6 +1229,24 @@ static void test_permute_random(void)
 	run();
 	begin("permute a 5-d value", S(N, 2, 3, 1, 2), S(N));
 	pred(ir_permute(C.f, bin(IR_MUL, x_(), cst(2)), (int[]){4, 2, 0, 3, 1}, L0));
+	run();
+	begin("a stack of products, a broadcast over the batch", S(N, 2, 3, 4), S(N));
+	pred(mm(param("w", S(2, 5, 3)), x_(), 0)); /* [2,5,3] @ [N,2,3,4] -> [N,2,5,4] */
+	run();
+	begin("a stack of products, both transposed", S(N, 2, 4, 3), S(N));
+	pred(mm(x_(), param("w", S(1, 5, 4)), 3)); /* [N,2,4,3]^T @ [1,5,4]^T -> [N,2,3,5] */
+	run();
+	begin("unfold 3x3, stride 2, padding 1, dilation 1", S(N, 2, 5, 6), S(N));
+	IrAttr w3 = {.win = {{3, 3}, {2, 2}, {1, 1}, {1, 1}}};
+	pred(ir_unfold(C.f, x_(), w3, L0));
+	run();
+	begin("unfold 2x3, stride 1x2, dilation 2x1, padded with -inf", S(N, 1, 6, 7), S(N));
+	IrAttr w4 = {.win = {{2, 3}, {1, 2}, {1, 0}, {2, 1}, {0, 0}, 1}};
+	pred(ir_unfold(C.f, x_(), w4, L0));
+	run();
+	begin("fold of unfolded windows: each pixel times the windows covering it", S(N, 2, 5, 6), S(N));
+	int u = ir_unfold(C.f, x_(), w3, L0);
+	pred(ir_fold(C.f, u, C.f->inst[u].attr, L0));
 	run();
 	begin("random numbers", S(N, 2), S(N));
 	pred(ir_random(C.f, &C.m, S(N, 64), L0));

@@ -68,11 +68,18 @@ static void compare(const char *file)
 	double *hp = calloc((size_t)m->nhparams + 1, sizeof *hp);
 	double *init = calloc(np > ns ? np : ns, sizeof *init);
 	drv_init_slots(m, NML_B_PARAMS, 3, init);
+	size_t bsize = ir_block(m, NML_B_BUFFERS)->size;
+	double *binit = calloc(bsize + 1, sizeof *binit);
+	float *bufs[2];
+	drv_init_slots(m, NML_B_BUFFERS, 3, binit);
 	for (int k = 0; k < 2; k++) {
 		p[k] = calloc(np, sizeof(float));
 		s[k] = calloc(ns, sizeof(float));
+		bufs[k] = calloc(bsize + 1, sizeof(float));
 		for (size_t i = 0; i < psize; i++)
 			p[k][i] = (float)init[i];
+		for (size_t i = 0; i < bsize; i++)
+			bufs[k][i] = (float)binit[i];
 	}
 	for (int i = 0; i < m->nhparams; i++)
 		hp[i] = m->hparams[i].name == intern_cstr("T") ? 100 : m->hparams[i].value;
@@ -86,7 +93,7 @@ static void compare(const char *file)
 		nml_data_gather(&c.train, idx + (t - 1) * n % (c.train.n - n + 1), n, x, y);
 		float loss[2];
 		for (int k = 0; k < 2; k++) {
-			NmlArgs a = {.block = {[NML_B_PARAMS] = p[k], [NML_B_GRADS] = g, [NML_B_STATE] = s[k],
+			NmlArgs a = {.block = {[NML_B_PARAMS] = p[k], [NML_B_GRADS] = g, [NML_B_STATE] = s[k], [NML_B_BUFFERS] = bufs[k],
 					       [NML_B_X] = x, [NML_B_Y] = y, [NML_B_WORK] = work, [NML_B_LOSS] = &loss[k]},
 				     .hparams = hp, .n = n, .t = t};
 			if (k == 0)
@@ -97,15 +104,18 @@ static void compare(const char *file)
 		worst_loss = fmax(worst_loss, fabs(loss[0] - loss[1]) / fmax(1, fabs(loss[1])));
 	}
 	/* f32 on both sides; only summation order, exp/log and matmul blocking differ. */
-	double dp = diff(p[0], p[1], psize), ds = diff(s[0], s[1], ssize);
-	printf("%-40s loss %.1e  params %.1e  state %.1e\n", file, worst_loss, dp, ds);
+	double dp = diff(p[0], p[1], psize), ds = diff(s[0], s[1], ssize), db = diff(bufs[0], bufs[1], bsize);
+	printf("%-40s loss %.1e  params %.1e  state %.1e  buffers %.1e\n", file, worst_loss, dp, ds, db);
+	check(db < 1e-4, "buffers agree", file);
 	check(worst_loss < 1e-5, "losses agree", file);
 	check(dp < 1e-4, "parameters agree", file);
 	check(ds < 1e-4, "state agrees", file);
 	for (int k = 0; k < 2; k++) {
 		free(p[k]);
 		free(s[k]);
+		free(bufs[k]);
 	}
+	free(binit);
 	free(hp);
 	free(g);
 	free(init);
