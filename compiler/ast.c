@@ -157,6 +157,14 @@ AstNode *ast_return(Arena *a, Token kw, AstNode *e)
 	return n;
 }
 
+AstNode *ast_repeat(Arena *a, Token kw, AstNode *count, AstList body)
+{
+	AstNode *n = ast_new(a, AST_REPEAT, kw.loc);
+	n->lhs = count;
+	n->body = body;
+	return n;
+}
+
 AstNode *ast_dotted(Arena *a, AstNode *prefix, Token name)
 {
 	if (!prefix)
@@ -197,7 +205,7 @@ AstNode *ast_formal(Arena *a, Token name, AstNode *dflt)
 static const char *const kind_names[AST_NKINDS] = {
 	[AST_NUM] = "num", [AST_STR] = "str", [AST_NAME] = "name", [AST_UNARY] = "unary",
 	[AST_BINARY] = "binary", [AST_CALL] = "call", [AST_MEMBER] = "member", [AST_LIST] = "list",
-	[AST_NAMED] = "named", [AST_ASSIGN] = "assign", [AST_PARAM] = "param", [AST_BUFFER] = "buffer", [AST_STATE] = "state",
+	[AST_NAMED] = "named", [AST_ASSIGN] = "assign", [AST_PARAM] = "param", [AST_BUFFER] = "buffer", [AST_REPEAT] = "repeat", [AST_STATE] = "state",
 	[AST_FORWARD] = "forward", [AST_RETURN] = "return", [AST_USE] = "use", [AST_LAYER] = "layer",
 	[AST_OPTIMIZER] = "optimizer", [AST_TRANSFORM] = "transform", [AST_DEF] = "def", [AST_CONST] = "const", [AST_TRAIN] = "train",
 	[AST_FORMAL] = "formal",

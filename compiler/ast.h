@@ -26,6 +26,7 @@ typedef enum {
 	AST_STATE,    /* state name[shape] = rhs; no shape: the shape of p */
 	AST_FORWARD,  /* forward(formals) = rhs | { body } */
 	AST_RETURN,   /* return rhs */
+	AST_REPEAT,   /* repeat lhs { body }: the body lhs times, unrolled at compile time */
 	/* items */
 	AST_USE,      /* use name (dotted) */
 	AST_LAYER,    /* layer name(formals) { body } */
@@ -79,6 +80,7 @@ AstNode *ast_param(Arena *a, Token name, AstList shape, AstList tags, AstNode *i
 AstNode *ast_buffer(Arena *a, Token name, AstList shape, AstNode *init);
 AstNode *ast_state(Arena *a, Token name, AstList shape, AstNode *init);
 AstNode *ast_forward(Arena *a, Token kw, AstList formals, AstNode *expr, AstList body);
+AstNode *ast_repeat(Arena *a, Token kw, AstNode *count, AstList body);
 AstNode *ast_return(Arena *a, Token kw, AstNode *e);
 AstNode *ast_use(Arena *a, Token kw, AstNode *dotted);
 AstNode *ast_dotted(Arena *a, AstNode *prefix, Token name);

@@ -13,7 +13,7 @@
 %syntax_error { parse_syntax_error(ctx, TOKEN, yymajor); }
 %stack_overflow { diag_error((SrcLoc){0}, "expression nested too deeply"); }
 
-%token NL USE LAYER OPTIMIZER TRANSFORM PARAM BUFFER STATE FORWARD RETURN DEF CONST TRAIN IDENT NUMBER STRING.
+%token NL USE LAYER OPTIMIZER TRANSFORM PARAM BUFFER STATE FORWARD RETURN REPEAT DEF CONST TRAIN IDENT NUMBER STRING.
 %token LPAREN RPAREN LBRACKET RBRACKET LBRACE RBRACE COMMA DOT.
 %token ASSIGN PLUSEQ MINUSEQ STAREQ SLASHEQ.
 
@@ -78,6 +78,7 @@ stmt(S) ::= OPTIMIZER(N) ASSIGN(O) expr(E) NL.           { S = ast_assign(ctx->a
 stmt(S) ::= FORWARD(K) LPAREN formal_list(F) RPAREN ASSIGN expr(E) NL.     { S = ast_forward(ctx->arena, K, F, E, (AstList){0}); }
 stmt(S) ::= FORWARD(K) LPAREN formal_list(F) RPAREN LBRACE body(B) RBRACE. { S = ast_forward(ctx->arena, K, F, NULL, B); }
 stmt(S) ::= RETURN(K) expr(E) NL.                        { S = ast_return(ctx->arena, K, E); }
+stmt(S) ::= REPEAT(K) expr(E) LBRACE body(B) RBRACE.     { S = ast_repeat(ctx->arena, K, E, B); }
 
 %type assignop { Token }
 assignop(O) ::= ASSIGN(T).                               { O = T; }

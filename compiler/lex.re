@@ -43,6 +43,7 @@ Token lex_next(Lexer *lx)
 		"transform" { return make(lx, TK_TRANSFORM, start); }
 		"param" { return make(lx, TK_PARAM, start); }
 		"buffer" { return make(lx, TK_BUFFER, start); }
+		"repeat" { return make(lx, TK_REPEAT, start); }
 		"state" { return make(lx, TK_STATE, start); }
 		"forward" { return make(lx, TK_FORWARD, start); }
 		"return" { return make(lx, TK_RETURN, start); }

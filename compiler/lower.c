@@ -1040,11 +1040,33 @@ Value lower_expr(Lower *L, Env *env, AstNode *e)
 	}
 }
 
+int lower_repeat_count(Lower *L, Env *env, const AstNode *st)
+{
+	int64_t n;
+	IrFunc *fn = L->fn;
+	L->fn = NULL; /* a number known at compile time */
+	Value v = lower_expr(L, env, st->lhs);
+	L->fn = fn;
+	if (!as_int(v, st->lhs->loc, "a repeat count", &n))
+		return -1;
+	if (n < 0 || n > 1000) {
+		diag_error(st->lhs->loc, "repeat runs 0 to 1000 times (it is unrolled), not %lld", (long long)n);
+		return -1;
+	}
+	return (int)n;
+}
+
 static Value eval_body(Lower *L, Env *env, const AstList *body)
 {
 	for (AstNode *st = body->head; st; st = st->next) {
 		if (st->kind == AST_RETURN)
 			return lower_expr(L, env, st->rhs);
+		if (st->kind == AST_REPEAT) {
+			int n = lower_repeat_count(L, env, st);
+			for (int i = 0; i < n && !diag_full(); i++)
+				eval_body(L, env, &st->body);
+			continue;
+		}
 		Value v = lower_expr(L, env, st->rhs);
 		Value *old = lower_lookup(env, st->name);
 		if (st->op != TK_ASSIGN) {

@@ -82,6 +82,7 @@ typedef struct Lower {
 	Env **opt_envs;        /* while lowering an update rule: every parameter's environment */
 	int opt_param;         /* and the parameter whose rule is being lowered */
 	int opt_nenvs;
+	int opt_step;          /* the step t in the function an update rule is lowered into */
 	AstNode *global_node;  /* the global reduction computed for the current statement */
 	int global_value;
 	int training;          /* the forward being built is the training-mode one */
@@ -118,5 +119,7 @@ int lower_param_value(Lower *L, int slot);      /* the PARAM value of slot in L-
 /* Bind a call's arguments to a definition's formals in env (defaults evaluated there). */
 int lower_bind_args(Lower *L, Env *callenv, AstNode *call, const AstList *formals, Env *env);
 IrInit lower_resolve_init(Value v, IrShape s);
+/* The count of `repeat N { ... }`, a whole number from 0 to 1000, or -1 after an error. */
+int lower_repeat_count(Lower *L, Env *env, const AstNode *st);
 
 #endif

@@ -20,6 +20,24 @@ static int mentions_step(const AstNode *e)
 	return 0;
 }
 
+/* Does a statement of a rule read T? */
+static int mentions_T(const AstNode *e)
+{
+	if (!e)
+		return 0;
+	if (e->kind == AST_NAME)
+		return e->name == intern_cstr("T");
+	if (mentions_T(e->lhs) || mentions_T(e->rhs))
+		return 1;
+	for (const AstNode *a = e->args.head; a; a = a->next)
+		if (mentions_T(a))
+			return 1;
+	for (const AstNode *a = e->body.head; a; a = a->next)
+		if (mentions_T(a))
+			return 1;
+	return 0;
+}
+
 /* The argument a call passes for the index-th formal, by position or by name. */
 static AstNode *call_arg(AstNode *call, int index, const char *name)
 {
@@ -93,6 +111,10 @@ int optim_hparams(Lower *L, const Value *opt)
 			diag_error(rules[r]->node->loc, "'%s' has hyperparameters an earlier rule of the chain has: %s "
 							"(each rule's must be distinct)", def->name, shared);
 	}
+	for (int r = 0; r < nrules; r++) /* a rule that reads T makes it a hyperparameter, as a schedule does */
+		for (AstNode *st = optim_def(L, rules[r])->body.head; st; st = st->next)
+			if (mentions_T(st))
+				ir_add_hparam(L->mod, intern_cstr("T"), 0, st->loc);
 	for (int r = 0; r < nrules; r++) {
 		char shared[256] = "";
 		for (AstNode *st = optim_def(L, rules[r])->body.head; st; st = st->next)
@@ -157,12 +179,74 @@ static void store(Lower *L, NmlBlock block, int v, int slot, const IrSlot *s, Sr
 	ir_store(L->fn, block, slot, ir_expand(L->fn, v, s->shape, loc), loc);
 }
 
+/* Does e read a tensor of env (p, g, a state)? Then a state it initializes is a copy made at the
+ * first step, not a number or an initializer. */
+static int mentions_tensor(Env *env, const AstNode *e)
+{
+	if (!e)
+		return 0;
+	if (e->kind == AST_NAME) {
+		Value *v = lower_lookup(env, e->name);
+		return v && (v->kind == V_TENSOR || v->kind == V_PARAM || v->kind == V_BUF);
+	}
+	if (mentions_tensor(env, e->lhs) || mentions_tensor(env, e->rhs))
+		return 1;
+	for (const AstNode *a = e->args.head; a; a = a->next)
+		if (mentions_tensor(env, a))
+			return 1;
+	return 0;
+}
+
+static int mentions_global(const AstNode *e);
+
 /* One statement of the rule for parameter p, in its environment. */
 static void rule_stmt(Lower *L, Env *env, AstNode *st, int p)
 {
 	L->opt_param = p;
 	IrFunc *fn = L->fn;
 	const IrSlot *ps = ir_slot(L->mod, NML_B_PARAMS, p);
+	if (st->kind == AST_REPEAT) {
+		if (mentions_global(st)) {
+			diag_error(st->loc, "a global reduction inside repeat (it is a barrier between statements)");
+			return;
+		}
+		int n = lower_repeat_count(L, env, st);
+		for (int i = 0; i < n && !diag_full(); i++)
+			for (AstNode *s = st->body.head; s; s = s->next)
+				rule_stmt(L, env, s, p);
+		return;
+	}
+	if (st->kind == AST_STATE && mentions_tensor(env, st->rhs)) {
+		/* state x = an expression of p, g, ...: its value at the first step; the slot holds it after */
+		IrShape s = ps->shape;
+		if (st->args.n) {
+			s = (IrShape){0};
+			for (AstNode *d = st->args.head; d; d = d->next) {
+				Value v = lower_expr(L, env, d);
+				if (v.kind == V_NUM && v.num >= 1 && s.rank < IR_MAXRANK)
+					s.dim[s.rank++] = (int64_t)v.num;
+				else
+					diag_error(d->loc, "a state dimension must be a positive number");
+			}
+		}
+		int init = lower_tensor(L, lower_expr(L, env, st->rhs), st->rhs->loc);
+		if (init < 0)
+			return;
+		IrShape b;
+		if (!ir_broadcast(*ir_shape_of(fn, init), s, &b) || !ir_shape_eq(b, s)) {
+			char x[64], y[64];
+			diag_error(st->rhs->loc, "the initial value of state '%s' has shape %s, the state is %s", st->name,
+				   ir_shape_str(*ir_shape_of(fn, init), x, sizeof x), ir_shape_str(s, y, sizeof y));
+			return;
+		}
+		char name[256];
+		snprintf(name, sizeof name, "%s.%s", ps->name, st->name);
+		int slot = ir_add_slot(L->mod, NML_B_STATE, intern_cstr(name), s, (IrInit){INIT_CONST, 0, 0}, st->loc);
+		int first = ir_binary(fn, IR_EQ, L->opt_step, ir_const(fn, 1, st->loc), st->loc);
+		int v = ir_where(fn, first, ir_expand(fn, init, s, st->loc), ir_load(fn, NML_B_STATE, slot, s, st->loc), st->loc);
+		lower_bind(L, env, st->name, (Value){.kind = V_TENSOR, .id = v});
+		return;
+	}
 	if (st->kind == AST_STATE) {
 		IrShape s = ps->shape;
 		if (st->args.n) {
@@ -265,6 +349,7 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 	SrcLoc loc = optim_def(L, rules[nrules - 1])->loc; /* the rule that updates p */
 	L->fn = fn;
 	int step = ir_scalar_leaf(fn, IR_STEP, loc);
+	L->opt_step = step;
 	Env *sched = lower_env_new(L, opt->env);
 	lower_bind(L, sched, t_name, (Value){.kind = V_TENSOR, .id = step});
 	int T = ir_find_hparam(L->mod, intern_cstr("T"));
@@ -281,6 +366,8 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 		lower_bind(L, base[p], p_name, (Value){.kind = V_TENSOR, .id = lower_param_value(L, p)});
 		lower_bind(L, base[p], g_name, (Value){.kind = V_TENSOR, .id = grad[p]});
 		lower_bind(L, base[p], t_name, (Value){.kind = V_TENSOR, .id = step});
+		if (T >= 0) /* the run's length, which rules read like schedules do */
+			lower_bind(L, base[p], intern_cstr("T"), (Value){.kind = V_TENSOR, .id = ir_hparam(fn, T, loc)});
 	}
 	int i = 0;
 	for (int r = 0; r < nrules; r++) {

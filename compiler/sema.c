@@ -246,23 +246,42 @@ static void check_formals(Sema *s, const AstList *formals)
 }
 
 /* A function body: sequential assignments ending in a return. */
-static void check_fn_body(Sema *s, const AstList *body, const char *what)
+/* repeat N { ... }: N is checked like any expression; the body like the statements around it. */
+static int check_repeat(Sema *s, const AstNode *st)
 {
-	const AstNode *last = NULL;
+	if (st->kind != AST_REPEAT)
+		return 0;
+	check_expr(s, st->lhs);
+	return 1;
+}
+
+static void check_fn_stmts(Sema *s, const AstList *body, const char *what, int in_repeat)
+{
 	for (const AstNode *st = body->head; st; st = st->next) {
-		last = st;
 		if (st->kind == AST_ASSIGN) {
 			check_expr(s, st->rhs);
 			define(s, st->name);
-		} else if (st->kind == AST_RETURN) {
-			check_expr(s, st->rhs);
-			if (st->next)
-				diag_error(st->next->loc, "statement after return");
-		} else {
-			diag_error(st->loc, "a %s body holds assignments and a return, not a %s", what,
+		} else if (check_repeat(s, st)) {
+			check_fn_stmts(s, &st->body, what, 1);
+		} else if (st->kind == AST_RETURN && in_repeat) {
+			diag_error(st->loc, "return inside repeat");
+		} else if (st->kind != AST_RETURN) {
+			diag_error(st->loc, "a %s body holds assignments, repeats and a return, not a %s", what,
 				   ast_kind_name(st->kind));
 		}
 	}
+}
+
+static void check_fn_body(Sema *s, const AstList *body, const char *what)
+{
+	check_fn_stmts(s, body, what, 0);
+	const AstNode *last = body->tail;
+	for (const AstNode *st = body->head; st; st = st->next)
+		if (st->kind == AST_RETURN) {
+			check_expr(s, st->rhs);
+			if (st->next)
+				diag_error(st->next->loc, "statement after return");
+		}
 	if (!last || last->kind != AST_RETURN)
 		diag_error(last ? last->loc : (SrcLoc){0}, "%s body does not end with a return", what);
 }
@@ -313,6 +332,8 @@ static void check_layer(Sema *s, const AstNode *l)
 	s->n = mark;
 }
 
+static void check_rule_stmts(Sema *s, const AstNode *o, const AstList *body, int mark, int nformals, int in_repeat);
+
 static void check_optimizer(Sema *s, const AstNode *o)
 {
 	int mark = s->n;
@@ -321,10 +342,25 @@ static void check_optimizer(Sema *s, const AstNode *o)
 	define(s, intern_cstr("p"));
 	define(s, intern_cstr("g"));
 	define(s, intern_cstr("t"));
+	define(s, intern_cstr("T")); /* the run's length in steps */
 	for (const AstNode *st = o->body.head; st; st = st->next)
 		if (st->kind == AST_STATE)
 			define(s, st->name);
-	for (const AstNode *st = o->body.head; st; st = st->next) {
+	check_rule_stmts(s, o, &o->body, mark, nformals, 0);
+	s->n = mark;
+}
+
+static void check_rule_stmts(Sema *s, const AstNode *o, const AstList *body, int mark, int nformals, int in_repeat)
+{
+	for (const AstNode *st = body->head; st; st = st->next) {
+		if (check_repeat(s, st)) {
+			check_rule_stmts(s, o, &st->body, mark, nformals, 1);
+			continue;
+		}
+		if (st->kind == AST_STATE && in_repeat) {
+			diag_error(st->loc, "a state is declared once, not inside repeat");
+			continue;
+		}
 		if (st->kind == AST_STATE) {
 			for (const AstNode *d = st->args.head; d; d = d->next)
 				check_expr(s, d);
@@ -342,11 +378,10 @@ static void check_optimizer(Sema *s, const AstNode *o)
 				diag_error(st->loc, "unknown name '%s'", st->name);
 			define(s, st->name);
 		} else {
-			diag_error(st->loc, "an optimizer holds state and assignments, not a %s",
+			diag_error(st->loc, "an optimizer holds state, assignments and repeats, not a %s",
 				   ast_kind_name(st->kind));
 		}
 	}
-	s->n = mark;
 }
 
 static void check_train(Sema *s, const AstNode *t)
