@@ -394,7 +394,10 @@ int drv_lower(Compiler *c)
 			 ir_slot(&c->mod, NML_B_BUFFERS, slot)->loc);
 	}
 	param_grads(c, c->step, loss, grad);
+	c->lower.fwd_func = c->fwd; /* grad_at evaluates the training forward pass again */
+	c->lower.fwd_loss = loss;
 	optim_lower(&c->lower, c->step, &c->cfg.optimizer, grad);
+	c->lower.fwd_func = NULL;
 	free(grad);
 
 	IrFunc *efwd = lower_forward(&c->lower, 0, "eval");

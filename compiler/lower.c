@@ -7,6 +7,7 @@
 
 #include "util.h"
 
+#include "autodiff.h"
 #include "grammar.h"
 
 enum { LOWER_MAX_DEPTH = 64 };
@@ -582,6 +583,56 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		L->global_node = call;
 		L->global_value = acc;
 		return tensor(acc);
+	}
+	case BI_grad_at: {
+		/* The loss gradient of the same batch at other weights, for every parameter at once: the
+		 * argument evaluated in each parameter's environment gives its weights, the training
+		 * forward pass is inlined with them in place of the parameters, and differentiated with
+		 * respect to them. A barrier, as global reductions are. Buffers keep the first pass's
+		 * updates; random numbers (dropout) are the first pass's. */
+		if (!L->opt_envs || !L->fwd_func) {
+			diag_error(loc, "grad_at is only available in an optimizer's update rule");
+			return none;
+		}
+		if (L->depth > 0) {
+			diag_error(loc, "grad_at must be written in the optimizer's body, not in a function it calls");
+			return none;
+		}
+		if (L->grad_node == call)
+			return tensor(L->grad_values[L->opt_param]);
+		int n = L->opt_nenvs, self = L->opt_param;
+		int *w = arena_alloc(L->arena, ((size_t)n + 1) * sizeof *w);
+		int *g = arena_alloc(L->arena, ((size_t)n + 1) * sizeof *g);
+		for (int q = 0; q < n; q++) {
+			L->opt_param = q;
+			int v = lower_tensor(L, lower_expr(L, L->opt_envs[q], arg[0]), loc);
+			L->opt_param = self;
+			if (v < 0)
+				return none;
+			const IrSlot *ps = ir_slot(L->mod, NML_B_PARAMS, q);
+			IrShape b;
+			if (!ir_broadcast(*ir_shape_of(L->fn, v), ps->shape, &b) || !ir_shape_eq(b, ps->shape)) {
+				char x1[64], x2[64];
+				diag_error(loc, "grad_at's weights for '%s' have shape %s, the parameter is %s", ps->name,
+					   ir_shape_str(*ir_shape_of(L->fn, v), x1, sizeof x1), ir_shape_str(ps->shape, x2, sizeof x2));
+				return none;
+			}
+			w[q] = ir_expand(L->fn, v, ps->shape, loc);
+		}
+		int *map = xmalloc(((size_t)L->fwd_func->n + 1) * sizeof *map);
+		for (int i = 0; i < L->fwd_func->n; i++)
+			map[i] = -1;
+		for (int q = 0; q < n && q < L->nparam_leaf; q++)
+			if (L->param_leaf[q] >= 0)
+				map[L->param_leaf[q]] = w[q];
+		if (ir_inline(L->fn, L->fwd_func, map) < 0)
+			die("grad_at: a substitution of another shape");
+		int loss = map[L->fwd_loss];
+		free(map);
+		ad_grad(L->fn, loss, w, n, g);
+		L->grad_node = call;
+		L->grad_values = g;
+		return tensor(g[self]);
 	}
 	case BI_has_tag: { /* 1 if the parameter being updated carries @tag: a compile-time number */
 		const char *tag = str_arg(L, env, arg[0]);

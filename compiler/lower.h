@@ -85,6 +85,10 @@ typedef struct Lower {
 	int opt_step;          /* the step t in the function an update rule is lowered into */
 	AstNode *global_node;  /* the global reduction computed for the current statement */
 	int global_value;
+	AstNode *grad_node;    /* the grad_at computed for the current statement */
+	int *grad_values;      /* its gradient for every parameter */
+	const IrFunc *fwd_func; /* the training forward pass, which grad_at evaluates again */
+	int fwd_loss;           /* its loss */
 	int training;          /* the forward being built is the training-mode one */
 	int *buf_value;        /* per buffer slot: its value assigned so far in fn, or -1 (read: a load) */
 	int nbuf_value;

@@ -310,7 +310,8 @@ static int mentions_global(const AstNode *e)
 	if (!e)
 		return 0;
 	if (e->kind == AST_CALL && e->lhs->kind == AST_NAME
-	    && (sema_builtin(e->lhs->name) == BI_global_sum || sema_builtin(e->lhs->name) == BI_global_norm))
+	    && (sema_builtin(e->lhs->name) == BI_global_sum || sema_builtin(e->lhs->name) == BI_global_norm
+		|| sema_builtin(e->lhs->name) == BI_grad_at))
 		return 1;
 	if (mentions_global(e->lhs) || mentions_global(e->rhs))
 		return 1;
@@ -392,6 +393,7 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 				envs[p] = lower_env_new(L, base[p]);
 			for (AstNode *st = def->body.head; st && !diag_full(); st = st->next) {
 				L->global_node = NULL;
+				L->grad_node = NULL;
 				for (int p = 0; p < n; p++)
 					rule_stmt(L, envs[p], st, p);
 			}
