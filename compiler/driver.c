@@ -39,6 +39,7 @@ void drv_free(Compiler *c)
 	free(c->globals.items);
 	free(c->lower.param_leaf);
 	free(c->lower.buf_value);
+	free(c->lower.eval_slot);
 	free(c->lower.buf_update);
 	ir_module_free(&c->mod);
 	if (c->data_loaded) {

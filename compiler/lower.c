@@ -110,7 +110,13 @@ int lower_param_value(Lower *L, int slot)
 	}
 	if (L->param_leaf[slot] < 0) {
 		const IrSlot *s = ir_slot(L->mod, NML_B_PARAMS, slot);
-		L->param_leaf[slot] = ir_load(L->fn, NML_B_PARAMS, slot, s->shape, s->loc);
+		int v = ir_load(L->fn, NML_B_PARAMS, slot, s->shape, s->loc);
+		if (!L->training && slot < L->neval_slot && L->eval_slot[slot] >= 0) {
+			/* evaluation reads the rule's evaluation weights, once a step has made them */
+			int first = ir_binary(L->fn, IR_EQ, ir_scalar_leaf(L->fn, IR_STEP, s->loc), ir_const(L->fn, 0, s->loc), s->loc);
+			v = ir_where(L->fn, first, v, ir_load(L->fn, NML_B_STATE, L->eval_slot[slot], s->shape, s->loc), s->loc);
+		}
+		L->param_leaf[slot] = v;
 	}
 	return L->param_leaf[slot];
 }

@@ -87,6 +87,8 @@ typedef struct Lower {
 	int global_value;
 	AstNode *grad_node;    /* the grad_at computed for the current statement */
 	int *grad_values;      /* its gradient for every parameter */
+	int *eval_slot;        /* per parameter: the state slot of its evaluation weights (p_eval), or -1 */
+	int neval_slot;
 	const IrFunc *fwd_func; /* the training forward pass, which grad_at evaluates again */
 	int fwd_loss;           /* its loss */
 	int training;          /* the forward being built is the training-mode one */

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "grammar.h"
+#include "util.h"
 
 /* Does e read the step t or the run length T? Then it is a schedule, evaluated every step. */
 static int mentions_step(const AstNode *e)
@@ -303,6 +304,23 @@ static void write_back(Lower *L, Env *env, int p, int first_state, SrcLoc loc)
 	}
 	Value *pv = lower_lookup_local(env, intern_cstr("p"));
 	store(L, NML_B_PARAMS, lower_tensor(L, *pv, loc), p, ps, loc);
+	/* p_eval = ...: the weights evaluation and prediction use (an average, schedule-free's x), kept
+	 * in the state block as "<parameter>.eval" */
+	Value *ev = lower_lookup_local(env, intern_cstr("p_eval"));
+	if (ev) {
+		char name[256];
+		snprintf(name, sizeof name, "%s.eval", ps->name);
+		int slot = ir_add_slot(L->mod, NML_B_STATE, intern_cstr(name), ps->shape, (IrInit){INIT_CONST, 0, 0}, loc);
+		store(L, NML_B_STATE, lower_tensor(L, *ev, loc), slot, ir_slot(L->mod, NML_B_STATE, slot), loc);
+		if (p >= L->neval_slot) {
+			int n = ir_block(L->mod, NML_B_PARAMS)->n;
+			L->eval_slot = xrealloc(L->eval_slot, (size_t)n * sizeof *L->eval_slot);
+			for (int i = L->neval_slot; i < n; i++)
+				L->eval_slot[i] = -1;
+			L->neval_slot = n;
+		}
+		L->eval_slot[p] = slot;
+	}
 }
 
 static int mentions_global(const AstNode *e)
@@ -328,8 +346,8 @@ static int mentions_global(const AstNode *e)
  * the rule's states. */
 static void finish_rule(Lower *L, Env *base, Env *env, const AstNode *def)
 {
-	const char *names[] = {intern_cstr("p"), intern_cstr("g")};
-	for (int k = 0; k < 2; k++) {
+	const char *names[] = {intern_cstr("p"), intern_cstr("g"), intern_cstr("p_eval")};
+	for (int k = 0; k < 3; k++) {
 		Value *v = lower_lookup_local(env, names[k]);
 		if (v)
 			lower_bind(L, base, names[k], *v);
