@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "autodiff.h"
+#include "grammar.h"
 #include "util.h"
 #include "config.h"
 #include "optim.h"
@@ -163,6 +164,43 @@ static int add_items(Compiler *c, AstList items)
 	return errs;
 }
 
+/* --optimizer EXPR: the expression, parsed as `const _ = EXPR`, becomes the train block's optimizer
+ * field (or is added as one). Its names are checked and resolved like the file's. */
+static int override_optimizer(Compiler *c, const char *file)
+{
+	/* the library's rules and schedules are there to be named, as if the file used them */
+	int errs = load_module(c, "std.optim", "", (SrcLoc){0}) + load_module(c, "std.sched", "", (SrcLoc){0});
+	AstProgram p = {0};
+	errs += parse_source_wrapped(&c->arena, "--optimizer", c->optimizer_src, "const _ =", NULL, &p);
+	if (errs)
+		return errs;
+	AstNode *item = p.items.head;
+	if (!item || item->kind != AST_CONST || item->next) {
+		diag_error((SrcLoc){0}, "--optimizer wants one expression, such as 'adam(lr = 1e-3)'");
+		return 1;
+	}
+	const char *name = intern_cstr("optimizer");
+	for (AstNode *n = c->prog.items.head; n; n = n->next) {
+		if (n->kind != AST_TRAIN || n->loc.file != file)
+			continue;
+		for (AstNode *st = n->body.head; st; st = st->next)
+			if (st->kind == AST_ASSIGN && st->name == name) {
+				st->rhs = item->rhs;
+				return 0;
+			}
+		AstNode *field = ast_new(&c->arena, AST_ASSIGN, item->rhs->loc);
+		field->name = name;
+		field->op = TK_ASSIGN;
+		field->rhs = item->rhs;
+		n->body.head ? (n->body.tail->next = field) : (n->body.head = field);
+		n->body.tail = field;
+		n->body.n++;
+		return 0;
+	}
+	diag_error((SrcLoc){0}, "--optimizer: the file has no train block");
+	return 1;
+}
+
 int drv_parse(Compiler *c, const char *path)
 {
 	double t0 = drv_now_ms();
@@ -179,6 +217,8 @@ int drv_parse(Compiler *c, const char *path)
 			c->user_items = n;
 			break;
 		}
+	if (!errs && c->optimizer_src)
+		errs += override_optimizer(c, key);
 	c->ms_front += drv_now_ms() - t0;
 	return errs;
 }

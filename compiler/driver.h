@@ -39,6 +39,7 @@ typedef struct Compiler {
 	IrFunc *gradf;           /* fwd + backward, storing loss and gradients */
 	IrFunc *predict;         /* forward in evaluation mode storing the prediction only */
 	int verbose;
+	const char *optimizer_src; /* an optimizer expression that replaces the train block's (--optimizer) */
 	double ms_front, ms_data, ms_lower, ms_jit; /* phase timings */
 } Compiler;
 

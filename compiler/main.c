@@ -113,6 +113,8 @@ static const OptSpec options[] = {
 	{"--set", NULL, "NAME=VALUE", RUN | REPL, OPT_SET, FIELD(sets), 0, 0,
 	 "override a hyperparameter of the optimizer, e.g. --set lr=3e-4 (repeatable)"},
 	{"--set", NULL, "NAME=VALUE", BUILD, OPT_SET, FIELD(sets), 0, 0, "the library's default of a hyperparameter (repeatable)"},
+	{"--optimizer", NULL, "EXPR", RUN | CHECK | SHOW | GRADCHECK | BUILD, OPT_PATH, FIELD(optimizer), 0, 0,
+	 "use this optimizer instead of the train block's, e.g. --optimizer 'lion(lr = 3e-4)'"},
 	{"--init", NULL, "F", RUN | REPL, OPT_PATH, FIELD(init), 0, 0, "start from the parameters in safetensors file F"},
 	{"--save", NULL, "F", RUN | REPL, OPT_PATH, FIELD(save), 0, 0,
 	 "after every epoch, write parameters and optimizer state to safetensors file F"},
@@ -568,7 +570,7 @@ int main(int argc, char **argv)
 	if (cmd == CMD_SHOW && !strcmp(o.show, "ast"))
 		errs = drv_parse(&c, o.file);
 	else
-		errs = drv_front(&c, o.file);
+		c.optimizer_src = o.optimizer, errs = drv_front(&c, o.file);
 	if (errs) {
 		int n = diag_shown();
 		if (n)

@@ -12,6 +12,7 @@ typedef struct Options {
 	const char *sets[64];
 	int nsets;
 	const char *init, *save, *log, *resume;
+	const char *optimizer;    /* --optimizer: replaces the train block's optimizer */
 	const char *output, *cpu; /* build */
 	int verbose, quiet;
 	int echo;                 /* repl */

@@ -123,6 +123,15 @@ check("-- ends the options", r.returncode == 0 and re.search(r"^epoch +1/1 ", r.
 plain = nmlc_run("run", tiny, "--epochs", "2", "--seed", "1")
 check("run prints a header and epoch lines", plain.returncode == 0 and plain.stdout.startswith("model")
       and plain.stdout.count("\nepoch") == 2, plain.stdout + plain.stderr)
+# --optimizer swaps the train block's optimizer; a bad expression is an error located in it.
+r = nmlc_run("run", tiny, "--epochs", "1", "--optimizer", "lion(lr = 3e-4)")
+check("--optimizer replaces the train block's", r.returncode == 0 and "optimizer  lion(lr=0.0003" in r.stdout,
+      r.stdout + r.stderr)
+r = nmlc_run("check", tiny, "--optimizer", "lino(lr = 1)")
+check("--optimizer with an unknown rule: exit 1, located in the expression", r.returncode == 1
+      and "--optimizer:1:1: error: unknown name 'lino'" in r.stderr, r.stderr)
+r = nmlc_run("check", tiny, "--optimizer", "adam(lr = ")
+check("--optimizer with a syntax error: exit 1", r.returncode == 1 and "--optimizer:1:" in r.stderr, r.stderr)
 untimed = lambda s: re.sub(r"[\d.]+ ?(ms|s|samples/s)\b", "#", s)  # timings differ run to run
 quiet = [nmlc_run("run", tiny, "--epochs", "2", "--seed", "1", q) for q in ("-q", "--quiet")]
 check("-q and --quiet are one option", untimed(quiet[0].stdout) == untimed(quiet[1].stdout)
@@ -190,7 +199,8 @@ for c in commands:
 
 # Each help lists that command's options only: what one lists, the parser takes for that command;
 # what only other commands list, it refuses for this one (exit 2, naming the command it belongs to).
-values = {"N": "2", "NAME=VALUE": "lr=0.5", "F": "x.safetensors", "NAME": "x86-64", "DIR/libNAME.so": "libx.so"}
+values = {"N": "2", "NAME=VALUE": "lr=0.5", "F": "x.safetensors", "NAME": "x86-64", "DIR/libNAME.so": "libx.so",
+          "EXPR": "adam()"}
 everything = set()
 for c in commands:
     for opt, arg, alias in listed(helps[c]):
