@@ -15,6 +15,12 @@ static int nsources;
 static int nerrors, nshown;
 static FILE *stream;
 static SrcLoc last_loc; /* of the last error, to show a repeated one once */
+enum { DIAG_MAX_CONTEXT = 64 };
+static struct {
+	SrcLoc loc;
+	const char *msg;
+} context[DIAG_MAX_CONTEXT];
+static int ncontext, context_depth; /* shown, and pushed (deeper ones are not kept) */
 static char last_msg[512];
 
 void diag_add_source(const char *file, const char *text)
@@ -77,6 +83,8 @@ void diag_error(SrcLoc loc, const char *fmt, ...)
 	      && !strcmp(msg, last_msg))) {
 		report_text("error", loc, msg);
 		nshown++;
+		for (int i = ncontext - 1; i >= 0; i--)
+			report_text("note", context[i].loc, context[i].msg);
 	}
 	last_loc = loc;
 	memcpy(last_msg, msg, sizeof last_msg);
@@ -96,6 +104,18 @@ void diag_note(SrcLoc loc, const char *fmt, ...)
 	report_text("note", loc, msg);
 }
 
+void diag_push_context(SrcLoc loc, const char *msg)
+{
+	if (context_depth++ < DIAG_MAX_CONTEXT)
+		context[ncontext++] = (typeof(context[0])){loc, msg};
+}
+
+void diag_pop_context(void)
+{
+	if (context_depth > 0 && context_depth-- <= DIAG_MAX_CONTEXT)
+		ncontext--;
+}
+
 int diag_count(void) { return nerrors; }
 int diag_shown(void) { return nshown; }
 int diag_full(void) { return nerrors >= DIAG_MAX_ERRORS; }
@@ -104,6 +124,7 @@ void diag_reset(void)
 	nerrors = nshown = 0;
 	last_loc = (SrcLoc){0};
 	last_msg[0] = 0;
+	ncontext = context_depth = 0;
 }
 void diag_set_stream(FILE *f) { stream = f; }
 

@@ -13,6 +13,11 @@ typedef struct SrcLoc {
 void diag_add_source(const char *file, const char *text);
 void diag_error(SrcLoc loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void diag_note(SrcLoc loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Where the code being compiled was reached from: while a context is pushed, every error is
+ * followed by a note for each, innermost first ("in l2 = Linear(128, 10)"), as a C compiler names
+ * the macro expansion an error is in. The message must outlive the context. */
+void diag_push_context(SrcLoc loc, const char *msg);
+void diag_pop_context(void);
 int diag_count(void);     /* errors reported so far */
 int diag_shown(void);     /* of those, shown (a repeat at the same place is shown once) */
 int diag_full(void);      /* the cap on reported errors is reached: stop compiling */

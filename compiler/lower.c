@@ -28,6 +28,8 @@ struct Instance {
 	const char *path; /* "l1." */
 	Env *env;         /* formals and members */
 	AstNode *forward;
+	SrcLoc made;      /* the call that made it */
+	const char *note; /* "in l1 (a Linear)": the context of errors inside it */
 };
 
 static const Value none = {V_NONE};
@@ -287,8 +289,10 @@ int lower_bind_args(Lower *L, Env *callenv, AstNode *call, const AstList *formal
 	return ok;
 }
 
+/* Inlines a function or forward body for call. An error inside it is followed by a note: context
+ * at ctx_loc (the instance's making, or the call itself for a function). */
 static Value call_fn(Lower *L, Env *callenv, AstNode *call, Env *parent, const AstList *formals,
-		     AstNode *expr, const AstList *body)
+		     AstNode *expr, const AstList *body, SrcLoc ctx_loc, const char *context)
 {
 	if (L->depth >= LOWER_MAX_DEPTH) {
 		diag_error(call->loc, "calls nested more than %d deep (recursion?)", LOWER_MAX_DEPTH);
@@ -298,7 +302,9 @@ static Value call_fn(Lower *L, Env *callenv, AstNode *call, Env *parent, const A
 	if (!lower_bind_args(L, callenv, call, formals, env))
 		return none;
 	L->depth++;
+	diag_push_context(ctx_loc, context);
 	Value v = expr ? lower_expr(L, env, expr) : eval_body(L, env, body);
+	diag_pop_context();
 	L->depth--;
 	return v;
 }
@@ -855,7 +861,8 @@ static Value call(Lower *L, Env *env, AstNode *call)
 		Instance *in = f.inst;
 		if (!need_fn(L, call->loc, "calling a layer"))
 			return none;
-		Value v = call_fn(L, env, call, in->env, &in->forward->formals, in->forward->rhs, &in->forward->body);
+		Value v = call_fn(L, env, call, in->env, &in->forward->formals, in->forward->rhs, &in->forward->body,
+				  in->made, in->note);
 		if (in == L->model && v.kind != V_NONE)
 			L->pred = lower_tensor(L, v, call->loc);
 		return v;
@@ -866,8 +873,13 @@ static Value call(Lower *L, Env *env, AstNode *call)
 			return instantiate(L, env, call, f.node);
 		case AST_OPTIMIZER: case AST_TRANSFORM:
 			return (Value){.kind = V_OPT, .node = call, .env = env};
-		default:
-			return call_fn(L, env, call, L->global_env, &f.node->formals, f.node->rhs, &f.node->body);
+		default: {
+			/* an error inside a function points into it; the note says which call led there */
+			char msg[256];
+			snprintf(msg, sizeof msg, "in this call of %s", f.node->name);
+			return call_fn(L, env, call, L->global_env, &f.node->formals, f.node->rhs, &f.node->body, call->loc,
+				       arena_strndup(L->arena, msg, strlen(msg)));
+		}
 		}
 	default:
 		diag_error(call->loc, "a %s cannot be called", kind_name(f.kind));
@@ -968,6 +980,14 @@ static Value instantiate(Lower *L, Env *callenv, AstNode *call, AstNode *layer)
 	Instance *in = arena_alloc(L->arena, sizeof *in);
 	in->layer = layer;
 	in->path = L->prefix;
+	in->made = call->loc;
+	char note[300];
+	size_t plen = strlen(L->prefix);
+	if (plen)
+		snprintf(note, sizeof note, "in %.*s (a %s)", (int)(plen - 1), L->prefix, layer->name);
+	else
+		snprintf(note, sizeof note, "in the model (a %s)", layer->name);
+	in->note = arena_strndup(L->arena, note, strlen(note));
 	in->env = lower_env_new(L, L->global_env);
 	if (!lower_bind_args(L, callenv, call, &layer->formals, in->env))
 		return none;
@@ -980,6 +1000,7 @@ static Value instantiate(Lower *L, Env *callenv, AstNode *call, AstNode *layer)
 		}
 	}
 	L->depth++;
+	diag_push_context(in->made, in->note);
 	for (AstNode *st = layer->body.head; st && !diag_full(); st = st->next) {
 		if (st->kind == AST_PARAM) {
 			add_param(L, in, st);
@@ -996,6 +1017,7 @@ static Value instantiate(Lower *L, Env *callenv, AstNode *call, AstNode *layer)
 			in->forward = st;
 		}
 	}
+	diag_pop_context();
 	L->depth--;
 	return (Value){.kind = V_INST, .inst = in};
 }

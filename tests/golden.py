@@ -18,6 +18,9 @@ KINDS = {".err": ["check"], ".ast": ["show", "--ast"], ".ir": ["show", "--ir"],
          ".grad": ["show", "--grad"], ".step": ["show", "--step"], ".kernels": ["show", "--kernels"]}
 
 
+STDLIB = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "stdlib"))
+
+
 def main():
     args = [a for a in sys.argv[1:] if a != "--update"]
     update = "--update" in sys.argv
@@ -31,6 +34,8 @@ def main():
             src = stem + ".nml"
             r = subprocess.run([nmlc] + KINDS[ext] + [src], cwd=d, capture_output=True, text=True)
             got = r.stderr if ext == ".err" else r.stdout
+            # The standard library's files are quoted by their path, which depends on the checkout.
+            got = got.replace(STDLIB + "/", "<stdlib>/")
             ok_exit = (r.returncode != 0) if ext == ".err" else (r.returncode == 0)
             path = os.path.join(d, name)
             if update:
