@@ -261,6 +261,7 @@ with tempfile.TemporaryDirectory() as tmp:
     x = os.path.join(data, "blobs_x.npy")
     cls_losses = model_case(tmp, "cls", "cls.nml", x, os.path.join(data, "blobs_y.npy"), 4, 3)
     model_case(tmp, "reg", "reg.nml", x, os.path.join(data, "reg_t.npy"), 3, 11)
+    model_case(tmp, "cnn", "cnn.nml", os.path.join(data, "img_x.npy"), os.path.join(data, "img_y.npy"), 3, 5)
     generic_cpu(tmp, x, os.path.join(data, "blobs_y.npy"), cls_losses)
     embed_example(tmp)
     abi_mismatch(tmp)
