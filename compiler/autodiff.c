@@ -36,7 +36,7 @@ static void rule(Ad *ad, int i, int g)
 	SrcLoc loc = in.loc;
 	switch (in.op) {
 	case IR_CONST: case IR_LOAD: case IR_HPARAM: case IR_STEP:
-	case IR_ROWS: case IR_ONEHOT: case IR_STOPGRAD: case IR_SIGN: case IR_FLOOR: case IR_RANDOM:
+	case IR_ROWS: case IR_ONEHOT: case IR_STOPGRAD: case IR_SIGN: case IR_FLOOR: case IR_RANDOM: case IR_ARGMAX:
 	case IR_LT: case IR_LE: case IR_GT: case IR_GE: case IR_EQ: case IR_NE:
 		return; /* constant, or zero derivative almost everywhere */
 	case IR_NEG: /* d(-a) = -g */
@@ -88,6 +88,11 @@ static void rule(Ad *ad, int i, int g)
 		for (int k = 0; k < in.shape.rank; k++)
 			inv[in.attr.perm.axis[k]] = k;
 		accumulate(ad, a, ir_permute(ad->f, g, inv, loc), loc);
+		return;
+	}
+	case IR_SLICE: { /* out[i] = a[i + k]: a[j] gets g[j - k], the slice of g by -k to a's length */
+		int ax = in.attr.range.axis;
+		accumulate(ad, a, ir_slice(ad->f, g, ax, -in.attr.range.offset, ad->f->inst[a].shape.dim[ax], loc), loc);
 		return;
 	}
 	case IR_UNFOLD: /* each window reads the image: the adjoint sums the windows back */

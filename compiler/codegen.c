@@ -1090,6 +1090,63 @@ static void emit_window(Cg *g, int i)
 		loop_end(g, &l[k], NULL);
 }
 
+/* slice: loops over out; along the axis each element reads a at i + offset, or 0 outside a.
+ * argmax: loops over out (the axis of size 1), each a scan along a's axis for the first maximum. */
+static void emit_slice_argmax(Cg *g, int i)
+{
+	const IrInst *in = &g->f->inst[i];
+	int a = in->in[0], rank = in->shape.rank, slice = in->op == IR_SLICE;
+	int ax = slice ? in->attr.range.axis : __builtin_ctz(in->attr.axes);
+	const IrShape *sa = shape_of(g, a);
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef stride[IR_MAXRANK], st = ci(g, 1);
+	for (int k = rank - 1; k >= 0; k--) {
+		stride[k] = st;
+		st = imul(g, st, dimv(g, sa->dim[k]));
+	}
+	LLVMValueRef len = dimv(g, sa->dim[ax]);
+	LLVMMetadataRef s = new_scope(g);
+	Access wr = {scope_list(g, &s, 1), NULL}, rd = {NULL, wr.scope};
+	Loop l[IR_MAXRANK];
+	LLVMValueRef src = ci(g, 0), dst = ci(g, 0), pos = NULL;
+	for (int k = 0; k < rank; k++) {
+		LLVMValueRef iv = loop_begin(g, &l[k], dimv(g, in->shape.dim[k]));
+		dst = iadd(g, imul(g, dst, dimv(g, in->shape.dim[k])), iv);
+		if (k == ax)
+			pos = slice ? iadd(g, iv, ci(g, in->attr.range.offset)) : iv;
+		else
+			src = iadd(g, src, imul(g, iv, stride[k]));
+	}
+	LLVMValueRef out = elem(g, g->val[i].ptr, dst);
+	if (slice) {
+		LLVMValueRef inside = LLVMBuildICmp(b, LLVMIntULT, pos, len, "");
+		LLVMValueRef at = sel(g, inside, iadd(g, src, imul(g, pos, stride[ax])), src);
+		store(g, sel(g, inside, load(g, elem(g, g->val[a].ptr, at), rd), cf(g, 0)), out, wr);
+	} else { /* best starts at element 0; j from 1 replaces it when strictly larger */
+		LLVMBasicBlockRef pre = LLVMGetInsertBlock(b);
+		LLVMValueRef first = load(g, elem(g, g->val[a].ptr, src), rd);
+		LLVMBasicBlockRef head = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "argmax");
+		LLVMBasicBlockRef body = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "argmax.body");
+		LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(g->ctx, g->fn, "argmax.done");
+		LLVMBuildBr(b, head);
+		LLVMPositionBuilderAtEnd(b, head);
+		LLVMValueRef j = LLVMBuildPhi(b, g->i64, "j"), bv = LLVMBuildPhi(b, g->T, "best"), bi = LLVMBuildPhi(b, g->i64, "at");
+		LLVMBuildCondBr(b, LLVMBuildICmp(b, LLVMIntSLT, j, len, ""), body, done);
+		LLVMPositionBuilderAtEnd(b, body);
+		LLVMValueRef v = load(g, elem(g, g->val[a].ptr, iadd(g, src, imul(g, j, stride[ax]))), rd);
+		LLVMValueRef gt = fcmp(g, LLVMRealOGT, v, bv);
+		LLVMValueRef nv = sel(g, gt, v, bv), ni = sel(g, gt, j, bi), nj = LLVMBuildNSWAdd(b, j, ci(g, 1), "");
+		LLVMBuildBr(b, head);
+		LLVMAddIncoming(j, (LLVMValueRef[]){ci(g, 1), nj}, (LLVMBasicBlockRef[]){pre, body}, 2);
+		LLVMAddIncoming(bv, (LLVMValueRef[]){first, nv}, (LLVMBasicBlockRef[]){pre, body}, 2);
+		LLVMAddIncoming(bi, (LLVMValueRef[]){ci(g, 0), ni}, (LLVMBasicBlockRef[]){pre, body}, 2);
+		LLVMPositionBuilderAtEnd(b, done);
+		store(g, LLVMBuildSIToFP(b, bi, g->T, ""), out, wr);
+	}
+	for (int k = rank - 1; k >= 0; k--)
+		loop_end(g, &l[k], NULL);
+}
+
 /* out[i, j] = j == a[i] */
 static void emit_onehot(Cg *g, int i)
 {
@@ -1122,6 +1179,7 @@ static void emit_unit(Cg *g, int q)
 		case IR_PERMUTE: emit_permute(g, u->inst[0]); break;
 		case IR_RANDOM: emit_random(g, u->inst[0]); break;
 		case IR_UNFOLD: case IR_FOLD: emit_window(g, u->inst[0]); break;
+		case IR_SLICE: case IR_ARGMAX: emit_slice_argmax(g, u->inst[0]); break;
 		default: emit_onehot(g, u->inst[0]); break;
 		}
 		break;

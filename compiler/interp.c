@@ -97,6 +97,31 @@ static void interp_loop(const IrFunc *f, const IrInst *in, int64_t n, const floa
 						}
 		return;
 	}
+	case IR_SLICE: case IR_ARGMAX: {
+		const IrShape *s = &f->inst[in->in[0]].shape;
+		int ax = in->op == IR_SLICE ? in->attr.range.axis : __builtin_ctz(in->attr.axes);
+		int64_t len = dim(s->dim[ax], n), stride = 1;
+		for (int i = s->rank - 1; i > ax; i--)
+			stride *= dim(s->dim[i], n);
+		for (int64_t e = 0; e < k; e++) {
+			unflatten(&in->shape, n, e, idx);
+			int64_t pos = in->op == IR_SLICE ? idx[ax] + in->attr.range.offset : 0;
+			idx[ax] = 0;
+			int64_t base = 0;
+			for (int i = 0; i < s->rank; i++)
+				base = base * dim(s->dim[i], n) + idx[i];
+			if (in->op == IR_SLICE) {
+				out[e] = pos >= 0 && pos < len ? x[base + pos * stride] : 0;
+			} else { /* the first strictly largest; NaNs are passed over */
+				int64_t best = 0;
+				for (int64_t j = 1; j < len; j++)
+					if (x[base + j * stride] > x[base + best * stride])
+						best = j;
+				out[e] = (float)best;
+			}
+		}
+		return;
+	}
 	default: die("interp: %s has no loop", ir_op_name(in->op));
 	}
 }

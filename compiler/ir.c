@@ -277,6 +277,20 @@ static int infer_shape(IrFunc *f, IrInst *in)
 			in->shape = (IrShape){4, {a->dim[0], a->dim[1], w->win.in[0], w->win.in[1]}};
 		return 1;
 	}
+	case SHAPE_SLICE: {
+		int ax = in->attr.range.axis;
+		if (ax < 0 || ax >= a->rank || a->dim[ax] == IR_BATCH || in->attr.range.len < 1)
+			die("ir: slice of axis %d", ax);
+		in->shape = *a;
+		in->shape.dim[ax] = in->attr.range.len;
+		return 1;
+	}
+	case SHAPE_ARGMAX:
+		in->shape = *a;
+		for (int i = 0; i < a->rank; i++)
+			if (in->attr.axes & (1u << i))
+				in->shape.dim[i] = 1;
+		return 1;
 	case SHAPE_ONEHOT:
 		if (a->rank != 1) {
 			diag_error(in->loc, "class indices must be a vector, got %s", ir_shape_str(*a, ba, sizeof ba));
@@ -439,6 +453,20 @@ int ir_fold(IrFunc *f, int a, IrAttr win, SrcLoc loc)
 	return emit(f, (IrInst){.op = IR_FOLD, .in = {a}, .attr = win, .loc = loc});
 }
 
+int ir_slice(IrFunc *f, int a, int axis, int64_t offset, int64_t len, SrcLoc loc)
+{
+	if (a < 0)
+		return -1;
+	if (offset == 0 && f->inst[a].shape.dim[axis] == len)
+		return a;
+	return emit(f, (IrInst){.op = IR_SLICE, .in = {a}, .attr.range = {axis, offset, len}, .loc = loc});
+}
+
+int ir_argmax(IrFunc *f, int a, int axis, SrcLoc loc)
+{
+	return emit(f, (IrInst){.op = IR_ARGMAX, .in = {a}, .attr.axes = 1u << axis, .loc = loc});
+}
+
 int ir_random(IrFunc *f, IrModule *m, IrShape s, SrcLoc loc)
 {
 	return emit(f, (IrInst){.op = IR_RANDOM, .shape = s, .attr.stream = m->nstreams++, .loc = loc});
@@ -508,6 +536,9 @@ void ir_dump_attr(FILE *out, const IrModule *m, const IrInst *in)
 			fprintf(out, "%s%d", a ? "," : "", x->perm.axis[a]);
 		break;
 	case ATTR_RNG: fprintf(out, " stream=%u", x->stream); break;
+	case ATTR_RANGE:
+		fprintf(out, " axis=%d offset=%lld len=%lld", x->range.axis, (long long)x->range.offset, (long long)x->range.len);
+		break;
 	case ATTR_WINDOW:
 		fprintf(out, " kernel=%dx%d stride=%d,%d padding=%d,%d dilation=%d,%d%s", x->win.k[0], x->win.k[1],
 			x->win.s[0], x->win.s[1], x->win.p[0], x->win.p[1], x->win.d[0], x->win.d[1],
@@ -583,6 +614,7 @@ int ir_attr_eq(IrOp op, const IrAttr *a, const IrAttr *b)
 	case ATTR_PERM: return memcmp(a->perm.axis, b->perm.axis, sizeof a->perm.axis) == 0;
 	case ATTR_RNG: return a->stream == b->stream;
 	case ATTR_WINDOW: return memcmp(&a->win, &b->win, sizeof a->win) == 0;
+	case ATTR_RANGE: return a->range.axis == b->range.axis && a->range.offset == b->range.offset && a->range.len == b->range.len;
 	}
 	return 0;
 }
@@ -602,6 +634,7 @@ static uint64_t attr_hash(const IrInst *in)
 	case ATTR_PERM: memcpy(&w, a->perm.axis, sizeof w < sizeof a->perm.axis ? sizeof w : sizeof a->perm.axis); break;
 	case ATTR_RNG: w = a->stream; break;
 	case ATTR_WINDOW: w = (uint64_t)a->win.k[0] << 48 ^ (uint64_t)a->win.s[0] << 32 ^ (uint64_t)a->win.in[0]; break;
+	case ATTR_RANGE: w = (uint64_t)a->range.axis << 56 ^ (uint64_t)a->range.offset << 28 ^ (uint64_t)a->range.len; break;
 	}
 	return w;
 }

@@ -36,6 +36,7 @@ typedef union IrAttr {
 		int32_t in[2];                /* the unfolded image's height and width */
 		int32_t neg_inf;              /* padding reads -inf (max pooling), else 0 */
 	} win;
+	struct { int32_t axis; int64_t offset, len; } range; /* RANGE: out[i] = a[i + offset] along axis */
 } IrAttr;
 
 typedef struct IrInst {
@@ -145,6 +146,11 @@ int ir_permute(IrFunc *f, int a, const int *perm, SrcLoc loc);
  * back into the image (the adjoint). win.in is set by ir_unfold. */
 int ir_unfold(IrFunc *f, int a, IrAttr win, SrcLoc loc);
 int ir_fold(IrFunc *f, int a, IrAttr win, SrcLoc loc);
+/* Along axis: out[i] = a[i + offset] for i in [0, len), 0 where i + offset is outside a. A slice
+ * (offset >= 0), zero padding (offset < 0, len beyond a) and their mix; its adjoint is another. */
+int ir_slice(IrFunc *f, int a, int axis, int64_t offset, int64_t len, SrcLoc loc);
+/* The index (as a number) of the first maximum along axis, which is kept with size 1. */
+int ir_argmax(IrFunc *f, int a, int axis, SrcLoc loc);
 /* For a window attribute: the image row (or column, axis 1) that output row o at kernel offset k
  * reads; outside [0, in) it reads padding. */
 static inline int64_t ir_window_src(const IrAttr *w, int axis, int64_t o, int64_t k)

@@ -769,6 +769,92 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		}
 		return tensor(ir_unfold(L->fn, lower_tensor(L, x, loc), w, loc));
 	}
+	case BI_slice: case BI_pad: case BI_argmax: {
+		/* slice(x, axis, start, stop); pad(x, before, after, axis = -1) with zeros; argmax(x, axis = -1) */
+		Value x = lower_expr(L, env, arg[0]);
+		if (x.kind == V_NONE || !need_fn(L, loc, sema_builtin_info(b)->name))
+			return none;
+		int v = lower_tensor(L, x, loc);
+		if (v < 0)
+			return none;
+		IrShape s = *ir_shape_of(L->fn, v);
+		AstNode *axis_arg = b == BI_slice ? arg[1] : b == BI_pad ? arg[3] : arg[1];
+		int ax;
+		if (!one_axis(axis_arg ? lower_expr(L, env, axis_arg) : num(-1), axis_arg ? axis_arg->loc : loc, &s, &ax))
+			return none;
+		if (s.dim[ax] == IR_BATCH) {
+			diag_error(axis_arg ? axis_arg->loc : loc, "%s along the batch axis", sema_builtin_info(b)->name);
+			return none;
+		}
+		if (b == BI_argmax)
+			return tensor(ir_argmax(L->fn, v, ax, loc));
+		int64_t p0, p1, len = s.dim[ax];
+		AstNode *a0 = b == BI_slice ? arg[2] : arg[1], *a1 = b == BI_slice ? arg[3] : arg[2];
+		if (!as_int(lower_expr(L, env, a0), a0->loc, b == BI_slice ? "start" : "before", &p0)
+		    || !as_int(lower_expr(L, env, a1), a1->loc, b == BI_slice ? "stop" : "after", &p1))
+			return none;
+		if (b == BI_pad) {
+			if (p0 < 0 || p1 < 0) {
+				diag_error(loc, "pad takes counts of 0 or more");
+				return none;
+			}
+			return tensor(ir_slice(L->fn, v, ax, -p0, len + p0 + p1, loc));
+		}
+		if (p0 < 0) /* negative: from the end, as in Python */
+			p0 += len;
+		if (p1 < 0)
+			p1 += len;
+		if (p0 < 0 || p1 > len || p0 >= p1) {
+			diag_error(loc, "slice [%lld, %lld) of an axis of %lld", (long long)p0, (long long)p1, (long long)len);
+			return none;
+		}
+		return tensor(ir_slice(L->fn, v, ax, p0, p1 - p0, loc));
+	}
+	case BI_concat: { /* concat([a, b, ...], axis = -1): each padded to the whole, summed */
+		Value list = lower_expr(L, env, arg[0]);
+		if (list.kind == V_NONE || !need_fn(L, loc, "concat"))
+			return none;
+		if (list.kind != V_LIST || list.nitems < 1) {
+			diag_error(arg[0]->loc, "concat takes a list of tensors, such as [a, b]");
+			return none;
+		}
+		int *parts = arena_alloc(L->arena, (size_t)list.nitems * sizeof *parts), ax = 0;
+		int64_t total = 0;
+		IrShape s0 = {0};
+		for (int i = 0; i < list.nitems; i++) {
+			parts[i] = lower_tensor(L, list.items[i], arg[0]->loc);
+			if (parts[i] < 0)
+				return none;
+			IrShape s = *ir_shape_of(L->fn, parts[i]);
+			if (i == 0) {
+				s0 = s;
+				if (!one_axis(arg[1] ? lower_expr(L, env, arg[1]) : num(-1), arg[1] ? arg[1]->loc : loc, &s, &ax))
+					return none;
+				if (s.dim[ax] == IR_BATCH) {
+					diag_error(loc, "concat along the batch axis");
+					return none;
+				}
+			}
+			IrShape t = s0;
+			t.dim[ax] = s.dim[ax];
+			if (!ir_shape_eq(s, t)) {
+				char x1[64], x2[64];
+				diag_error(arg[0]->loc, "concat of %s and %s along axis %d: the other axes differ",
+					   ir_shape_str(s0, x1, sizeof x1), ir_shape_str(s, x2, sizeof x2), ax);
+				return none;
+			}
+			total += s.dim[ax];
+		}
+		int acc = -1;
+		int64_t at = 0;
+		for (int i = 0; i < list.nitems; i++) {
+			int64_t len = ir_shape_of(L->fn, parts[i])->dim[ax];
+			int placed = ir_slice(L->fn, parts[i], ax, -at, total, loc);
+			acc = acc < 0 ? placed : ir_binary(L->fn, IR_ADD, acc, placed, loc);
+			at += len;
+		}
+		return tensor(acc);
+	}
 	case BI_count: { /* elements over the axes (all by default): a number, or with the batch axis n times one */
 		Value x = lower_expr(L, env, arg[0]);
 		if (x.kind == V_NUM)

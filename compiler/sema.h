@@ -29,6 +29,10 @@
 	X(rand_like,      1, 1, NULL)                                          \
 	X(count,          1, 2, "axis")                                        \
 	X(unfold,         2, 6, "stride padding dilation pad_with")            \
+	X(slice,          4, 4, NULL)                                          \
+	X(pad,            3, 4, "axis")                                        \
+	X(concat,         1, 2, "axis")                                        \
+	X(argmax,         1, 2, "axis")                                        \
 	X(dim,            2, 2, NULL)                                          \
 	X(zeros,          0, 0, NULL)                                          \
 	X(ones,           0, 0, NULL)                                          \

@@ -216,6 +216,33 @@ static void ref_eval(const IrModule *m, const IrFunc *f, Blocks *b, int64_t n, d
 			} else if (in->op == IR_RANDOM) {
 				for (int64_t o = 0; o < size; o++)
 					r[o] = nml_step_uniform(b->seed, t, in->attr.stream, o);
+			} else if (in->op == IR_SLICE || in->op == IR_ARGMAX) { /* per output element, from its index */
+				int ax = in->op == IR_SLICE ? in->attr.range.axis : __builtin_ctz(in->attr.axes);
+				for (int64_t o = 0; o < size; o++) {
+					int64_t src[IR_MAXRANK];
+					unflatten(s, n, o, idx);
+					memcpy(src, idx, sizeof src);
+					if (in->op == IR_SLICE) {
+						src[ax] += in->attr.range.offset;
+						int ok = src[ax] >= 0 && src[ax] < dim(sa->dim[ax], n);
+						int64_t off = 0;
+						for (int k = 0; k < sa->rank; k++)
+							off = off * dim(sa->dim[k], n) + (ok ? src[k] : 0);
+						r[o] = ok ? v[in->in[0]][off] : 0;
+					} else {
+						double best = -INFINITY;
+						int64_t at = 0;
+						for (int64_t j = 0; j < dim(sa->dim[ax], n); j++) {
+							src[ax] = j;
+							int64_t off = 0;
+							for (int k = 0; k < sa->rank; k++)
+								off = off * dim(sa->dim[k], n) + src[k];
+							if (j == 0 || v[in->in[0]][off] > best)
+								best = v[in->in[0]][off], at = j;
+						}
+						r[o] = (double)at;
+					}
+				}
 			} else { /* unfold, fold: every window element against the pixel it covers */
 				const IrShape *win = in->op == IR_UNFOLD ? s : sa, *img = in->op == IR_UNFOLD ? sa : s;
 				const IrAttr *w = &in->attr;
@@ -1247,6 +1274,12 @@ static void test_permute_random(void)
 	begin("fold of unfolded windows: each pixel times the windows covering it", S(N, 2, 5, 6), S(N));
 	int u = ir_unfold(C.f, x_(), w3, L0);
 	pred(ir_fold(C.f, u, C.f->inst[u].attr, L0));
+	run();
+	begin("slice and zero padding along an axis", S(N, 5, 3), S(N));
+	pred(ir_slice(C.f, ir_slice(C.f, x_(), 1, 1, 3, L0), 2, -2, 6, L0)); /* [N,3,3] then [N,3,6] */
+	run();
+	begin("argmax along an axis", S(N, 4, 3), S(N));
+	pred(ir_argmax(C.f, x_(), 1, L0));
 	run();
 	begin("random numbers", S(N, 2), S(N));
 	pred(ir_random(C.f, &C.m, S(N, 64), L0));
