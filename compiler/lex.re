@@ -1,6 +1,7 @@
 /* lex.re: NML tokens. One rule per line; every class excludes the NUL sentinel. */
 #include "lex.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 #include "grammar.h"
@@ -14,6 +15,18 @@ static Token make(Lexer *lx, int kind, const char *start)
 {
 	return (Token){.kind = kind, .s = start, .len = (int)(lx->cur - start),
 		       .loc = {lx->file, lx->line, (int)(start - lx->line_start) + 1}};
+}
+
+/* A literal beyond the doubles (1e999) would silently be infinity: an error at its place. */
+static Token number(Lexer *lx, const char *start)
+{
+	Token t = make(lx, TK_NUMBER, start);
+	t.num = strtod(start, NULL);
+	if (isinf(t.num)) {
+		diag_error(t.loc, "the number %.*s is too large for a double", t.len, t.s);
+		t.num = 0;
+	}
+	return t;
 }
 
 Token lex_next(Lexer *lx)
@@ -52,7 +65,7 @@ Token lex_next(Lexer *lx)
 		"train" { return make(lx, TK_TRAIN, start); }
 
 		ident { return make(lx, TK_IDENT, start); }
-		number { Token t = make(lx, TK_NUMBER, start); t.num = strtod(start, NULL); return t; }
+		number { return number(lx, start); }
 		"\"" [^"\n\x00]* "\"" { return make(lx, TK_STRING, start); }
 		"\"" [^"\n\x00]* {
 			Token t = make(lx, TK_STRING, start);
