@@ -405,6 +405,32 @@ static void param_grads(Compiler *c, IrFunc *fn, int loss, int *grad)
 	free(leaf);
 }
 
+/* Class labels a classifier (an output of 2 or more values) cannot have: negative, fractional, or
+ * past its outputs. Left alone they train silently (onehot of label 7 in a 3-class model is all
+ * zeros), as torch's "Target 7 is out of bounds" exists to prevent. */
+static void check_labels(Compiler *c)
+{
+	int64_t k = c->mod.out_dim;
+	const DataSpec *d = &c->cfg.data;
+	if (c->train.ydim != 0 || k < 2)
+		return;
+	const NmlData *sets[2] = {&c->train, &c->test};
+	for (int s = 0; s < 2; s++) {
+		const NmlData *ds = sets[s];
+		for (int64_t r = 0; r < ds->n; r++) {
+			float y = ds->y[r];
+			if (y >= 0 && y < (float)k && y == floorf(y))
+				continue;
+			const char *file = d->kind == DATA_CSV ? d->path[s ? 2 : 0] : d->path[s ? 3 : 1];
+			if (s && !d->path[2]) /* held out from the training file */
+				file = d->kind == DATA_CSV ? d->path[0] : d->path[1], r += c->train.n;
+			diag_error(d->loc, "label %g in row %lld of %s is not one of the model's %lld classes (0 to %lld)", y,
+				   (long long)r + 1, file ? file : "the data", (long long)k, (long long)k - 1);
+			return;
+		}
+	}
+}
+
 int drv_lower(Compiler *c)
 {
 	double t0 = drv_now_ms();
@@ -459,6 +485,7 @@ int drv_lower(Compiler *c)
 		ir_cse(fns[i]);
 		ir_dce(fns[i]);
 	}
+	check_labels(c);
 	c->ms_lower += drv_now_ms() - t0;
 	return diag_count() - before;
 }
