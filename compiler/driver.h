@@ -41,6 +41,7 @@ typedef struct Compiler {
 	int verbose;
 	const char *optimizer_src; /* an optimizer expression that replaces the train block's (--optimizer) */
 	double ms_front, ms_data, ms_lower, ms_jit; /* phase timings */
+	int jit_cached;          /* the kernels came from the object cache (jit_add_cached) */
 } Compiler;
 
 void drv_init(Compiler *c);

@@ -1,7 +1,12 @@
 /* jit.c: ORC LLJIT for the host CPU. */
 #include "jit.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,6 +15,8 @@
 #include <llvm-c/Orc.h>
 
 #include "codegen.h"
+#include "config.h"
+#include <llvm/Config/llvm-config.h>
 #include "diag.h"
 
 struct Jit {
@@ -107,6 +114,139 @@ int jit_add_ir(Jit *j, LLVMModuleRef (*build)(LLVMContextRef ctx, void *user), v
 	LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(mod, tsc);
 	LLVMOrcDisposeThreadSafeContext(tsc);
 	LLVMErrorRef e = LLVMOrcLLJITAddLLVMIRModule(j->lljit, j->main, tsm);
+	if (e) {
+		*err = take_error(e);
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- the object cache ---- */
+
+enum { CACHE_MAGIC_LEN = 8 };
+static const char cache_magic[CACHE_MAGIC_LEN] = "NMLOBJ1";
+
+static uint64_t fnv(const void *p, size_t n, uint64_t h)
+{
+	const unsigned char *c = p;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ c[i]) * 1099511628211ull;
+	return h;
+}
+
+/* The cache directory, created if missing; NULL when off or unusable (then nothing is cached). */
+static char *cache_dir(void)
+{
+	const char *env = getenv("NML_CACHE_DIR"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+	char path[4096];
+	if (env && !strcmp(env, "off"))
+		return NULL;
+	if (env && *env)
+		snprintf(path, sizeof path, "%s", env);
+	else if (xdg && *xdg)
+		snprintf(path, sizeof path, "%s/nml", xdg);
+	else if (home && *home)
+		snprintf(path, sizeof path, "%s/.cache/nml", home);
+	else
+		return NULL;
+	for (char *p = path + 1; *p; p++) /* mkdir -p */
+		if (*p == '/') {
+			*p = 0;
+			mkdir(path, 0777);
+			*p = '/';
+		}
+	if (mkdir(path, 0777) < 0 && errno != EEXIST)
+		return NULL;
+	struct stat st;
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? strdup(path) : NULL;
+}
+
+/* An entry: the magic, the key (16 bytes), the object's size and checksum, the object. */
+static LLVMMemoryBufferRef cache_read(const char *path, const uint64_t key[2])
+{
+	int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	struct stat st;
+	char *data = NULL;
+	LLVMMemoryBufferRef buf = NULL;
+	uint64_t head[4];
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > (off_t)(CACHE_MAGIC_LEN + sizeof head)
+	    && (data = malloc((size_t)st.st_size)) && read(fd, data, (size_t)st.st_size) == st.st_size) {
+		memcpy(head, data + CACHE_MAGIC_LEN, sizeof head);
+		size_t off = CACHE_MAGIC_LEN + sizeof head, n = (size_t)st.st_size - off;
+		if (!memcmp(data, cache_magic, CACHE_MAGIC_LEN) && head[0] == key[0] && head[1] == key[1] && head[2] == n
+		    && head[3] == fnv(data + off, n, 1469598103934665603ull))
+			buf = LLVMCreateMemoryBufferWithMemoryRangeCopy(data + off, n, "nml-cached");
+	}
+	free(data);
+	close(fd);
+	return buf;
+}
+
+static void cache_write(const char *dir, const char *path, const uint64_t key[2], LLVMMemoryBufferRef obj)
+{
+	char tmp[4200];
+	snprintf(tmp, sizeof tmp, "%s/.tmp.%ld.%p", dir, (long)getpid(), (void *)obj);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+	if (fd < 0)
+		return;
+	size_t n = LLVMGetBufferSize(obj);
+	const char *p = LLVMGetBufferStart(obj);
+	uint64_t head[4] = {key[0], key[1], n, fnv(p, n, 1469598103934665603ull)};
+	int ok = write(fd, cache_magic, CACHE_MAGIC_LEN) == CACHE_MAGIC_LEN && write(fd, head, sizeof head) == sizeof head
+		 && write(fd, p, n) == (ssize_t)n;
+	ok &= close(fd) == 0;
+	if (!ok || rename(tmp, path) < 0)
+		unlink(tmp);
+}
+
+int jit_add_cached(Jit *j, LLVMModuleRef (*build)(LLVMContextRef ctx, void *user), void *user, int *hit, char **err)
+{
+	*hit = 0;
+	char *dir = cache_dir();
+	if (!dir)
+		return jit_add(j, build, user, err);
+	LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
+	LLVMModuleRef mod = build(LLVMOrcThreadSafeContextGetContext(tsc), user);
+	char *text = cg_print(mod), *cpu = LLVMGetHostCPUName(), *features = LLVMGetHostCPUFeatures();
+	uint64_t key[2] = {1469598103934665603ull, 0x84222325cbf29ce4ull};
+	const char *parts[] = {text, cpu, features, NML_VERSION, LLVM_VERSION_STRING};
+	for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+		for (int k = 0; k < 2; k++)
+			key[k] = fnv(parts[i], strlen(parts[i]) + 1, key[k] ^ (uint64_t)k);
+	LLVMDisposeMessage(text);
+	LLVMDisposeMessage(cpu);
+	LLVMDisposeMessage(features);
+	char path[4200];
+	snprintf(path, sizeof path, "%s/%016llx%016llx.o", dir, (unsigned long long)key[0], (unsigned long long)key[1]);
+	LLVMMemoryBufferRef obj = cache_read(path, key);
+	int rc = 0;
+	if (obj) {
+		*hit = 1;
+		LLVMDisposeModule(mod);
+	} else {
+		LLVMTargetMachineRef tm = cg_host_machine(err);
+		char *msg = NULL;
+		if (!tm || cg_optimize_for(mod, tm, err)
+		    || LLVMTargetMachineEmitToMemoryBuffer(tm, mod, LLVMObjectFile, &msg, &obj)) {
+			if (msg) {
+				*err = strdup(msg);
+				LLVMDisposeMessage(msg);
+			}
+			rc = -1;
+		} else {
+			cache_write(dir, path, key, obj);
+		}
+		if (tm)
+			LLVMDisposeTargetMachine(tm);
+		LLVMDisposeModule(mod);
+	}
+	LLVMOrcDisposeThreadSafeContext(tsc);
+	free(dir);
+	if (rc)
+		return -1;
+	LLVMErrorRef e = LLVMOrcLLJITAddObjectFile(j->lljit, j->main, obj);
 	if (e) {
 		*err = take_error(e);
 		return -1;

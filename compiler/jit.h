@@ -14,6 +14,13 @@ int jit_add(Jit *j, LLVMModuleRef (*build)(LLVMContextRef ctx, void *user), void
 /* The same; *ir receives the optimized module as text (`nmlc show --llvm`), to free(). */
 int jit_add_ir(Jit *j, LLVMModuleRef (*build)(LLVMContextRef ctx, void *user), void *user, char **ir,
 	       char **err);
+/* The same through an on-disk cache of object code: the module built by build (before any
+ * optimization), the host CPU and its features, and the compiler's and LLVM's versions are the key;
+ * a hit skips optimization and code generation. The cache is $NML_CACHE_DIR, else
+ * $XDG_CACHE_HOME/nml, else ~/.cache/nml; NML_CACHE_DIR=off turns it off. Entries are written to a
+ * temporary name and renamed (concurrent runs are safe) and carry a checksum (a damaged one is
+ * compiled again and replaced). *hit says whether it was used. */
+int jit_add_cached(Jit *j, LLVMModuleRef (*build)(LLVMContextRef ctx, void *user), void *user, int *hit, char **err);
 /* The address of an exported symbol (compiling its module on first use); NULL with *err malloc'd. */
 void *jit_lookup(Jit *j, const char *name, char **err);
 void jit_destroy(Jit *j);

@@ -40,7 +40,7 @@ static Jit *compile(Compiler *c, Build *b)
 	double t0 = drv_now_ms();
 	char *err = NULL;
 	Jit *j = jit_create(&err);
-	if (!j || jit_add(j, build_module, b, &err)) {
+	if (!j || jit_add_cached(j, build_module, b, &c->jit_cached, &err)) {
 		fprintf(stderr, "nmlc: error: code generation failed: %s\n", err ? err : "?");
 		free(err);
 		if (j)
@@ -400,8 +400,9 @@ int session_run(Compiler *c, const Options *o)
 	if (!rc) {
 		if (!o->quiet) {
 			describe(c);
-			printf("compiled   in %.0f ms (front end %.1f ms, lowering %.1f ms, JIT %.1f ms); data loaded in %.0f ms\n",
-			       c->ms_front + c->ms_lower + c->ms_jit, c->ms_front, c->ms_lower, c->ms_jit, c->ms_data);
+			printf("compiled   in %.0f ms (front end %.1f ms, lowering %.1f ms, JIT %.1f ms%s); data loaded in %.0f ms\n",
+			       c->ms_front + c->ms_lower + c->ms_jit, c->ms_front, c->ms_lower, c->ms_jit,
+			       c->jit_cached ? " from the cache" : "", c->ms_data);
 			if (o->resume)
 				printf("resumed    from %s after epoch %d, step %lld\n", o->resume, tr.epochs_done,
 				       (long long)nml_model_get_step(r.model));
