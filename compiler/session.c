@@ -326,6 +326,7 @@ static void apply_run_options(Compiler *c, const Options *o)
 		c->cfg.seed = (uint64_t)o->seed;
 	if (o->limit > 0 && o->limit < c->train.n)
 		c->train.n = o->limit; /* the first rows; the buffer keeps its size */
+
 	int T = ir_find_hparam(&c->mod, intern_cstr("T"));
 	if (T >= 0)
 		c->mod.hparams[T].value = (double)c->cfg.epochs * (double)((c->train.n + c->cfg.batch - 1) / c->cfg.batch);
@@ -340,6 +341,8 @@ int session_apply_options(Compiler *c, const Options *o)
 int session_run(Compiler *c, const Options *o)
 {
 	apply_run_options(c, o);
+	if (c->cfg.batch > c->train.n && c->train.n > 0) /* a batch larger than the data is all of it */
+		c->cfg.batch = c->train.n;
 	if (o->save && check_writable(o->save)) /* fail before training, not after */
 		return 1;
 	char err[512];

@@ -123,6 +123,10 @@ check("-- ends the options", r.returncode == 0 and re.search(r"^epoch +1/1 ", r.
 plain = nmlc_run("run", tiny, "--epochs", "2", "--seed", "1")
 check("run prints a header and epoch lines", plain.returncode == 0 and plain.stdout.startswith("model")
       and plain.stdout.count("\nepoch") == 2, plain.stdout + plain.stderr)
+# A batch larger than the data is the whole data (not a huge allocation).
+r = nmlc_run("run", tiny, "--epochs", "1", "--batch", "1000000000")
+check("--batch beyond the data trains on all of it", r.returncode == 0 and "batch 86," in r.stdout, r.stdout + r.stderr)
+
 # --optimizer swaps the train block's optimizer; a bad expression is an error located in it.
 r = nmlc_run("run", tiny, "--epochs", "1", "--optimizer", "lion(lr = 3e-4)")
 check("--optimizer replaces the train block's", r.returncode == 0 and "optimizer  lion(lr=0.0003" in r.stdout,
