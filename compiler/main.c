@@ -100,7 +100,7 @@ static const OptSpec options[] = {
 	 "the run length the library's T assumes (default: the train block's)"},
 	/* At most INT_MAX rows: the runtime's batch buffers, rows × features × 4 bytes, stay far from
 	 * wrapping int64 (--batch 2^62 overflowed them). */
-	{"--batch", NULL, "N", RUN | REPL, OPT_COUNT, FIELD(batch), 1, INT_MAX, "batch size (default: the train block's)"},
+	{"--batch", NULL, "N", RUN | REPL | CHECK, OPT_COUNT, FIELD(batch), 1, INT_MAX, "batch size (default: the train block's)"},
 	{"--batch", NULL, "N", GRADCHECK, OPT_COUNT, FIELD(batch), 1, INT_MAX, "samples in the batch (default 4)"},
 	{"--batch", NULL, "N", BUILD, OPT_COUNT, FIELD(batch), 1, INT_MAX,
 	 "most rows per training step (default: the train block's batch)"},
@@ -115,6 +115,8 @@ static const OptSpec options[] = {
 	{"--set", NULL, "NAME=VALUE", BUILD, OPT_SET, FIELD(sets), 0, 0, "the library's default of a hyperparameter (repeatable)"},
 	{"--optimizer", NULL, "EXPR", RUN | CHECK | SHOW | GRADCHECK | BUILD, OPT_PATH, FIELD(optimizer), 0, 0,
 	 "use this optimizer instead of the train block's, e.g. --optimizer 'lion(lr = 3e-4)'"},
+	{"--ignore-memory", NULL, NULL, RUN | REPL, OPT_FLAG, FIELD(ignore_memory), 0, 0,
+	 "train even when the memory estimate exceeds what the system has available"},
 	{"--init", NULL, "F", RUN | REPL, OPT_PATH, FIELD(init), 0, 0, "start from the parameters in safetensors file F"},
 	{"--save", NULL, "F", RUN | REPL, OPT_PATH, FIELD(save), 0, 0,
 	 "after every epoch, write parameters and optimizer state to safetensors file F"},
@@ -577,7 +579,7 @@ int main(int argc, char **argv)
 			fprintf(stderr, "%d error%s\n", n, n == 1 ? "" : "s");
 		rc = 1;
 	} else if (cmd == CMD_CHECK)
-		rc = 0;
+		rc = session_check(&c, &o);
 	else if (cmd == CMD_SHOW)
 		rc = session_show(&c, &o);
 	else if (cmd == CMD_GRADCHECK)

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "codegen.h"
+#include "fuse.h"
 #include "interp.h"
 #include "jit.h"
 #include "optim.h"
@@ -116,6 +117,92 @@ static void describe(const Compiler *c)
 		printf(", %lld classes", (long long)m->classes);
 	printf("; batch %lld, epochs %d, seed %llu\n", (long long)c->cfg.batch, c->cfg.epochs,
 	       (unsigned long long)c->cfg.seed);
+}
+
+static void apply_run_options(Compiler *c, const Options *o);
+
+/* ---- what a step costs ---- */
+
+typedef struct Estimate {
+	double bytes[NML_NBLOCKS]; /* per block at the batch size (work: the larger kernel's) */
+	double total, flops;       /* bytes in all; floating-point operations of one training step */
+} Estimate;
+
+/* Floating-point operations of f at n rows: 2 M N K per matrix product, one per element of every
+ * other op that computes (a static count, before fusion). */
+static double flops_of(const IrFunc *f, int64_t n)
+{
+	double k = 0;
+	for (int i = 0; i < f->n; i++) {
+		const IrInst *in = &f->inst[i];
+		switch (ir_op_class(in->op)) {
+		case OPC_LIBRARY: {
+			const IrShape *a = &f->inst[in->in[0]].shape;
+			k += 2.0 * (double)ir_shape_numel(in->shape, n) * (double)(a->dim[a->rank - (in->attr.mm.ta ? 2 : 1)]);
+			break;
+		}
+		case OPC_ELEMWISE: case OPC_LOOP: k += (double)ir_shape_numel(in->shape, n); break;
+		case OPC_REDUCE: k += (double)ir_shape_numel(f->inst[in->in[0]].shape, n); break;
+		case OPC_LEAF: case OPC_VIEW: case OPC_STORE: break;
+		}
+	}
+	return k;
+}
+
+static void estimate(const Compiler *c, Estimate *e)
+{
+	const IrModule *m = &c->mod;
+	int64_t n = c->cfg.batch;
+	*e = (Estimate){0};
+	for (int b = 0; b < NML_NBLOCKS; b++) {
+		NmlBlock blk = (NmlBlock)b;
+		if (nml_block_kind(blk) == NML_BK_BATCH)
+			e->bytes[b] = 4.0 * (double)ir_shape_numel(ir_slot(m, blk, 0)->shape, n);
+		else if (b != NML_B_WORK)
+			e->bytes[b] = 4.0 * (double)ir_block(m, blk)->size;
+	}
+	for (int k = 0; k < 2; k++) { /* the step's and evaluation's scratch; one is allocated, the larger */
+		FusePlan *p = fuse_plan(m, k ? c->eval : c->step, 4, n, 1);
+		if ((double)p->work_bytes > e->bytes[NML_B_WORK])
+			e->bytes[NML_B_WORK] = (double)p->work_bytes;
+		fuse_free(p);
+	}
+	for (int b = 0; b < NML_NBLOCKS; b++)
+		e->total += e->bytes[b];
+	e->flops = flops_of(c->step, n);
+}
+
+static void print_estimate(FILE *f, const Estimate *e)
+{
+	fprintf(f, "memory     %.1f MB at this batch size: parameters %.1f, gradients %.1f, state %.1f, buffers %.1f, "
+		   "batch %.1f, activations and scratch %.1f; %.1f MFLOP per step\n", e->total / 1e6,
+		e->bytes[NML_B_PARAMS] / 1e6, e->bytes[NML_B_GRADS] / 1e6, e->bytes[NML_B_STATE] / 1e6,
+		e->bytes[NML_B_BUFFERS] / 1e6,
+		(e->bytes[NML_B_X] + e->bytes[NML_B_Y] + e->bytes[NML_B_LOSS] + e->bytes[NML_B_PRED]) / 1e6,
+		e->bytes[NML_B_WORK] / 1e6, e->flops / 1e6);
+}
+
+/* Bytes the system can still hand out (MemAvailable), or -1 if unknown. */
+static double available_memory(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	char line[256];
+	double kb = -1;
+	while (f && fgets(line, sizeof line, f))
+		if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kb < 0 ? -1 : kb * 1024;
+}
+
+int session_check(Compiler *c, const Options *o)
+{
+	apply_run_options(c, o);
+	Estimate e;
+	estimate(c, &e);
+	print_estimate(stdout, &e);
+	return 0;
 }
 
 /* ---- training ---- */
@@ -345,6 +432,16 @@ int session_run(Compiler *c, const Options *o)
 		c->cfg.batch = c->train.n;
 	if (o->save && check_writable(o->save)) /* fail before training, not after */
 		return 1;
+	Estimate est;
+	estimate(c, &est);
+	double avail = available_memory();
+	if (avail > 0 && est.total > avail && !o->ignore_memory) { /* before minutes of swapping, not after */
+		fprintf(stderr, "nmlc: error: the run needs about %.0f MB and %.0f MB are available\n", est.total / 1e6,
+			avail / 1e6);
+		print_estimate(stderr, &est);
+		fprintf(stderr, "nmlc: a smaller --batch needs less; --ignore-memory runs anyway\n");
+		return 1;
+	}
 	char err[512];
 	if (o->resume && o->seed < 0) { /* the run's seed orders its epochs: the checkpoint's, unless given */
 		double seed;
@@ -403,6 +500,7 @@ int session_run(Compiler *c, const Options *o)
 	if (!rc) {
 		if (!o->quiet) {
 			describe(c);
+			print_estimate(stdout, &est);
 			printf("compiled   in %.0f ms (front end %.1f ms, lowering %.1f ms, JIT %.1f ms%s); data loaded in %.0f ms\n",
 			       c->ms_front + c->ms_lower + c->ms_jit, c->ms_front, c->ms_lower, c->ms_jit,
 			       c->jit_cached ? " from the cache" : "", c->ms_data);

@@ -15,12 +15,15 @@ typedef struct Options {
 	const char *optimizer;    /* --optimizer: replaces the train block's optimizer */
 	const char *output, *cpu; /* build */
 	int verbose, quiet;
+	int ignore_memory;        /* run even if the estimate exceeds the memory available */
 	int echo;                 /* repl */
 } Options;
 
 /* `nmlc run` on a compiled program (through drv_lower): trains, prints, returns the exit status.
  * Changes c (its settings, data size and hyperparameters), so compile again for the next run. */
 int session_run(Compiler *c, const Options *o);
+/* `nmlc check` after a clean compile: the static estimate of memory and work per step. */
+int session_check(Compiler *c, const Options *o);
 /* `nmlc show`, o->show naming what (ast, ir, grad, step, kernels, llvm). */
 int session_show(Compiler *c, const Options *o);
 /* `nmlc gradcheck`: the derived gradients against central differences, in f64. */

@@ -123,6 +123,24 @@ check("-- ends the options", r.returncode == 0 and re.search(r"^epoch +1/1 ", r.
 plain = nmlc_run("run", tiny, "--epochs", "2", "--seed", "1")
 check("run prints a header and epoch lines", plain.returncode == 0 and plain.stdout.startswith("model")
       and plain.stdout.count("\nepoch") == 2, plain.stdout + plain.stderr)
+# The memory estimate: printed by check and run; a run that cannot fit is refused before it starts.
+r = nmlc_run("check", tiny)
+check("check prints the memory estimate", r.returncode == 0 and r.stdout.startswith("memory ")
+      and "MFLOP per step" in r.stdout, r.stdout + r.stderr)
+big = os.path.join(here, "big.nml")
+with open(big, "w") as f:
+    # 10^10 parameters: 40 GB, and as much again for the gradients
+    f.write(open(tiny).read().replace("use std.nn", "use std.nn\nlayer Big() {\n  param w[100000, 100000] = 0\n"
+                                      "  forward(x) = x @ slice(w, 0, 0, 6)\n}")
+            .replace("model = Linear(6, 3)", "model = Big()")
+            .replace("loss = cross_entropy(model(x), y)", "loss = mean(model(x))"))
+try:
+    r = nmlc_run("run", big, "--epochs", "1")
+    check("a run too large for memory is refused with the estimate", r.returncode == 1
+          and "available" in r.stderr and "memory " in r.stderr and "--ignore-memory" in r.stderr, r.stdout + r.stderr)
+finally:
+    os.remove(big)
+
 # A batch larger than the data is the whole data (not a huge allocation).
 r = nmlc_run("run", tiny, "--epochs", "1", "--batch", "1000000000")
 check("--batch beyond the data trains on all of it", r.returncode == 0 and "batch 86," in r.stdout, r.stdout + r.stderr)
@@ -156,9 +174,11 @@ strip = lambda s: re.sub(r"[\d.]+ ?(ms|s|samples/s)\b", "#", s)  # timings diffe
 check("-v leaves stdout as it was", strip(verbose.stdout) == strip(plain.stdout),
       f"{verbose.stdout}\nvs\n{plain.stdout}")
 r = nmlc_run("check", tiny, "--verbose")
-check("check -v", r.returncode == 0 and not r.stdout and "nmlc: time: front end" in r.stderr, r.stderr)
+check("check -v", r.returncode == 0 and r.stdout.startswith("memory ") and "nmlc: time: front end" in r.stderr,
+      r.stderr)
 r = nmlc_run("check", tiny)
-check("check without -v prints nothing", r.returncode == 0 and not r.stdout and not r.stderr, r.stdout + r.stderr)
+check("check without -v prints the estimate only", r.returncode == 0 and r.stdout.count("\n") == 1
+      and r.stdout.startswith("memory ") and not r.stderr, r.stdout + r.stderr)
 with tempfile.TemporaryDirectory() as tmp:
     lib = os.path.join(tmp, "libtiny.so")
     r = nmlc_run("build", tiny, "-o", lib, "-q", "-v")
