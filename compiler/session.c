@@ -174,12 +174,14 @@ static void estimate(const Compiler *c, Estimate *e)
 
 static void print_estimate(FILE *f, const Estimate *e)
 {
-	fprintf(f, "memory     %.1f MB at this batch size: parameters %.1f, gradients %.1f, state %.1f, buffers %.1f, "
-		   "batch %.1f, activations and scratch %.1f; %.1f MFLOP per step\n", e->total / 1e6,
-		e->bytes[NML_B_PARAMS] / 1e6, e->bytes[NML_B_GRADS] / 1e6, e->bytes[NML_B_STATE] / 1e6,
-		e->bytes[NML_B_BUFFERS] / 1e6,
-		(e->bytes[NML_B_X] + e->bytes[NML_B_Y] + e->bytes[NML_B_LOSS] + e->bytes[NML_B_PRED]) / 1e6,
-		e->bytes[NML_B_WORK] / 1e6, e->flops / 1e6);
+	/* in the unit of the total: kB, MB or GB */
+	double u = e->total < 1e6 ? 1e3 : e->total < 1e9 ? 1e6 : 1e9;
+	const char *unit = u == 1e3 ? "kB" : u == 1e6 ? "MB" : "GB";
+	fprintf(f, "memory     %.1f %s at this batch size: parameters %.1f, gradients %.1f, state %.1f, buffers %.1f, "
+		   "batch %.1f, activations and scratch %.1f; %.3g MFLOP per step\n", e->total / u, unit,
+		e->bytes[NML_B_PARAMS] / u, e->bytes[NML_B_GRADS] / u, e->bytes[NML_B_STATE] / u, e->bytes[NML_B_BUFFERS] / u,
+		(e->bytes[NML_B_X] + e->bytes[NML_B_Y] + e->bytes[NML_B_LOSS] + e->bytes[NML_B_PRED]) / u,
+		e->bytes[NML_B_WORK] / u, e->flops / 1e6);
 }
 
 /* Bytes the system can still hand out (MemAvailable), or -1 if unknown. */

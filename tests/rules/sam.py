@@ -66,7 +66,7 @@ def load(path):
 NML = """use std.nn
 use std.optim
 
-transform sam(rho = 0.05) {{
+transform sam_here(rho = 0.05) {{
   e = rho * g / (global_norm(g) + 1e-12)
   g = grad_at(p + e)
 }}
@@ -81,7 +81,7 @@ train {{
   data      = npy("{x}", "{y}")
   model     = Net(6, 8, 3)
   loss      = cross_entropy(model(x), y)
-  optimizer = chain(sam(rho = {rho}), {base})
+  optimizer = chain(sam_here(rho = {rho}), {base})
   batch     = {batch}
   epochs    = {epochs}
   seed      = {seed}
