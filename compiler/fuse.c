@@ -308,7 +308,10 @@ static void place(Planner *p, int i, int fuse)
 		p->slot[i] = p->uniform[a] ? -1 : p->slot[a];
 		new_unit(p, FU_NONE, NULL, i);
 		break;
-	case OPC_LOOP:
+	case OPC_LOOP: /* its loop reads operands from memory: a uniform one is stored first */
+		for (int j = 0; j < ir_op_arity(in->op); j++)
+			if (p->uniform[in->in[j]])
+				p->scalar_mem[in->in[j]] = 1;
 		new_unit(p, FU_LOOP, NULL, i);
 		break;
 	case OPC_STORE: {

@@ -171,6 +171,21 @@ int lower_tensor(Lower *L, Value v, SrcLoc loc)
 	case V_PARAM: return lower_param_value(L, v.id);
 	case V_BUF: return buffer_value(L, v.id);
 	case V_NONE: return -1; /* an error was reported already */
+	case V_LIST: { /* [0.5, 1, 2]: a constant vector, each number placed by a zero-padded slice */
+		int acc = -1;
+		for (int i = 0; i < v.nitems; i++) {
+			if (v.items[i].kind != V_NUM) {
+				diag_error(loc, "a list used as a tensor holds numbers only");
+				return -1;
+			}
+			int one = ir_reshape(L->fn, ir_const(L->fn, v.items[i].num, loc), (IrShape){1, {1}}, loc);
+			int placed = ir_slice(L->fn, one, 0, -i, v.nitems, loc);
+			acc = acc < 0 ? placed : ir_binary(L->fn, IR_ADD, acc, placed, loc);
+		}
+		if (acc < 0)
+			diag_error(loc, "an empty list is not a tensor");
+		return acc;
+	}
 	default:
 		diag_error(loc, "expected a tensor, got a %s", kind_name(v.kind));
 		return -1;

@@ -270,12 +270,40 @@ static void run_free(Run *r)
 	nml_model_free(r->model);
 }
 
+/* What wrote a checkpoint: the model's layer, the update rule's names, and a hash of the training
+ * step as compiled, so that --resume into another model or rule is refused (not silently run with
+ * the checkpoint's hyperparameters and state). */
+static void run_identity(Compiler *c, char *model, size_t mlen, char *rule, size_t rlen, char *program, size_t plen)
+{
+	snprintf(model, mlen, "%s", lower_model_name(&c->lower));
+	const Value *rules[64];
+	int n = optim_rules(&c->cfg.optimizer, rules);
+	size_t k = (size_t)snprintf(rule, rlen, "%s", n > 1 ? "chain(" : "");
+	for (int i = 0; i < n && k < rlen; i++)
+		k += (size_t)snprintf(rule + k, rlen - k, "%s%s", i ? ", " : "", optim_def(&c->lower, rules[i])->name);
+	if (n > 1 && k < rlen)
+		snprintf(rule + k, rlen - k, ")");
+	char *dump = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&dump, &len);
+	if (!f)
+		die("out of memory");
+	ir_dump(f, &c->mod, c->step);
+	fclose(f);
+	uint64_t h = 1469598103934665603ull;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)dump[i]) * 1099511628211ull;
+	free(dump);
+	snprintf(program, plen, "%016llx", (unsigned long long)h);
+}
+
 static int run_save(Run *r, int epoch, char *err, size_t errlen)
 {
-	char text[32];
+	char text[32], model[128], rule[512], program[32];
 	snprintf(text, sizeof text, "%d", epoch);
-	NmlMeta meta = {"epoch", text};
-	if (nml_model_save_meta(r->model, r->o->save, &meta, 1) == 0)
+	run_identity(r->c, model, sizeof model, rule, sizeof rule, program, sizeof program);
+	NmlMeta meta[] = {{"epoch", text}, {"model", model}, {"optimizer", rule}, {"program", program}};
+	if (nml_model_save_meta(r->model, r->o->save, meta, 4) == 0)
 		return 0;
 	snprintf(err, errlen, "%s", nml_model_error(r->model));
 	return -1;
@@ -355,6 +383,27 @@ static int run_resume(Run *r, NmlTrainer *tr, char *err, size_t errlen)
 	if (!(epoch >= 0 && epoch <= 1e9 && epoch == floor(epoch))) {
 		snprintf(err, errlen, "checkpoint %s: epoch %g is not a count of epochs", path, epoch);
 		return -1;
+	}
+	/* A checkpoint of another model or rule is refused (older checkpoints, without these keys, are
+	 * taken as they are). */
+	char want[3][512], got[512], msg[2048];
+	run_identity(r->c, want[0], sizeof want[0], want[1], sizeof want[1], want[2], sizeof want[2]);
+	static const char *const keys[3] = {"model", "optimizer", "program"};
+	for (int k = 0; k < 3; k++) {
+		int rc = nml_ckpt_meta(path, keys[k], got, sizeof got, err, errlen);
+		if (rc < 0)
+			return -1;
+		if (rc == 0 && strcmp(got, want[k]) != 0) {
+			if (k < 2)
+				snprintf(msg, sizeof msg, "checkpoint %.1000s was written by %s %.200s, this run has %s %.200s: "
+					 "--resume continues the same run (--init loads its parameters only)", path, keys[k], got,
+					 keys[k], want[k]);
+			else
+				snprintf(msg, sizeof msg, "checkpoint %.1000s was written by another program (the model, loss or "
+					 "rule changed): --resume continues the same run (--init loads its parameters only)", path);
+			snprintf(err, errlen, "%s", msg);
+			return -1;
+		}
 	}
 	int T = ir_find_hparam(&r->c->mod, intern_cstr("T"));
 	double *hp = nml_model_hparams(r->model), keep_T = T >= 0 ? hp[T] : 0;
@@ -444,7 +493,7 @@ int session_run(Compiler *c, const Options *o)
 		fprintf(stderr, "nmlc: a smaller --batch needs less; --ignore-memory runs anyway\n");
 		return 1;
 	}
-	char err[512];
+	char err[2048];
 	if (o->resume && o->seed < 0) { /* the run's seed orders its epochs: the checkpoint's, unless given */
 		double seed;
 		if (meta_number(o->resume, "seed", &seed, err, sizeof err)) {

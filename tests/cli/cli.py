@@ -141,6 +141,18 @@ try:
 finally:
     os.remove(big)
 
+# A checkpoint records what wrote it: resuming it with another rule is refused (--init is the way).
+with tempfile.TemporaryDirectory() as ck:
+    saved = os.path.join(ck, "a.safetensors")
+    r = nmlc_run("run", tiny, "--epochs", "1", "--save", saved)
+    r = nmlc_run("run", tiny, "--epochs", "2", "--resume", saved, "--optimizer", "adam()")
+    check("--resume into another optimizer is refused", r.returncode == 1
+          and "written by optimizer decayed, this run has optimizer adam" in r.stderr, r.stderr)
+    r = nmlc_run("run", tiny, "--epochs", "2", "--resume", saved)
+    check("--resume of the same run goes on", r.returncode == 0 and "epoch 2/2" in r.stdout, r.stdout + r.stderr)
+    r = nmlc_run("run", tiny, "--epochs", "1", "--init", saved, "--optimizer", "adam()")
+    check("--init of it into another optimizer works", r.returncode == 0, r.stdout + r.stderr)
+
 # A batch larger than the data is the whole data (not a huge allocation).
 r = nmlc_run("run", tiny, "--epochs", "1", "--batch", "1000000000")
 check("--batch beyond the data trains on all of it", r.returncode == 0 and "batch 86," in r.stdout, r.stdout + r.stderr)
