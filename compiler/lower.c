@@ -518,6 +518,27 @@ static Value apply_op(Lower *L, Env *env, IrOp op, AstNode *call)
 	return tensor(ir_elementwise(L->fn, op, in, call->loc));
 }
 
+/* A barrier of this statement computed already (from the parameters as they stood before it). */
+static int barrier_find(const Lower *L, const AstNode *call)
+{
+	for (int i = 0; i < L->nbarrier; i++)
+		if (L->barrier[i].node == call)
+			return i;
+	return -1;
+}
+
+static void barrier_add(Lower *L, AstNode *call, int value, int *grads)
+{
+	enum { MAX = sizeof L->barrier / sizeof L->barrier[0] };
+	if (L->nbarrier == MAX) {
+		diag_error(call->loc, "more than %d global reductions and grad_at in one statement", MAX);
+		return;
+	}
+	L->barrier[L->nbarrier].node = call;
+	L->barrier[L->nbarrier].value = value;
+	L->barrier[L->nbarrier++].grads = grads;
+}
+
 static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 {
 	AstNode *arg[6];
@@ -590,8 +611,9 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 			diag_error(loc, "%s must be written in the optimizer's body, not in a function it calls", what);
 			return none;
 		}
-		if (L->global_node == call)
-			return tensor(L->global_value);
+		int known = barrier_find(L, call);
+		if (known >= 0)
+			return tensor(L->barrier[known].value);
 		int acc = -1, self = L->opt_param;
 		for (int q = 0; q < L->opt_nenvs; q++) {
 			L->opt_param = q;
@@ -607,8 +629,7 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		}
 		if (b == BI_global_norm)
 			acc = ir_unary(L->fn, IR_SQRT, acc, loc);
-		L->global_node = call;
-		L->global_value = acc;
+		barrier_add(L, call, acc, NULL);
 		return tensor(acc);
 	}
 	case BI_grad_at: {
@@ -625,8 +646,9 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 			diag_error(loc, "grad_at must be written in the optimizer's body, not in a function it calls");
 			return none;
 		}
-		if (L->grad_node == call)
-			return tensor(L->grad_values[L->opt_param]);
+		int known = barrier_find(L, call);
+		if (known >= 0)
+			return tensor(L->barrier[known].grads[L->opt_param]);
 		int n = L->opt_nenvs, self = L->opt_param;
 		int *w = arena_alloc(L->arena, ((size_t)n + 1) * sizeof *w);
 		int *g = arena_alloc(L->arena, ((size_t)n + 1) * sizeof *g);
@@ -657,8 +679,7 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		int loss = map[L->fwd_loss];
 		free(map);
 		ad_grad(L->fn, loss, w, n, g);
-		L->grad_node = call;
-		L->grad_values = g;
+		barrier_add(L, call, -1, g);
 		return tensor(g[self]);
 	}
 	case BI_has_tag: { /* 1 if the parameter being updated carries @tag: a compile-time number */

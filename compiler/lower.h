@@ -83,10 +83,11 @@ typedef struct Lower {
 	int opt_param;         /* and the parameter whose rule is being lowered */
 	int opt_nenvs;
 	int opt_step;          /* the step t in the function an update rule is lowered into */
-	AstNode *global_node;  /* the global reduction computed for the current statement */
-	int global_value;
-	AstNode *grad_node;    /* the grad_at computed for the current statement */
-	int *grad_values;      /* its gradient for every parameter */
+	/* The barriers (global reductions, grad_at) of the statement being lowered, each computed once
+	 * from every parameter's environment as it stood before the statement: a global reduction's
+	 * value, or grad_at's gradient for every parameter. */
+	struct { AstNode *node; int value; int *grads; } barrier[32];
+	int nbarrier;
 	int *eval_slot;        /* per parameter: the state slot of its evaluation weights (p_eval), or -1 */
 	int neval_slot;
 	const IrFunc *fwd_func; /* the training forward pass, which grad_at evaluates again */

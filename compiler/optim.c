@@ -410,8 +410,7 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 			for (int p = 0; p < n; p++)
 				envs[p] = lower_env_new(L, base[p]);
 			for (AstNode *st = def->body.head; st && !diag_full(); st = st->next) {
-				L->global_node = NULL;
-				L->grad_node = NULL;
+				L->nbarrier = 0;
 				for (int p = 0; p < n; p++)
 					rule_stmt(L, envs[p], st, p);
 			}
