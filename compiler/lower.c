@@ -971,14 +971,43 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 	die("builtin %d has no lowering", b);
 }
 
+/* Is name one of the builtin's named arguments (a space-separated list)? */
+static int named_arg(const SemaBuiltinInfo *bi, const char *name)
+{
+	size_t len = strlen(name);
+	for (const char *p = bi->named; p && *p;) {
+		const char *end = strchr(p, ' ');
+		size_t n = end ? (size_t)(end - p) : strlen(p);
+		if (n == len && !strncmp(p, name, n))
+			return 1;
+		p = end ? end + 1 : p + n;
+	}
+	return 0;
+}
+
 static Value call(Lower *L, Env *env, AstNode *call)
 {
 	Value f = lower_expr(L, env, call->lhs);
 	switch (f.kind) {
 	case V_NONE:
 		return none;
-	case V_BUILTIN:
+	case V_BUILTIN: {
+		/* sema checked calls that name the builtin; one reached through a parameter is checked here */
+		const SemaBuiltinInfo *bi = sema_builtin_info(f.id);
+		if (call->lhs->kind != AST_NAME || call->lhs->name != bi->name) {
+			int n = 0;
+			for (AstNode *a = call->args.head; a; a = a->next, n++)
+				if (a->kind == AST_NAMED && !named_arg(bi, a->name)) {
+					diag_error(a->loc, "%s has no argument '%s'", bi->name, a->name);
+					return none;
+				}
+			if (n < bi->min_args || n > bi->max_args) {
+				diag_error(call->loc, "%s takes %d to %d arguments, got %d", bi->name, bi->min_args, bi->max_args, n);
+				return none;
+			}
+		}
 		return call_builtin(L, env, f.id, call);
+	}
 	case V_INST: {
 		Instance *in = f.inst;
 		if (!need_fn(L, call->loc, "calling a layer"))
@@ -994,7 +1023,7 @@ static Value call(Lower *L, Env *env, AstNode *call)
 		case AST_LAYER:
 			return instantiate(L, env, call, f.node);
 		case AST_OPTIMIZER: case AST_TRANSFORM:
-			return (Value){.kind = V_OPT, .node = call, .env = env};
+			return (Value){.kind = V_OPT, .node = call, .env = env, .def = f.node};
 		default: {
 			/* an error inside a function points into it; the note says which call led there */
 			char msg[256];

@@ -33,6 +33,7 @@ typedef struct Value {
 	int id;            /* V_TENSOR: value; V_PARAM / V_BUF: slot; V_BUILTIN / V_DATA: builtin */
 	const char *str;
 	AstNode *node;     /* V_DEF: the definition; V_OPT / V_DATA: the call */
+	AstNode *def;      /* V_OPT: the rule's definition (the call may name it through a parameter) */
 	Env *env;          /* V_OPT / V_DATA: where the call's arguments are evaluated */
 	Instance *inst;
 	struct Value *items; /* V_LIST */

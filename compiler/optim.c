@@ -62,7 +62,7 @@ int optim_rules(const Value *opt, const Value **rule)
 
 AstNode *optim_def(const Lower *L, const Value *rule)
 {
-	return sema_lookup(L->globals, rule->node->lhs->name);
+	return rule->def ? rule->def : sema_lookup(L->globals, rule->node->lhs->name);
 }
 
 int optim_hparams(Lower *L, const Value *opt)

@@ -72,6 +72,7 @@ AstNode *sema_train(const AstProgram *prog)
 /* ---- scopes: a stack of names, popped to a mark ---- */
 
 typedef struct Sema {
+	int nesting, too_deep;  /* expression depth (check_expr), and whether that was reported */
 	const SemaGlobals *globals;
 	const char **names;
 	int n, cap;
@@ -171,10 +172,28 @@ static void check_call_builtin(const AstNode *call, int b)
 
 /* ---- expressions and statements ---- */
 
+/* How deeply expressions may nest: every later pass recurses over them, on the C stack. */
+enum { SEMA_MAX_NESTING = 1000 };
+
+static void check_expr_at(Sema *s, const AstNode *e);
+
 static void check_expr(Sema *s, const AstNode *e)
 {
 	if (!e)
 		return;
+	if (s->nesting >= SEMA_MAX_NESTING) {
+		if (!s->too_deep)
+			diag_error(e->loc, "an expression nested more than %d deep (split it into named parts)", SEMA_MAX_NESTING);
+		s->too_deep = 1;
+		return;
+	}
+	s->nesting++;
+	check_expr_at(s, e);
+	s->nesting--;
+}
+
+static void check_expr_at(Sema *s, const AstNode *e)
+{
 	switch (e->kind) {
 	case AST_NUM:
 	case AST_STR:
