@@ -1073,6 +1073,15 @@ static int eval_shape(Lower *L, Env *env, const AstList *dims, IrShape *s)
 		}
 		s->dim[s->rank++] = k;
 	}
+	/* Every size product the compiler and runtime form (elements, bytes, rows times elements) stays
+	 * far from int64's range below 2^40 elements (4 TB of floats). */
+	double n = 1;
+	for (int i = 0; i < s->rank; i++)
+		n *= (double)s->dim[i];
+	if (n > 0x1p40) {
+		diag_error(dims->head->loc, "a tensor of %.3g elements: more than 2^40", n);
+		return 0;
+	}
 	return 1;
 }
 
@@ -1444,7 +1453,12 @@ int lower_train_config(Lower *L, AstNode *train, TrainConfig *cfg)
 	else if (o.kind != V_NONE)
 		diag_error(st->rhs->loc, "optimizer must be an optimizer such as adam(lr = 1e-3)");
 	cfg->batch = int_field(L, train, "batch", 128, 1);
-	cfg->epochs = (int)int_field(L, train, "epochs", 10, 0);
+	int64_t epochs = int_field(L, train, "epochs", 10, 0);
+	if (epochs > 1000000000) {
+		diag_error(field(train, "epochs")->rhs->loc, "epochs must be at most 1000000000, got %lld", (long long)epochs);
+		epochs = 10;
+	}
+	cfg->epochs = (int)epochs;
 	cfg->seed = (uint64_t)int_field(L, train, "seed", 0, 0);
 	return diag_count() - before;
 }

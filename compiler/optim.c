@@ -224,10 +224,10 @@ static void rule_stmt(Lower *L, Env *env, AstNode *st, int p)
 			s = (IrShape){0};
 			for (AstNode *d = st->args.head; d; d = d->next) {
 				Value v = lower_expr(L, env, d);
-				if (v.kind == V_NUM && v.num >= 1 && s.rank < IR_MAXRANK)
+				if (v.kind == V_NUM && v.num >= 1 && v.num <= 0x1p40 && v.num == (int64_t)v.num && s.rank < IR_MAXRANK)
 					s.dim[s.rank++] = (int64_t)v.num;
 				else
-					diag_error(d->loc, "a state dimension must be a positive number");
+					diag_error(d->loc, "a state dimension must be a whole number from 1 to 2^40");
 			}
 		}
 		int init = lower_tensor(L, lower_expr(L, env, st->rhs), st->rhs->loc);
@@ -254,10 +254,10 @@ static void rule_stmt(Lower *L, Env *env, AstNode *st, int p)
 			s = (IrShape){0};
 			for (AstNode *d = st->args.head; d; d = d->next) {
 				Value v = lower_expr(L, env, d);
-				if (v.kind == V_NUM && v.num >= 1 && s.rank < IR_MAXRANK)
+				if (v.kind == V_NUM && v.num >= 1 && v.num <= 0x1p40 && v.num == (int64_t)v.num && s.rank < IR_MAXRANK)
 					s.dim[s.rank++] = (int64_t)v.num;
 				else
-					diag_error(d->loc, "a state dimension must be a positive number");
+					diag_error(d->loc, "a state dimension must be a whole number from 1 to 2^40");
 			}
 		}
 		L->fn = NULL; /* an initial value is a number or an initializer */

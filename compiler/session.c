@@ -172,6 +172,27 @@ static void estimate(const Compiler *c, Estimate *e)
 	e->flops = flops_of(c->step, n);
 }
 
+/* Every value at the batch size stays below 2^40 elements, so no size product (elements, bytes,
+ * scratch offsets) can wrap: an error at the value's source otherwise. */
+static int check_sizes(const Compiler *c)
+{
+	const IrFunc *fns[] = {c->step, c->eval};
+	for (int k = 0; k < 2; k++)
+		for (int i = 0; i < fns[k]->n; i++) {
+			const IrInst *in = &fns[k]->inst[i];
+			double n = 1;
+			for (int d = 0; d < in->shape.rank; d++)
+				n *= in->shape.dim[d] == IR_BATCH ? (double)c->cfg.batch : (double)in->shape.dim[d];
+			if (n > 0x1p40) {
+				char b[64];
+				diag_error(in->loc, "a value of shape %s has %.3g elements at batch %lld: more than 2^40",
+					   ir_shape_str(in->shape, b, sizeof b), n, (long long)c->cfg.batch);
+				return 1;
+			}
+		}
+	return 0;
+}
+
 static void print_estimate(FILE *f, const Estimate *e)
 {
 	/* in the unit of the total: kB, MB or GB */
@@ -201,6 +222,8 @@ static double available_memory(void)
 int session_check(Compiler *c, const Options *o)
 {
 	apply_run_options(c, o);
+	if (check_sizes(c))
+		return 1;
 	Estimate e;
 	estimate(c, &e);
 	print_estimate(stdout, &e);
@@ -482,6 +505,8 @@ int session_run(Compiler *c, const Options *o)
 	if (c->cfg.batch > c->train.n && c->train.n > 0) /* a batch larger than the data is all of it */
 		c->cfg.batch = c->train.n;
 	if (o->save && check_writable(o->save)) /* fail before training, not after */
+		return 1;
+	if (check_sizes(c))
 		return 1;
 	Estimate est;
 	estimate(c, &est);
