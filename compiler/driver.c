@@ -54,6 +54,11 @@ void drv_free(Compiler *c)
 
 static char *read_file(Arena *a, const char *path)
 {
+	struct stat st;
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) { /* a directory or a FIFO is not a source */
+		errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+		return NULL;
+	}
 	FILE *f = fopen(path, "rb");
 	if (!f)
 		return NULL;

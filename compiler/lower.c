@@ -1408,6 +1408,8 @@ static void data_spec(Lower *L, Value d, DataSpec *spec)
 	}
 	if (d.id == BI_csv) { /* csv(path, test, label = -1, regression = 0, holdout = 0.1) */
 		spec->kind = DATA_CSV;
+		if (!arg[0])
+			diag_error(spec->loc, "csv() needs the training file (path)");
 		spec->path[0] = arg[0] ? relative_to(str_arg(L, d.env, arg[0]), d.node->loc.file) : NULL;
 		spec->path[2] = arg[1] ? relative_to(str_arg(L, d.env, arg[1]), d.node->loc.file) : NULL;
 		int64_t v;
@@ -1417,6 +1419,9 @@ static void data_spec(Lower *L, Value d, DataSpec *spec)
 		return;
 	}
 	spec->kind = d.id == BI_idx ? DATA_IDX : DATA_NPY;
+	if (!arg[0] || !arg[1])
+		diag_error(spec->loc, "%s() needs the training files (%s)", sema_builtin_info(d.id)->name,
+			   d.id == BI_idx ? "images and labels" : "x and y");
 	for (int i = 0; i < 4; i++)
 		spec->path[i] = arg[i] ? relative_to(str_arg(L, d.env, arg[i]), d.node->loc.file) : NULL;
 	if ((spec->path[2] != NULL) != (spec->path[3] != NULL))

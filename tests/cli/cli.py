@@ -153,6 +153,10 @@ with tempfile.TemporaryDirectory() as ck:
     r = nmlc_run("run", tiny, "--epochs", "1", "--init", saved, "--optimizer", "adam()")
     check("--init of it into another optimizer works", r.returncode == 0, r.stdout + r.stderr)
 
+# A directory given as the source is an error, not an abort.
+r = nmlc_run("check", here)
+check("a directory as the source file", r.returncode == 1 and "Is a directory" in r.stderr, r.stderr)
+
 # A batch larger than the data is the whole data (not a huge allocation).
 r = nmlc_run("run", tiny, "--epochs", "1", "--batch", "1000000000")
 check("--batch beyond the data trains on all of it", r.returncode == 0 and "batch 86," in r.stdout, r.stdout + r.stderr)
