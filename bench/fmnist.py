@@ -20,6 +20,7 @@ def load(prefix, shape=(-1, 784)):
     """x [n, 784] float32 (or `shape`, e.g. (-1, 1, 28, 28)) and y [n] int64, as torch tensors."""
     import torch
 
-    x = read_idx(f"{prefix}-images-idx3-ubyte.gz").reshape(shape).astype(np.float32) / 255
+    x = read_idx(f"{prefix}-images-idx3-ubyte.gz").reshape(shape).astype(np.float32)
+    x /= 255  # in place: a second full-size copy would count in the peak memory row
     y = read_idx(f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
     return torch.from_numpy(x), torch.from_numpy(y)

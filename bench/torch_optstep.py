@@ -1,15 +1,15 @@
 #!/usr/bin/python3
 """PyTorch side of the optimizer rows of bench/run.py: one step of Adam, Lion or LAMB over 10 tensors
-of 1M parameters with fixed gradients, timed alone. Adam is torch.optim.Adam(foreach=True); PyTorch
+of 1M parameters with fixed gradients, timed alone (after two untimed steps). Adam is torch.optim.Adam(foreach=True); PyTorch
 1.13 has neither Lion nor LAMB, so they are written here with the same torch._foreach_* ops its
 foreach optimizers use (the arithmetic of stdlib/optim.nml's lion and lamb). Prints
-`torch ns_per_param=…`, the median step time per parameter."""
+`torch rule=RULE ns_per_param=…` for each rule asked for: the median step time per parameter."""
 import argparse
 import os
 import time
 
 p = argparse.ArgumentParser()
-p.add_argument("--rule", choices=["adam", "lion", "lamb"], required=True)
+p.add_argument("--rule", default="adam,lion,lamb", help="comma-separated: adam, lion, lamb")
 p.add_argument("--threads", type=int, default=os.cpu_count())
 p.add_argument("--tensors", type=int, default=10)
 p.add_argument("--size", type=int, default=1_000_000)
@@ -78,15 +78,14 @@ class Lamb(torch.optim.Optimizer):
             torch._foreach_add_(ps, r)
 
 
-def main(a):
-    torch.set_num_threads(a.threads)
+def time_rule(a, rule):
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.full((a.size,), 0.01)) for _ in range(a.tensors)]
     for p in params:
         p.grad = (torch.rand(a.size) - 0.5) * 2e-3
-    if a.rule == "adam":
+    if rule == "adam":
         opt = torch.optim.Adam(params, lr=1e-3, foreach=True)
-    elif a.rule == "lion":
+    elif rule == "lion":
         opt = Lion(params)
     else:
         opt = Lamb(params)
@@ -98,7 +97,15 @@ def main(a):
         opt.step()
         times.append(time.perf_counter() - t0)
     times.sort()
-    print(f"torch ns_per_param={times[len(times) // 2] / (a.tensors * a.size) * 1e9:.4f}")
+    return times[len(times) // 2] / (a.tensors * a.size)
+
+
+def main(a):
+    torch.set_num_threads(a.threads)
+    for rule in a.rule.split(","):
+        if rule not in ("adam", "lion", "lamb"):
+            raise SystemExit(f"torch_optstep.py: unknown rule '{rule}' (adam, lion, lamb)")
+        print(f"torch rule={rule} ns_per_param={time_rule(a, rule) * 1e9:.4f}", flush=True)
 
 
 if __name__ == "__main__":
