@@ -482,7 +482,7 @@ def bench(a):
         b4 = bound_of("s1", 128)
         add("4  AdEMAMix, row 1's model: plain PyTorch", "samples/s", R["n4"], R["t4"], bound=b4)
         add("4b   … vs torch.compile of it", "samples/s", R["n4"],
-            R["t4c"] if a.has_compile else f"n/a (PyTorch {a.torch_version[:4]})", bound=b4)
+            R["t4c"] if a.has_compile else f"n/a (PyTorch {a.torch_version[:4]})")
     if 5 in a.rows:
         for rule in RULES:
             add(f"5  {rule.capitalize()} update alone, 10M params", "ns/param",
@@ -581,6 +581,8 @@ def bench(a):
     if spread:
         expl.append(({1, 2, 3, 4}, "Noise, fastest run over slowest: " + ", ".join(spread) + "."))
     expl = [text for rows_of, text in expl if rows_of & a.rows]
+    for rule, e in a.opt_errors.items():
+        notes.append(f"failed (5 {rule}): {e}")
     for r in R:
         e = first_error(R[r])
         if e:
