@@ -420,6 +420,21 @@ static Value reshape(Lower *L, Env *env, AstNode *call, int x, AstNode *dims_arg
 	return tensor(ir_reshape(L->fn, x, to, call->loc));
 }
 
+/* The elements the axes in mask hold, not counting the batch axis (*batch says whether it is one). */
+static double reduced_count(const IrShape *s, unsigned mask, int *batch)
+{
+	double k = 1;
+	*batch = 0;
+	for (int i = 0; i < s->rank; i++)
+		if (mask & (1u << i)) {
+			if (s->dim[i] == IR_BATCH)
+				*batch = 1;
+			else
+				k *= (double)s->dim[i];
+		}
+	return k;
+}
+
 /* sum, mean, max and min over one axis (kept, size 1) or over everything (a scalar). */
 static Value reduce(Lower *L, Env *env, int b, AstNode *call, Value x, AstNode *axis_arg)
 {
@@ -440,15 +455,8 @@ static Value reduce(Lower *L, Env *env, int b, AstNode *call, Value x, AstNode *
 	int r = ir_reduce(L->fn, IR_SUM, v, mask, keep, loc);
 	if (b == BI_sum)
 		return tensor(r);
-	double count = 1;
-	int batch = 0;
-	for (int i = 0; i < s.rank; i++)
-		if (mask & (1u << i)) {
-			if (s.dim[i] == IR_BATCH)
-				batch = 1;
-			else
-				count *= (double)s.dim[i];
-		}
+	int batch;
+	double count = reduced_count(&s, mask, &batch);
 	if (count != 1)
 		r = ir_binary(L->fn, IR_MUL, r, ir_const(L->fn, 1.0 / count, loc), loc);
 	if (batch)
@@ -904,15 +912,8 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		unsigned mask = (1u << s.rank) - 1;
 		if (arg[1] && !axis_mask(L, env, arg[1], &s, &mask))
 			return none;
-		double k = 1;
-		int batch = 0;
-		for (int i = 0; i < s.rank; i++)
-			if (mask & (1u << i)) {
-				if (s.dim[i] == IR_BATCH)
-					batch = 1;
-				else
-					k *= (double)s.dim[i];
-			}
+		int batch;
+		double k = reduced_count(&s, mask, &batch);
 		if (!batch)
 			return num(k);
 		return tensor(ir_binary(L->fn, IR_MUL, ir_scalar_leaf(L->fn, IR_ROWS, loc), ir_const(L->fn, k, loc), loc));

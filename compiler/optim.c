@@ -7,37 +7,33 @@
 #include "util.h"
 
 /* Does e read the step t or the run length T? Then it is a schedule, evaluated every step. */
-static int mentions_step(const AstNode *e)
+/* Is pred true of e or of any node below it (operands, arguments, statements)? */
+static int any_node(const AstNode *e, int (*pred)(const AstNode *, void *), void *ctx)
 {
 	if (!e)
 		return 0;
-	if (e->kind == AST_NAME)
-		return e->name == intern_cstr("t") || e->name == intern_cstr("T");
-	if (mentions_step(e->lhs) || mentions_step(e->rhs))
+	if (pred(e, ctx) || any_node(e->lhs, pred, ctx) || any_node(e->rhs, pred, ctx))
 		return 1;
 	for (const AstNode *a = e->args.head; a; a = a->next)
-		if (mentions_step(a))
+		if (any_node(a, pred, ctx))
+			return 1;
+	for (const AstNode *a = e->body.head; a; a = a->next)
+		if (any_node(a, pred, ctx))
 			return 1;
 	return 0;
 }
 
-/* Does a statement of a rule read T? */
-static int mentions_T(const AstNode *e)
+static int is_name(const AstNode *e, void *name) { return e->kind == AST_NAME && e->name == name; }
+
+static int is_step(const AstNode *e, void *unused)
 {
-	if (!e)
-		return 0;
-	if (e->kind == AST_NAME)
-		return e->name == intern_cstr("T");
-	if (mentions_T(e->lhs) || mentions_T(e->rhs))
-		return 1;
-	for (const AstNode *a = e->args.head; a; a = a->next)
-		if (mentions_T(a))
-			return 1;
-	for (const AstNode *a = e->body.head; a; a = a->next)
-		if (mentions_T(a))
-			return 1;
-	return 0;
+	return is_name(e, (void *)intern_cstr("t")) || is_name(e, (void *)intern_cstr("T"));
 }
+
+static int mentions_step(const AstNode *e) { return any_node(e, is_step, NULL); }
+
+/* Does a statement of a rule read T? */
+static int mentions_T(const AstNode *e) { return any_node(e, is_name, (void *)intern_cstr("T")); }
 
 /* The argument a call passes for the index-th formal, by position or by name. */
 static AstNode *call_arg(AstNode *call, int index, const char *name)
@@ -182,21 +178,13 @@ static void store(Lower *L, NmlBlock block, int v, int slot, const IrSlot *s, Sr
 
 /* Does e read a tensor of env (p, g, a state)? Then a state it initializes is a copy made at the
  * first step, not a number or an initializer. */
-static int mentions_tensor(Env *env, const AstNode *e)
+static int is_tensor_name(const AstNode *e, void *env)
 {
-	if (!e)
-		return 0;
-	if (e->kind == AST_NAME) {
-		Value *v = lower_lookup(env, e->name);
-		return v && (v->kind == V_TENSOR || v->kind == V_PARAM || v->kind == V_BUF);
-	}
-	if (mentions_tensor(env, e->lhs) || mentions_tensor(env, e->rhs))
-		return 1;
-	for (const AstNode *a = e->args.head; a; a = a->next)
-		if (mentions_tensor(env, a))
-			return 1;
-	return 0;
+	Value *v = e->kind == AST_NAME ? lower_lookup(env, e->name) : NULL;
+	return v && (v->kind == V_TENSOR || v->kind == V_PARAM || v->kind == V_BUF);
 }
+
+static int mentions_tensor(Env *env, const AstNode *e) { return any_node(e, is_tensor_name, env); }
 
 static int mentions_global(const AstNode *e);
 
@@ -323,24 +311,13 @@ static void write_back(Lower *L, Env *env, int p, int first_state, SrcLoc loc)
 	}
 }
 
-static int mentions_global(const AstNode *e)
+static int is_barrier(const AstNode *e, void *unused)
 {
-	if (!e)
-		return 0;
-	if (e->kind == AST_CALL && e->lhs->kind == AST_NAME
-	    && (sema_builtin(e->lhs->name) == BI_global_sum || sema_builtin(e->lhs->name) == BI_global_norm
-		|| sema_builtin(e->lhs->name) == BI_grad_at))
-		return 1;
-	if (mentions_global(e->lhs) || mentions_global(e->rhs))
-		return 1;
-	for (const AstNode *a = e->args.head; a; a = a->next)
-		if (mentions_global(a))
-			return 1;
-	for (const AstNode *a = e->body.head; a; a = a->next)
-		if (mentions_global(a))
-			return 1;
-	return 0;
+	int b = e->kind == AST_CALL && e->lhs->kind == AST_NAME ? sema_builtin(e->lhs->name) : -1;
+	return b == BI_global_sum || b == BI_global_norm || b == BI_grad_at;
 }
+
+static int mentions_global(const AstNode *e) { return any_node(e, is_barrier, NULL); }
 
 /* The rule environment of a parameter hands what the rule changed to the next rule: p, g and
  * the rule's states. */

@@ -10,7 +10,6 @@ Usage: eval_weights.py NMLC
 """
 import json
 import os
-import struct
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,13 @@ try:
 except ImportError:
     print("numpy or torch is not importable; skipping")
     sys.exit(77)
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "oracle"))
+from oracle import read_safetensors as load, write_safetensors  # noqa: E402
+
+
+def save(path, tensors):
+    write_safetensors(path, {k: np.asarray(v, np.float32) for k, v in tensors.items()})
 
 nmlc = sys.argv[1]
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
@@ -37,27 +43,6 @@ def check(name, ok, detail=""):
         failed += 1
         print(f"FAIL {name} {detail}")
     return ok
-
-
-def save(path, tensors):
-    header, blob = {}, b""
-    for k, v in tensors.items():
-        a = np.ascontiguousarray(v, dtype=np.float32)
-        header[k] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [len(blob), len(blob) + a.nbytes]}
-        blob += a.tobytes()
-    h = json.dumps(header).encode()
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + blob)
-
-
-def load(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(n))
-        blob = f.read()
-    header.pop("__metadata__", None)
-    return {k: np.frombuffer(blob[v["data_offsets"][0]:v["data_offsets"][1]], np.float32).reshape(v["shape"])
-            for k, v in header.items()}
 
 
 NML = f"""use std.nn
