@@ -95,6 +95,15 @@ static void rule(Ad *ad, int i, int g)
 		accumulate(ad, a, ir_slice(ad->f, g, ax, -in.attr.range.offset, ad->f->inst[a].shape.dim[ax], loc), loc);
 		return;
 	}
+	case IR_GATHER: /* rows picked from the table: their adjoints sum back into the rows (not the indices) */
+		accumulate(ad, a, ir_scatter(ad->f, g, b, ad->f->inst[a].shape.dim[0], loc), loc);
+		return;
+	case IR_SCATTER: /* values summed into rows: each value's adjoint is its row's */
+		accumulate(ad, a, ir_gather(ad->f, g, b, loc), loc);
+		return;
+	case IR_SEGSUM: /* a symmetric linear map: its own adjoint */
+		accumulate(ad, a, ir_segsum(ad->f, g, in.attr.segment, loc), loc);
+		return;
 	case IR_UNFOLD: /* each window reads the image: the adjoint sums the windows back */
 		accumulate(ad, a, ir_fold(ad->f, g, in.attr, loc), loc);
 		return;

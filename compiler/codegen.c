@@ -1147,7 +1147,13 @@ static void emit_slice_argmax(Cg *g, int i)
 		loop_end(g, &l[k], NULL);
 }
 
-/* out[i, j] = j == a[i] */
+/* Element e of value a as read by a loop op: a uniform value is its scalar. */
+static LLVMValueRef read_at(Cg *g, int a, LLVMValueRef e, Access rd)
+{
+	return kind_of(g, a) == FV_SCALAR ? imm(g, a) : load(g, elem(g, g->val[a].ptr, e), rd);
+}
+
+/* out[i, j] = j == a[i], over every index i of a */
 static void emit_onehot(Cg *g, int i)
 {
 	const IrInst *in = &g->f->inst[i];
@@ -1156,13 +1162,75 @@ static void emit_onehot(Cg *g, int i)
 	LLVMMetadataRef s = new_scope(g);
 	Access wr = {scope_list(g, &s, 1), NULL}, rd = {NULL, wr.scope};
 	Loop rows, cols;
-	LLVMValueRef r = loop_begin(g, &rows, dimv(g, shape_of(g, a)->dim[0]));
-	LLVMValueRef c = kind_of(g, a) == FV_SCALAR ? imm(g, a) : load(g, elem(g, g->val[a].ptr, r), rd);
+	LLVMValueRef r = loop_begin(g, &rows, numelv(g, shape_of(g, a)));
+	LLVMValueRef c = read_at(g, a, r, rd);
 	LLVMValueRef j = loop_begin(g, &cols, k);
 	LLVMValueRef hit = flag(g, LLVMRealOEQ, LLVMBuildSIToFP(g->b, j, g->T, ""), c);
 	store(g, hit, elem(g, out, iadd(g, imul(g, r, k), j)), wr);
 	loop_end(g, &cols, NULL);
 	loop_end(g, &rows, NULL);
+}
+
+/* gather: out[m, j] = table[idx[m], j], 0 for an index outside the table; scatter: out starts at
+ * zero and out[idx[m], j] += a[m, j]. A row is everything after the indexed axis. */
+static void emit_gather_scatter(Cg *g, int i)
+{
+	const IrInst *in = &g->f->inst[i];
+	int gather = in->op == IR_GATHER, a = in->in[0], ix = in->in[1];
+	LLVMBuilderRef b = g->b;
+	int64_t rows = gather ? shape_of(g, a)->dim[0] : in->attr.classes;
+	LLVMValueRef row = LLVMBuildSDiv(b, numelv(g, gather ? shape_of(g, a) : &in->shape), ci(g, rows), "row");
+	LLVMValueRef out = g->val[i].ptr;
+	LLVMMetadataRef s = new_scope(g);
+	Access wr = {scope_list(g, &s, 1), NULL}, rd = {NULL, wr.scope};
+	if (!gather)
+		LLVMBuildMemSet(b, out, LLVMConstInt(g->i8, 0, 0),
+				LLVMBuildMul(b, numelv(g, &in->shape), ci(g, g->type == CG_F32 ? 4 : 8), ""), 1);
+	Loop lm, lj;
+	LLVMValueRef m = loop_begin(g, &lm, numelv(g, shape_of(g, ix)));
+	LLVMValueRef v = read_at(g, ix, m, rd);
+	/* a whole number in [0, rows): compares on the float, so NaN and fractions are outside */
+	LLVMValueRef r = LLVMBuildFPToSI(b, v, g->i64, "");
+	LLVMValueRef inside = LLVMBuildAnd(b, fcmp(g, LLVMRealOGE, v, cf(g, 0)), fcmp(g, LLVMRealOLT, v, cf(g, (double)rows)), "");
+	inside = LLVMBuildAnd(b, inside, fcmp(g, LLVMRealOEQ, v, LLVMBuildSIToFP(b, sel(g, inside, r, ci(g, 0)), g->T, "")), "");
+	r = sel(g, inside, r, ci(g, 0));
+	LLVMValueRef j = loop_begin(g, &lj, row);
+	LLVMValueRef at_m = iadd(g, imul(g, m, row), j), at_r = iadd(g, imul(g, r, row), j);
+	if (gather) {
+		store(g, sel(g, inside, read_at(g, a, at_r, rd), cf(g, 0)), elem(g, out, at_m), wr);
+	} else {
+		LLVMValueRef at = elem(g, out, at_r), old = load(g, at, wr);
+		store(g, sel(g, inside, LLVMBuildFAdd(b, old, read_at(g, a, at_m, rd), ""), old), at, wr);
+	}
+	loop_end(g, &lj, NULL);
+	loop_end(g, &lm, NULL);
+}
+
+/* segsum: for each segment [lo, hi) of axis 0 and each column j, the sum over the segment's rows,
+ * written to each of them. */
+static void emit_segsum(Cg *g, int i)
+{
+	const IrInst *in = &g->f->inst[i];
+	int a = in->in[0];
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef rows = dimv(g, in->shape.dim[0]), seg = ci(g, in->attr.segment);
+	LLVMValueRef row = LLVMBuildSDiv(b, numelv(g, &in->shape), sel(g, LLVMBuildICmp(b, LLVMIntSGT, rows, ci(g, 0), ""), rows, ci(g, 1)), "row");
+	LLVMValueRef nseg = LLVMBuildSDiv(b, iadd(g, rows, ci(g, in->attr.segment - 1)), seg, "");
+	LLVMMetadataRef s = new_scope(g);
+	Access wr = {scope_list(g, &s, 1), NULL}, rd = {NULL, wr.scope};
+	Loop lq, lj, lr, lw;
+	LLVMValueRef q = loop_begin(g, &lq, nseg);
+	LLVMValueRef lo = imul(g, q, seg), left = LLVMBuildNSWSub(b, rows, lo, "");
+	LLVMValueRef len = sel(g, LLVMBuildICmp(b, LLVMIntSLT, left, seg, ""), left, seg);
+	LLVMValueRef j = loop_begin(g, &lj, row);
+	LLVMValueRef r = loop_begin(g, &lr, len);
+	LLVMValueRef acc = loop_acc(g, &lr, cf(g, 0));
+	LLVMValueRef sum = loop_end(g, &lr, LLVMBuildFAdd(b, acc, read_at(g, a, iadd(g, imul(g, iadd(g, lo, r), row), j), rd), ""));
+	LLVMValueRef w = loop_begin(g, &lw, len);
+	store(g, sum, elem(g, g->val[i].ptr, iadd(g, imul(g, iadd(g, lo, w), row), j)), wr);
+	loop_end(g, &lw, NULL);
+	loop_end(g, &lj, NULL);
+	loop_end(g, &lq, NULL);
 }
 
 /* ---- kernels ---- */
@@ -1180,6 +1248,8 @@ static void emit_unit(Cg *g, int q)
 		case IR_RANDOM: emit_random(g, u->inst[0]); break;
 		case IR_UNFOLD: case IR_FOLD: emit_window(g, u->inst[0]); break;
 		case IR_SLICE: case IR_ARGMAX: emit_slice_argmax(g, u->inst[0]); break;
+		case IR_GATHER: case IR_SCATTER: emit_gather_scatter(g, u->inst[0]); break;
+		case IR_SEGSUM: emit_segsum(g, u->inst[0]); break;
 		default: emit_onehot(g, u->inst[0]); break;
 		}
 		break;

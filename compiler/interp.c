@@ -49,10 +49,43 @@ static float *slot(const IrModule *m, const NmlArgs *a, NmlBlock b, int index)
 }
 
 /* The ops with loops of their own, into out (k elements of in's shape). */
-static void interp_loop(const IrFunc *f, const IrInst *in, int64_t n, const float *x, float *out, const NmlArgs *a)
+static void interp_loop(const IrFunc *f, const IrInst *in, int64_t n, const float *x, const float *y, float *out,
+			const NmlArgs *a)
 {
 	int64_t k = ir_shape_numel(in->shape, n), idx[IR_MAXRANK];
 	switch (in->op) {
+	case IR_GATHER: case IR_SCATTER: { /* rows of `row` values, by the indices y */
+		int gather = in->op == IR_GATHER;
+		const IrShape *s = &f->inst[in->in[0]].shape;
+		int64_t rows = gather ? s->dim[0] : in->attr.classes, row = (gather ? ir_shape_numel(*s, n) : k) / rows;
+		int64_t m = ir_shape_numel(f->inst[in->in[1]].shape, n);
+		if (!gather)
+			memset(out, 0, (size_t)k * sizeof *out);
+		for (int64_t i = 0; i < m; i++) {
+			int inside = y[i] >= 0 && y[i] < (float)rows && y[i] == floorf(y[i]);
+			int64_t r = inside ? (int64_t)y[i] : 0;
+			for (int64_t j = 0; j < row; j++)
+				if (gather)
+					out[i * row + j] = inside ? x[r * row + j] : 0;
+				else if (inside)
+					out[r * row + j] += x[i * row + j];
+		}
+		return;
+	}
+	case IR_SEGSUM: {
+		int64_t rows = dim(in->shape.dim[0], n), row = rows ? k / rows : 0, seg = in->attr.segment;
+		for (int64_t lo = 0; lo < rows; lo += seg) {
+			int64_t hi = lo + seg < rows ? lo + seg : rows;
+			for (int64_t j = 0; j < row; j++) {
+				float acc = 0;
+				for (int64_t r = lo; r < hi; r++)
+					acc += x[r * row + j];
+				for (int64_t r = lo; r < hi; r++)
+					out[r * row + j] = acc;
+			}
+		}
+		return;
+	}
 	case IR_ONEHOT:
 		for (int64_t e = 0; e < k; e++)
 			out[e] = (float)(e % in->attr.classes) == x[e / in->attr.classes];
@@ -203,7 +236,7 @@ int interp_run(const IrModule *m, const IrFunc *f, NmlArgs *a, int stop_at_nonfi
 			memcpy(out, x, (size_t)k * sizeof *out);
 			break;
 		case OPC_LOOP:
-			interp_loop(f, in, n, x, out, a);
+			interp_loop(f, in, n, x, in->in[1] >= 0 ? val[in->in[1]] : NULL, out, a);
 			break;
 		case OPC_STORE: {
 			/* stored values broadcast into the slot, as in a kernel */

@@ -291,13 +291,43 @@ static int infer_shape(IrFunc *f, IrInst *in)
 			if (in->attr.axes & (1u << i))
 				in->shape.dim[i] = 1;
 		return 1;
-	case SHAPE_ONEHOT:
-		if (a->rank != 1) {
-			diag_error(in->loc, "class indices must be a vector, got %s", ir_shape_str(*a, ba, sizeof ba));
+	case SHAPE_ONEHOT: /* indices [...] -> [..., classes] */
+		if (a->rank + 1 > IR_MAXRANK) {
+			diag_error(in->loc, "onehot of %s has more than %d dimensions", ir_shape_str(*a, ba, sizeof ba), IR_MAXRANK);
 			return 0;
 		}
-		in->shape = (IrShape){.rank = 2, .dim = {a->dim[0], in->attr.classes}};
+		in->shape = *a;
+		in->shape.dim[in->shape.rank++] = in->attr.classes;
 		return 1;
+	case SHAPE_GATHER: case SHAPE_SCATTER: {
+		/* gather: table a [V, ...] by indices b [I...] -> [I..., ...]; scatter: a [I..., ...] by
+		 * indices b [I...] -> [classes, ...] */
+		const IrShape *b = &f->inst[in->in[1]].shape;
+		int gather = op->shape == SHAPE_GATHER;
+		int ok = gather ? a->rank >= 1 && b->rank + a->rank - 1 <= IR_MAXRANK : a->rank >= b->rank;
+		for (int i = 0; ok && !gather && i < b->rank; i++)
+			ok = a->dim[i] == b->dim[i];
+		if (!ok || (gather && a->dim[0] == IR_BATCH)) {
+			diag_error(in->loc, "%s of %s by indices %s: %s", op->name, ir_shape_str(*a, ba, sizeof ba),
+				   ir_shape_str(*b, bb, sizeof bb),
+				   gather ? "the table needs a first dimension of fixed size, and the result at most "
+					    "6 dimensions"
+					  : "the values' first dimensions must be the indices'");
+			return 0;
+		}
+		IrShape out = {0};
+		if (gather) {
+			out = *b;
+			for (int i = 1; i < a->rank; i++)
+				out.dim[out.rank++] = a->dim[i];
+		} else {
+			out.dim[out.rank++] = in->attr.classes;
+			for (int i = b->rank; i < a->rank; i++)
+				out.dim[out.rank++] = a->dim[i];
+		}
+		in->shape = out;
+		return 1;
+	}
 	}
 	return 0;
 }
@@ -462,6 +492,23 @@ int ir_slice(IrFunc *f, int a, int axis, int64_t offset, int64_t len, SrcLoc loc
 	return emit(f, (IrInst){.op = IR_SLICE, .in = {a}, .attr.range = {axis, offset, len}, .loc = loc});
 }
 
+int ir_gather(IrFunc *f, int table, int index, SrcLoc loc)
+{
+	return emit(f, (IrInst){.op = IR_GATHER, .in = {table, index}, .loc = loc});
+}
+
+int ir_scatter(IrFunc *f, int a, int index, int64_t rows, SrcLoc loc)
+{
+	return emit(f, (IrInst){.op = IR_SCATTER, .in = {a, index}, .attr.classes = rows, .loc = loc});
+}
+
+int ir_segsum(IrFunc *f, int a, int64_t segment, SrcLoc loc)
+{
+	if (a >= 0 && f->inst[a].shape.rank == 0)
+		return a;
+	return emit(f, (IrInst){.op = IR_SEGSUM, .in = {a}, .attr.segment = segment, .loc = loc});
+}
+
 int ir_argmax(IrFunc *f, int a, int axis, SrcLoc loc)
 {
 	return emit(f, (IrInst){.op = IR_ARGMAX, .in = {a}, .attr.axes = 1u << axis, .loc = loc});
@@ -530,6 +577,7 @@ void ir_dump_attr(FILE *out, const IrModule *m, const IrInst *in)
 			fprintf(out, " %s%s", x->mm.ta ? "aT" : "", x->mm.tb ? "bT" : "");
 		break;
 	case ATTR_CLASSES: fprintf(out, " classes=%lld", (long long)x->classes); break;
+	case ATTR_SEGMENT: fprintf(out, " segment=%lld", (long long)x->segment); break;
 	case ATTR_PERM:
 		fprintf(out, " perm=");
 		for (int a = 0; a < in->shape.rank; a++)
@@ -611,6 +659,7 @@ int ir_attr_eq(IrOp op, const IrAttr *a, const IrAttr *b)
 	case ATTR_AXES: return a->axes == b->axes;
 	case ATTR_MATMUL: return a->mm.ta == b->mm.ta && a->mm.tb == b->mm.tb;
 	case ATTR_CLASSES: return a->classes == b->classes;
+	case ATTR_SEGMENT: return a->segment == b->segment;
 	case ATTR_PERM: return memcmp(a->perm.axis, b->perm.axis, sizeof a->perm.axis) == 0;
 	case ATTR_RNG: return a->stream == b->stream;
 	case ATTR_WINDOW: return memcmp(&a->win, &b->win, sizeof a->win) == 0;
@@ -631,6 +680,7 @@ static uint64_t attr_hash(const IrInst *in)
 	case ATTR_AXES: w = a->axes; break;
 	case ATTR_MATMUL: w = (uint64_t)a->mm.ta << 1 | (uint64_t)a->mm.tb; break;
 	case ATTR_CLASSES: w = (uint64_t)a->classes; break;
+	case ATTR_SEGMENT: w = (uint64_t)a->segment; break;
 	case ATTR_PERM: memcpy(&w, a->perm.axis, sizeof w < sizeof a->perm.axis ? sizeof w : sizeof a->perm.axis); break;
 	case ATTR_RNG: w = a->stream; break;
 	case ATTR_WINDOW: w = (uint64_t)a->win.k[0] << 48 ^ (uint64_t)a->win.s[0] << 32 ^ (uint64_t)a->win.in[0]; break;

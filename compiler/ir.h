@@ -28,7 +28,8 @@ typedef union IrAttr {
 	int index;                            /* INDEX: a hyperparameter */
 	unsigned axes;                        /* AXES: bit i reduces axis i */
 	struct { int ta, tb; } mm;            /* MATMUL: transpose a, b */
-	int64_t classes;                      /* CLASSES: the width of a one-hot */
+	int64_t classes;                      /* CLASSES: the width of a one-hot, the rows of a scatter */
+	int64_t segment;                      /* SEGMENT: rows per segment of axis 0 (the last may be short) */
 	struct { int8_t axis[IR_MAXRANK]; } perm; /* PERM: output axis i is operand axis axis[i] */
 	uint32_t stream;                      /* RNG: which of the step's random streams */
 	struct {                              /* WINDOW: a 2-D sliding window (convolution, pooling) */
@@ -151,6 +152,14 @@ int ir_fold(IrFunc *f, int a, IrAttr win, SrcLoc loc);
 int ir_slice(IrFunc *f, int a, int axis, int64_t offset, int64_t len, SrcLoc loc);
 /* The index (as a number) of the first maximum along axis, which is kept with size 1. */
 int ir_argmax(IrFunc *f, int a, int axis, SrcLoc loc);
+/* Rows of a table [V, ...] picked by indices [I...] (whole numbers held as floats): [I..., ...];
+ * an index outside [0, V) picks zeros. */
+int ir_gather(IrFunc *f, int table, int index, SrcLoc loc);
+/* gather's adjoint: values [I..., ...] summed into rows [rows, ...] by their indices [I...]. */
+int ir_scatter(IrFunc *f, int a, int index, int64_t rows, SrcLoc loc);
+/* Axis 0 cut into segments of `segment` rows (the last may be shorter): each row becomes the sum
+ * of the rows of its segment. Its own adjoint. */
+int ir_segsum(IrFunc *f, int a, int64_t segment, SrcLoc loc);
 /* For a window attribute: the image row (or column, axis 1) that output row o at kernel offset k
  * reads; outside [0, in) it reads padding. */
 static inline int64_t ir_window_src(const IrAttr *w, int axis, int64_t o, int64_t k)

@@ -724,6 +724,30 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		}
 		return need_fn(L, loc, "onehot") ? tensor(ir_onehot(L->fn, lower_tensor(L, y, loc), n, loc)) : none;
 	}
+	case BI_take: { /* take(table, indices): table[indices[...], ...] */
+		Value t = lower_expr(L, env, arg[0]), i = lower_expr(L, env, arg[1]);
+		if (t.kind == V_NONE || i.kind == V_NONE || !need_fn(L, loc, "take"))
+			return none;
+		return tensor(ir_gather(L->fn, lower_tensor(L, t, loc), lower_tensor(L, i, loc), loc));
+	}
+	case BI_segment_sum: { /* segment_sum(x, size): axis 0 in segments of size rows, each row its segment's sum */
+		Value x = lower_expr(L, env, arg[0]);
+		int64_t size;
+		if (x.kind == V_NONE || !as_int(lower_expr(L, env, arg[1]), arg[1]->loc, "the segment size", &size))
+			return none;
+		if (size < 1) {
+			diag_error(arg[1]->loc, "the segment size must be positive, got %lld", (long long)size);
+			return none;
+		}
+		if (!need_fn(L, loc, "segment_sum"))
+			return none;
+		int v = lower_tensor(L, x, loc);
+		if (v >= 0 && ir_shape_of(L->fn, v)->rank == 0) {
+			diag_error(loc, "segment_sum needs a tensor with a first axis, got a number");
+			return none;
+		}
+		return tensor(ir_segsum(L->fn, v, size, loc));
+	}
 	case BI_transpose: case BI_permute: { /* transpose(x, dim0 = -2, dim1 = -1); permute(x, [axes]) */
 		Value x = lower_expr(L, env, arg[0]);
 		if (x.kind == V_NONE || !need_fn(L, loc, sema_builtin_info(b)->name))
@@ -1466,6 +1490,10 @@ int lower_train_config(Lower *L, AstNode *train, TrainConfig *cfg)
 	}
 	cfg->epochs = (int)epochs;
 	cfg->seed = (uint64_t)int_field(L, train, "seed", 0, 0);
+	int64_t shuffle = int_field(L, train, "shuffle", 1, 0);
+	if (shuffle > 1)
+		diag_error(field(train, "shuffle")->rhs->loc, "shuffle must be 1 (a new order every epoch) or 0 (the data's order)");
+	cfg->in_order = shuffle == 0;
 	return diag_count() - before;
 }
 

@@ -59,6 +59,7 @@ typedef struct TrainConfig {
 	int64_t batch;
 	int epochs;
 	uint64_t seed;
+	int in_order;      /* shuffle = 0: every epoch takes the rows in the data's order */
 	Value optimizer;   /* V_OPT */
 	SrcLoc loc;
 } TrainConfig;

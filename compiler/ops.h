@@ -7,13 +7,14 @@
  *               REDUCE    over the axes of its attribute; reduced axes are dropped (or kept as 1)
  *               VIEW      the operand's elements in another shape: no code
  *               LIBRARY   a call into a library (cblas_?gemm)
- *               LOOP      a loop of its own (onehot, permute, random, unfold, fold, slice, argmax)
+ *               LOOP      a loop of its own (onehot, permute, random, unfold, fold, slice, argmax,
+ *                         gather, scatter, segsum)
  *               STORE     writes its operand into a block's tensor; no value
  *   ATTR      the member of IrAttr it carries (ir.h): NONE, NUM, SLOT, INDEX, AXES, MATMUL, CLASSES,
- *             PERM, RNG, WINDOW, RANGE
+ *             PERM, RNG, WINDOW, RANGE, SEGMENT
  *   SHAPE     the rule that gives its shape, with the diagnostic it reports (ir.c, infer_shape):
  *               GIVEN (by the builder), SCALAR, BROADCAST, REDUCE, MATMUL, ONEHOT, PERMUTE, UNFOLD,
- *               FOLD, SLICE, ARGMAX, STORE
+ *               FOLD, SLICE, ARGMAX, GATHER, SCATTER, STORE
  *   builtin   the NML function that applies it (positional arguments, as many as the arity), or
  *             NULL; sema and lower take these from here, so a new elementwise op needs no code there
  *   semantics its value as a C expression of doubles a, b, c: constant folding, the interpreter and
@@ -76,6 +77,9 @@
 	X(SLICE,    "slice",   1, LOOP,     RANGE,   SLICE,     NULL,      0,                 0) /* out[i] = a[i + offset] on axis, 0 outside a */ \
 	X(ARGMAX,   "argmax",  1, LOOP,     AXES,    ARGMAX,    NULL,      0,                 0) /* index of the first maximum on one axis */ \
 	X(FOLD,     "fold",    1, LOOP,     WINDOW,  FOLD,      NULL,      0,                 0) /* unfold's adjoint: sums back */ \
+	X(GATHER,   "gather",  2, LOOP,     NONE,    GATHER,    NULL,      0,                 0) /* out[i, ...] = a[b[i], ...], 0 outside a */ \
+	X(SCATTER,  "scatter", 2, LOOP,     CLASSES, SCATTER,   NULL,      0,                 0) /* gather's adjoint: out[v, ...] = sum of a[i, ...] where b[i] = v */ \
+	X(SEGSUM,   "segsum",  1, LOOP,     SEGMENT, BROADCAST, NULL,      0,                 0) /* each row: the sum of its segment of rows on axis 0 */ \
 	X(RESHAPE,  "reshape", 1, VIEW,     NONE,    GIVEN,     NULL,      0,                 0)               \
 	X(STORE,    "store",   1, STORE,    SLOT,    STORE,     NULL,      0,                 0)
 /* clang-format on */
@@ -89,9 +93,9 @@ typedef enum {
 
 typedef enum { OPC_LEAF, OPC_ELEMWISE, OPC_REDUCE, OPC_VIEW, OPC_LIBRARY, OPC_LOOP, OPC_STORE } IrOpClass;
 typedef enum { ATTR_NONE, ATTR_NUM, ATTR_SLOT, ATTR_INDEX, ATTR_AXES, ATTR_MATMUL, ATTR_CLASSES, ATTR_PERM,
-	       ATTR_RNG, ATTR_WINDOW, ATTR_RANGE } IrAttrKind;
+	       ATTR_RNG, ATTR_WINDOW, ATTR_RANGE, ATTR_SEGMENT } IrAttrKind;
 typedef enum { SHAPE_GIVEN, SHAPE_SCALAR, SHAPE_BROADCAST, SHAPE_REDUCE, SHAPE_MATMUL, SHAPE_ONEHOT, SHAPE_PERMUTE,
-	       SHAPE_UNFOLD, SHAPE_FOLD, SHAPE_SLICE, SHAPE_ARGMAX, SHAPE_STORE } IrShapeRule;
+	       SHAPE_UNFOLD, SHAPE_FOLD, SHAPE_SLICE, SHAPE_ARGMAX, SHAPE_GATHER, SHAPE_SCATTER, SHAPE_STORE } IrShapeRule;
 
 typedef struct IrOpInfo {
 	const char *name;    /* in dumps */

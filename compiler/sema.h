@@ -22,6 +22,8 @@
 	X(has_tag,        1, 1, NULL)                                          \
 	X(ndim,           1, 1, NULL)                                          \
 	X(onehot,         2, 2, NULL)                                          \
+	X(take,           2, 2, NULL)                                          \
+	X(segment_sum,    2, 2, NULL)                                          \
 	X(transpose,      1, 3, "dim0 dim1")                                   \
 	X(permute,        2, 2, NULL)                                          \
 	X(reshape,        2, 2, NULL)                                          \
@@ -79,6 +81,6 @@ int sema_check(const AstProgram *prog, SemaGlobals *globals);
 AstNode *sema_train(const AstProgram *prog);
 
 /* The fields a train block may set. */
-#define SEMA_TRAIN_FIELDS "data model loss optimizer batch epochs seed"
+#define SEMA_TRAIN_FIELDS "data model loss optimizer batch epochs seed shuffle"
 
 #endif

@@ -550,7 +550,7 @@ int session_run(Compiler *c, const Options *o)
 	NmlTrainer tr = {
 		.model = r.model, .epochs = c->cfg.epochs, .train = &c->train, .test = c->test.n ? &c->test : NULL,
 		.progress = isatty(STDERR_FILENO) && !o->quiet, .quiet = o->quiet,
-		.after_epoch = after_epoch, .user = &r, .interrupt = &interrupted,
+		.after_epoch = after_epoch, .user = &r, .interrupt = &interrupted, .in_order = c->cfg.in_order,
 	};
 	int rc = 0;
 	if (o->init && nml_model_load_params(r.model, o->init)) {

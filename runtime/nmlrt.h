@@ -74,7 +74,7 @@ uint32_t nml_rng_u32(NmlRng *r);
 double nml_rng_uniform(NmlRng *r); /* [0, 1) with 53 random bits */
 double nml_rng_normal(NmlRng *r);  /* standard normal */
 void nml_rng_shuffle(NmlRng *r, int64_t *idx, int64_t n);
-/* The order in which epoch e (from 1) visits the n training rows. */
+/* The order in which epoch e (from 1) visits the n training rows; e < 0: the rows in order. */
 void nml_epoch_order(uint64_t seed, int epoch, int64_t *idx, int64_t n);
 /* The bare block function: ten rounds over ctr under key (exposed for known-answer tests). */
 void nml_philox4x32(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
@@ -252,6 +252,7 @@ typedef struct NmlTrainer {
 	int diverged;             /* out: training stopped on a loss that is not finite */
 	const volatile sig_atomic_t *interrupt; /* set (by a signal handler): stop before the next batch */
 	int interrupted;          /* out: training stopped on *interrupt */
+	int in_order;             /* 1: every epoch takes the rows in the data's order, unshuffled */
 } NmlTrainer;
 
 typedef struct NmlEpochStats {

@@ -134,7 +134,8 @@ void nml_epoch_order(uint64_t seed, int epoch, int64_t *idx, int64_t n)
 	nml_rng_init(&r, seed, (uint64_t)epoch);
 	for (int64_t i = 0; i < n; i++)
 		idx[i] = i;
-	nml_rng_shuffle(&r, idx, n);
+	if (epoch >= 0)
+		nml_rng_shuffle(&r, idx, n);
 }
 
 void nml_init_values(NmlInit init, uint64_t seed, NmlBlock block, uint64_t index, double *out, int64_t n)

@@ -103,7 +103,7 @@ int nml_train(NmlTrainer *tr, NmlEpochStats *last, char *err, size_t errlen)
 	int show = !tr->quiet, bar = tr->progress && show, rc = 0;
 	for (int epoch = tr->epochs_done + 1; epoch <= tr->epochs; epoch++) {
 		double t0 = now(), drawn = -1;
-		nml_epoch_order(nml_model_seed(m), epoch, idx, d->n);
+		nml_epoch_order(nml_model_seed(m), tr->in_order ? -1 : epoch, idx, d->n);
 		double sum = 0;
 		for (int64_t start = 0; start < d->n; start += batch) {
 			int64_t n = d->n - start < batch ? d->n - start : batch;

@@ -119,7 +119,7 @@ LOSSES = {
 ACTIVATIONS = {
     "tanh": ("tanh(h)", torch.tanh),
     "silu": ("silu(h)", F.silu),
-    "gelu": ("gelu(h)", lambda h: F.gelu(h, approximate="tanh")),
+    "gelu": ("gelu(h)", lambda h: F.gelu(h)),
     "softplus": ("softplus(h)", F.softplus),
     "softplus-beta": ("softplus(h, beta = 4, threshold = 3)", lambda h: F.softplus(h, 4, 3)),
     "leaky-relu": ("leaky_relu(h)", F.leaky_relu),

@@ -8,7 +8,9 @@ counted, as torch's default) and AdaptiveAvgPool2d against F.max_pool2d, F.avg_p
 F.adaptive_avg_pool2d; BatchNorm2d and BatchNorm1d in training mode against F.batch_norm
 (outputs through the losses, input and parameter gradients, running_mean and running_var after 10
 steps, and the evaluation-mode test loss after every step, which reads the running statistics), and
-with `--epochs 0` from given running statistics; Embedding against F.embedding; PReLU, relu6,
+with `--epochs 0` from given running statistics; GhostBatchNorm1d/2d against a transcription of
+Hoffer et al.'s ghost batches (chunks of the batch, one running update per step); Embedding of
+[N] and of [N, L] indices against F.embedding; PReLU, relu6,
 hardswish, hardsigmoid and both GELUs against torch.nn.functional; BasicBlock against a torch
 transcription of torchvision's BasicBlock.
 
@@ -92,6 +94,56 @@ def bn1d_case(name, args, momentum=0.1, eps=1e-5, epochs=oracle.STEPS):
         return {"l.w": rng.uniform(-0.1, 0.1, (98, 6)), "l.b": rng.uniform(-0.1, 0.1, 6)} | affine_init("m", 6)(rng)
     return Case(name, f"  l = Linear(98, 6)\n  m = BatchNorm1d({args})", "    h = m(l(flatten(h)))",
                 init, fwd, buffers=bn_buffers("m", 6), epochs=epochs)
+
+
+def ghost_bn(h, b, p, training, virtual, dims, momentum=0.1, eps=1e-5):
+    """Ghost batch normalization as Hoffer et al. describe it: each chunk of `virtual` rows (the
+    last shorter) normalized by its own statistics over the dims; the running statistics moved
+    once per step towards the mean over chunks of the chunk means and unbiased variances."""
+    shape = (1, -1) + (1,) * (h.dim() - 2)
+    w, bias = p["m.weight"].view(shape), p["m.bias"].view(shape)
+    if not training:
+        return (h - b["m.running_mean"].view(shape)) / torch.sqrt(b["m.running_var"].view(shape) + eps) * w + bias
+    outs, means, variances = [], [], []
+    for c in h.split(virtual):
+        mu = c.mean(dim=dims, keepdim=True)
+        var = c.var(dim=dims, unbiased=False, keepdim=True)
+        outs.append((c - mu) / torch.sqrt(var + eps) * w + bias)
+        means.append(mu.flatten())
+        variances.append(c.var(dim=dims, unbiased=True).flatten())
+    with torch.no_grad():
+        b["m.running_mean"].mul_(1 - momentum).add_(momentum * torch.stack(means).mean(0))
+        b["m.running_var"].mul_(1 - momentum).add_(momentum * torch.stack(variances).mean(0))
+    return torch.cat(outs)
+
+
+def ghost_case(name, args, virtual, two_d, momentum=0.1, eps=1e-5, epochs=oracle.STEPS):
+    if two_d:
+        members, body = "  pre = Conv2d(2, 4, 3, padding = 1)\n  m = GhostBatchNorm2d(" + args + ")", "    h = m(pre(h))"
+        init = both(conv_init("pre", 2, 4, 3), affine_init("m", 4))
+
+        def fwd(p, b, h, training):
+            return ghost_bn(conv(p, h, "pre", padding=1), b, p, training, virtual, (0, 2, 3), momentum, eps)
+    else:
+        members, body = "  l = Linear(98, 6)\n  m = GhostBatchNorm1d(" + args + ")", "    h = m(l(flatten(h)))"
+
+        def init(rng):
+            return {"l.w": rng.uniform(-0.1, 0.1, (98, 6)), "l.b": rng.uniform(-0.1, 0.1, 6)} | affine_init("m", 6)(rng)
+
+        def fwd(p, b, h, training):
+            return ghost_bn(h.flatten(1) @ p["l.w"] + p["l.b"], b, p, training, virtual, (0,), momentum, eps)
+    return Case(name, members, body, init, fwd, buffers=bn_buffers("m", 4 if two_d else 6), epochs=epochs)
+
+
+def seq_embedding_data(tmp):
+    """Rows of five indices in 0 .. 9 (floats); the label is the first index mod 3, with noise."""
+    r = np.random.default_rng(6)
+    i = r.integers(0, 10, (96, 5))
+    y = np.where(r.random(96) < 0.2, r.integers(0, 3, 96), i[:, 0] % 3)
+    xp, yp = os.path.join(tmp, "seq_x.npy"), os.path.join(tmp, "seq_y.npy")
+    np.save(xp, i.astype(np.float32))
+    np.save(yp, y.astype(np.int64))
+    return xp, yp
 
 
 def act_case(name, nml, fn, scale=4, init=None, members=""):
@@ -179,11 +231,22 @@ CASES = [
          lambda r: {"emb.weight": r.normal(0, 1, (10, 4))},
          lambda p, b, h, training: F.embedding(torch.round(h - p["a"])[:, 0].long(), p["emb.weight"]),
          data=embedding_data, unused=("a",)),
+    Case("embedding-sequence", "  emb = Embedding(10, 4)", "    h = reshape(mean(emb(x), axis = 1), [4])",
+         lambda r: {"emb.weight": r.normal(0, 1, (10, 4))},
+         lambda p, b, h, training: F.embedding(torch.round(h - p["a"]).long(), p["emb.weight"]).mean(1),
+         data=seq_embedding_data, unused=("a",)),
+    ghost_case("ghostbn1d", "6, virtual = 16", 16, False),
+    ghost_case("ghostbn1d-momentum-eps", "6, virtual = 5, eps = 0.01, momentum = 0.3", 5, False, 0.3, 0.01),
+    ghost_case("ghostbn1d-eval", "6, virtual = 16", 16, False, epochs=0),
+    ghost_case("ghostbn2d", "4, virtual = 16", 16, True),
+    ghost_case("ghostbn2d-small", "4, virtual = 3, momentum = 0.2", 3, True, 0.2),
+    ghost_case("ghostbn2d-eval", "4, virtual = 16", 16, True, epochs=0),
     act_case("act-relu6", "relu6({})", lambda h, p: F.relu6(h)),
     act_case("act-hardswish", "hardswish({})", lambda h, p: F.hardswish(h)),
     act_case("act-hardsigmoid", "hardsigmoid({})", lambda h, p: F.hardsigmoid(h)),
     act_case("act-gelu-erf", "gelu_erf({})", lambda h, p: F.gelu(h), scale=2),
-    act_case("act-gelu-exact", "gelu({}, approximate = 0)", lambda h, p: F.gelu(h), scale=2),
+    act_case("act-gelu-exact", "gelu({})", lambda h, p: F.gelu(h), scale=2),
+    act_case("act-gelu-approx", "gelu({}, approximate = 1)", lambda h, p: F.gelu(h, approximate="tanh"), scale=2),
     act_case("act-gelu-tanh", "gelu_tanh({})", lambda h, p: F.gelu(h, approximate="tanh"), scale=2),
     act_case("act-prelu", "act({})", lambda h, p: F.prelu(h, p["act.weight"]), scale=2,
              init=lambda r: {"act.weight": np.array([0.3])}, members="\n  act = PReLU()"),

@@ -57,6 +57,7 @@ train {{
   loss      = {loss}
   optimizer = sgd(lr = {lr})
   batch     = 256
+  shuffle   = 0
 }}
 """
 
