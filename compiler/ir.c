@@ -300,21 +300,21 @@ static int infer_shape(IrFunc *f, IrInst *in)
 		in->shape.dim[in->shape.rank++] = in->attr.classes;
 		return 1;
 	case SHAPE_GATHER: case SHAPE_SCATTER: {
-		/* gather: table a [V, ...] by indices b [I...] -> [I..., ...]; scatter: a [I..., ...] by
-		 * indices b [I...] -> [classes, ...] */
+		/* gather (NML's take): table a [V, ...] by indices b [I...] -> [I..., ...]; scatter, only
+		 * gather's adjoint: a [I..., ...] by indices b [I...] -> [classes, ...] */
 		const IrShape *b = &f->inst[in->in[1]].shape;
 		int gather = op->shape == SHAPE_GATHER;
-		int ok = gather ? a->rank >= 1 && b->rank + a->rank - 1 <= IR_MAXRANK : a->rank >= b->rank;
-		for (int i = 0; ok && !gather && i < b->rank; i++)
-			ok = a->dim[i] == b->dim[i];
-		if (!ok || (gather && a->dim[0] == IR_BATCH)) {
-			diag_error(in->loc, "%s of %s by indices %s: %s", op->name, ir_shape_str(*a, ba, sizeof ba),
+		if (gather && (a->rank < 1 || a->dim[0] == IR_BATCH || b->rank + a->rank - 1 > IR_MAXRANK)) {
+			diag_error(in->loc, "take of the rows of %s by indices %s: %s", ir_shape_str(*a, ba, sizeof ba),
 				   ir_shape_str(*b, bb, sizeof bb),
-				   gather ? "the table needs a first dimension of fixed size, and the result at most "
-					    "6 dimensions"
-					  : "the values' first dimensions must be the indices'");
+				   a->rank < 1 ? "a number has no rows"
+				   : a->dim[0] == IR_BATCH ? "the rows of a table cannot be the batch"
+							   : "the result would have more than 6 dimensions");
 			return 0;
 		}
+		for (int i = 0; !gather && i < b->rank; i++)
+			if (a->rank < b->rank || a->dim[i] != b->dim[i])
+				die("ir: scatter of values that do not match their indices");
 		IrShape out = {0};
 		if (gather) {
 			out = *b;

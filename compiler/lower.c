@@ -748,6 +748,39 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		}
 		return tensor(ir_segsum(L->fn, v, size, loc));
 	}
+	case BI_data_init: {
+		/* data_init(p, value): parameter p of this layer, set to value (computed from the first
+		 * training step's batch) before that step uses it; the step's gradient and update then
+		 * start from it. Later reads of p in the forward see the same value. Evaluation reads p. */
+		Value *pv = arg[0]->kind == AST_NAME ? lower_lookup(env, arg[0]->name) : NULL;
+		if (!pv || pv->kind != V_PARAM) {
+			diag_error(arg[0]->loc, "data_init sets a parameter of this layer, named as declared");
+			return none;
+		}
+		int slot = pv->id;
+		if (!L->training || !need_fn(L, loc, "data_init"))
+			return L->fn ? tensor(lower_param_value(L, slot)) : none;
+		if (slot < L->nparam_leaf && L->param_leaf[slot] >= 0) {
+			diag_error(arg[0]->loc, "parameter '%s' is read before its data_init: set it first",
+				   ir_slot(L->mod, NML_B_PARAMS, slot)->name);
+			return none;
+		}
+		int v = lower_tensor(L, lower_expr(L, env, arg[1]), arg[1]->loc), p = lower_param_value(L, slot);
+		if (v < 0 || p < 0)
+			return none;
+		const IrSlot *ps = ir_slot(L->mod, NML_B_PARAMS, slot);
+		IrShape sh;
+		if (!ir_broadcast(*ir_shape_of(L->fn, v), ps->shape, &sh) || !ir_shape_eq(sh, ps->shape)) {
+			char x1[64], x2[64];
+			diag_error(arg[1]->loc, "data_init's value for '%s' has shape %s, the parameter is %s", ps->name,
+				   ir_shape_str(*ir_shape_of(L->fn, v), x1, sizeof x1), ir_shape_str(ps->shape, x2, sizeof x2));
+			return none;
+		}
+		int first = ir_binary(L->fn, IR_EQ, ir_scalar_leaf(L->fn, IR_STEP, loc), ir_const(L->fn, 1, loc), loc);
+		v = ir_expand(L->fn, ir_unary(L->fn, IR_STOPGRAD, v, loc), ps->shape, loc);
+		L->param_leaf[slot] = ir_where(L->fn, first, v, p, loc);
+		return tensor(L->param_leaf[slot]);
+	}
 	case BI_transpose: case BI_permute: { /* transpose(x, dim0 = -2, dim1 = -1); permute(x, [axes]) */
 		Value x = lower_expr(L, env, arg[0]);
 		if (x.kind == V_NONE || !need_fn(L, loc, sema_builtin_info(b)->name))

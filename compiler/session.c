@@ -668,7 +668,7 @@ int session_gradcheck(Compiler *c, const Options *o)
 	NmlArgs a = {.block = {[NML_B_PARAMS] = params, [NML_B_GRADS] = grads, [NML_B_BUFFERS] = buffers,
 			       [NML_B_X] = x, [NML_B_Y] = y,
 			       [NML_B_PRED] = pred, [NML_B_WORK] = work},
-		     .hparams = hparams, .n = n, .t = 1, .seed = seed};
+		     .hparams = hparams, .n = n, .t = 2, .seed = seed}; /* step 2: after any data_init */
 	double loss0 = eval_loss(gradk, &a);
 	double *derived = xmalloc((pb->size + 1) * sizeof *derived); /* the kernel's grads are rewritten below */
 	memcpy(derived, grads, pb->size * sizeof *derived);

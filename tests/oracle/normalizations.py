@@ -179,6 +179,32 @@ def wn_linear_init(rng):
     return {"m.v": rng.uniform(-0.1, 0.1, (196, 5)), "m.g": rng.uniform(0.5, 1.5, 5), "m.b": rng.uniform(-0.1, 0.1, 5)}
 
 
+def data_init_wn(conv_kw=None, eps=1e-8):
+    """Weight normalization with Salimans & Kingma's data-dependent initialization, transcribed:
+    before the first training step, t = x v / |v| on that batch sets g = 1 / sqrt(var t + eps)
+    and b = -mean(t) g per output (biased variance; over the batch, and the pixels of a
+    convolution); the step then trains from there."""
+    done = []
+
+    def fn(p, b, h, training):
+        if conv_kw is None:
+            x = torch.tanh(h).flatten(1)
+            t = x @ (p["m.v"] / p["m.v"].norm(dim=0, keepdim=True))
+            dims, shape = (0,), (1, -1)
+        else:
+            v = p["m.v"]
+            t = F.conv2d(h, v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1), None, **conv_kw)
+            dims, shape = (0, 2, 3), (1, -1, 1, 1)
+        if training and not done:
+            done.append(1)
+            with torch.no_grad():
+                s = 1 / torch.sqrt(t.var(dim=dims, unbiased=False) + eps)
+                p["m.g"].copy_(s)
+                p["m.b"].copy_(-t.mean(dim=dims) * s)
+        return t * p["m.g"].view(shape) + p["m.b"].view(shape)
+    return fn
+
+
 def linear_init(rng):
     return {"m.w": rng.uniform(-0.1, 0.1, (196, 5)), "m.b": rng.uniform(-0.1, 0.1, 5)}
 
@@ -224,6 +250,11 @@ CASES = [
                      stride=2, groups=2),
     linear_case("weightnorm-linear", "WeightNormLinear(196, 5)", 5,
                 lambda p, b, t: torch._weight_norm(p["m.v"].t(), p["m.g"].view(-1, 1), 0), wn_linear_init),
+    Case("weightnorm-linear-data-init", PRE + "  m = WeightNormLinear(196, 5, init_from_data = 1)",
+         "    h = m(flatten(tanh(pre(h))))", both(conv_init("pre", 2, 4, 3), wn_linear_init),
+         (lambda fn: lambda p, b, h, training: fn(p, b, pre(p, h), training))(data_init_wn())),
+    norm_case("weightnorm-conv-data-init", "WeightNormConv2d(4, 6, 3, stride = 2, groups = 2, init_from_data = 1)",
+              data_init_wn({"stride": 2, "groups": 2}), conv_weights("m", 4, 6, 3, 2, ["v", "g"])),
     weight_conv_case("stdconv", "StdConv2d(4, 3, 3, padding = 1)", 3, 3, lambda p, b, t: ws_weight(p["m.w"]),
                      padding=1),
     weight_conv_case("stdconv-groups-eps", "StdConv2d(4, 6, 3, groups = 2, eps = 0.1)", 6, 3,
