@@ -19,7 +19,11 @@ convolution 2 -> 4 on tests/data's img_x, so that its input gradient reaches pre
   WSConv2D.standardize_weight (gain (w - mean) / sqrt(max(fan_in var, 1e-4))), transcribed;
 - EvoNorm2dB0 (running variance, train and eval) and EvoNorm2dS0 against timm's EvoNorm2dB0 and
   EvoNorm2dS0, transcribed (timm is not installed);
-- FixNorm against g x / max(|x|, eps).
+- FixNorm against g x / max(|x|, eps);
+- BatchChannelNorm2d (batch statistics, and the estimated-statistics form in training; evaluation)
+  against F.group_norm of F.batch_norm, and of the authors' EstBN, transcribed;
+- WeightNormLinear / WeightNormConv2d with init_from_data against the paper's data-dependent
+  initialization, transcribed.
 
 Usage: normalizations.py NMLC [PREFIX...]
 """
@@ -63,6 +67,31 @@ def instance_norm(momentum=0.1, eps=1e-5, affine=False, track=False):
                                p["m.weight"] if affine else None, p["m.bias"] if affine else None,
                                training or not track, momentum, eps)
     return fn
+
+
+def bcn(groups, estimate=False, momentum=0.1, eps=1e-5):
+    """Batch-Channel Normalization (Qiao et al.): a group norm of a batch norm; with estimate, the
+    authors' EstBN: the running estimates, moved first without derivative (the mean towards the
+    batch mean, the variance towards the mean squared deviation from the old running mean), also
+    normalize in training."""
+    def fn(p, b, h, training):
+        rm, rv = b["m.running_mean"], b["m.running_var"]
+        if estimate:
+            if training:
+                with torch.no_grad():
+                    dev = ((h - rm.view(1, -1, 1, 1)) ** 2).mean(dim=(0, 2, 3))
+                    rm.mul_(1 - momentum).add_(momentum * h.mean(dim=(0, 2, 3)))
+                    rv.mul_(1 - momentum).add_(momentum * dev)
+            h = (h - rm.view(1, -1, 1, 1)) / torch.sqrt(rv.view(1, -1, 1, 1) + eps)
+            h = h * p["m.bn_weight"].view(1, -1, 1, 1) + p["m.bn_bias"].view(1, -1, 1, 1)
+        else:
+            h = F.batch_norm(h, rm, rv, p["m.bn_weight"], p["m.bn_bias"], training, momentum, eps)
+        return F.group_norm(h, groups, p["m.weight"], p["m.bias"], eps)
+    return fn
+
+
+def bcn_init(rng):
+    return affine_init("m", 4)(rng) | {k.replace("m.", "m.bn_"): v for k, v in affine_init("m", 4)(rng).items()}
 
 
 def group_std(x, groups, eps):
@@ -226,6 +255,12 @@ CASES = [
               instance_norm(0.3, affine=True, track=True), affine_init("m", 4), buffers=running(4)),
     norm_case("instancenorm-running-eval", "InstanceNorm2d(4, affine = 1, track_running_stats = 1)",
               instance_norm(affine=True, track=True), affine_init("m", 4), buffers=running(4), epochs=0),
+    norm_case("bcn", "BatchChannelNorm2d(4, groups = 2)", bcn(2), bcn_init, buffers=running(4)),
+    norm_case("bcn-estimate", "BatchChannelNorm2d(4, groups = 2, momentum = 0.3, estimate = 1)",
+              bcn(2, True, 0.3), bcn_init, buffers=running(4)),
+    norm_case("bcn-estimate-eps", "BatchChannelNorm2d(4, groups = 4, eps = 1e-3, estimate = 1)",
+              bcn(4, True, eps=1e-3), bcn_init, buffers=running(4)),
+    norm_case("bcn-eval", "BatchChannelNorm2d(4, groups = 2)", bcn(2), bcn_init, buffers=running(4), epochs=0),
     norm_case("lrn3", "LocalResponseNorm(3)", lambda p, b, h, t: F.local_response_norm(h, 3)),
     norm_case("lrn5-params", "LocalResponseNorm(5, alpha = 0.5, beta = 0.6, k = 1.5)",
               lambda p, b, h, t: F.local_response_norm(h, 5, 0.5, 0.6, 1.5)),
