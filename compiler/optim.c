@@ -360,6 +360,8 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 	for (int p = 0; p < n; p++) {
 		base[p] = lower_env_new(L, L->global_env);
 		lower_bind(L, base[p], p_name, (Value){.kind = V_TENSOR, .id = lower_param_value(L, p)});
+		/* the weights as the step found them, whatever the rules before in a chain made of p */
+		lower_bind(L, base[p], intern_cstr("p_start"), (Value){.kind = V_TENSOR, .id = lower_param_value(L, p)});
 		lower_bind(L, base[p], g_name, (Value){.kind = V_TENSOR, .id = grad[p]});
 		lower_bind(L, base[p], t_name, (Value){.kind = V_TENSOR, .id = step});
 		if (T >= 0) /* the run's length, which rules read like schedules do */

@@ -359,6 +359,7 @@ static void check_optimizer(Sema *s, const AstNode *o)
 	check_formals(s, &o->formals);
 	int nformals = s->n;
 	define(s, intern_cstr("p"));
+	define(s, intern_cstr("p_start")); /* the weights before the step's rules */
 	define(s, intern_cstr("g"));
 	define(s, intern_cstr("t"));
 	define(s, intern_cstr("T")); /* the run's length in steps */

@@ -600,13 +600,12 @@ class CautiousLion(Reference):
 
 
 class Lookahead:
-    """michaelrzhang/lookahead's Lookahead around a torch optimizer, with the slow weights cached
-    after the base optimizer's first step instead of at construction (std.optim's lookahead is a
-    rule after the base rule in a chain, which sees the weights the base rule left): after step 1
-    the cache is set; then every la_steps steps p = alpha p + (1 - alpha) cache; cache = p."""
+    """michaelrzhang/lookahead's Lookahead around a torch optimizer: the slow weights cached at
+    construction; every la_steps steps p = alpha p + (1 - alpha) cache; cache = p."""
 
     def __init__(self, optimizer, la_steps=5, la_alpha=0.5):
-        self.optimizer, self.k, self.alpha, self.count, self.cache = optimizer, la_steps, la_alpha, 0, None
+        self.optimizer, self.k, self.alpha, self.count = optimizer, la_steps, la_alpha, 0
+        self.cache = [p.detach().clone() for gr in optimizer.param_groups for p in gr["params"]]
 
     def zero_grad(self):
         self.optimizer.zero_grad()
@@ -615,9 +614,6 @@ class Lookahead:
     def step(self):
         self.optimizer.step()
         params = [p for gr in self.optimizer.param_groups for p in gr["params"]]
-        if self.cache is None:
-            self.cache = [p.detach().clone() for p in params]
-            return
         self.count += 1
         if self.count >= self.k:
             self.count = 0
