@@ -115,7 +115,9 @@ int lower_param_value(Lower *L, int slot)
 		int v = ir_load(L->fn, NML_B_PARAMS, slot, s->shape, s->loc);
 		if (!L->training && slot < L->neval_slot && L->eval_slot[slot] >= 0) {
 			/* evaluation reads the rule's evaluation weights, once a step has made them */
-			int first = ir_binary(L->fn, IR_EQ, ir_scalar_leaf(L->fn, IR_STEP, s->loc), ir_const(L->fn, 0, s->loc), s->loc);
+			int first = L->accumulate > 1 /* before the first update */
+				? ir_binary(L->fn, IR_LT, ir_scalar_leaf(L->fn, IR_STEP, s->loc), ir_const(L->fn, (double)L->accumulate, s->loc), s->loc)
+				: ir_binary(L->fn, IR_EQ, ir_scalar_leaf(L->fn, IR_STEP, s->loc), ir_const(L->fn, 0, s->loc), s->loc);
 			v = ir_where(L->fn, first, v, ir_load(L->fn, NML_B_STATE, L->eval_slot[slot], s->shape, s->loc), s->loc);
 		}
 		L->param_leaf[slot] = v;
@@ -657,6 +659,15 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		int known = barrier_find(L, call);
 		if (known >= 0)
 			return tensor(L->barrier[known].grads[L->opt_param]);
+		if (L->opt_apply >= 0) {
+			if (L->opt_param == 0) {
+				diag_error(L->accumulate_loc, "accumulate = %lld with a rule that takes a second gradient: grad_at "
+							      "would see one batch of the several the update averages",
+					   (long long)L->accumulate);
+				diag_note(loc, "the second gradient");
+			}
+			return none;
+		}
 		int n = L->opt_nenvs, self = L->opt_param;
 		int *w = arena_alloc(L->arena, ((size_t)n + 1) * sizeof *w);
 		int *g = arena_alloc(L->arena, ((size_t)n + 1) * sizeof *g);
@@ -1523,6 +1534,15 @@ int lower_train_config(Lower *L, AstNode *train, TrainConfig *cfg)
 	}
 	cfg->epochs = (int)epochs;
 	cfg->seed = (uint64_t)int_field(L, train, "seed", 0, 0);
+	cfg->accumulate = int_field(L, train, "accumulate", 1, 1);
+	if (cfg->accumulate > 1000000) {
+		diag_error(field(train, "accumulate")->rhs->loc, "accumulate must be at most 1000000, got %lld",
+			   (long long)cfg->accumulate);
+		cfg->accumulate = 1;
+	}
+	L->accumulate = cfg->accumulate;
+	if (field(train, "accumulate"))
+		L->accumulate_loc = field(train, "accumulate")->loc;
 	int64_t shuffle = int_field(L, train, "shuffle", 1, 0);
 	if (shuffle > 1)
 		diag_error(field(train, "shuffle")->rhs->loc, "shuffle must be 1 (a new order every epoch) or 0 (the data's order)");

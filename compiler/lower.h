@@ -60,6 +60,7 @@ typedef struct TrainConfig {
 	int epochs;
 	uint64_t seed;
 	int in_order;      /* shuffle = 0: every epoch takes the rows in the data's order */
+	int64_t accumulate; /* steps whose gradients are averaged into one update (1: every step) */
 	Value optimizer;   /* V_OPT */
 	SrcLoc loc;
 } TrainConfig;
@@ -85,6 +86,9 @@ typedef struct Lower {
 	int opt_param;         /* and the parameter whose rule is being lowered */
 	int opt_nenvs;
 	int opt_step;          /* the step t in the function an update rule is lowered into */
+	int opt_apply;         /* with gradient accumulation: 1 on the steps that update, else -1 */
+	int64_t accumulate;    /* the train block's accumulate: steps per update */
+	SrcLoc accumulate_loc;
 	/* The barriers (global reductions, grad_at) of the statement being lowered, each computed once
 	 * from every parameter's environment as it stood before the statement: a global reduction's
 	 * value, or grad_at's gradient for every parameter. */

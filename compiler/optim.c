@@ -173,7 +173,10 @@ static void store(Lower *L, NmlBlock block, int v, int slot, const IrSlot *s, Sr
 			   block == NML_B_PARAMS ? "parameter" : "state", ir_shape_str(s->shape, y, sizeof y));
 		return;
 	}
-	ir_store(L->fn, block, slot, ir_expand(L->fn, v, s->shape, loc), loc);
+	v = ir_expand(L->fn, v, s->shape, loc);
+	if (L->opt_apply >= 0) /* accumulating: only the steps that update write */
+		v = ir_where(L->fn, L->opt_apply, v, ir_load(L->fn, block, slot, s->shape, loc), loc);
+	ir_store(L->fn, block, slot, v, loc);
 }
 
 /* Does e read a tensor of env (p, g, a state)? Then a state it initializes is a copy made at the
@@ -345,16 +348,38 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 	SrcLoc loc = optim_def(L, rules[nrules - 1])->loc; /* the rule that updates p */
 	L->fn = fn;
 	int step = ir_scalar_leaf(fn, IR_STEP, loc);
+	int T = ir_find_hparam(L->mod, intern_cstr("T"));
+	int Tv = T >= 0 ? ir_hparam(fn, T, loc) : -1;
+	int n = ir_block(L->mod, NML_B_PARAMS)->n, first_state = ir_block(L->mod, NML_B_STATE)->n, global = 0;
+	L->opt_apply = -1;
+	if (L->accumulate > 1) {
+		/* Gradient accumulation: each step adds its gradient to a sum kept in the state block; every
+		 * accumulate-th step the rules run on the mean and the sum restarts. The rules and schedules
+		 * count updates: t is ceil(step / k), T floor(T / k). */
+		int k = ir_const(fn, (double)L->accumulate, loc);
+		L->opt_apply = ir_binary(fn, IR_EQ, ir_binary(fn, IR_MOD, step, k, loc), ir_const(fn, 0, loc), loc);
+		step = ir_unary(fn, IR_FLOOR, ir_binary(fn, IR_DIV, ir_binary(fn, IR_ADD, step, ir_const(fn, (double)L->accumulate - 1, loc), loc), k, loc), loc);
+		if (Tv >= 0)
+			Tv = ir_unary(fn, IR_FLOOR, ir_binary(fn, IR_DIV, Tv, k, loc), loc);
+		int *mean = arena_alloc(L->arena, ((size_t)n + 1) * sizeof *mean);
+		for (int p = 0; p < n; p++) {
+			const IrSlot *ps = ir_slot(L->mod, NML_B_PARAMS, p);
+			char name[256];
+			snprintf(name, sizeof name, "%s.accumulated-grad", ps->name); /* not a name a rule can declare */
+			int slot = ir_add_slot(L->mod, NML_B_STATE, intern_cstr(name), ps->shape, (IrInit){INIT_CONST, 0, 0}, loc);
+			int sum = ir_binary(fn, IR_ADD, ir_load(fn, NML_B_STATE, slot, ps->shape, loc), grad[p], loc);
+			ir_store(fn, NML_B_STATE, slot, ir_where(fn, L->opt_apply, ir_expand(fn, ir_const(fn, 0, loc), ps->shape, loc), sum, loc), loc);
+			mean[p] = ir_binary(fn, IR_DIV, sum, k, loc);
+		}
+		grad = mean;
+	}
 	L->opt_step = step;
 	Env *sched = lower_env_new(L, opt->env);
 	lower_bind(L, sched, t_name, (Value){.kind = V_TENSOR, .id = step});
-	int T = ir_find_hparam(L->mod, intern_cstr("T"));
 	if (T >= 0)
-		lower_bind(L, sched, intern_cstr("T"),
-			   (Value){.kind = V_TENSOR, .id = ir_hparam(fn, T, loc)});
+		lower_bind(L, sched, intern_cstr("T"), (Value){.kind = V_TENSOR, .id = Tv});
 
 	/* Every parameter's base environment: the hyperparameters of all rules, p, g and t. */
-	int n = ir_block(L->mod, NML_B_PARAMS)->n, first_state = ir_block(L->mod, NML_B_STATE)->n, global = 0;
 	Env **base = arena_alloc(L->arena, (size_t)(n + 1) * sizeof *base);
 	Env **envs = arena_alloc(L->arena, (size_t)(n + 1) * sizeof *envs);
 	for (int p = 0; p < n; p++) {
@@ -365,7 +390,7 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 		lower_bind(L, base[p], g_name, (Value){.kind = V_TENSOR, .id = grad[p]});
 		lower_bind(L, base[p], t_name, (Value){.kind = V_TENSOR, .id = step});
 		if (T >= 0) /* the run's length, which rules read like schedules do */
-			lower_bind(L, base[p], intern_cstr("T"), (Value){.kind = V_TENSOR, .id = ir_hparam(fn, T, loc)});
+			lower_bind(L, base[p], intern_cstr("T"), (Value){.kind = V_TENSOR, .id = Tv});
 	}
 	int i = 0;
 	for (int r = 0; r < nrules; r++) {
@@ -412,6 +437,7 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 		}
 	}
 	L->opt_envs = NULL;
+	L->opt_apply = -1;
 	L->fn = NULL;
 	return diag_count() - before;
 }

@@ -82,6 +82,6 @@ int sema_check(const AstProgram *prog, SemaGlobals *globals);
 AstNode *sema_train(const AstProgram *prog);
 
 /* The fields a train block may set. */
-#define SEMA_TRAIN_FIELDS "data model loss optimizer batch epochs seed shuffle"
+#define SEMA_TRAIN_FIELDS "data model loss optimizer batch epochs seed shuffle accumulate"
 
 #endif
