@@ -81,6 +81,8 @@ typedef struct Lower {
 	AstNode *schedule[64]; /* per optimizer formal (of every rule of a chain, in order): its
 				* expression of t and T, or NULL */
 	const char *schedule_name[64];
+	int schedule_scaled[64]; /* the schedule was `number * curve`: the number is the hyperparameter
+				  * of the formal's name (--set changes it), the schedule the curve */
 	int nschedule;
 	Env **opt_envs;        /* while lowering an update rule: every parameter's environment */
 	int opt_param;         /* and the parameter whose rule is being lowered */

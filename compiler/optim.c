@@ -90,10 +90,27 @@ int optim_hparams(Lower *L, const Value *opt)
 			}
 			AstNode *arg = call_arg(rules[r]->node, k, f->name);
 			L->schedule_name[i] = f->name;
+			L->schedule_scaled[i] = 0;
 			if (arg && mentions_step(arg)) {
 				L->schedule[i] = arg;
 				ir_add_hparam(L->mod, intern_cstr("T"), 0, arg->loc);
 				lower_bind(L, env, f->name, (Value){V_NONE});
+				/* number * curve (or curve * number): the number stays a hyperparameter, so that
+				 * --set lr=... scales the curve without recompiling */
+				if (arg->kind == AST_BINARY && arg->op == TK_STAR) {
+					for (int side = 0; side < 2; side++) {
+						AstNode *c = side ? arg->rhs : arg->lhs, *curve = side ? arg->lhs : arg->rhs;
+						if (mentions_step(c) || !mentions_step(curve))
+							continue;
+						Value k = lower_expr(L, rules[r]->env, c);
+						if (k.kind != V_NUM)
+							continue;
+						ir_add_hparam(L->mod, f->name, k.num, c->loc);
+						L->schedule[i] = curve;
+						L->schedule_scaled[i] = 1;
+						break;
+					}
+				}
 				continue;
 			}
 			Value v = arg ? lower_expr(L, rules[r]->env, arg) : f->rhs ? lower_expr(L, env, f->rhs) : (Value){V_NONE};
@@ -133,7 +150,7 @@ int optim_hparams(Lower *L, const Value *opt)
 int optim_is_schedule(const Lower *L, const char *name)
 {
 	for (int i = 0; i < L->nschedule; i++)
-		if (L->schedule[i] && L->schedule_name[i] == name)
+		if (L->schedule[i] && !L->schedule_scaled[i] && L->schedule_name[i] == name)
 			return 1;
 	return 0;
 }
@@ -150,7 +167,9 @@ void optim_describe(FILE *out, const Lower *L, const Value *opt)
 		int k = 0;
 		for (const AstNode *f = def->formals.head; f && i < 64; f = f->next, i++, k++) {
 			int h = ir_find_hparam(L->mod, f->name);
-			if (L->schedule[i])
+			if (L->schedule[i] && L->schedule_scaled[i])
+				fprintf(out, "%s%s=%g*schedule", k ? ", " : "", f->name, L->mod->hparams[h].value);
+			else if (L->schedule[i])
 				fprintf(out, "%s%s=schedule", k ? ", " : "", f->name);
 			else if (h >= 0)
 				fprintf(out, "%s%s=%g", k ? ", " : "", f->name, L->mod->hparams[h].value);
@@ -399,6 +418,8 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 		for (AstNode *f = def->formals.head; f && i < 64; f = f->next, i++) {
 			int v = L->schedule[i] ? lower_tensor(L, lower_expr(L, sched, L->schedule[i]), L->schedule[i]->loc)
 				: ir_hparam(fn, ir_find_hparam(L->mod, f->name), f->loc);
+			if (L->schedule[i] && L->schedule_scaled[i])
+				v = ir_binary(fn, IR_MUL, ir_hparam(fn, ir_find_hparam(L->mod, f->name), f->loc), v, f->loc);
 			for (int p = 0; p < n; p++)
 				lower_bind(L, base[p], f->name, (Value){.kind = V_TENSOR, .id = v});
 		}

@@ -78,8 +78,9 @@ static int apply_sets(Compiler *c, const Options *o)
 		const char *name = intern(o->sets[i], (size_t)(eq - o->sets[i]));
 		int h = ir_find_hparam(&c->mod, name);
 		if (optim_is_schedule(&c->lower, name)) {
-			fprintf(stderr, "nmlc: error: --set %s: '%s' is a schedule in the train block; edit it there\n",
-				o->sets[i], name);
+			fprintf(stderr, "nmlc: error: --set %s: '%s' is a schedule in the train block; edit it there, or "
+					"write it as a number times the schedule (%s = 1e-3 * cosine_decay(t, T)) and --set "
+					"changes the number\n", o->sets[i], name, name);
 			bad = 1;
 			continue;
 		}

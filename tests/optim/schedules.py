@@ -6,7 +6,8 @@ parameter w[1] to the scheduled hyperparameter, p = lr, and the loss sum(w): the
 --log records after step t is then the lr that step t used. The reference is a torch scheduler on
 an SGD optimizer: the lr (or momentum) of the param group when optimizer.step() runs, then
 scheduler.step(). Values agree within 2e-6 relative and 1e-7 absolute (f32 computation of the
-same formula; the schedules' cosines and powers are single-precision in nmlc).
+same formula; the schedules' cosines and powers are single-precision in nmlc). The set-scaled
+cases give a schedule as number * curve and change the number with --set.
 
 Usage: schedules.py NMLC [PREFIX...]
 """
@@ -54,11 +55,11 @@ train {{
 """
 
 
-def nml_values(nmlc, tmp, name, opt):
+def nml_values(nmlc, tmp, name, opt, extra=()):
     src, log = os.path.join(tmp, name + ".nml"), os.path.join(tmp, name + ".jsonl")
     with open(src, "w") as f:
         f.write(NML.format(data=os.path.join(oracle.DATA, "reg_t.npy"), opt=opt, T=T))
-    r = subprocess.run([nmlc, "run", src, "-q", "--log", log], capture_output=True, text=True)
+    r = subprocess.run([nmlc, "run", src, "-q", "--log", log, *extra], capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"nmlc exited {r.returncode}: {r.stderr.strip()}")
     with open(log) as f:
@@ -161,13 +162,18 @@ CASES = [
      lambda: torch_values(lambda o: S.OneCycleLR(o, max_lr=0.4, total_steps=T, pct_start=0.4, base_momentum=0.8,
                                                   max_momentum=0.99), key="momentum", momentum=0.9)),
     ("inverse_sqrt", "probe(lr = inverse_sqrt(t, 8))", lambda: torch_values(lam(noam(8)))),
+    # number * schedule: --set changes the number, the peak of the curve, without editing the file
+    ("set-scaled-cosine", "probe(lr = 0.1 * cosine_decay(t, T, min_factor = 0.1))", lambda: torch_values(
+        lambda o: S.CosineAnnealingLR(o, T_max=T, eta_min=0.03), base=0.3), ["--set", "lr=0.3"]),
+    ("set-scaled-onecycle", "probe(lr = onecycle(t, T) * 0.4)", lambda: torch_values(
+        lambda o: S.OneCycleLR(o, max_lr=0.05, total_steps=T), momentum=0.9), ["--set", "lr=0.05"]),
 ]
 
 
 def run_case(nmlc, tmp, case):
-    name, opt, want = case
+    name, opt, want = case[:3]
     try:
-        got = nml_values(nmlc, tmp, name, opt)
+        got = nml_values(nmlc, tmp, name, opt, case[3] if len(case) > 3 else ())
     except RuntimeError as e:
         return False, str(e)
     want = want()
