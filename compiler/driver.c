@@ -42,6 +42,7 @@ void drv_free(Compiler *c)
 	free(c->lower.buf_value);
 	free(c->lower.eval_slot);
 	free(c->lower.buf_update);
+	free(c->lower.buf_final);
 	ir_module_free(&c->mod);
 	if (c->data_loaded) {
 		nml_data_free(&c->train);
@@ -459,18 +460,20 @@ int drv_lower(Compiler *c)
 
 	c->step = ir_func_clone(c->fwd, "step");
 	ir_store(c->step, NML_B_LOSS, 0, loss, loc);
-	/* The training forward's new buffer values (running statistics); evaluation only reads them. */
-	for (int k = 0; k < c->lower.nbuf_update; k++) {
-		int slot = c->lower.buf_update[k];
-		ir_store(c->step, NML_B_BUFFERS, slot, lower_buffer_value(&c->lower, slot),
-			 ir_slot(&c->mod, NML_B_BUFFERS, slot)->loc);
-	}
 	param_grads(c, c->step, loss, grad);
 	c->lower.fwd_func = c->fwd; /* grad_at evaluates the training forward pass again */
 	c->lower.fwd_loss = loss;
 	optim_lower(&c->lower, c->step, &c->cfg.optimizer, grad);
 	c->lower.fwd_func = NULL;
 	free(grad);
+	/* The training forward's new buffer values (running statistics), or a grad_at pass's that the
+	 * rule asked for; evaluation only reads them. */
+	for (int k = 0; k < c->lower.nbuf_update; k++) {
+		int slot = c->lower.buf_update[k], v = lower_buffer_value(&c->lower, slot);
+		if (c->lower.buf_final && c->lower.buf_final[slot] >= 0)
+			v = c->lower.buf_final[slot];
+		ir_store(c->step, NML_B_BUFFERS, slot, v, ir_slot(&c->mod, NML_B_BUFFERS, slot)->loc);
+	}
 
 	IrFunc *efwd = lower_forward(&c->lower, 0, "eval");
 	if (!efwd)

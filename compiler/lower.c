@@ -647,7 +647,7 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		 * argument evaluated in each parameter's environment gives its weights, the training
 		 * forward pass is inlined with them in place of the parameters, and differentiated with
 		 * respect to them. A barrier, as global reductions are. Buffers keep the first pass's
-		 * updates; random numbers (dropout) are the first pass's. */
+		 * updates unless update_buffers = 1; random numbers (dropout) are the first pass's. */
 		if (!L->opt_envs || !L->fwd_func) {
 			diag_error(loc, "grad_at is only available in an optimizer's update rule");
 			return none;
@@ -695,6 +695,27 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 				map[L->param_leaf[q]] = w[q];
 		if (ir_inline(L->fn, L->fwd_func, map) < 0)
 			die("grad_at: a substitution of another shape");
+		if (arg[1]) { /* update_buffers = 1: this pass's buffer updates are the ones the step keeps */
+			Value u = lower_expr(L, env, arg[1]);
+			if (u.kind != V_NUM || (u.num != 0 && u.num != 1)) {
+				diag_error(arg[1]->loc, "update_buffers must be 0 (keep the first pass's buffer updates) or 1 (this pass's)");
+				free(map);
+				return none;
+			}
+			int nb = ir_block(L->mod, NML_B_BUFFERS)->n;
+			if (u.num == 1 && nb) {
+				if (!L->buf_final) {
+					L->buf_final = xmalloc((size_t)nb * sizeof *L->buf_final);
+					for (int k = 0; k < nb; k++)
+						L->buf_final[k] = -1;
+				}
+				for (int k = 0; k < L->nbuf_update; k++) {
+					int slot = L->buf_update[k], v = lower_buffer_value(L, slot);
+					if (v >= 0 && map[v] >= 0)
+						L->buf_final[slot] = map[v];
+				}
+			}
+		}
 		int loss = map[L->fwd_loss];
 		free(map);
 		ad_grad(L->fn, loss, w, n, g);

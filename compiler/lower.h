@@ -103,6 +103,8 @@ typedef struct Lower {
 	int training;          /* the forward being built is the training-mode one */
 	int *buf_value;        /* per buffer slot: its value assigned so far in fn, or -1 (read: a load) */
 	int nbuf_value;
+	int *buf_final;        /* per buffer slot: the value the step stores when a grad_at pass with
+				* update_buffers = 1 gave it (the last such pass), else -1; NULL: none */
 	int *buf_update;       /* the buffer slots fn assigns, in order of their first assignment */
 	int nbuf_update;
 	int pred;              /* the model's output in fn */

@@ -18,7 +18,7 @@
 	X(chain,          1, 16, NULL)                                         \
 	X(global_sum,     1, 1, NULL)                                          \
 	X(global_norm,    1, 1, NULL)                                          \
-	X(grad_at,        1, 1, NULL)                                          \
+	X(grad_at,        1, 2, "update_buffers")                              \
 	X(has_tag,        1, 1, NULL)                                          \
 	X(ndim,           1, 1, NULL)                                          \
 	X(onehot,         2, 2, NULL)                                          \
