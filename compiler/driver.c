@@ -43,6 +43,7 @@ void drv_free(Compiler *c)
 	free(c->lower.eval_slot);
 	free(c->lower.buf_update);
 	free(c->lower.buf_final);
+	free(c->lower.state_gated);
 	ir_module_free(&c->mod);
 	if (c->data_loaded) {
 		nml_data_free(&c->train);

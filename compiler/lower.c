@@ -1,5 +1,6 @@
 /* lower.c: from the syntax tree to tensor IR, by evaluating the train block. */
 #include "lower.h"
+#include "optim.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -660,11 +661,14 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		if (known >= 0)
 			return tensor(L->barrier[known].grads[L->opt_param]);
 		if (L->opt_apply >= 0) {
-			if (L->opt_param == 0) {
+			if (L->opt_param == 0 && L->accumulate > 1) {
 				diag_error(L->accumulate_loc, "accumulate = %lld with a rule that takes a second gradient: grad_at "
 							      "would see one batch of the several the update averages",
 					   (long long)L->accumulate);
 				diag_note(loc, "the second gradient");
+			} else if (L->opt_param == 0) {
+				diag_error(loc, "grad_at after the gradients are accumulated: it would see one batch of the several "
+						"the update averages; take it before (m-sharpness: chain(sam(), accumulate(k), sgd()))");
 			}
 			return none;
 		}
@@ -721,6 +725,33 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		ad_grad(L->fn, loss, w, n, g);
 		barrier_add(L, call, -1, g);
 		return tensor(g[self]);
+	}
+	case BI_accumulated: {
+		/* accumulated(g, k): in a rule of a chain, the mean of g over k steps; the rules after it
+		 * run every k-th step, counting updates (optim_accumulate). */
+		if (!L->opt_envs || !L->opt_base) {
+			diag_error(loc, "accumulated is only available in an optimizer's update rule");
+			return none;
+		}
+		if (L->depth > 0) {
+			diag_error(loc, "accumulated must be written in the rule's body, not in a function it calls");
+			return none;
+		}
+		if (L->opt_accumulated[L->opt_param]) {
+			diag_error(loc, "%s", L->accumulate > 1 ? "accumulated in a chain with accumulate in the train block: "
+								  "gradients are accumulated once"
+								: "a second accumulation in the chain: gradients are accumulated once");
+			return none;
+		}
+		int g = lower_tensor(L, lower_expr(L, env, arg[0]), arg[0]->loc);
+		int k = lower_tensor(L, lower_expr(L, env, arg[1]), arg[1]->loc);
+		if (g < 0 || k < 0)
+			return none;
+		if (ir_shape_of(L->fn, k)->rank != 0) {
+			diag_error(arg[1]->loc, "the number of steps to accumulate must be a number");
+			return none;
+		}
+		return tensor(optim_accumulate(L, L->opt_param, g, k, loc));
 	}
 	case BI_has_tag: { /* 1 if the parameter being updated carries @tag: a compile-time number */
 		const char *tag = str_arg(L, env, arg[0]);

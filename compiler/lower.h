@@ -89,6 +89,10 @@ typedef struct Lower {
 	int opt_nenvs;
 	int opt_step;          /* the step t in the function an update rule is lowered into */
 	int opt_apply;         /* with gradient accumulation: 1 on the steps that update, else -1 */
+	Env **opt_base;        /* while lowering an update rule: every parameter's base environment */
+	char *opt_accumulated; /* and per parameter: its gradients are accumulated (optim_accumulate) */
+	char *state_gated;     /* per state slot: written only on the steps that update */
+	int nstate_gated;
 	int64_t accumulate;    /* the train block's accumulate: steps per update */
 	SrcLoc accumulate_loc;
 	/* The barriers (global reductions, grad_at) of the statement being lowered, each computed once

@@ -180,6 +180,21 @@ void optim_describe(FILE *out, const Lower *L, const Value *opt)
 		fprintf(out, ")");
 }
 
+/* A state slot of a rule. Made after the rule's accumulation point (L->opt_apply set), it is
+ * written only on the steps that update. */
+static int state_slot(Lower *L, const char *name, IrShape s, IrInit init, SrcLoc loc)
+{
+	int slot = ir_add_slot(L->mod, NML_B_STATE, intern_cstr(name), s, init, loc);
+	if (slot >= L->nstate_gated) {
+		int n = slot + 64;
+		L->state_gated = xrealloc(L->state_gated, (size_t)n);
+		memset(L->state_gated + L->nstate_gated, 0, (size_t)(n - L->nstate_gated));
+		L->nstate_gated = n;
+	}
+	L->state_gated[slot] = L->opt_apply >= 0;
+	return slot;
+}
+
 static void store(Lower *L, NmlBlock block, int v, int slot, const IrSlot *s, SrcLoc loc)
 {
 	if (v < 0)
@@ -193,7 +208,8 @@ static void store(Lower *L, NmlBlock block, int v, int slot, const IrSlot *s, Sr
 		return;
 	}
 	v = ir_expand(L->fn, v, s->shape, loc);
-	if (L->opt_apply >= 0) /* accumulating: only the steps that update write */
+	int gated = block == NML_B_PARAMS || (slot < L->nstate_gated && L->state_gated[slot]);
+	if (L->opt_apply >= 0 && gated) /* accumulating: only the steps that update write */
 		v = ir_where(L->fn, L->opt_apply, v, ir_load(L->fn, block, slot, s->shape, loc), loc);
 	ir_store(L->fn, block, slot, v, loc);
 }
@@ -252,7 +268,7 @@ static void rule_stmt(Lower *L, Env *env, AstNode *st, int p)
 		}
 		char name[256];
 		snprintf(name, sizeof name, "%s.%s", ps->name, st->name);
-		int slot = ir_add_slot(L->mod, NML_B_STATE, intern_cstr(name), s, (IrInit){INIT_CONST, 0, 0}, st->loc);
+		int slot = state_slot(L, name, s, (IrInit){INIT_CONST, 0, 0}, st->loc);
 		int first = ir_binary(fn, IR_EQ, L->opt_step, ir_const(fn, 1, st->loc), st->loc);
 		int v = ir_where(fn, first, ir_expand(fn, init, s, st->loc), ir_load(fn, NML_B_STATE, slot, s, st->loc), st->loc);
 		lower_bind(L, env, st->name, (Value){.kind = V_TENSOR, .id = v});
@@ -280,7 +296,7 @@ static void rule_stmt(Lower *L, Env *env, AstNode *st, int p)
 		}
 		char name[256];
 		snprintf(name, sizeof name, "%s.%s", ps->name, st->name);
-		int slot = ir_add_slot(L->mod, NML_B_STATE, intern_cstr(name), s, lower_resolve_init(init, s), st->loc);
+		int slot = state_slot(L, name, s, lower_resolve_init(init, s), st->loc);
 		lower_bind(L, env, st->name, (Value){.kind = V_TENSOR, .id = ir_load(fn, NML_B_STATE, slot, s, st->loc)});
 		return;
 	}
@@ -320,7 +336,7 @@ static void write_back(Lower *L, Env *env, int p, int first_state, SrcLoc loc)
 	if (ev) {
 		char name[256];
 		snprintf(name, sizeof name, "%s.eval", ps->name);
-		int slot = ir_add_slot(L->mod, NML_B_STATE, intern_cstr(name), ps->shape, (IrInit){INIT_CONST, 0, 0}, loc);
+		int slot = state_slot(L, name, ps->shape, (IrInit){INIT_CONST, 0, 0}, loc);
 		store(L, NML_B_STATE, lower_tensor(L, *ev, loc), slot, ir_slot(L->mod, NML_B_STATE, slot), loc);
 		if (p >= L->neval_slot) {
 			int n = ir_block(L->mod, NML_B_PARAMS)->n;
@@ -358,6 +374,69 @@ static void finish_rule(Lower *L, Env *base, Env *env, const AstNode *def)
 	}
 }
 
+int optim_accumulate(Lower *L, int p, int g, int k, SrcLoc loc)
+{
+	IrFunc *fn = L->fn;
+	const IrSlot *ps = ir_slot(L->mod, NML_B_PARAMS, p);
+	int raw = ir_scalar_leaf(fn, IR_STEP, loc);
+	L->opt_accumulated[p] = 1;
+	char name[256];
+	snprintf(name, sizeof name, "%s.accumulated-grad", ps->name); /* not a name a rule can declare */
+	int slot = state_slot(L, name, ps->shape, (IrInit){INIT_CONST, 0, 0}, loc);
+	L->opt_apply = ir_binary(fn, IR_EQ, ir_binary(fn, IR_MOD, raw, k, loc), ir_const(fn, 0, loc), loc);
+	int sum = ir_binary(fn, IR_ADD, ir_load(fn, NML_B_STATE, slot, ps->shape, loc), ir_expand(fn, g, ps->shape, loc), loc);
+	ir_store(fn, NML_B_STATE, slot, ir_where(fn, L->opt_apply, ir_expand(fn, ir_const(fn, 0, loc), ps->shape, loc), sum, loc), loc);
+	/* From here on the rules count updates: t = ceil(step / k), T = floor(T / k). */
+	int t = ir_unary(fn, IR_FLOOR, ir_binary(fn, IR_DIV, ir_binary(fn, IR_SUB, ir_binary(fn, IR_ADD, raw, k, loc),
+									      ir_const(fn, 1, loc), loc), k, loc), loc);
+	lower_bind(L, L->opt_base[p], intern_cstr("t"), (Value){.kind = V_TENSOR, .id = t});
+	L->opt_step = t;
+	int T = ir_find_hparam(L->mod, intern_cstr("T"));
+	if (T >= 0)
+		lower_bind(L, L->opt_base[p], intern_cstr("T"),
+			   (Value){.kind = V_TENSOR, .id = ir_unary(fn, IR_FLOOR, ir_binary(fn, IR_DIV, ir_hparam(fn, T, loc), k, loc), loc)});
+	return ir_binary(fn, IR_DIV, sum, k, loc);
+}
+
+/* Rule r's hyperparameters for parameter p, bound in its base environment: run-time values, or
+ * schedules of t and T as the rule sees them (counting updates after an accumulation). */
+static void bind_hparams(Lower *L, const Value *rule, int first, Env *base)
+{
+	AstNode *def = optim_def(L, rule);
+	Env *sched = lower_env_new(L, rule->env);
+	const char *names[] = {intern_cstr("t"), intern_cstr("T")};
+	for (int k = 0; k < 2; k++) {
+		Value *v = lower_lookup(base, names[k]);
+		if (v)
+			lower_bind(L, sched, names[k], *v);
+	}
+	int i = first;
+	for (AstNode *f = def->formals.head; f && i < 64; f = f->next, i++) {
+		int v = L->schedule[i] ? lower_tensor(L, lower_expr(L, sched, L->schedule[i]), L->schedule[i]->loc)
+				       : ir_hparam(L->fn, ir_find_hparam(L->mod, f->name), f->loc);
+		if (L->schedule[i] && L->schedule_scaled[i])
+			v = ir_binary(L->fn, IR_MUL, ir_hparam(L->fn, ir_find_hparam(L->mod, f->name), f->loc), v, f->loc);
+		lower_bind(L, base, f->name, (Value){.kind = V_TENSOR, .id = v});
+	}
+}
+
+/* The note an error inside a rule gets: where the train block (or --optimizer) names it. */
+static const char *rule_context(Lower *L, const AstNode *def)
+{
+	char msg[160];
+	snprintf(msg, sizeof msg, "in %s '%s' of the optimizer", def->kind == AST_TRANSFORM ? "transform" : "rule",
+		 def->name);
+	return arena_strndup(L->arena, msg, strlen(msg));
+}
+
+static int count_formals(const AstNode *def)
+{
+	int k = 0;
+	for (const AstNode *f = def->formals.head; f; f = f->next)
+		k++;
+	return k;
+}
+
 int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 {
 	int before = diag_count();
@@ -368,62 +447,37 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 	L->fn = fn;
 	int step = ir_scalar_leaf(fn, IR_STEP, loc);
 	int T = ir_find_hparam(L->mod, intern_cstr("T"));
-	int Tv = T >= 0 ? ir_hparam(fn, T, loc) : -1;
 	int n = ir_block(L->mod, NML_B_PARAMS)->n, first_state = ir_block(L->mod, NML_B_STATE)->n, global = 0;
-	L->opt_apply = -1;
-	if (L->accumulate > 1) {
-		/* Gradient accumulation: each step adds its gradient to a sum kept in the state block; every
-		 * accumulate-th step the rules run on the mean and the sum restarts. The rules and schedules
-		 * count updates: t is ceil(step / k), T floor(T / k). */
-		int k = ir_const(fn, (double)L->accumulate, loc);
-		L->opt_apply = ir_binary(fn, IR_EQ, ir_binary(fn, IR_MOD, step, k, loc), ir_const(fn, 0, loc), loc);
-		step = ir_unary(fn, IR_FLOOR, ir_binary(fn, IR_DIV, ir_binary(fn, IR_ADD, step, ir_const(fn, (double)L->accumulate - 1, loc), loc), k, loc), loc);
-		if (Tv >= 0)
-			Tv = ir_unary(fn, IR_FLOOR, ir_binary(fn, IR_DIV, Tv, k, loc), loc);
-		int *mean = arena_alloc(L->arena, ((size_t)n + 1) * sizeof *mean);
-		for (int p = 0; p < n; p++) {
-			const IrSlot *ps = ir_slot(L->mod, NML_B_PARAMS, p);
-			char name[256];
-			snprintf(name, sizeof name, "%s.accumulated-grad", ps->name); /* not a name a rule can declare */
-			int slot = ir_add_slot(L->mod, NML_B_STATE, intern_cstr(name), ps->shape, (IrInit){INIT_CONST, 0, 0}, loc);
-			int sum = ir_binary(fn, IR_ADD, ir_load(fn, NML_B_STATE, slot, ps->shape, loc), grad[p], loc);
-			ir_store(fn, NML_B_STATE, slot, ir_where(fn, L->opt_apply, ir_expand(fn, ir_const(fn, 0, loc), ps->shape, loc), sum, loc), loc);
-			mean[p] = ir_binary(fn, IR_DIV, sum, k, loc);
-		}
-		grad = mean;
+	int first_formal[64];
+	for (int r = 0, i = 0; r < nrules; r++) {
+		first_formal[r] = i;
+		i += count_formals(optim_def(L, rules[r]));
+		global |= mentions_global(optim_def(L, rules[r]));
 	}
-	L->opt_step = step;
-	Env *sched = lower_env_new(L, opt->env);
-	lower_bind(L, sched, t_name, (Value){.kind = V_TENSOR, .id = step});
-	if (T >= 0)
-		lower_bind(L, sched, intern_cstr("T"), (Value){.kind = V_TENSOR, .id = Tv});
 
-	/* Every parameter's base environment: the hyperparameters of all rules, p, g and t. */
+	/* Every parameter's base environment: p, g, t and T, then each rule's hyperparameters as the
+	 * rule comes. */
 	Env **base = arena_alloc(L->arena, (size_t)(n + 1) * sizeof *base);
 	Env **envs = arena_alloc(L->arena, (size_t)(n + 1) * sizeof *envs);
+	L->opt_base = base;
+	L->opt_accumulated = arena_alloc(L->arena, (size_t)n + 1);
+	memset(L->opt_accumulated, 0, (size_t)n + 1);
+	L->opt_apply = -1;
+	int k = L->accumulate > 1 ? ir_const(fn, (double)L->accumulate, loc) : -1;
 	for (int p = 0; p < n; p++) {
 		base[p] = lower_env_new(L, L->global_env);
 		lower_bind(L, base[p], p_name, (Value){.kind = V_TENSOR, .id = lower_param_value(L, p)});
 		/* the weights as the step found them, whatever the rules before in a chain made of p */
 		lower_bind(L, base[p], intern_cstr("p_start"), (Value){.kind = V_TENSOR, .id = lower_param_value(L, p)});
-		lower_bind(L, base[p], g_name, (Value){.kind = V_TENSOR, .id = grad[p]});
 		lower_bind(L, base[p], t_name, (Value){.kind = V_TENSOR, .id = step});
 		if (T >= 0) /* the run's length, which rules read like schedules do */
-			lower_bind(L, base[p], intern_cstr("T"), (Value){.kind = V_TENSOR, .id = Tv});
+			lower_bind(L, base[p], intern_cstr("T"), (Value){.kind = V_TENSOR, .id = ir_hparam(fn, T, loc)});
+		/* accumulate = k in the train block: every rule runs on the mean of k steps' gradients */
+		int g = k >= 0 ? optim_accumulate(L, p, grad[p], k, loc) : grad[p];
+		lower_bind(L, base[p], g_name, (Value){.kind = V_TENSOR, .id = g});
 	}
-	int i = 0;
-	for (int r = 0; r < nrules; r++) {
-		AstNode *def = optim_def(L, rules[r]);
-		global |= mentions_global(def);
-		for (AstNode *f = def->formals.head; f && i < 64; f = f->next, i++) {
-			int v = L->schedule[i] ? lower_tensor(L, lower_expr(L, sched, L->schedule[i]), L->schedule[i]->loc)
-				: ir_hparam(fn, ir_find_hparam(L->mod, f->name), f->loc);
-			if (L->schedule[i] && L->schedule_scaled[i])
-				v = ir_binary(fn, IR_MUL, ir_hparam(fn, ir_find_hparam(L->mod, f->name), f->loc), v, f->loc);
-			for (int p = 0; p < n; p++)
-				lower_bind(L, base[p], f->name, (Value){.kind = V_TENSOR, .id = v});
-		}
-	}
+	int train_apply = L->opt_apply;
+	L->opt_step = lower_lookup(base[0], t_name) ? lower_lookup(base[0], t_name)->id : step;
 
 	L->opt_envs = envs;
 	L->opt_nenvs = n;
@@ -432,8 +486,11 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 		 * that statement k sees every parameter as it stands after statement k - 1. */
 		for (int r = 0; r < nrules && !diag_full(); r++) {
 			AstNode *def = optim_def(L, rules[r]);
-			for (int p = 0; p < n; p++)
+			diag_push_context(rules[r]->node->loc, rule_context(L, def));
+			for (int p = 0; p < n; p++) {
+				bind_hparams(L, rules[r], first_formal[r], base[p]);
 				envs[p] = lower_env_new(L, base[p]);
+			}
 			for (AstNode *st = def->body.head; st && !diag_full(); st = st->next) {
 				L->nbarrier = 0;
 				for (int p = 0; p < n; p++)
@@ -441,23 +498,31 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 			}
 			for (int p = 0; p < n; p++)
 				finish_rule(L, base[p], envs[p], def);
+			diag_pop_context();
 		}
 		for (int p = 0; p < n; p++)
 			write_back(L, base[p], p, first_state, loc);
 	} else {
 		/* Each parameter's update in one piece, which fuses best. */
 		for (int p = 0; p < n && !diag_full(); p++) {
+			L->opt_apply = train_apply;
+			L->opt_step = lower_lookup(base[p], t_name)->id;
 			for (int r = 0; r < nrules; r++) {
 				AstNode *def = optim_def(L, rules[r]);
+				diag_push_context(rules[r]->node->loc, rule_context(L, def));
+				bind_hparams(L, rules[r], first_formal[r], base[p]);
 				envs[p] = lower_env_new(L, base[p]);
 				for (AstNode *st = def->body.head; st; st = st->next)
 					rule_stmt(L, envs[p], st, p);
 				finish_rule(L, base[p], envs[p], def);
+				diag_pop_context();
 			}
 			write_back(L, base[p], p, first_state, loc);
 		}
 	}
 	L->opt_envs = NULL;
+	L->opt_base = NULL;
+	L->opt_accumulated = NULL;
 	L->opt_apply = -1;
 	L->fn = NULL;
 	return diag_count() - before;

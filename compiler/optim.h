@@ -18,5 +18,9 @@ void optim_describe(FILE *out, const Lower *L, const Value *opt);
 int optim_hparams(Lower *L, const Value *opt);
 /* Append the update of every parameter to fn; grad[p] holds the gradient of parameter p. */
 int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad);
+/* Gradient accumulation for parameter p from here on in the step being lowered: g is added to a
+ * sum kept as state, the rules after run every k-th step (L->opt_apply) on the mean, and t and T
+ * in p's base environment count updates. Returns the mean. */
+int optim_accumulate(Lower *L, int p, int g, int k, SrcLoc loc);
 
 #endif

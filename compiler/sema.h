@@ -25,6 +25,7 @@
 	X(take,           2, 2, NULL)                                          \
 	X(segment_sum,    2, 2, NULL)                                          \
 	X(data_init,      2, 2, NULL)                                          \
+	X(accumulated,    2, 2, NULL)                                          \
 	X(transpose,      1, 3, "dim0 dim1")                                   \
 	X(permute,        2, 2, NULL)                                          \
 	X(reshape,        2, 2, NULL)                                          \

@@ -101,8 +101,17 @@ with tempfile.TemporaryDirectory() as tmp:
     check("divergence in the update is explained",
           "optim.nml:21:30: note: the first value that is not finite: div [784, 256] at step 1" in r.stderr,
           r.stderr)
-    r = run("--set", "lr=1", expect=1)
-    check("a schedule cannot be --set", r.returncode == 1 and "is a schedule" in r.stderr, r.stderr)
+    r = run("--limit", "1000", "--epochs", "1", "--set", "lr=2e-3")
+    check("--set scales a number times a schedule", "adam(lr=0.002*schedule" in r.stdout, r.stdout)
+    other = os.path.join(tmp, "divided.nml")
+    with open(example) as f:
+        text = f.read()
+    with open(other, "w") as f:
+        f.write(text.replace("1e-3 * linear_decay(t, T)", "linear_decay(t, T) / 1000"))
+    r = subprocess.run([nmlc, "run", other, "--set", "lr=1"], capture_output=True, text=True)
+    os.unlink(other)
+    check("another schedule cannot be --set", "1e-3 * linear_decay(t, T)" in text and r.returncode == 1
+          and "is a schedule" in r.stderr and "a number times the schedule" in r.stderr, r.stderr)
 
     # CSV data: the blobs as CSV train exactly as the same rows from .npy files do.
     src = open(small).read()

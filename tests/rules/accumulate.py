@@ -9,6 +9,9 @@ k = 3, so accumulations straddle epoch boundaries; SGD with momentum, and Adam w
 decaying lr. Parameters after the run and per-epoch training losses must match within f32
 tolerances (rtol 1e-4, atol 2e-5); a run with k = 1 must differ from k = 3 (the setting is live),
 and a checkpoint saved mid-accumulation must resume to the same parameters as the full run.
+Then accumulation inside a chain: SAM's m-sharpness, chain(sam, accumulate(3), sgd) with batch 8,
+against a reference that perturbs each batch by its own gradient and averages 3 batches' perturbed
+gradients per update.
 
 Usage: accumulate.py NMLC ORDER_EXE
 """
@@ -154,6 +157,78 @@ with tempfile.TemporaryDirectory() as tmp:
             a, b = load(rest), load(os.path.join(tmp, f"{name}-{K}-{EPOCHS}.safetensors"))
             same = all(np.array_equal(a[k], b[k]) for k in b if not k.endswith(".eval"))
             check("resume: bit-exact with the uninterrupted run", same)
+
+# m-sharpness: chain(sam, accumulate(K), sgd) with batch 8: each batch of 8 rows gets its own
+# perturbation from its own gradient, and the update averages K batches' perturbed gradients.
+SAM_NML = NML.replace("use std.sched\n", """use std.sched
+
+transform sam_here(rho = 0.05) {{
+  e = rho * g / (global_norm(g) + 1e-12)
+  g = grad_at(p + e)
+}}
+""")
+
+
+def msharp_reference(rho=0.05):
+    p = {k: torch.tensor(v, dtype=torch.float32, requires_grad=True) for k, v in init.items()}
+    opt = torch.optim.SGD(list(p.values()), lr=0.1, momentum=0.9)
+    acc = {k: torch.zeros_like(v) for k, v in p.items()}
+
+    def grads(idx):
+        h = torch.tanh(x[idx] @ p["l1.w"] + p["l1.b"])
+        loss = F.cross_entropy(h @ p["l2.w"] + p["l2.b"], y[idx])
+        return loss, torch.autograd.grad(loss, list(p.values()))
+
+    step, losses = 0, []
+    for order in orders:
+        total = 0.0
+        for s in range(0, n_train, BATCH):
+            idx = order[s:s + BATCH]
+            loss, g = grads(idx)
+            total += loss.item() * len(idx)
+            with torch.no_grad():
+                norm = torch.sqrt(sum((q ** 2).sum() for q in g))
+                e = [rho * q / (norm + 1e-12) for q in g]
+                for q, d in zip(p.values(), e):
+                    q.add_(d)
+            _, g2 = grads(idx)
+            with torch.no_grad():
+                for q, d in zip(p.values(), e):
+                    q.sub_(d)
+                for k, q in zip(p, g2):
+                    acc[k] += q
+            step += 1
+            if step % K == 0:
+                for k, q in p.items():
+                    q.grad = acc[k] / K
+                opt.step()
+                acc = {k: torch.zeros_like(v) for k, v in p.items()}
+        losses.append(total / n_train)
+    return {k: v.detach().numpy() for k, v in p.items()}, losses
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    init_path = os.path.join(tmp, "init.safetensors")
+    write_safetensors(init_path, {k: np.asarray(v, np.float32) for k, v in init.items()})
+    src = os.path.join(tmp, "msharp.nml")
+    with open(src, "w") as f:
+        f.write(SAM_NML.format(x=os.path.join(DATA, "blobs_x.npy"), y=os.path.join(DATA, "blobs_y.npy"),
+                               opt=f"chain(sam_here(rho = 0.05), accumulate({K}), sgd(lr = 0.1, momentum = 0.9))",
+                               batch=BATCH, epochs=EPOCHS, seed=SEED, k=1))
+    out, log = os.path.join(tmp, "msharp.safetensors"), os.path.join(tmp, "msharp.jsonl")
+    r = subprocess.run([nmlc, "run", src, "--init", init_path, "--save", out, "--log", log],
+                       capture_output=True, text=True)
+    if check("m-sharpness: nmlc run", r.returncode == 0, r.stderr):
+        got = load(out)
+        want, losses = msharp_reference()
+        worst = max(float(np.max(np.abs(got[k] - want[k]) / (2e-5 + 1e-4 * np.abs(want[k])))) for k in want)
+        check("m-sharpness: parameters equal the per-batch-perturbation reference", worst <= 1,
+              f"(worst {worst:.2f} of tolerance)")
+        with open(log) as f:
+            nml_losses = [json.loads(line)["train_loss"] for line in f]
+        check("m-sharpness: epoch losses equal", np.allclose(nml_losses, losses, rtol=1e-4, atol=2e-5),
+              f"{nml_losses} vs {losses}")
+        print(f"m-sharpness: largest difference {max(float(np.max(np.abs(got[k] - want[k]))) for k in want):.1e}")
 
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
