@@ -37,6 +37,7 @@ static void rule(Ad *ad, int i, int g)
 	switch (in.op) {
 	case IR_CONST: case IR_LOAD: case IR_HPARAM: case IR_STEP:
 	case IR_ROWS: case IR_ONEHOT: case IR_STOPGRAD: case IR_SIGN: case IR_FLOOR: case IR_RANDOM: case IR_ARGMAX:
+	case IR_EIGH: /* for update rules, which are not differentiated */
 	case IR_LT: case IR_LE: case IR_GT: case IR_GE: case IR_EQ: case IR_NE:
 		return; /* constant, or zero derivative almost everywhere */
 	case IR_NEG: /* d(-a) = -g */

@@ -1233,6 +1233,24 @@ static void emit_segsum(Cg *g, int i)
 	loop_end(g, &lq, NULL);
 }
 
+/* eigh: a call into the runtime (nml_eigh_f32 / _f64, LAPACK): out = eigenvectors of a, or b */
+static void emit_eigh(Cg *g, int i)
+{
+	const IrInst *in = &g->f->inst[i];
+	LLVMTypeRef pt[5] = {g->i64, g->ptr, g->ptr, LLVMDoubleTypeInContext(g->ctx), g->ptr};
+	LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(g->ctx), pt, 5, 0);
+	const char *name = g->type == CG_F32 ? "nml_eigh_f32" : "nml_eigh_f64";
+	LLVMValueRef fn = LLVMGetNamedFunction(g->mod, name);
+	if (!fn)
+		fn = LLVMAddFunction(g->mod, name, fty);
+	int c = in->in[2];
+	LLVMValueRef when = kind_of(g, c) == FV_SCALAR ? g->val[c].imm : load(g, g->val[c].ptr, (Access){NULL, NULL});
+	if (LLVMTypeOf(when) != LLVMDoubleTypeInContext(g->ctx))
+		when = LLVMBuildFPExt(g->b, when, LLVMDoubleTypeInContext(g->ctx), "");
+	LLVMValueRef args[5] = {ci(g, in->shape.dim[0]), g->val[in->in[0]].ptr, g->val[in->in[1]].ptr, when, g->val[i].ptr};
+	LLVMBuildCall2(g->b, fty, fn, args, 5, "");
+}
+
 /* ---- kernels ---- */
 
 static void emit_unit(Cg *g, int q)
@@ -1250,6 +1268,7 @@ static void emit_unit(Cg *g, int q)
 		case IR_SLICE: case IR_ARGMAX: emit_slice_argmax(g, u->inst[0]); break;
 		case IR_GATHER: case IR_SCATTER: emit_gather_scatter(g, u->inst[0]); break;
 		case IR_SEGSUM: emit_segsum(g, u->inst[0]); break;
+		case IR_EIGH: emit_eigh(g, u->inst[0]); break;
 		default: emit_onehot(g, u->inst[0]); break;
 		}
 		break;

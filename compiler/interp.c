@@ -236,7 +236,10 @@ int interp_run(const IrModule *m, const IrFunc *f, NmlArgs *a, int stop_at_nonfi
 			memcpy(out, x, (size_t)k * sizeof *out);
 			break;
 		case OPC_LOOP:
-			interp_loop(f, in, n, x, in->in[1] >= 0 ? val[in->in[1]] : NULL, out, a);
+			if (in->op == IR_EIGH)
+				nml_eigh_f32(in->shape.dim[0], x, val[in->in[1]], val[in->in[2]][0], out);
+			else
+				interp_loop(f, in, n, x, in->in[1] >= 0 ? val[in->in[1]] : NULL, out, a);
 			break;
 		case OPC_STORE: {
 			/* stored values broadcast into the slot, as in a kernel */

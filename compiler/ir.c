@@ -299,6 +299,16 @@ static int infer_shape(IrFunc *f, IrInst *in)
 		in->shape = *a;
 		in->shape.dim[in->shape.rank++] = in->attr.classes;
 		return 1;
+	case SHAPE_EIGH: { /* eigh(a [n, n], otherwise [n, n], when []) */
+		const IrShape *b = &f->inst[in->in[1]].shape, *c = &f->inst[in->in[2]].shape;
+		if (a->rank != 2 || a->dim[0] != a->dim[1] || a->dim[0] == IR_BATCH || !ir_shape_eq(*a, *b) || c->rank != 0) {
+			diag_error(in->loc, "eigh needs a square matrix of fixed size (and a matrix of its shape to keep, and a number "
+					    "saying when), got %s", ir_shape_str(*a, ba, sizeof ba));
+			return 0;
+		}
+		in->shape = *a;
+		return 1;
+	}
 	case SHAPE_GATHER: case SHAPE_SCATTER: {
 		/* gather (NML's take): table a [V, ...] by indices b [I...] -> [I..., ...]; scatter, only
 		 * gather's adjoint: a [I..., ...] by indices b [I...] -> [classes, ...] */
@@ -500,6 +510,11 @@ int ir_gather(IrFunc *f, int table, int index, SrcLoc loc)
 int ir_scatter(IrFunc *f, int a, int index, int64_t rows, SrcLoc loc)
 {
 	return emit(f, (IrInst){.op = IR_SCATTER, .in = {a, index}, .attr.classes = rows, .loc = loc});
+}
+
+int ir_eigh(IrFunc *f, int a, int otherwise, int when, SrcLoc loc)
+{
+	return emit(f, (IrInst){.op = IR_EIGH, .in = {a, otherwise, when}, .loc = loc});
 }
 
 int ir_segsum(IrFunc *f, int a, int64_t segment, SrcLoc loc)

@@ -160,6 +160,9 @@ int ir_scatter(IrFunc *f, int a, int index, int64_t rows, SrcLoc loc);
 /* Axis 0 cut into segments of `segment` rows (the last may be shorter): each row becomes the sum
  * of the rows of its segment. Its own adjoint. */
 int ir_segsum(IrFunc *f, int a, int64_t segment, SrcLoc loc);
+/* when != 0 (a scalar): the eigenvectors of the symmetric matrix a [n, n] as columns, ascending
+ * eigenvalues (LAPACK's syevd, nml_eigh_*); else otherwise, unchanged. No derivative. */
+int ir_eigh(IrFunc *f, int a, int otherwise, int when, SrcLoc loc);
 /* For a window attribute: the image row (or column, axis 1) that output row o at kernel offset k
  * reads; outside [0, in) it reads padding. */
 static inline int64_t ir_window_src(const IrAttr *w, int axis, int64_t o, int64_t k)

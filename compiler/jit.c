@@ -34,7 +34,7 @@ static char *take_error(LLVMErrorRef e)
 	return s;
 }
 
-/* BLAS is bound by address: the process-symbol search would miss it when the executable was linked
+/* BLAS and the runtime's LAPACK calls are bound by address: the process-symbol search would miss it when the executable was linked
  * with --as-needed and nothing outside generated code calls it. */
 static LLVMErrorRef define_blas(Jit *j)
 {
@@ -44,6 +44,8 @@ static LLVMErrorRef define_blas(Jit *j)
 	} syms[] = {
 		{"cblas_sgemm", (void (*)(void))cblas_sgemm},
 		{"cblas_dgemm", (void (*)(void))cblas_dgemm},
+		{"nml_eigh_f32", (void (*)(void))nml_eigh_f32},
+		{"nml_eigh_f64", (void (*)(void))nml_eigh_f64},
 	};
 	enum { NSYMS = sizeof syms / sizeof syms[0] };
 	LLVMOrcCSymbolMapPair pairs[NSYMS];

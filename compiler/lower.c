@@ -726,6 +726,27 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		barrier_add(L, call, -1, g);
 		return tensor(g[self]);
 	}
+	case BI_eigh: {
+		/* eigh(a): the eigenvectors of the symmetric matrix a as columns, ascending eigenvalues;
+		 * eigh(a, when = c, otherwise = q): only where c != 0 (a number of the step), else q. */
+		Value a = lower_expr(L, env, arg[0]);
+		if (a.kind == V_NONE || !need_fn(L, loc, "eigh"))
+			return none;
+		if (!arg[1] != !arg[2]) {
+			diag_error(loc, "eigh takes when and otherwise together: eigh(a, when = t %% 10 == 1, otherwise = q)");
+			return none;
+		}
+		int m = lower_tensor(L, a, loc);
+		int when = arg[1] ? lower_tensor(L, lower_expr(L, env, arg[1]), arg[1]->loc) : ir_const(L->fn, 1, loc);
+		int other = arg[2] ? lower_tensor(L, lower_expr(L, env, arg[2]), arg[2]->loc) : m;
+		if (m < 0 || when < 0 || other < 0)
+			return none;
+		if (ir_shape_of(L->fn, when)->rank != 0) {
+			diag_error(arg[1]->loc, "eigh's when must be a number (of the step), not a tensor");
+			return none;
+		}
+		return tensor(ir_eigh(L->fn, m, ir_expand(L->fn, other, *ir_shape_of(L->fn, m), loc), when, loc));
+	}
 	case BI_accumulated: {
 		/* accumulated(g, k): in a rule of a chain, the mean of g over k steps; the rules after it
 		 * run every k-th step, counting updates (optim_accumulate). */

@@ -8,13 +8,13 @@
  *               VIEW      the operand's elements in another shape: no code
  *               LIBRARY   a call into a library (cblas_?gemm)
  *               LOOP      a loop of its own (onehot, permute, random, unfold, fold, slice, argmax,
- *                         gather, scatter, segsum)
+ *                         gather, scatter, segsum, eigh: a call into LAPACK)
  *               STORE     writes its operand into a block's tensor; no value
  *   ATTR      the member of IrAttr it carries (ir.h): NONE, NUM, SLOT, INDEX, AXES, MATMUL, CLASSES,
  *             PERM, RNG, WINDOW, RANGE, SEGMENT
  *   SHAPE     the rule that gives its shape, with the diagnostic it reports (ir.c, infer_shape):
  *               GIVEN (by the builder), SCALAR, BROADCAST, REDUCE, MATMUL, ONEHOT, PERMUTE, UNFOLD,
- *               FOLD, SLICE, ARGMAX, GATHER, SCATTER, STORE
+ *               FOLD, SLICE, ARGMAX, GATHER, SCATTER, EIGH, STORE
  *   builtin   the NML function that applies it (positional arguments, as many as the arity), or
  *             NULL; sema and lower take these from here, so a new elementwise op needs no code there
  *   semantics its value as a C expression of doubles a, b, c: constant folding, the interpreter and
@@ -80,6 +80,7 @@
 	X(GATHER,   "gather",  2, LOOP,     NONE,    GATHER,    NULL,      0,                 0) /* out[i, ...] = a[b[i], ...], 0 outside a */ \
 	X(SCATTER,  "scatter", 2, LOOP,     CLASSES, SCATTER,   NULL,      0,                 0) /* gather's adjoint: out[v, ...] = sum of a[i, ...] where b[i] = v */ \
 	X(SEGSUM,   "segsum",  1, LOOP,     SEGMENT, BROADCAST, NULL,      0,                 0) /* each row: the sum of its segment of rows on axis 0 */ \
+	X(EIGH,     "eigh",    3, LOOP,     NONE,    EIGH,      NULL,      0,                 0) /* c != 0: a's eigenvectors as columns (LAPACK), else b */ \
 	X(RESHAPE,  "reshape", 1, VIEW,     NONE,    GIVEN,     NULL,      0,                 0)               \
 	X(STORE,    "store",   1, STORE,    SLOT,    STORE,     NULL,      0,                 0)
 /* clang-format on */
@@ -95,7 +96,7 @@ typedef enum { OPC_LEAF, OPC_ELEMWISE, OPC_REDUCE, OPC_VIEW, OPC_LIBRARY, OPC_LO
 typedef enum { ATTR_NONE, ATTR_NUM, ATTR_SLOT, ATTR_INDEX, ATTR_AXES, ATTR_MATMUL, ATTR_CLASSES, ATTR_PERM,
 	       ATTR_RNG, ATTR_WINDOW, ATTR_RANGE, ATTR_SEGMENT } IrAttrKind;
 typedef enum { SHAPE_GIVEN, SHAPE_SCALAR, SHAPE_BROADCAST, SHAPE_REDUCE, SHAPE_MATMUL, SHAPE_ONEHOT, SHAPE_PERMUTE,
-	       SHAPE_UNFOLD, SHAPE_FOLD, SHAPE_SLICE, SHAPE_ARGMAX, SHAPE_GATHER, SHAPE_SCATTER, SHAPE_STORE } IrShapeRule;
+	       SHAPE_UNFOLD, SHAPE_FOLD, SHAPE_SLICE, SHAPE_ARGMAX, SHAPE_GATHER, SHAPE_SCATTER, SHAPE_EIGH, SHAPE_STORE } IrShapeRule;
 
 typedef struct IrOpInfo {
 	const char *name;    /* in dumps */

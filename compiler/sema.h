@@ -26,6 +26,7 @@
 	X(segment_sum,    2, 2, NULL)                                          \
 	X(data_init,      2, 2, NULL)                                          \
 	X(accumulated,    2, 2, NULL)                                          \
+	X(eigh,           1, 3, "when otherwise")                              \
 	X(transpose,      1, 3, "dim0 dim1")                                   \
 	X(permute,        2, 2, NULL)                                          \
 	X(reshape,        2, 2, NULL)                                          \

@@ -265,4 +265,11 @@ typedef struct NmlEpochStats {
  * test set. */
 int nml_train(NmlTrainer *tr, NmlEpochStats *last, char *err, size_t errlen);
 
+/* ---- linear algebra the generated kernels call (linalg.c) ----
+ * The eigenvectors of the symmetric n x n matrix a (row-major; its upper triangle is read) as the
+ * columns of out, in the order of ascending eigenvalues; when == 0, out is a copy of prev instead
+ * (a periodic refresh). NaN everywhere if LAPACK fails. */
+void nml_eigh_f32(int64_t n, const float *a, const float *prev, double when, float *out);
+void nml_eigh_f64(int64_t n, const double *a, const double *prev, double when, double *out);
+
 #endif

@@ -103,6 +103,9 @@ TABLE = {
     "adafactor": ((f"adafactor(lr = 0.05 * {D}, relative_step = 0, scale_parameter = 0)", 1e-12),
                   (f"adafactor(lr = 0.1 * {D}, relative_step = 0, scale_parameter = 0, b1 = 0.9)", 1e-10)),
     "muon": ((f"muon(lr = 0.2 * {D}, adam_lr = 0.05 * {D})", 1e-4), (f"muon(adam_lr = 0.02 * {D})", 1e-10)),
+    # SOAP's first step only starts its preconditioners; a's and c's gradients have rank 2 in 4
+    # columns, so half of r's eigenbasis is arbitrary until the iterates fill it
+    "soap": ((f"soap(lr = 0.05 * {D}, weight_decay = 0)", 2e-9), (f"soap(lr = 0.05 * {D}, weight_decay = 0)", 1e-8)),
     "adago": ((f"adago(lr = 2 * {D})", 1e-9), (f"adago(lr = 0.05 * {D})", 1e-5)),
     "mars": ((f"mars(lr = 0.05 * {D}, lr_1d = 0.05 * {D})", 1e-11),
              (f"mars(lr_1d = 0.05 * {D}, weight_decay_1d = 0)", 1e-9)),
