@@ -79,6 +79,8 @@ static void tick_label(char *b, size_t len, double v, int log)
 		v = pow(10, v);
 	if (log && fabs(v - pow(10, round(log10(v)))) < 1e-9 * v && (v >= 1e4 || v < 1e-2))
 		snprintf(b, len, "1e%d", (int)round(log10(v)));
+	else if (v == floor(v) && fabs(v) < 1e6)
+		snprintf(b, len, "%.0f", v);
 	else
 		snprintf(b, len, "%.3g", v);
 }
