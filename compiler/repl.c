@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +76,7 @@ typedef struct Repl {
 	int nnames;
 	FILE *devnull;        /* for compilations that only look */
 	const char *repl;     /* "<repl>", interned */
+	int cancelled;        /* Ctrl-C at the prompt dropped the input being read */
 	DrvData problem_data; /* the data of the built-in problems, kept apart from the program's */
 	DrvData *data_now;    /* which of the two a compilation uses */
 	/* The last :compare, :bench or :sweep, for :plot and :export: runs[k * seeds + s]. */
@@ -223,6 +225,33 @@ static int is_command(const char *line)
 	return *skip_space(line) == ':';
 }
 
+/* Ctrl-C at the prompt: the line being edited goes, the session stays. */
+static volatile sig_atomic_t prompt_interrupted;
+
+static void on_prompt_interrupt(int sig)
+{
+	(void)sig;
+	prompt_interrupted = 1;
+}
+
+/* A line from the terminal; "" with *cancelled set after Ctrl-C. */
+static char *read_terminal(const char *prompt, int *cancelled)
+{
+	struct sigaction sa = {.sa_handler = on_prompt_interrupt}, old; /* no SA_RESTART: read() returns */
+	sigemptyset(&sa.sa_mask);
+	prompt_interrupted = 0;
+	sigaction(SIGINT, &sa, &old);
+	char *line = readline(prompt);
+	sigaction(SIGINT, &old, NULL);
+	if (prompt_interrupted) {
+		free(line);
+		printf("^C\n");
+		*cancelled = 1;
+		return xstrndup("", 0);
+	}
+	return line;
+}
+
 static char *read_line(Repl *r, const char *prompt)
 {
 	char *line = NULL;
@@ -232,9 +261,12 @@ static char *read_line(Repl *r, const char *prompt)
 		return line;
 	}
 	if (r->tty) {
-		line = readline(prompt);
-		if (line && *line)
-			add_history(line);
+		int cancelled = 0;
+		line = read_terminal(prompt, &cancelled);
+		if (cancelled) {
+			r->cancelled = 1;
+			return line;
+		}
 	} else {
 		size_t cap = 0;
 		ssize_t n = getline(&line, &cap, stdin);
@@ -257,11 +289,17 @@ static char *read_line(Repl *r, const char *prompt)
 static char *read_input(Repl *r, int *first_line)
 {
 	*first_line = r->line + 1;
+	r->cancelled = 0;
 	char *text = read_line(r, "nml> ");
-	if (!text || is_command(text))
+	if (!text || is_command(text) || r->cancelled)
 		return text;
 	while (incomplete(r, text)) {
 		char *more = read_line(r, "...> ");
+		if (r->cancelled) { /* Ctrl-C on a continuation line drops the whole input */
+			free(more);
+			*text = 0;
+			break;
+		}
 		if (more && is_command(more)) {
 			r->pending = more;
 			break;
@@ -1889,6 +1927,16 @@ static char **complete(const char *text, int start, int end)
 	return rl_completion_matches(text, complete_name);
 }
 
+/* History is written as it grows (a session that ends badly keeps it), an input of several lines
+ * as one entry, and the file holds the last REPL_HISTORY entries. */
+static void remember(Repl *r, const char *text)
+{
+	add_history(text);
+	if (!r->hist)
+		return;
+	write_history(r->hist); /* the last REPL_HISTORY entries (stifle_history) */
+}
+
 static char *history_path(void)
 {
 	const char *home = getenv("HOME");
@@ -1931,6 +1979,7 @@ int repl_main(const Options *o)
 		hist = history_path();
 		if (hist)
 			read_history(hist);
+		r.hist = hist;
 		printf("nmlc repl: definitions, a train block, expressions; :help lists the commands\n");
 	}
 	if (o->file && !status)
@@ -1940,17 +1989,16 @@ int repl_main(const Options *o)
 		char *text = read_input(&r, &line);
 		if (!text)
 			break;
+		if (r.tty && *skip_space(text))
+			remember(&r, text);
 		int quit = handle(&r, text, line);
 		free(text);
 		fflush(stdout);
 		if (quit)
 			break;
 	}
-	if (r.tty) {
+	if (r.tty)
 		printf("\n");
-		if (hist)
-			write_history(hist);
-	}
 	free(hist);
 	free(r.names);
 	reset(&r);
