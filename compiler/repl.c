@@ -954,19 +954,40 @@ static void cmd_run(Repl *r, const char *arg)
 	free_compiler(c);
 }
 
-static void cmd_show(Repl *r, const char *arg)
+typedef struct Variant Variant;
+static Compiler *build_variant(Repl *r, const Variant *v, int baseline, int *errs);
+static Compiler *build_rule(Repl *r, const char *rule, int col, int *errs);
+
+/* :show WHAT [RULE]: with a rule, the program with it as the optimizer. */
+static void cmd_show(Repl *r, const char *arg, const char *line)
 {
 	const char *const *what = show_names;
+	size_t wl = strcspn(arg, " \t");
+	char word[16];
+	snprintf(word, sizeof word, "%.*s", (int)(wl < 15 ? wl : 15), arg);
+	if (!strcmp(word, "update"))
+		strcpy(word, "step");
+	const char *rule = skip_space(arg + wl);
 	int k = 0;
-	while (k < 6 && strcmp(arg, what[k]))
+	while (k < 6 && strcmp(word, what[k]))
 		k++;
-	if (k == 6) {
-		fprintf(stderr, "error: :show takes ast, ir, grad, step, kernels or llvm\n");
+	if (k == 6 || (k == 0 && *rule)) {
+		fprintf(stderr, "error: :show takes ast, ir, grad, step (or update), kernels or llvm, and then a rule to "
+				"show in place of the train block's optimizer\n");
+		r->failed = 1;
+		return;
+	}
+	if (*rule && !has_train(r)) {
+		fprintf(stderr, "error: :show %s needs a train block\n", word);
 		r->failed = 1;
 		return;
 	}
 	int errs;
-	Compiler *c = build(r, k == 0 ? UPTO_PARSE : UPTO_LOWER, 0, &errs);
+	size_t n = strlen(line);
+	while (n > 0 && (line[n - 1] == ' ' || line[n - 1] == '\t'))
+		n--;
+	Compiler *c = *rule ? build_rule(r, rule, (int)(n - strlen(rule)) + 1, &errs)
+		: build(r, k == 0 ? UPTO_PARSE : UPTO_LOWER, 0, &errs);
 	if (errs || (k > 0 && !c->step)) {
 		if (!errs)
 			fprintf(stderr, "error: :show %s needs a train block\n", arg);
@@ -1268,6 +1289,12 @@ static Compiler *build_variant(Repl *r, const Variant *v, int baseline, int *err
 	return c;
 }
 
+static Compiler *build_rule(Repl *r, const char *rule, int col, int *errs)
+{
+	Variant v = {NULL, NULL, rule, r->line, col, NULL};
+	return build_variant(r, &v, -1, errs);
+}
+
 /* The options of :run from the settings: epochs, batch, seed, limit; no hyperparameters (a rule
  * of :compare brings its own). */
 static void settings_options(const Repl *r, Options *o)
@@ -1473,6 +1500,13 @@ static void compare(Repl *r, const char *line, int bench)
 		free(a.problem_args);
 		return;
 	}
+	if (!a.problem && !has_train(r)) {
+		fprintf(stderr, "error: %s needs a train block, or a problem: %s RULE... on rosenbrock\n", cmd, cmd);
+		r->failed = 1;
+		free_words(w, n);
+		free(a.problem_args);
+		return;
+	}
 	if (bench && !(a.plan.tol > 0))
 		a.plan.tol = a.problem->tol;
 	int nb = 0;
@@ -1591,6 +1625,14 @@ static void cmd_sweep(Repl *r, const char *line)
 		else if (a.nrest > 1)
 			fprintf(stderr, "error: :sweep runs one rule, got '%s' and '%s'\n", w[g + a.rest[0]].text,
 				w[g + a.rest[1]].text);
+		r->failed = 1;
+		free_words(w, n);
+		free(a.problem_args);
+		return;
+	}
+	if (!a.problem && !has_train(r)) {
+		fprintf(stderr, "error: :sweep needs a train block, or a problem: :sweep lr=1e-4..1e-1 log 8 adam on "
+				"rosenbrock\n");
 		r->failed = 1;
 		free_words(w, n);
 		free(a.problem_args);
@@ -1772,7 +1814,7 @@ static const char help[] =
 	"  :run [EPOCHS]     train the current program (from fresh parameters)\n"
 	"  :set NAME=VALUE   an optimizer hyperparameter, or epochs, batch, seed, limit, for later runs\n"
 	"  :set              list what is set;  :unset [NAME]  forget it (or all)\n"
-	"  :show WHAT        ast, ir, grad, step, kernels or llvm of the current program\n"
+	"  :show WHAT [RULE] ast, ir, grad, step, kernels or llvm of the current program (with RULE)\n"
 	"  :list             the program's text\n"
 	"  :load FILE        take FILE's definitions and train block\n"
 	"  :drop NAME        remove a definition or use; train, or train.FIELD, for the train block\n"
@@ -1823,7 +1865,7 @@ static int command(Repl *r, const char *line)
 	case 0: cmd_run(r, arg); break;
 	case 1: cmd_set(r, arg); break;
 	case 2: cmd_unset(r, arg); break;
-	case 3: cmd_show(r, arg); break;
+	case 3: cmd_show(r, arg, line); break;
 	case 4: cmd_list(r); break;
 	case 5: cmd_load(r, arg); break;
 	case 6: cmd_drop(r, arg); break;
