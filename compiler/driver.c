@@ -297,7 +297,8 @@ static void data_stamp(const DataSpec *d, int64_t stamp[4][2])
 static int same_data(const DrvData *s, const DataSpec *d, int64_t stamp[4][2])
 {
 	if (!s->loaded || s->spec.kind != d->kind || s->spec.holdout != d->holdout || s->spec.label != d->label
-	    || s->spec.regression != d->regression || memcmp(s->stamp, stamp, sizeof s->stamp) != 0)
+	    || s->spec.regression != d->regression || memcmp(&s->spec.synth, &d->synth, sizeof d->synth) != 0
+	    || memcmp(s->stamp, stamp, sizeof s->stamp) != 0)
 		return 0;
 	for (int i = 0; i < 4; i++)
 		if ((s->spec.path[i] == NULL) != (d->path[i] == NULL)
@@ -311,7 +312,13 @@ static int read_data(Compiler *c)
 	const DataSpec *d = &c->cfg.data;
 	char err[512] = "";
 	int rc;
-	if (d->kind == DATA_CSV) {
+	if (d->kind == DATA_SYNTHETIC) { /* without holdout, the test set is the training set */
+		rc = nml_data_synthetic(&c->train, d->synth.n, d->synth.d, (int)d->synth.classes, d->synth.noise,
+					(uint64_t)d->synth.seed, err, sizeof err);
+		if (!rc && !(d->holdout > 0))
+			rc = nml_data_synthetic(&c->test, d->synth.n, d->synth.d, (int)d->synth.classes, d->synth.noise,
+						(uint64_t)d->synth.seed, err, sizeof err);
+	} else if (d->kind == DATA_CSV) {
 		rc = nml_data_load_csv(&c->train, d->path[0], d->label, d->regression, err, sizeof err);
 		if (!rc && d->path[2])
 			rc = nml_data_load_csv(&c->test, d->path[2], d->label, d->regression, err, sizeof err);

@@ -1107,7 +1107,7 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		}
 		return (Value){.kind = V_INIT, .init = {INIT_UNIFORM, a.num, c.num}};
 	}
-	case BI_fashion_mnist: case BI_mnist: case BI_idx: case BI_npy: case BI_csv:
+	case BI_fashion_mnist: case BI_mnist: case BI_idx: case BI_npy: case BI_csv: case BI_synthetic:
 		return (Value){.kind = V_DATA, .id = b, .node = call, .env = env};
 	}
 	die("builtin %d has no lowering", b);
@@ -1546,6 +1546,25 @@ static void data_spec(Lower *L, Value d, DataSpec *spec)
 			snprintf(path, sizeof path, "%s/%s", dir, files[i]);
 			spec->path[i] = intern_cstr(path);
 		}
+		return;
+	}
+	if (d.id == BI_synthetic) { /* synthetic(n = 1, d = 1, classes = 0, noise = 0, seed = 0, holdout = 0) */
+		static const char *const what[5] = {"n", "d", "classes", "noise", "seed"};
+		int64_t v[5] = {1, 1, 0, 0, 0};
+		double noise = 0;
+		for (int i = 0; i < 5; i++) {
+			if (!arg[i])
+				continue;
+			Value x = lower_expr(L, d.env, arg[i]);
+			if (i == 3 && x.kind == V_NUM)
+				noise = x.num;
+			else if (i != 3 || x.kind != V_NONE)
+				as_int(x, arg[i]->loc, what[i], &v[i]);
+		}
+		spec->kind = DATA_SYNTHETIC;
+		spec->synth.n = v[0], spec->synth.d = v[1], spec->synth.classes = v[2], spec->synth.seed = v[4];
+		spec->synth.noise = noise;
+		spec->holdout = holdout(L, d.env, arg[5], 0);
 		return;
 	}
 	if (d.id == BI_csv) { /* csv(path, test, label = -1, regression = 0, holdout = 0.1) */

@@ -42,13 +42,17 @@ typedef struct Value {
 } Value;
 
 /* Where training data comes from, as the train block says. */
-typedef enum { DATA_IDX, DATA_NPY, DATA_CSV } DataKind;
+typedef enum { DATA_IDX, DATA_NPY, DATA_CSV, DATA_SYNTHETIC } DataKind;
 typedef struct DataSpec {
 	DataKind kind;
 	const char *path[4]; /* IDX: train images, labels, test images, labels; NPY: x, y, test x, test y */
 	double holdout;      /* NPY or CSV without test files: fraction held out */
 	int label;           /* CSV: the target column (negative: from the end) */
 	int regression;      /* CSV: the target is a value, not a class index */
+	struct {             /* synthetic(n, d, classes, noise, seed): nml_data_synthetic's arguments */
+		int64_t n, d, classes, seed;
+		double noise;
+	} synth;
 	int xrank;           /* shape = [...]: the shape of one sample (0: as the file has it) */
 	int64_t xshape[IR_MAXRANK];
 	SrcLoc loc;

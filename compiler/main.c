@@ -14,6 +14,8 @@
 
 #include "aot.h"
 #include "config.h"
+#include "lab.h"
+#include "plot.h"
 #include "repl.h"
 #include "session.h"
 
@@ -40,10 +42,11 @@ static void pick_blas_kernels(char **argv)
 
 /* ---- the commands and their options ---- */
 
-typedef enum { CMD_RUN, CMD_CHECK, CMD_SHOW, CMD_GRADCHECK, CMD_BUILD, CMD_REPL, NCMDS } CmdId;
+typedef enum { CMD_RUN, CMD_CHECK, CMD_SHOW, CMD_GRADCHECK, CMD_BUILD, CMD_REPL, CMD_SWEEP, CMD_PLOT, NCMDS } CmdId;
 enum {
 	RUN = 1 << CMD_RUN, CHECK = 1 << CMD_CHECK, SHOW = 1 << CMD_SHOW, GRADCHECK = 1 << CMD_GRADCHECK,
-	BUILD = 1 << CMD_BUILD, REPL = 1 << CMD_REPL, ALL = (1 << NCMDS) - 1
+	BUILD = 1 << CMD_BUILD, REPL = 1 << CMD_REPL, SWEEP = 1 << CMD_SWEEP, PLOT = 1 << CMD_PLOT,
+	ALL = (1 << NCMDS) - 1
 };
 
 static const struct Command {
@@ -72,9 +75,20 @@ static const struct Command {
 	[CMD_REPL] = {"repl", "[FILE.nml]", "an interactive session (docs/repl.md)",
 		"An interactive session (docs/repl.md). FILE, if given, is loaded first; the options are the "
 		"defaults of every :run.", NULL},
+	[CMD_SWEEP] = {"sweep", "FILE.nml --set NAME=GRID", "train FILE once per value of a hyperparameter",
+		"Compiles FILE's training step once and trains it from the same initial weights and data order "
+		"once per value of one optimizer hyperparameter (a run-time value: nothing is compiled again); "
+		"prints a table, the best value and the final loss against the value. GRID is LO..HI [log|lin] "
+		"[N] (8 values unless N is given) or V1,V2,..., e.g. --set 'lr=1e-4..1e-1 log 8'.", "training"},
+	[CMD_PLOT] = {"plot", "LOG.jsonl... -o FILE.svg", "draw JSONL logs as an SVG picture",
+		"Draws the logs of nmlc run --log (one curve per file, by epoch) and the exports of the REPL's "
+		":export (one curve per run, by step) as one SVG picture with labelled axes and a legend. "
+		"Options: -o FILE.svg (required); --y KEY, the value drawn (default train_loss; test_loss, "
+		"test_accuracy, ...); --x KEY (default epoch, or step for exports); --linear, a linear y axis "
+		"(default logarithmic when every value is above 0); --log-x, a logarithmic x axis.", NULL},
 };
 
-typedef enum { OPT_FLAG, OPT_COUNT, OPT_PATH, OPT_SET, OPT_SHOW, OPT_HELP } OptKind;
+typedef enum { OPT_FLAG, OPT_COUNT, OPT_PATH, OPT_SET, OPT_GRID, OPT_SHOW, OPT_HELP } OptKind;
 
 /* A checkpoint records the seed as a JSON number, which --resume reads back as a double: larger
  * seeds would not resume exactly. */
@@ -94,26 +108,28 @@ typedef struct OptSpec {
 
 #define FIELD(f) offsetof(Options, f)
 static const OptSpec options[] = {
-	{"--epochs", NULL, "N", RUN | REPL, OPT_COUNT, FIELD(epochs), 0, INT_MAX,
+	{"--epochs", NULL, "N", RUN | SWEEP | REPL, OPT_COUNT, FIELD(epochs), 0, INT_MAX,
 	 "epochs (default: the train block's); 0 evaluates the initial parameters"},
 	{"--epochs", NULL, "N", BUILD, OPT_COUNT, FIELD(epochs), 0, INT_MAX,
 	 "the run length the library's T assumes (default: the train block's)"},
 	/* At most INT_MAX rows: the runtime's batch buffers, rows × features × 4 bytes, stay far from
 	 * wrapping int64 (--batch 2^62 overflowed them). */
-	{"--batch", NULL, "N", RUN | REPL | CHECK, OPT_COUNT, FIELD(batch), 1, INT_MAX, "batch size (default: the train block's)"},
+	{"--batch", NULL, "N", RUN | SWEEP | REPL | CHECK, OPT_COUNT, FIELD(batch), 1, INT_MAX, "batch size (default: the train block's)"},
 	{"--batch", NULL, "N", GRADCHECK, OPT_COUNT, FIELD(batch), 1, INT_MAX, "samples in the batch (default 4)"},
 	{"--batch", NULL, "N", BUILD, OPT_COUNT, FIELD(batch), 1, INT_MAX,
 	 "most rows per training step (default: the train block's batch)"},
-	{"--seed", NULL, "N", RUN | REPL | GRADCHECK, OPT_COUNT, FIELD(seed), 0, SEED_MAX,
+	{"--seed", NULL, "N", RUN | SWEEP | REPL | GRADCHECK, OPT_COUNT, FIELD(seed), 0, SEED_MAX,
 	 "seed of initialization and shuffling (default: the train block's)"},
 	{"--seed", NULL, "N", BUILD, OPT_COUNT, FIELD(seed), 0, SEED_MAX, "the library's NAME_SEED (default: the train block's)"},
-	{"--threads", NULL, "N", RUN | REPL | GRADCHECK, OPT_COUNT, FIELD(threads), 1, INT_MAX,
+	{"--threads", NULL, "N", RUN | SWEEP | REPL | GRADCHECK, OPT_COUNT, FIELD(threads), 1, INT_MAX,
 	 "threads of the matrix products (default: all cores)"},
-	{"--limit", NULL, "N", RUN | REPL, OPT_COUNT, FIELD(limit), 1, LONG_MAX, "train on the first N training samples only"},
+	{"--limit", NULL, "N", RUN | SWEEP | REPL, OPT_COUNT, FIELD(limit), 1, LONG_MAX, "train on the first N training samples only"},
 	{"--set", NULL, "NAME=VALUE", RUN | REPL, OPT_SET, FIELD(sets), 0, 0,
 	 "override a hyperparameter of the optimizer, e.g. --set lr=3e-4 (repeatable)"},
+	{"--set", NULL, "NAME=GRID", SWEEP, OPT_GRID, FIELD(sets), 0, 0,
+	 "the hyperparameter to sweep and its values (one); other --set NAME=VALUE fix a value (repeatable)"},
 	{"--set", NULL, "NAME=VALUE", BUILD, OPT_SET, FIELD(sets), 0, 0, "the library's default of a hyperparameter (repeatable)"},
-	{"--optimizer", NULL, "EXPR", RUN | CHECK | SHOW | GRADCHECK | BUILD, OPT_PATH, FIELD(optimizer), 0, 0,
+	{"--optimizer", NULL, "EXPR", RUN | SWEEP | CHECK | SHOW | GRADCHECK | BUILD, OPT_PATH, FIELD(optimizer), 0, 0,
 	 "use this optimizer instead of the train block's, e.g. --optimizer 'lion(lr = 3e-4)'"},
 	{"--ignore-memory", NULL, NULL, RUN | REPL, OPT_FLAG, FIELD(ignore_memory), 0, 0,
 	 "train even when the memory estimate exceeds what the system has available"},
@@ -418,7 +434,13 @@ static int take_value(CmdId cmd, const OptSpec *s, const char *val, Options *o)
 			return usage_error(cmd, "%s wants %s, got ''", s->name, s->arg);
 		*(const char **)at = val;
 	} else {
-		if (check_set(cmd, val))
+		if (s->kind == OPT_GRID && (strstr(val, "..") || strchr(val, ','))) {
+			char name[64], err[256];
+			double v[LAB_MAX_GRID];
+			int lg;
+			if (lab_grid(val, name, sizeof name, v, LAB_MAX_GRID, &lg, err, sizeof err) < 0)
+				return usage_error(cmd, "--set %s: %s", val, err);
+		} else if (check_set(cmd, val))
 			return 2;
 		if (o->nsets == (int)(sizeof o->sets / sizeof o->sets[0]))
 			return usage_error(cmd, "more than %d --set options", o->nsets);
@@ -489,6 +511,10 @@ static int parse_args(CmdId cmd, int argc, char **argv, Options *o)
 		return usage_error(cmd, "nmlc build needs -o libNAME.so");
 	if (o->init && o->resume)
 		return usage_error(cmd, "give --init or --resume, not both");
+	if (cmd == CMD_SWEEP && !lab_grid_count(o))
+		return usage_error(cmd, "nmlc sweep needs one --set NAME=GRID, such as --set 'lr=1e-4..1e-1 log 8'");
+	if (cmd == CMD_SWEEP && lab_grid_count(o) > 1)
+		return usage_error(cmd, "nmlc sweep sweeps one hyperparameter: give one --set NAME=GRID");
 	if (cmd == CMD_SHOW && !o->show)
 		return usage_error(cmd, "nmlc show needs one of --ast, --ir, --grad, --step, --kernels, --llvm");
 	return 0;
@@ -549,6 +575,14 @@ int main(int argc, char **argv)
 	int cmd = find_command(argv[1]);
 	if (cmd < 0)
 		return unknown_command(argv[1]);
+	if (cmd == CMD_PLOT) {
+		for (int i = 2; i < argc; i++)
+			if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+				put_command_help(stdout, CMD_PLOT);
+				return 0;
+			}
+		return plot_main(argc - 2, argv + 2);
+	}
 	Options o;
 	int rc = parse_args((CmdId)cmd, argc, argv, &o);
 	if (rc == WANTS_HELP) {
@@ -557,7 +591,7 @@ int main(int argc, char **argv)
 	}
 	if (rc)
 		return rc;
-	if (cmd == CMD_RUN || cmd == CMD_REPL)
+	if (cmd == CMD_RUN || cmd == CMD_REPL || cmd == CMD_SWEEP)
 		pick_blas_kernels(argv);
 	if (o.threads > 0)
 		openblas_set_num_threads((int)o.threads);
@@ -586,6 +620,8 @@ int main(int argc, char **argv)
 		rc = session_gradcheck(&c, &o);
 	else if (cmd == CMD_BUILD)
 		rc = cmd_build(&c, &o);
+	else if (cmd == CMD_SWEEP)
+		rc = lab_sweep_main(&c, &o);
 	else
 		rc = session_run(&c, &o);
 	if (o.verbose)

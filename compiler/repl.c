@@ -11,15 +11,20 @@
 
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ctype.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <editline/readline.h>
 
 #include "grammar.h"
+#include "lab.h"
 #include "parse.h"
+#include "plot.h"
 
 enum { REPL_MAX_SETS = 64, REPL_HISTORY = 1000 };
 
@@ -43,11 +48,13 @@ typedef struct Source {
 typedef struct Set {
 	const char *name;
 	double value;
+	char text[32]; /* as typed, to print it so */
 } Set;
 
 static const char *const run_options[] = {"epochs", "batch", "seed", "limit"};
 static const char *const command_names[] = {"run", "set", "unset", "show", "list", "load", "drop", "reset",
-					    "help", "quit"};
+					    "help", "quit", "compare", "bench", "sweep", "plot", "export", "save"};
+enum { NCOMMANDS = sizeof command_names / sizeof command_names[0] };
 static const char *const show_names[] = {"ast", "ir", "grad", "step", "kernels", "llvm"};
 
 typedef struct Repl {
@@ -69,6 +76,15 @@ typedef struct Repl {
 	int nnames;
 	FILE *devnull;        /* for compilations that only look */
 	const char *repl;     /* "<repl>", interned */
+	int cancelled;        /* Ctrl-C at the prompt dropped the input being read */
+	DrvData problem_data; /* the data of the built-in problems, kept apart from the program's */
+	DrvData *data_now;    /* which of the two a compilation uses */
+	/* The last :compare, :bench or :sweep, for :plot and :export: runs[k * seeds + s]. */
+	LabRun *last;
+	int nlast, last_rules, last_seeds;
+	int last_sweep, last_logx;
+	char last_name[64];
+	char *hist;           /* the history file (terminal only) */
 } Repl;
 
 static const char *skip_space(const char *s)
@@ -209,6 +225,33 @@ static int is_command(const char *line)
 	return *skip_space(line) == ':';
 }
 
+/* Ctrl-C at the prompt: the line being edited goes, the session stays. */
+static volatile sig_atomic_t prompt_interrupted;
+
+static void on_prompt_interrupt(int sig)
+{
+	(void)sig;
+	prompt_interrupted = 1;
+}
+
+/* A line from the terminal; "" with *cancelled set after Ctrl-C. */
+static char *read_terminal(const char *prompt, int *cancelled)
+{
+	struct sigaction sa = {.sa_handler = on_prompt_interrupt}, old; /* no SA_RESTART: read() returns */
+	sigemptyset(&sa.sa_mask);
+	prompt_interrupted = 0;
+	sigaction(SIGINT, &sa, &old);
+	char *line = readline(prompt);
+	sigaction(SIGINT, &old, NULL);
+	if (prompt_interrupted) {
+		free(line);
+		printf("^C\n");
+		*cancelled = 1;
+		return xstrndup("", 0);
+	}
+	return line;
+}
+
 static char *read_line(Repl *r, const char *prompt)
 {
 	char *line = NULL;
@@ -218,9 +261,12 @@ static char *read_line(Repl *r, const char *prompt)
 		return line;
 	}
 	if (r->tty) {
-		line = readline(prompt);
-		if (line && *line)
-			add_history(line);
+		int cancelled = 0;
+		line = read_terminal(prompt, &cancelled);
+		if (cancelled) {
+			r->cancelled = 1;
+			return line;
+		}
 	} else {
 		size_t cap = 0;
 		ssize_t n = getline(&line, &cap, stdin);
@@ -243,11 +289,17 @@ static char *read_line(Repl *r, const char *prompt)
 static char *read_input(Repl *r, int *first_line)
 {
 	*first_line = r->line + 1;
+	r->cancelled = 0;
 	char *text = read_line(r, "nml> ");
-	if (!text || is_command(text))
+	if (!text || is_command(text) || r->cancelled)
 		return text;
 	while (incomplete(r, text)) {
 		char *more = read_line(r, "...> ");
+		if (r->cancelled) { /* Ctrl-C on a continuation line drops the whole input */
+			free(more);
+			*text = 0;
+			break;
+		}
 		if (more && is_command(more)) {
 			r->pending = more;
 			break;
@@ -474,7 +526,7 @@ static Compiler *new_compiler(Repl *r)
 {
 	Compiler *c = xrealloc(NULL, sizeof *c);
 	drv_init(c);
-	c->shared_data = &r->data;
+	c->shared_data = r->data_now ? r->data_now : &r->data;
 	c->verbose = r->opts->verbose;
 	return c;
 }
@@ -502,7 +554,7 @@ static Compiler *build(Repl *r, int upto, int quietly, int *errs)
 		bad += drv_check(c);
 	if (!bad && upto > UPTO_CHECK && sema_train(&c->prog)) {
 		bad += drv_config(c) || drv_load_data(c);
-		if (!bad && !quietly && r->data.loads != r->loads_seen) {
+		if (!bad && !quietly && c->shared_data == &r->data && r->data.loads != r->loads_seen) {
 			r->loads_seen = r->data.loads;
 			const NmlData *d = &c->train, *h = &c->test;
 			printf("data: %lld training and %lld test samples, %lld features", (long long)d->n,
@@ -597,6 +649,10 @@ static void take_field(Repl *r, const char *text, int line)
 static void print_number(double v)
 {
 	char buf[64];
+	if (v == floor(v) && fabs(v) < 1e15) { /* a whole number as one: 6000, not 6e+03 */
+		printf("%.0f", v == 0 ? 0.0 : v);
+		return;
+	}
 	for (int prec = 1; prec <= 17; prec++) {
 		snprintf(buf, sizeof buf, "%.*g", prec, v);
 		if (strtod(buf, NULL) == v || isnan(v))
@@ -731,7 +787,8 @@ static int run_option(const char *name)
 	return -1;
 }
 
-static int put_set(Repl *r, const char *name, double v)
+/* text: the value as typed, or NULL to print it as a number */
+static int put_set(Repl *r, const char *name, double v, const char *text)
 {
 	int i = set_index(r, name);
 	if (i < 0) {
@@ -741,12 +798,14 @@ static int put_set(Repl *r, const char *name, double v)
 		}
 		i = r->nset++;
 	}
-	r->set[i] = (Set){name, v};
+	r->set[i] = (Set){name, v, ""};
+	if (text)
+		snprintf(r->set[i].text, sizeof r->set[i].text, "%s", text);
 	return 0;
 }
 
 /* NAME=VALUE, with or without spaces around '='. */
-static int parse_set(Repl *r, const char *arg, const char **name, double *v)
+static int parse_set(Repl *r, const char *arg, const char **name, double *v, char *text, size_t textlen)
 {
 	const char *eq = strchr(arg, '=');
 	const char *end = eq;
@@ -763,6 +822,10 @@ static int parse_set(Repl *r, const char *arg, const char **name, double *v)
 		return -1;
 	}
 	*name = intern(arg, (size_t)(end - arg));
+	size_t tn = (size_t)(stop - val);
+	while (tn > 0 && (val[tn - 1] == ' ' || val[tn - 1] == '\t'))
+		tn--;
+	snprintf(text, textlen, "%.*s", (int)tn, val);
 	int k = run_option(*name);
 	if (k >= 0 && (*v != floor(*v) || *v < (k == 0 || k == 2 ? 0 : 1) || *v > 1e15)) {
 		fprintf(stderr, "error: %s is a whole number of at least %d\n", *name, k == 0 || k == 2 ? 0 : 1);
@@ -784,14 +847,18 @@ static void cmd_set(Repl *r, const char *arg)
 			printf("nothing set\n");
 		for (int i = 0; i < r->nset; i++) {
 			printf("%s=", r->set[i].name);
-			print_number(r->set[i].value);
+			if (r->set[i].text[0])
+				printf("%s", r->set[i].text);
+			else
+				print_number(r->set[i].value);
 			printf("\n");
 		}
 		return;
 	}
 	const char *name;
 	double v;
-	if (parse_set(r, arg, &name, &v)) {
+	char text[32];
+	if (parse_set(r, arg, &name, &v, text, sizeof text)) {
 		r->failed = 1;
 		return;
 	}
@@ -810,7 +877,7 @@ static void cmd_set(Repl *r, const char *arg)
 		}
 		free_compiler(c);
 	}
-	if (put_set(r, name, v))
+	if (put_set(r, name, v, text))
 		r->failed = 1;
 }
 
@@ -871,7 +938,10 @@ static void cmd_run(Repl *r, const char *arg)
 			o.nsets++;
 		} else {
 			printf("(%s=", s->name);
-			print_number(s->value);
+			if (s->text[0])
+				printf("%s", s->text);
+			else
+				print_number(s->value);
 			printf(" does not apply: the optimizer has no such hyperparameter)\n");
 		}
 	}
@@ -884,19 +954,40 @@ static void cmd_run(Repl *r, const char *arg)
 	free_compiler(c);
 }
 
-static void cmd_show(Repl *r, const char *arg)
+typedef struct Variant Variant;
+static Compiler *build_variant(Repl *r, const Variant *v, int baseline, int *errs);
+static Compiler *build_rule(Repl *r, const char *rule, int col, int *errs);
+
+/* :show WHAT [RULE]: with a rule, the program with it as the optimizer. */
+static void cmd_show(Repl *r, const char *arg, const char *line)
 {
 	const char *const *what = show_names;
+	size_t wl = strcspn(arg, " \t");
+	char word[16];
+	snprintf(word, sizeof word, "%.*s", (int)(wl < 15 ? wl : 15), arg);
+	if (!strcmp(word, "update"))
+		strcpy(word, "step");
+	const char *rule = skip_space(arg + wl);
 	int k = 0;
-	while (k < 6 && strcmp(arg, what[k]))
+	while (k < 6 && strcmp(word, what[k]))
 		k++;
-	if (k == 6) {
-		fprintf(stderr, "error: :show takes ast, ir, grad, step, kernels or llvm\n");
+	if (k == 6 || (k == 0 && *rule)) {
+		fprintf(stderr, "error: :show takes ast, ir, grad, step (or update), kernels or llvm, and then a rule to "
+				"show in place of the train block's optimizer\n");
+		r->failed = 1;
+		return;
+	}
+	if (*rule && !has_train(r)) {
+		fprintf(stderr, "error: :show %s needs a train block\n", word);
 		r->failed = 1;
 		return;
 	}
 	int errs;
-	Compiler *c = build(r, k == 0 ? UPTO_PARSE : UPTO_LOWER, 0, &errs);
+	size_t n = strlen(line);
+	while (n > 0 && (line[n - 1] == ' ' || line[n - 1] == '\t'))
+		n--;
+	Compiler *c = *rule ? build_rule(r, rule, (int)(n - strlen(rule)) + 1, &errs)
+		: build(r, k == 0 ? UPTO_PARSE : UPTO_LOWER, 0, &errs);
 	if (errs || (k > 0 && !c->step)) {
 		if (!errs)
 			fprintf(stderr, "error: :show %s needs a train block\n", arg);
@@ -993,49 +1084,51 @@ static void cmd_load(Repl *r, const char *path)
 	check(r);
 }
 
-static void print_entry(const Entry *e, const char *indent, int *prev_lines)
+static void print_entry(FILE *f, const Entry *e, const char *indent, int *prev_lines)
 {
 	int lines = strchr(e->text, '\n') != NULL;
 	if (*prev_lines >= 0 && (lines || *prev_lines))
-		printf("\n");
-	printf("%s%s\n", indent, e->text);
+		fprintf(f, "\n");
+	fprintf(f, "%s%s\n", indent, e->text);
 	*prev_lines = lines;
 }
 
 /* A train field at column 3, its later lines moved as far as its first, so they keep their
  * indentation relative to it. */
-static void print_field(const Entry *e)
+static void print_field(FILE *f, const Entry *e)
 {
 	int shift = 3 - e->col;
-	printf("  ");
+	fprintf(f, "  ");
 	for (const char *p = e->text; *p; p++) {
-		putchar(*p);
+		fputc(*p, f);
 		if (*p != '\n')
 			continue;
 		for (int k = 0; k < shift; k++)
-			putchar(' ');
+			fputc(' ', f);
 		for (int k = 0; k < -shift && (p[1] == ' ' || p[1] == '\t'); k++)
 			p++;
 	}
-	printf("\n");
+	fprintf(f, "\n");
 }
 
-static void cmd_list(Repl *r)
+static void list_program(Repl *r, FILE *f)
 {
 	int prev = -1;
 	for (int i = 0; i < r->n; i++)
 		if (r->e[i].kind != AST_ASSIGN)
-			print_entry(&r->e[i], "", &prev);
+			print_entry(f, &r->e[i], "", &prev);
 	if (has_train(r)) {
-		printf("%strain {\n", prev >= 0 ? "\n" : "");
+		fprintf(f, "%strain {\n", prev >= 0 ? "\n" : "");
 		for (int i = 0; i < r->n; i++)
 			if (r->e[i].kind == AST_ASSIGN)
-				print_field(&r->e[i]);
-		printf("}\n");
-	} else if (prev < 0) {
-		printf("(the program is empty)\n");
+				print_field(f, &r->e[i]);
+		fprintf(f, "}\n");
+	} else if (prev < 0 && f == stdout) {
+		fprintf(f, "(the program is empty)\n");
 	}
 }
+
+static void cmd_list(Repl *r) { list_program(r, stdout); }
 
 static void cmd_drop(Repl *r, const char *arg)
 {
@@ -1072,16 +1165,667 @@ static void reset(Repl *r)
 	drv_data_free(&r->data);
 }
 
+/* ---- the research loop: :compare, :bench, :sweep, :plot, :export, :save ---- */
+
+/* The program with other train fields: a built-in problem's (in place of the train block's data,
+ * model, loss and batch) and an optimizer written in a command (in place of the train block's).
+ * Both are entries of a temporary program, compiled as usual; the session's program is not
+ * changed. */
+typedef struct Variant {
+	const LabProblem *problem;
+	const char *problem_args; /* without parentheses, or NULL */
+	const char *rule;         /* an optimizer expression, or NULL */
+	int line, col;            /* where the rule was written: a line of <repl>; 0: in the problem's text */
+	const char *baseline;     /* or a baseline of the problem (its text), by index into its lines */
+} Variant;
+
+/* The problem's text as a source of its own, "<rosenbrock>", so errors in it quote it. Its lines:
+ * the uses, the fields, then the baselines as `optimizer = ...`. */
+static const char *problem_source(Repl *r, const LabProblem *p, const char *args, int *first_field,
+				  int *first_baseline)
+{
+	char name[64];
+	snprintf(name, sizeof name, "<%s>", p->name);
+	Source *s = source(r, intern_cstr(name));
+	char *fields = lab_problem_fields(p, args), *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	if (!f)
+		die("out of memory");
+	fprintf(f, "use std.problems\nuse std.optim\n%s", fields);
+	for (int i = 0; i < 4 && p->baselines[i]; i++)
+		fprintf(f, "optimizer = %s\n", p->baselines[i]);
+	fclose(f);
+	int nf = 0;
+	for (const char *q = fields; *q; q++)
+		nf += *q == '\n';
+	free(fields);
+	free(s->text);
+	s->text = text;
+	s->len = len;
+	*first_field = 3;
+	*first_baseline = 3 + nf;
+	return s->name;
+}
+
+/* The line-th line of text (from 1), malloc'd. */
+static char *line_of(const char *text, int line)
+{
+	for (int i = 1; i < line && text; i++) {
+		text = strchr(text, '\n');
+		text = text ? text + 1 : NULL;
+	}
+	if (!text)
+		return xstrndup("", 0);
+	const char *e = strchr(text, '\n');
+	return xstrndup(text, e ? (size_t)(e - text) : strlen(text));
+}
+
+static Compiler *build_variant(Repl *r, const Variant *v, int baseline, int *errs)
+{
+	Entry *saved = r->e;
+	int saved_n = r->n, saved_cap = r->cap, m = 0;
+	Entry *e = xcalloc((size_t)r->n + 16, sizeof *e);
+	char *owned[16];
+	int nowned = 0;
+	const char *optimizer = intern_cstr("optimizer");
+	for (int i = 0; i < r->n; i++) {
+		const Entry *x = &r->e[i];
+		if (x->kind == AST_ASSIGN && (v->problem || ((v->rule || baseline >= 0) && x->name == optimizer)))
+			continue;
+		if (v->problem && x->kind == AST_USE && (!strcmp(x->name, "std.problems") || !strcmp(x->name, "std.optim")))
+			continue;
+		e[m++] = *x;
+	}
+	SrcLoc train_loc = r->train_loc;
+	if (v->problem) {
+		int ff, fb;
+		const char *file = problem_source(r, v->problem, v->problem_args, &ff, &fb);
+		const Source *src = source(r, file);
+		int nlines = 0;
+		for (const char *q = src->text; *q; q++)
+			nlines += *q == '\n';
+		for (int line = 1; line <= nlines; line++) {
+			char *t = line_of(src->text, line);
+			int is_use = line < ff, is_baseline = line >= fb;
+			if (is_baseline && line - fb != baseline) {
+				free(t);
+				continue;
+			}
+			AstKind kind = is_use ? AST_USE : AST_ASSIGN;
+			const char *name = is_use ? intern_cstr(t + 4) : intern(t, strcspn(t, " ="));
+			owned[nowned++] = t;
+			e[m++] = (Entry){kind, name, file, line, 1, t, 0};
+		}
+		r->train_loc = (SrcLoc){.file = file, .line = ff, .col = 1};
+	}
+	if (v->rule) {
+		/* `optimizer =` on the line before the rule's, so that the rule keeps its column */
+		int bare = 1;
+		for (const char *q = v->rule; *q; q++)
+			bare &= isalnum((unsigned char)*q) || *q == '_';
+		size_t n = strlen(v->rule) + (size_t)v->col + 32;
+		char *t = xmalloc(n);
+		if (v->line > 1)
+			snprintf(t, n, "optimizer =\n%*s%s%s", v->col - 1, "", v->rule, bare ? "()" : "");
+		else
+			snprintf(t, n, "optimizer = %s%s", v->rule, bare ? "()" : "");
+		owned[nowned++] = t;
+		e[m++] = (Entry){AST_ASSIGN, optimizer, r->repl, v->line > 1 ? v->line - 1 : 1, 1, t, 0};
+	}
+	r->e = e;
+	r->n = m;
+	r->cap = m;
+	r->data_now = v->problem ? &r->problem_data : &r->data;
+	Compiler *c = build(r, UPTO_LOWER, 0, errs);
+	r->data_now = &r->data;
+	r->e = saved;
+	r->n = saved_n;
+	r->cap = saved_cap;
+	r->train_loc = train_loc;
+	for (int i = 0; i < nowned; i++)
+		free(owned[i]);
+	free(e);
+	return c;
+}
+
+static Compiler *build_rule(Repl *r, const char *rule, int col, int *errs)
+{
+	Variant v = {NULL, NULL, rule, r->line, col, NULL};
+	return build_variant(r, &v, -1, errs);
+}
+
+/* The options of :run from the settings: epochs, batch, seed, limit; no hyperparameters (a rule
+ * of :compare brings its own). */
+static void settings_options(const Repl *r, Options *o)
+{
+	*o = *r->opts;
+	o->cmd = "run";
+	o->nsets = 0;
+	long *opt[4] = {&o->epochs, &o->batch, &o->seed, &o->limit};
+	for (int k = 0; k < 4; k++)
+		*opt[k] = -1;
+	for (int i = 0; i < r->nset; i++) {
+		int k = run_option(r->set[i].name);
+		if (k >= 0)
+			*opt[k] = (long)r->set[i].value;
+	}
+}
+
+static void forget_last(Repl *r)
+{
+	for (int i = 0; i < r->nlast; i++)
+		lab_run_free(&r->last[i]);
+	free(r->last);
+	r->last = NULL;
+	r->nlast = 0;
+}
+
+/* The words of a command's arguments, split at spaces outside brackets, with their columns. */
+typedef struct Word {
+	char *text;
+	int col;
+} Word;
+
+static int split_words(const char *line, int from, Word *w, int max)
+{
+	int n = 0;
+	const char *p = line + from;
+	while (*p) {
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (!*p)
+			break;
+		const char *start = p;
+		int depth = 0;
+		while (*p && (depth > 0 || (*p != ' ' && *p != '\t'))) {
+			depth += *p == '(' || *p == '[';
+			depth -= (*p == ')' || *p == ']') && depth > 0;
+			p++;
+		}
+		/* `lr = 3e-4` inside a rule's parentheses is one word; `steps = 500` outside is joined too */
+		if (n == max)
+			return -1;
+		w[n++] = (Word){xstrndup(start, (size_t)(p - start)), (int)(start - line) + 1};
+	}
+	return n;
+}
+
+/* The common arguments: steps=N, epochs=N, seeds=K, tol=X, `on PROBLEM[(args)]`. A word that is
+ * none of these is left for the command (*rest). Returns -1 after reporting an error. */
+typedef struct LabArgs {
+	LabPlan plan;
+	int seeds;
+	const LabProblem *problem;
+	char *problem_args;
+	int rest[32];
+	int nrest;
+} LabArgs;
+
+static int lab_args(Repl *r, const char *cmd, Word *w, int n, LabArgs *a)
+{
+	*a = (LabArgs){.seeds = 1};
+	for (int i = 0; i < n; i++) {
+		const char *t = w[i].text, *eq = strchr(t, '=');
+		if (!strcmp(t, "on")) {
+			if (i + 1 == n) {
+				fprintf(stderr, "error: %s: 'on' needs a problem (", cmd);
+				for (int k = 0; k < lab_nproblems; k++)
+					fprintf(stderr, "%s%s", k ? ", " : "", lab_problems[k].name);
+				fprintf(stderr, ")\n");
+				return -1;
+			}
+			const char *pt = w[++i].text, *paren = strchr(pt, '(');
+			char name[64];
+			snprintf(name, sizeof name, "%.*s", paren ? (int)(paren - pt) : (int)strlen(pt), pt);
+			a->problem = lab_problem(name);
+			if (!a->problem) {
+				fprintf(stderr, "error: %s: no problem '%s' (there are:", cmd, name);
+				for (int k = 0; k < lab_nproblems; k++)
+					fprintf(stderr, " %s", lab_problems[k].name);
+				fprintf(stderr, ")\n");
+				return -1;
+			}
+			if (paren) {
+				size_t len = strlen(paren + 1);
+				if (!len || paren[len] != ')') {
+					fprintf(stderr, "error: %s: '%s' has no closing ')'\n", cmd, pt);
+					return -1;
+				}
+				free(a->problem_args);
+				a->problem_args = xstrndup(paren + 1, len - 1);
+			}
+			continue;
+		}
+		static const char *const keys[] = {"steps", "epochs", "seeds", "tol"};
+		int k = -1;
+		for (int j = 0; eq && j < 4; j++)
+			if ((size_t)(eq - t) == strlen(keys[j]) && !strncmp(t, keys[j], strlen(keys[j])))
+				k = j;
+		if (k < 0) {
+			if (a->nrest == 32) {
+				fprintf(stderr, "error: %s: at most 32 rules\n", cmd);
+				return -1;
+			}
+			a->rest[a->nrest++] = i;
+			continue;
+		}
+		char *end;
+		double v = strtod(eq + 1, &end);
+		if (end == eq + 1 || *end || !isfinite(v) || v <= 0 || (k < 3 && (v != floor(v) || v > 1e9))
+		    || (k == 2 && v > 100)) {
+			fprintf(stderr, "error: %s: %s wants %s, got '%s'\n", cmd, keys[k],
+				k == 3 ? "a number above 0" : k == 2 ? "a whole number from 1 to 100" : "a whole number from 1 to 10^9",
+				eq + 1);
+			return -1;
+		}
+		if (k == 0)
+			a->plan.steps = (int64_t)v;
+		else if (k == 1)
+			a->plan.epochs = (int)v;
+		else if (k == 2)
+			a->seeds = (int)v;
+		else
+			a->plan.tol = v;
+	}
+	if (a->plan.steps && a->plan.epochs) {
+		fprintf(stderr, "error: %s: steps or epochs, not both\n", cmd);
+		return -1;
+	}
+	if (a->problem && !a->plan.steps && !a->plan.epochs)
+		a->plan.steps = a->problem->steps;
+	return 0;
+}
+
+static void free_words(Word *w, int n)
+{
+	for (int i = 0; i < n; i++)
+		free(w[i].text);
+}
+
+static void draw_last(Repl *r)
+{
+	PlotSeries s[32];
+	double *x[32], *y[32];
+	int allpos = 1;
+	for (int k = 0; k < r->last_rules; k++) {
+		const LabRun *run = &r->last[k * r->last_seeds];
+		int n = lab_curve(run, 240, &x[k], &y[k]);
+		s[k] = (PlotSeries){run->label, x[k], y[k], n};
+		for (int i = 0; i < n; i++)
+			allpos &= !isfinite(y[k][i]) || y[k][i] > 0;
+	}
+	char title[128];
+	snprintf(title, sizeof title, "train loss by step%s%s", allpos ? " (log scale)" : "",
+		 r->last_seeds > 1 ? ", first seed" : "");
+	PlotAxes ax = {.title = title, .xlabel = "step", .ylabel = "train loss", .logy = allpos};
+	plot_term(stdout, s, r->last_rules, &ax, 64, 14, lab_colour());
+	for (int k = 0; k < r->last_rules; k++) {
+		free(x[k]);
+		free(y[k]);
+	}
+}
+
+/* :compare RULE... and :bench RULE on PROBLEM: each rule from the same weights and batches. */
+static void compare(Repl *r, const char *line, int bench)
+{
+	const char *cmd = bench ? ":bench" : ":compare";
+	const char *p = skip_space(line) + 1;
+	while (*p && *p != ' ' && *p != '\t')
+		p++;
+	Word w[64];
+	int n = split_words(line, (int)(p - line), w, 64);
+	LabArgs a = {0};
+	if (n < 0) {
+		fprintf(stderr, "error: %s: too many words\n", cmd);
+		r->failed = 1;
+		return;
+	}
+	if (lab_args(r, cmd, w, n, &a)) {
+		r->failed = 1;
+		free_words(w, n);
+		free(a.problem_args);
+		return;
+	}
+	int usage = bench ? !a.problem || a.nrest != 1 : a.nrest < 1;
+	if (usage) {
+		if (bench)
+			fprintf(stderr, "error: :bench takes one rule and a problem: :bench RULE on PROBLEM [steps=N] "
+					"[tol=X] [seeds=K]\n");
+		else
+			fprintf(stderr, "error: :compare takes the rules to compare: :compare RULE... [steps=N | epochs=N] "
+					"[seeds=K] [on PROBLEM]\n");
+		r->failed = 1;
+		free_words(w, n);
+		free(a.problem_args);
+		return;
+	}
+	if (!a.problem && !has_train(r)) {
+		fprintf(stderr, "error: %s needs a train block, or a problem: %s RULE... on rosenbrock\n", cmd, cmd);
+		r->failed = 1;
+		free_words(w, n);
+		free(a.problem_args);
+		return;
+	}
+	if (bench && !(a.plan.tol > 0))
+		a.plan.tol = a.problem->tol;
+	int nb = 0;
+	while (bench && nb < 4 && a.problem->baselines[nb])
+		nb++;
+	int nrules = a.nrest + nb;
+	Options o;
+	settings_options(r, &o);
+	LabRun *runs = xcalloc((size_t)nrules * (size_t)a.seeds, sizeof *runs);
+	int done = 0, bad = 0, before = lab_compilations();
+	lab_interrupt_begin();
+	for (int k = 0; k < nrules && !bad && !lab_interrupted(); k++) {
+		Variant v = {a.problem, a.problem_args, NULL, r->line, 1, NULL};
+		int baseline = -1;
+		const char *label;
+		if (k < a.nrest) {
+			v.rule = w[a.rest[k]].text;
+			v.col = w[a.rest[k]].col;
+			label = v.rule;
+		} else {
+			baseline = k - a.nrest;
+			label = a.problem->baselines[baseline];
+		}
+		int errs;
+		Compiler *c = build_variant(r, &v, baseline, &errs);
+		if (errs || !c->step) {
+			if (!errs)
+				fprintf(stderr, "error: %s needs a train block, or a problem: %s RULE... on rosenbrock\n", cmd, cmd);
+			count_errors(r, errs, "; nothing was run");
+			r->failed = bad = 1;
+			free_compiler(c);
+			break;
+		}
+		SessionKernels kern;
+		if (lab_compile(c, &o, &kern)) {
+			r->failed = bad = 1;
+			free_compiler(c);
+			break;
+		}
+		if (k == 0) {
+			int64_t steps = lab_steps(c, &a.plan);
+			printf("%s%s%s: %lld steps (batch %lld) from seed %llu", bench ? "bench" : "compare",
+			       a.problem ? " on " : "", a.problem ? a.problem->name : "", (long long)steps,
+			       (long long)c->cfg.batch, (unsigned long long)c->cfg.seed);
+			if (a.seeds > 1)
+				printf(" to %llu", (unsigned long long)(c->cfg.seed + (uint64_t)a.seeds - 1));
+			if (bench)
+				printf(", tolerance %g", a.plan.tol);
+			printf("; every rule from the same weights and batches\n");
+			fflush(stdout);
+		}
+		for (int s = 0; s < a.seeds && !lab_interrupted(); s++) {
+			LabRun *run = &runs[k * a.seeds + s];
+			run->label = xstrndup(label, strlen(label));
+			lab_train(c, &kern, c->cfg.seed + (uint64_t)s, &a.plan, -1, NAN, run);
+		}
+		if (!lab_interrupted())
+			done = k + 1;
+		session_kernels_free(&kern);
+		free_compiler(c);
+	}
+	lab_interrupt_end();
+	if (lab_interrupted())
+		printf("interrupted: %d of %d rules run\n", done, nrules);
+	if (done > 0) {
+		lab_table(stdout, runs, done, a.seeds, bench, "rule");
+		printf("(%d compilation%s, one per rule)\n", lab_compilations() - before,
+		       lab_compilations() - before == 1 ? "" : "s");
+		forget_last(r);
+		r->last = runs;
+		r->nlast = nrules * a.seeds;
+		r->last_rules = done;
+		r->last_seeds = a.seeds;
+		r->last_sweep = 0;
+		draw_last(r);
+	} else {
+		for (int i = 0; i < nrules * a.seeds; i++)
+			lab_run_free(&runs[i]);
+		free(runs);
+	}
+	free_words(w, n);
+	free(a.problem_args);
+}
+
+/* :sweep NAME=GRID [RULE] [steps=N | epochs=N] [seeds=K] [on PROBLEM] */
+static void cmd_sweep(Repl *r, const char *line)
+{
+	const char *p = skip_space(line) + 1;
+	while (*p && *p != ' ' && *p != '\t')
+		p++;
+	Word w[64];
+	int n = split_words(line, (int)(p - line), w, 64);
+	LabArgs a = {0};
+	if (n < 1 || !strchr(w[0].text, '=')) {
+		fprintf(stderr, "error: :sweep NAME=LO..HI [log] [N] [RULE] [steps=N | epochs=N] [seeds=K] [on PROBLEM], "
+				"e.g. :sweep lr=1e-4..1e-1 log 8\n");
+		r->failed = 1;
+		free_words(w, n > 0 ? n : 0);
+		return;
+	}
+	/* the grid: its first word and the words log, lin and a count after it */
+	char grid[256];
+	snprintf(grid, sizeof grid, "%s", w[0].text);
+	int g = 1;
+	while (g < n && (!strcmp(w[g].text, "log") || !strcmp(w[g].text, "lin") || strspn(w[g].text, "0123456789") == strlen(w[g].text))) {
+		size_t k = strlen(grid);
+		snprintf(grid + k, sizeof grid - k, " %s", w[g].text);
+		g++;
+	}
+	char name[64], err[256];
+	double values[LAB_MAX_GRID];
+	int logscale, nv = lab_grid(grid, name, sizeof name, values, LAB_MAX_GRID, &logscale, err, sizeof err);
+	if (nv < 0 || lab_args(r, ":sweep", w + g, n - g, &a) || a.nrest > 1) {
+		if (nv < 0)
+			fprintf(stderr, "error: :sweep: %s\n", err);
+		else if (a.nrest > 1)
+			fprintf(stderr, "error: :sweep runs one rule, got '%s' and '%s'\n", w[g + a.rest[0]].text,
+				w[g + a.rest[1]].text);
+		r->failed = 1;
+		free_words(w, n);
+		free(a.problem_args);
+		return;
+	}
+	if (!a.problem && !has_train(r)) {
+		fprintf(stderr, "error: :sweep needs a train block, or a problem: :sweep lr=1e-4..1e-1 log 8 adam on "
+				"rosenbrock\n");
+		r->failed = 1;
+		free_words(w, n);
+		free(a.problem_args);
+		return;
+	}
+	Variant v = {a.problem, a.problem_args, NULL, r->line, 1, NULL};
+	if (a.nrest) {
+		v.rule = w[g + a.rest[0]].text;
+		v.col = w[g + a.rest[0]].col;
+	}
+	int errs;
+	Compiler *c = build_variant(r, &v, -1, &errs);
+	if (errs || !c->step) {
+		if (!errs)
+			fprintf(stderr, "error: :sweep needs a train block, or a problem: :sweep lr=1e-4..1e-1 log 8 adam on rosenbrock\n");
+		count_errors(r, errs, "; nothing was run");
+		r->failed = 1;
+	} else {
+		Options o;
+		settings_options(r, &o);
+		LabRun *runs;
+		int nruns;
+		if (lab_sweep(c, &o, name, values, nv, logscale, &a.plan, a.seeds, &runs, &nruns)) {
+			r->failed = 1;
+		} else if (nruns > 0) {
+			forget_last(r);
+			r->last = runs;
+			r->nlast = nv * a.seeds;
+			r->last_rules = nruns / a.seeds;
+			r->last_seeds = a.seeds;
+			r->last_sweep = 1;
+			r->last_logx = logscale;
+			snprintf(r->last_name, sizeof r->last_name, "%s", name);
+		} else {
+			free(runs);
+		}
+	}
+	free_compiler(c);
+	free_words(w, n);
+	free(a.problem_args);
+}
+
+static int no_last(Repl *r, const char *cmd)
+{
+	if (r->last)
+		return 0;
+	fprintf(stderr, "error: %s: nothing yet; run :compare, :bench or :sweep first\n", cmd);
+	r->failed = 1;
+	return 1;
+}
+
+static int has_suffix(const char *s, const char *suffix)
+{
+	size_t n = strlen(s), k = strlen(suffix);
+	return n > k && !strcmp(s + n - k, suffix);
+}
+
+/* :plot FILE.svg: the last comparison's training curves, or the last sweep's loss by value. */
+static void cmd_plot(Repl *r, const char *path)
+{
+	if (!has_suffix(path, ".svg")) {
+		fprintf(stderr, "error: :plot writes an SVG file: :plot FILE.svg\n");
+		r->failed = 1;
+		return;
+	}
+	if (no_last(r, ":plot"))
+		return;
+	PlotSeries s[64];
+	double *x[64] = {0}, *y[64] = {0};
+	int n = 0, allpos = 1;
+	char title[128];
+	PlotAxes ax;
+	if (r->last_sweep) {
+		int nv = r->last_rules;
+		for (int k = 0; k < r->last_seeds && k < 64; k++) {
+			x[k] = xmalloc(((size_t)nv + 1) * sizeof(double));
+			y[k] = xmalloc(((size_t)nv + 1) * sizeof(double));
+			for (int i = 0; i < nv; i++) {
+				const LabRun *run = &r->last[i * r->last_seeds + k];
+				x[k][i] = run->value;
+				y[k][i] = run->final_train;
+				allpos &= !isfinite(y[k][i]) || y[k][i] > 0;
+			}
+			char *label = xmalloc(32);
+			snprintf(label, 32, "seed %llu", (unsigned long long)r->last[k].seed);
+			s[n++] = (PlotSeries){label, x[k], y[k], nv};
+		}
+		snprintf(title, sizeof title, "final train loss by %s", r->last_name);
+		ax = (PlotAxes){.title = title, .xlabel = r->last_name, .ylabel = "final train loss", .logx = r->last_logx};
+	} else {
+		for (int k = 0; k < r->last_rules * r->last_seeds && k < 64; k++) {
+			const LabRun *run = &r->last[k];
+			int m = lab_curve(run, 2000, &x[k], &y[k]);
+			char *label = xmalloc(strlen(run->label) + 32);
+			if (r->last_seeds > 1)
+				sprintf(label, "%s (seed %llu)", run->label, (unsigned long long)run->seed);
+			else
+				strcpy(label, run->label);
+			s[n++] = (PlotSeries){label, x[k], y[k], m};
+			for (int i = 0; i < m; i++)
+				allpos &= !isfinite(y[k][i]) || y[k][i] > 0;
+		}
+		snprintf(title, sizeof title, "train loss by step");
+		ax = (PlotAxes){.title = title, .xlabel = "step", .ylabel = "train loss"};
+	}
+	ax.logy = allpos;
+	char err[512];
+	if (plot_svg(path, s, n, &ax, err, sizeof err)) {
+		fprintf(stderr, "error: %s\n", err);
+		r->failed = 1;
+	} else {
+		printf("wrote %s: %d curve%s\n", path, n, n == 1 ? "" : "s");
+	}
+	for (int k = 0; k < n; k++) {
+		free((char *)s[k].label);
+		free(x[k]);
+		free(y[k]);
+	}
+}
+
+static void cmd_export(Repl *r, const char *path)
+{
+	if (!*path) {
+		fprintf(stderr, "error: :export needs a file: :export FILE.jsonl\n");
+		r->failed = 1;
+		return;
+	}
+	if (no_last(r, ":export"))
+		return;
+	char err[512];
+	int n = r->last_rules * r->last_seeds;
+	if (lab_export(path, r->last, n, err, sizeof err)) {
+		fprintf(stderr, "error: %s\n", err);
+		r->failed = 1;
+	} else {
+		printf("wrote %s: %d run%s\n", path, n, n == 1 ? "" : "s");
+	}
+}
+
+/* :save FILE.nml: the program as :list prints it, written whole (a temporary file renamed over
+ * FILE) or not at all. */
+static void cmd_save(Repl *r, const char *path)
+{
+	struct stat st;
+	if (!*path) {
+		fprintf(stderr, "error: :save needs a file: :save FILE.nml\n");
+		r->failed = 1;
+		return;
+	}
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+		fprintf(stderr, "error: cannot save to '%s': not a regular file\n", path);
+		r->failed = 1;
+		return;
+	}
+	char tmp[4096];
+	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+	FILE *f = fopen(tmp, "w");
+	if (!f) {
+		fprintf(stderr, "error: cannot write '%s': %s\n", path, strerror(errno));
+		r->failed = 1;
+		return;
+	}
+	list_program(r, f);
+	if (ferror(f) | fclose(f) || rename(tmp, path)) {
+		fprintf(stderr, "error: cannot write '%s': %s\n", path, strerror(errno));
+		remove(tmp);
+		r->failed = 1;
+		return;
+	}
+	int defs = 0;
+	for (int i = 0; i < r->n; i++)
+		defs += r->e[i].kind != AST_ASSIGN && r->e[i].kind != AST_USE;
+	printf("saved %s: %d definition%s%s\n", path, defs, defs == 1 ? "" : "s", has_train(r) ? " and the train block" : "");
+}
+
 static const char help[] =
 	"Enter definitions (use, layer, optimizer, def, const), a train block or one of its fields\n"
 	"(name = value), or an expression to evaluate. A definition whose name exists replaces it.\n"
 	"  :run [EPOCHS]     train the current program (from fresh parameters)\n"
 	"  :set NAME=VALUE   an optimizer hyperparameter, or epochs, batch, seed, limit, for later runs\n"
 	"  :set              list what is set;  :unset [NAME]  forget it (or all)\n"
-	"  :show WHAT        ast, ir, grad, step, kernels or llvm of the current program\n"
+	"  :show WHAT [RULE] ast, ir, grad, step, kernels or llvm of the current program (with RULE)\n"
 	"  :list             the program's text\n"
 	"  :load FILE        take FILE's definitions and train block\n"
 	"  :drop NAME        remove a definition or use; train, or train.FIELD, for the train block\n"
+	"  :compare RULE... [steps=N | epochs=N] [seeds=K] [on PROBLEM]\n"
+	"                    each rule from the same weights and batches: a table and the curves\n"
+	"  :bench RULE on PROBLEM [steps=N] [tol=X] [seeds=K]   a rule beside the problem's baselines\n"
+	"  :sweep NAME=LO..HI [log] [N] [RULE] [steps=N | epochs=N] [on PROBLEM]\n"
+	"                    one run per value of a hyperparameter, compiled once\n"
+	"  :plot FILE.svg    the last comparison's curves (or sweep's losses) as an SVG picture\n"
+	"  :export FILE.jsonl  the last comparison's runs, one JSON object each\n"
+	"  :save FILE.nml    the program, as :list prints it\n"
 	"  :reset            start over with an empty program\n"
 	"  :help             this list\n"
 	"  :quit             leave (also end of input)\n";
@@ -1090,7 +1834,7 @@ static const char help[] =
 static int command(Repl *r, const char *line)
 {
 	const char *const *names = command_names;
-	enum { N = sizeof command_names / sizeof *command_names };
+	enum { N = NCOMMANDS };
 	const char *p = skip_space(line) + 1, *q = p;
 	while (*q && *q != ' ' && *q != '\t')
 		q++;
@@ -1121,7 +1865,7 @@ static int command(Repl *r, const char *line)
 	case 0: cmd_run(r, arg); break;
 	case 1: cmd_set(r, arg); break;
 	case 2: cmd_unset(r, arg); break;
-	case 3: cmd_show(r, arg); break;
+	case 3: cmd_show(r, arg, line); break;
 	case 4: cmd_list(r); break;
 	case 5: cmd_load(r, arg); break;
 	case 6: cmd_drop(r, arg); break;
@@ -1130,7 +1874,13 @@ static int command(Repl *r, const char *line)
 		printf("the program is empty\n");
 		break;
 	case 8: fputs(help, stdout); break;
-	default: quit = 1; break;
+	case 9: quit = 1; break;
+	case 10: compare(r, line, 0); break;
+	case 11: compare(r, line, 1); break;
+	case 12: cmd_sweep(r, line); break;
+	case 13: cmd_plot(r, arg); break;
+	case 14: cmd_export(r, arg); break;
+	default: cmd_save(r, arg); break;
 	}
 	free(arg);
 	return quit;
@@ -1182,7 +1932,7 @@ static char *complete_name(const char *text, int state)
 		const char *cand, *prefix = "";
 		int k = i;
 		if (text[0] == ':') {
-			if (k >= 10)
+			if (k >= NCOMMANDS)
 				return NULL;
 			cand = command_names[k];
 			prefix = ":";
@@ -1219,6 +1969,16 @@ static char **complete(const char *text, int start, int end)
 	return rl_completion_matches(text, complete_name);
 }
 
+/* History is written as it grows (a session that ends badly keeps it), an input of several lines
+ * as one entry, and the file holds the last REPL_HISTORY entries. */
+static void remember(Repl *r, const char *text)
+{
+	add_history(text);
+	if (!r->hist)
+		return;
+	write_history(r->hist); /* the last REPL_HISTORY entries (stifle_history) */
+}
+
 static char *history_path(void)
 {
 	const char *home = getenv("HOME");
@@ -1233,6 +1993,7 @@ static char *history_path(void)
 int repl_main(const Options *o)
 {
 	Repl r = {.opts = o, .tty = isatty(STDIN_FILENO), .repl = intern_cstr("<repl>")};
+	r.data_now = &r.data;
 	r.echo = !r.tty && o->echo;
 	r.devnull = fopen("/dev/null", "w");
 	if (!r.devnull)
@@ -1243,12 +2004,13 @@ int repl_main(const Options *o)
 	long cli[4] = {o->epochs, o->batch, o->seed, o->limit};
 	for (int i = 0; i < 4; i++)
 		if (cli[i] >= 0)
-			put_set(&r, intern_cstr(run_options[i]), (double)cli[i]);
+			put_set(&r, intern_cstr(run_options[i]), (double)cli[i], NULL);
 	int status = 0;
 	for (int i = 0; i < o->nsets && !status; i++) {
 		const char *name;
 		double v;
-		status = parse_set(&r, o->sets[i], &name, &v) || put_set(&r, name, v) ? 2 : 0;
+		char text[32];
+		status = parse_set(&r, o->sets[i], &name, &v, text, sizeof text) || put_set(&r, name, v, text) ? 2 : 0;
 	}
 	char *hist = NULL;
 	if (r.tty) {
@@ -1259,6 +2021,7 @@ int repl_main(const Options *o)
 		hist = history_path();
 		if (hist)
 			read_history(hist);
+		r.hist = hist;
 		printf("nmlc repl: definitions, a train block, expressions; :help lists the commands\n");
 	}
 	if (o->file && !status)
@@ -1268,20 +2031,21 @@ int repl_main(const Options *o)
 		char *text = read_input(&r, &line);
 		if (!text)
 			break;
+		if (r.tty && *skip_space(text))
+			remember(&r, text);
 		int quit = handle(&r, text, line);
 		free(text);
 		fflush(stdout);
 		if (quit)
 			break;
 	}
-	if (r.tty) {
+	if (r.tty)
 		printf("\n");
-		if (hist)
-			write_history(hist);
-	}
 	free(hist);
 	free(r.names);
 	reset(&r);
+	forget_last(&r);
+	drv_data_free(&r.problem_data);
 	free(r.e);
 	for (int i = 0; i < r.nsrc; i++) {
 		diag_add_source(r.src[i].name, ""); /* nothing may quote freed text */

@@ -49,7 +49,8 @@
 	X(mnist,          0, 2, "path shape")                                  \
 	X(idx,            2, 5, "images labels test_images test_labels shape") \
 	X(npy,            2, 6, "x y test_x test_y holdout shape")             \
-	X(csv,            1, 6, "path test label regression holdout shape")
+	X(csv,            1, 6, "path test label regression holdout shape")      \
+	X(synthetic,      0, 7, "n d classes noise seed holdout shape")
 
 typedef enum {
 #define X(name, lo, hi, named) BI_##name,

@@ -767,3 +767,33 @@ int session_show(Compiler *c, const Options *o)
 	return 0;
 }
 
+
+/* ---- kernels for many runs ---- */
+
+int session_kernels(Compiler *c, const Options *o, SessionKernels *k)
+{
+	*k = (SessionKernels){0};
+	apply_run_options(c, o);
+	if (c->cfg.batch > c->train.n && c->train.n > 0)
+		c->cfg.batch = c->train.n;
+	if (check_sizes(c) || apply_sets(c, o))
+		return 1;
+	Build b = {.c = c, .k = {{"nml_step", c->step, 0}, {"nml_eval", c->eval, 0}}, .nk = 2,
+		   .type = CG_F32, .max_batch = c->cfg.batch};
+	Jit *j = compile(c, &b);
+	if (!j)
+		return 1;
+	model_desc(c, &k->desc);
+	k->desc.step = (NmlKernel)lookup(j, "nml_step");
+	k->desc.eval = (NmlKernel)lookup(j, "nml_eval");
+	k->desc.work = b.k[0].work_bytes > b.k[1].work_bytes ? b.k[0].work_bytes : b.k[1].work_bytes;
+	k->jit = j;
+	return 0;
+}
+
+void session_kernels_free(SessionKernels *k)
+{
+	if (k->jit)
+		jit_destroy(k->jit);
+	k->jit = NULL;
+}

@@ -32,4 +32,15 @@ int session_gradcheck(Compiler *c, const Options *o);
  * defaults); 0, or 1 after reporting a bad --set. */
 int session_apply_options(Compiler *c, const Options *o);
 
+/* Many runs of one compiled program (the REPL's :compare and :sweep, nmlc sweep): the run options
+ * and --set applied to c, the step and evaluation kernels compiled once, and the runtime's tables
+ * of the model, from which any number of models are created (nml_model_create). The tables live
+ * in c's arena: free k before c. */
+typedef struct SessionKernels {
+	struct Jit *jit;
+	NmlModelDesc desc;
+} SessionKernels;
+int session_kernels(Compiler *c, const Options *o, SessionKernels *k);
+void session_kernels_free(SessionKernels *k);
+
 #endif

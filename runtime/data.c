@@ -773,3 +773,59 @@ void nml_data_gather(const NmlData *d, const int64_t *idx, int64_t n, float *xb,
 		memcpy(yb + i * yw, d->y + idx[i] * yw, (size_t)yw * sizeof *yb);
 	}
 }
+
+/* A synthetic set from the seed alone: x ~ N(0, 1) per feature (Philox stream 0), a teacher
+ * W ~ N(0, 1/dim) of one column per class, or one for a regression target (stream 1), noise
+ * N(0, noise^2) per target (stream 2). classes 0: y = x W + noise; classes >= 2: y = the argmax of
+ * x W + noise over the columns. At most 2^24 rows and features and 2^16 classes, far below what
+ * could wrap a size. */
+int nml_data_synthetic(NmlData *d, int64_t n, int64_t dim, int classes, double noise, uint64_t seed, char *err,
+                       size_t errlen)
+{
+	memset(d, 0, sizeof *d);
+	if (n < 1 || n > (1 << 24) || dim < 1 || dim > (1 << 24) || n * dim > ((int64_t)1 << 28))
+		return rt_error(err, errlen, "synthetic data of %lld rows of %lld features: rows and features must be "
+		                "from 1 to 2^24, and at most 2^28 values", (long long)n, (long long)dim);
+	if (classes == 1 || classes < 0 || classes > (1 << 16))
+		return rt_error(err, errlen, "synthetic data with %d classes: 0 (a regression target) or 2 to 65536",
+		                classes);
+	if (!(noise >= 0) || !isfinite(noise))
+		return rt_error(err, errlen, "synthetic data: noise must be a finite number >= 0, got %g", noise);
+	int64_t cols = classes ? classes : 1;
+	double *w = malloc((size_t)(dim * cols) * sizeof *w), *s = malloc((size_t)cols * sizeof *s);
+	d->x = malloc((size_t)(n * dim) * sizeof *d->x);
+	d->y = malloc((size_t)n * sizeof *d->y);
+	if (!w || !s || !d->x || !d->y) {
+		free(w);
+		free(s);
+		nml_data_free(d);
+		return rt_error(err, errlen, "out of memory for synthetic data of %lld rows", (long long)n);
+	}
+	NmlRng rx, rw, re;
+	nml_rng_init(&rx, seed, 0);
+	nml_rng_init(&rw, seed, 1);
+	nml_rng_init(&re, seed, 2);
+	for (int64_t i = 0; i < dim * cols; i++)
+		w[i] = nml_rng_normal(&rw) / sqrt((double)dim);
+	for (int64_t r = 0; r < n; r++) {
+		float *x = d->x + r * dim;
+		for (int64_t j = 0; j < dim; j++)
+			x[j] = (float)nml_rng_normal(&rx);
+		int64_t best = 0;
+		for (int64_t c = 0; c < cols; c++) {
+			s[c] = noise * nml_rng_normal(&re);
+			for (int64_t j = 0; j < dim; j++)
+				s[c] += (double)x[j] * w[j * cols + c];
+			if (s[c] > s[best])
+				best = c;
+		}
+		d->y[r] = classes ? (float)best : (float)s[0];
+	}
+	free(w);
+	free(s);
+	d->n = n;
+	d->xdim = dim;
+	d->ydim = classes ? 0 : 1;
+	d->classes = classes;
+	return 0;
+}

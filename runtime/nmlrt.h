@@ -118,6 +118,11 @@ int nml_data_load_npy(NmlData *d, const char *x_npy, const char *y_npy, char *er
 /* Comma-separated numbers, one sample a line (a non-numeric first line is a header); column label
  * (negative: from the end) is the target, a class index, or with regression a value. */
 int nml_data_load_csv(NmlData *d, const char *path, int label, int regression, char *err, size_t errlen);
+/* A data set drawn from the seed (no file): n rows of dim features, and a target of a random linear
+ * teacher plus noise, a class index (classes >= 2: the teacher's highest of `classes` scores) or a
+ * value (classes 0). The built-in test problems train on it (stdlib/problems.nml). */
+int nml_data_synthetic(NmlData *d, int64_t n, int64_t dim, int classes, double noise, uint64_t seed, char *err,
+		       size_t errlen);
 /* Move the last `count` samples of d into held (a held-out split). */
 int nml_data_split(NmlData *d, NmlData *held, int64_t count, char *err, size_t errlen);
 void nml_data_free(NmlData *d);

@@ -4,17 +4,20 @@ directory, and what it prints (stdout and stderr, in order) must be foo.out.
 
 A first line `# args: ...` adds arguments (e.g. a file to load); $NML_STDLIB is the source tree's
 stdlib by a relative path, so diagnostics read the same everywhere. Timings are left out: the
-`compiled in` line, and samples/s and seconds on epoch lines. A non-zero exit status is the last
-line, `[exit N]`. --update rewrites the .out files from what nmlc prints now; review the diff.
+`compiled in` line, samples/s and seconds on epoch lines, and time and steps/s in the tables of
+:compare, :bench and :sweep. `$TMP` in a session is a temporary directory, for the files it writes
+(and is printed as `$TMP`). A non-zero exit status is the last line, `[exit N]`. --update rewrites the .out files from what nmlc prints now; review the diff.
 """
 import difflib
 import os
 import re
 import subprocess
 import sys
+import tempfile
 
 STDLIB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "stdlib")
 EPOCH_TIMING = re.compile(r"\s+\d+ samples/s\s+[\d.]+s$")
+TABLE_TIMING = re.compile(r"\s+\d+\.\d\ds\s+(\d+|nan)(?=(  \(.*\))?$)")
 
 
 def transcript(nmlc, d, name):
@@ -24,9 +27,12 @@ def transcript(nmlc, d, name):
     args = first[len("# args:"):].split() if first.startswith("# args:") else []
     # The stdlib by a relative path, so that diagnostics in it read the same on every machine.
     env = dict(os.environ, NML_STDLIB=os.path.relpath(STDLIB, d))
-    r = subprocess.run([nmlc, "repl", "--echo", "--threads", "1", *args], input=text, cwd=d, env=env,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
-    lines = [EPOCH_TIMING.sub("", line) for line in r.stdout.splitlines()
+    with tempfile.TemporaryDirectory() as tmp:
+        r = subprocess.run([nmlc, "repl", "--echo", "--threads", "1", *args], input=text.replace("$TMP", tmp),
+                           cwd=d, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=300)
+        out = r.stdout.replace(tmp, "$TMP")
+    lines = [TABLE_TIMING.sub("", EPOCH_TIMING.sub("", line)) for line in out.splitlines()
              if not line.startswith("compiled   in ")]
     if r.returncode:
         lines.append(f"[exit {r.returncode}]")
