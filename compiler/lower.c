@@ -610,6 +610,36 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		}
 		return v;
 	}
+	case BI_only: case BI_except: {
+		/* only("tag", rule): the rule updates the parameters declared with @tag ("matrix": of 2 or
+		 * more dimensions, "vector": of fewer); except("tag", rule) the others. A chain in it:
+		 * each of its rules. */
+		const char *tag = str_arg(L, env, arg[0]);
+		Value r = lower_expr(L, env, arg[1]);
+		if (!tag || r.kind == V_NONE)
+			return none;
+		if (r.kind != V_OPT) {
+			diag_error(arg[1]->loc, "%s takes a tag and an optimizer or transform, not a %s",
+				   b == BI_only ? "only" : "except", kind_name(r.kind));
+			return none;
+		}
+		int n = r.items ? r.nitems : 1;
+		Value v = r;
+		if (r.items) {
+			v.items = arena_alloc(L->arena, (size_t)n * sizeof *v.items);
+			memcpy(v.items, r.items, (size_t)n * sizeof *v.items);
+		}
+		for (int k = 0; k < n; k++) {
+			Value *it = r.items ? &v.items[k] : &v;
+			if (it->group) {
+				diag_error(loc, "a rule in two groups (%s inside %s)", it->group, tag);
+				return none;
+			}
+			it->group = tag;
+			it->group_except = b == BI_except;
+		}
+		return v;
+	}
 	case BI_global_sum: case BI_global_norm: {
 		/* Over every parameter: the argument is evaluated in each parameter's environment (its p, g
 		 * and state as the rule stands before this statement) and summed. */

@@ -39,6 +39,8 @@ typedef struct Value {
 	struct Value *items; /* V_LIST */
 	int nitems;
 	IrInit init;       /* V_INIT; kind -1: he, -2: xavier (need the parameter's shape) */
+	const char *group; /* V_OPT in a chain: only("group", rule) or except("group", rule), or NULL */
+	int group_except;
 } Value;
 
 /* Where training data comes from, as the train block says. */

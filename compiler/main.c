@@ -324,8 +324,8 @@ static int is_name(const char *s, size_t n)
 {
 	if (!n || !(isalpha((unsigned char)s[0]) || s[0] == '_'))
 		return 0;
-	for (size_t i = 0; i < n; i++)
-		if (!isalnum((unsigned char)s[i]) && s[i] != '_')
+	for (size_t i = 0; i < n; i++) /* a group's hyperparameter: matrix.lr */
+		if (!isalnum((unsigned char)s[i]) && s[i] != '_' && !(s[i] == '.' && i + 1 < n && s[i - 1] != '.'))
 			return 0;
 	return 1;
 }

@@ -61,6 +61,43 @@ AstNode *optim_def(const Lower *L, const Value *rule)
 	return rule->def ? rule->def : sema_lookup(L->globals, rule->node->lhs->name);
 }
 
+/* Does rule (of a chain) update parameter p? Every rule does, but one in a group (only/except). */
+static int selects(const Lower *L, const Value *rule, int p)
+{
+	if (!rule->group)
+		return 1;
+	const IrSlot *ps = ir_slot(L->mod, NML_B_PARAMS, p);
+	int in = 0;
+	if (rule->group == intern_cstr("matrix"))
+		in = ps->shape.rank >= 2;
+	else if (rule->group == intern_cstr("vector"))
+		in = ps->shape.rank < 2;
+	else
+		for (int k = 0; k < ps->ntags; k++)
+			in |= ps->tags[k] == rule->group;
+	return in != rule->group_except;
+}
+
+/* The hyperparameter a formal of rule is: "group.name" for a rule in only("group", ...), so that
+ * two groups' rules can have the same formals; else the formal's name. */
+static const char *hparam_name(const Value *rule, const char *formal)
+{
+	if (!rule->group || rule->group_except)
+		return formal;
+	char buf[256];
+	snprintf(buf, sizeof buf, "%s.%s", rule->group, formal);
+	return intern_cstr(buf);
+}
+
+/* Is some parameter updated by both rules? (Then they cannot share state names.) */
+static int both_update_one(const Lower *L, const Value *a, const Value *b)
+{
+	for (int p = 0; p < ir_block(L->mod, NML_B_PARAMS)->n; p++)
+		if (selects(L, a, p) && selects(L, b, p))
+			return 1;
+	return 0;
+}
+
 int optim_hparams(Lower *L, const Value *opt)
 {
 	int before = diag_count();
@@ -79,17 +116,18 @@ int optim_hparams(Lower *L, const Value *opt)
 				break;
 			}
 			L->schedule[i] = NULL;
-			int dup = ir_find_hparam(L->mod, f->name) >= 0;
+			const char *hp = hparam_name(rules[r], f->name);
+			int dup = ir_find_hparam(L->mod, hp) >= 0;
 			for (int q = 0; q < i; q++)
-				dup |= L->schedule_name[q] == f->name;
+				dup |= L->schedule_name[q] == hp;
 			if (dup) {
 				size_t len = strlen(shared);
-				snprintf(shared + len, sizeof shared - len, "%s%s", len ? ", " : "", f->name);
-				L->schedule_name[i] = f->name;
+				snprintf(shared + len, sizeof shared - len, "%s%s", len ? ", " : "", hp);
+				L->schedule_name[i] = hp;
 				continue;
 			}
 			AstNode *arg = call_arg(rules[r]->node, k, f->name);
-			L->schedule_name[i] = f->name;
+			L->schedule_name[i] = hp;
 			L->schedule_scaled[i] = 0;
 			if (arg && mentions_step(arg)) {
 				L->schedule[i] = arg;
@@ -105,7 +143,7 @@ int optim_hparams(Lower *L, const Value *opt)
 						Value k = lower_expr(L, rules[r]->env, c);
 						if (k.kind != V_NUM)
 							continue;
-						ir_add_hparam(L->mod, f->name, k.num, c->loc);
+						ir_add_hparam(L->mod, hp, k.num, c->loc);
 						L->schedule[i] = curve;
 						L->schedule_scaled[i] = 1;
 						break;
@@ -116,14 +154,24 @@ int optim_hparams(Lower *L, const Value *opt)
 			Value v = arg ? lower_expr(L, rules[r]->env, arg) : f->rhs ? lower_expr(L, env, f->rhs) : (Value){V_NONE};
 			lower_bind(L, env, f->name, v);
 			if (v.kind == V_NUM)
-				ir_add_hparam(L->mod, f->name, v.num, f->loc);
+				ir_add_hparam(L->mod, hp, v.num, f->loc);
 			else if (v.kind != V_NONE)
 				diag_error(arg ? arg->loc : f->loc, "hyperparameter '%s' must be a number or a schedule "
 								    "(an expression of t and T)", f->name);
 		}
 		if (*shared)
 			diag_error(rules[r]->node->loc, "'%s' has hyperparameters an earlier rule of the chain has: %s "
-							"(each rule's must be distinct)", def->name, shared);
+							"(each rule's must be distinct; a rule in only(\"tag\", ...) has them as "
+							"tag.name)", def->name, shared);
+	}
+	for (int r = 0; r < nrules; r++) { /* a group that selects nothing is a misspelt tag */
+		int any = 0;
+		for (int p = 0; p < ir_block(L->mod, NML_B_PARAMS)->n && !any; p++)
+			any = selects(L, rules[r], p);
+		if (rules[r]->group && !any)
+			diag_error(rules[r]->node->loc, "%s(\"%s\", ...) updates no parameter: %s", rules[r]->group_except ? "except" : "only",
+				   rules[r]->group, rules[r]->group_except ? "every parameter has the tag" :
+				   "no parameter is declared with that tag (\"matrix\" and \"vector\" select by rank)");
 	}
 	for (int r = 0; r < nrules; r++) /* a rule that reads T makes it a hyperparameter, as a schedule does */
 		for (AstNode *st = optim_def(L, rules[r])->body.head; st; st = st->next)
@@ -133,7 +181,8 @@ int optim_hparams(Lower *L, const Value *opt)
 		char shared[256] = "";
 		for (AstNode *st = optim_def(L, rules[r])->body.head; st; st = st->next)
 			for (int q = 0; q < r && st->kind == AST_STATE; q++)
-				for (AstNode *o = optim_def(L, rules[q])->body.head; o; o = o->next)
+				for (AstNode *o = both_update_one(L, rules[q], rules[r]) ? optim_def(L, rules[q])->body.head : NULL; o;
+				     o = o->next)
 					if (o->kind == AST_STATE && o->name == st->name) {
 						size_t len = strlen(shared);
 						snprintf(shared + len, sizeof shared - len, "%s%s", len ? ", " : "", st->name);
@@ -163,18 +212,20 @@ void optim_describe(FILE *out, const Lower *L, const Value *opt)
 		fprintf(out, "chain(");
 	for (int r = 0; r < nrules; r++) {
 		AstNode *def = optim_def(L, rules[r]);
-		fprintf(out, "%s%s(", r ? ", " : "", def->name);
+		if (rules[r]->group)
+			fprintf(out, "%s%s(\"%s\", ", r ? ", " : "", rules[r]->group_except ? "except" : "only", rules[r]->group);
+		fprintf(out, "%s%s(", r && !rules[r]->group ? ", " : "", def->name);
 		int k = 0;
 		for (const AstNode *f = def->formals.head; f && i < 64; f = f->next, i++, k++) {
-			int h = ir_find_hparam(L->mod, f->name);
+			int h = ir_find_hparam(L->mod, hparam_name(rules[r], f->name));
 			if (L->schedule[i] && L->schedule_scaled[i])
-				fprintf(out, "%s%s=%g*schedule", k ? ", " : "", f->name, L->mod->hparams[h].value);
+				fprintf(out, "%s%s=%g*schedule", k ? ", " : "", hparam_name(rules[r], f->name), L->mod->hparams[h].value);
 			else if (L->schedule[i])
-				fprintf(out, "%s%s=schedule", k ? ", " : "", f->name);
+				fprintf(out, "%s%s=schedule", k ? ", " : "", hparam_name(rules[r], f->name));
 			else if (h >= 0)
-				fprintf(out, "%s%s=%g", k ? ", " : "", f->name, L->mod->hparams[h].value);
+				fprintf(out, "%s%s=%g", k ? ", " : "", hparam_name(rules[r], f->name), L->mod->hparams[h].value);
 		}
-		fprintf(out, ")");
+		fprintf(out, rules[r]->group ? "))" : ")");
 	}
 	if (nrules > 1)
 		fprintf(out, ")");
@@ -412,10 +463,11 @@ static void bind_hparams(Lower *L, const Value *rule, int first, Env *base)
 	}
 	int i = first;
 	for (AstNode *f = def->formals.head; f && i < 64; f = f->next, i++) {
+		int h = ir_find_hparam(L->mod, hparam_name(rule, f->name));
 		int v = L->schedule[i] ? lower_tensor(L, lower_expr(L, sched, L->schedule[i]), L->schedule[i]->loc)
-				       : ir_hparam(L->fn, ir_find_hparam(L->mod, f->name), f->loc);
+				       : ir_hparam(L->fn, h, f->loc);
 		if (L->schedule[i] && L->schedule_scaled[i])
-			v = ir_binary(L->fn, IR_MUL, ir_hparam(L->fn, ir_find_hparam(L->mod, f->name), f->loc), v, f->loc);
+			v = ir_binary(L->fn, IR_MUL, ir_hparam(L->fn, h, f->loc), v, f->loc);
 		lower_bind(L, base, f->name, (Value){.kind = V_TENSOR, .id = v});
 	}
 }
@@ -494,10 +546,12 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 			for (AstNode *st = def->body.head; st && !diag_full(); st = st->next) {
 				L->nbarrier = 0;
 				for (int p = 0; p < n; p++)
-					rule_stmt(L, envs[p], st, p);
+					if (selects(L, rules[r], p))
+						rule_stmt(L, envs[p], st, p);
 			}
 			for (int p = 0; p < n; p++)
-				finish_rule(L, base[p], envs[p], def);
+				if (selects(L, rules[r], p))
+					finish_rule(L, base[p], envs[p], def);
 			diag_pop_context();
 		}
 		for (int p = 0; p < n; p++)
@@ -509,6 +563,8 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 			L->opt_step = lower_lookup(base[p], t_name)->id;
 			for (int r = 0; r < nrules; r++) {
 				AstNode *def = optim_def(L, rules[r]);
+				if (!selects(L, rules[r], p))
+					continue;
 				diag_push_context(rules[r]->node->loc, rule_context(L, def));
 				bind_hparams(L, rules[r], first_formal[r], base[p]);
 				envs[p] = lower_env_new(L, base[p]);

@@ -16,6 +16,8 @@
 	X(min,            1, 2, "axis")                                        \
 	X(where,          3, 3, NULL)                                          \
 	X(chain,          1, 16, NULL)                                         \
+	X(only,           2, 2, NULL)                                          \
+	X(except,         2, 2, NULL)                                          \
 	X(global_sum,     1, 1, NULL)                                          \
 	X(global_norm,    1, 1, NULL)                                          \
 	X(grad_at,        1, 2, "update_buffers")                              \

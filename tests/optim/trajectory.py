@@ -202,6 +202,24 @@ def run_case(nmlc, tmp, case):
 O = torch.optim
 ADAM = O.Adam
 
+
+class Split:
+    """Parameter groups with their own optimizers: make_a on the parameters pick selects, make_b
+    (or nothing: frozen) on the others."""
+
+    def __init__(self, params, pick, make_a, make_b=None):
+        a, b = [q for q in params if pick(q)], [q for q in params if not pick(q)]
+        self.opts = [make_a(a)] + ([make_b(b)] if make_b else [])
+
+    def zero_grad(self):
+        for o in self.opts:
+            o.zero_grad()
+
+    def step(self):
+        for o in self.opts:
+            o.step()
+
+
 CASES = [
     Case("nadamw", "mlp", "nadamw()", lambda p: R.NAdamW(p)),
     Case("nadamw-hparams", "mlp", "nadamw(lr = 1e-2, b1 = 0.8, b2 = 0.99, eps = 1e-6, weight_decay = 0.1)",
@@ -222,6 +240,19 @@ CASES = [
     Case("adafactor-options", "mlp",
          "adafactor(lr = 3e-2, relative_step = 0, b1 = 0.9, weight_decay = 0.1, clip_threshold = 0.5)",
          lambda p: R.Adafactor(p, lr=3e-2, relative_step=False, beta1=0.9, weight_decay=0.1, clip_threshold=0.5)),
+    # parameter groups: matrices and vectors with their own rules (the only-group's hyperparameters
+    # are matrix.lr, ...), --set on each, and a frozen group
+    Case("groups-matrix", "mlp", 'chain(only("matrix", sgd(lr = 0.1, momentum = 0.9)), except("matrix", adam(lr = 1e-2)))',
+         lambda p: Split(p, lambda q: q.ndim >= 2, lambda a: O.SGD(a, lr=0.1, momentum=0.9),
+                         lambda b: ADAM(b, lr=1e-2))),
+    Case("groups-set", "mlp", 'chain(only("matrix", sgd(lr = 0.1, momentum = 0.9)), except("matrix", adam(lr = 1e-2)))',
+         lambda p: Split(p, lambda q: q.ndim >= 2, lambda a: O.SGD(a, lr=0.05, momentum=0.9),
+                         lambda b: ADAM(b, lr=3e-3)), sets=["matrix.lr=0.05", "lr=3e-3"]),
+    Case("groups-freeze-bias", "mlp", 'except("bias", adam(lr = 1e-2))',
+         lambda p: Split(p, lambda q: q.ndim >= 2, lambda a: ADAM(a, lr=1e-2))),
+    Case("groups-tag", "mlp", 'chain(only("weight", sgd(lr = 0.1, momentum = 0.5)), only("bias", adam(lr = 1e-2)))',
+         lambda p: Split(p, lambda q: q.ndim >= 2, lambda a: O.SGD(a, lr=0.1, momentum=0.5),
+                         lambda b: ADAM(b, lr=1e-2))),
     Case("muon", "mlp", "muon()", lambda p: R.MuonWithAuxAdam(p)),
     Case("muon-hparams", "mlp",
          "muon(lr = 0.05, momentum = 0.9, weight_decay = 0.1, nesterov = 0, adam_lr = 1e-2, adam_b1 = 0.8, "
