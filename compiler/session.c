@@ -61,6 +61,16 @@ static void *lookup(Jit *j, const char *name)
 	return p;
 }
 
+/* A buffer of n elements of size bytes, zeroed, or NULL after an error saying what it was for:
+ * what a run allocates by the model's size is too large for the memory there is, not a bug. */
+static void *alloc_for(size_t n, size_t size, const char *what)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+	if (!p)
+		fprintf(stderr, "nmlc: error: out of memory for %s (%.1f MB)\n", what, (double)n * (double)size / 1e6);
+	return p;
+}
+
 /* ---- hyperparameters ---- */
 
 static int apply_sets(Compiler *c, const Options *o)
@@ -349,19 +359,21 @@ static void explain_divergence(Run *r, const NmlTrainer *tr)
 	const NmlData *d = tr->train;
 	int64_t batch = c->cfg.batch, ycols = d->ydim ? d->ydim : 1;
 	NmlArgs a = {.hparams = nml_model_hparams(r->model)};
-	for (int b = 0; b < NML_NBLOCKS; b++) {
+	int ok = 1;
+	for (int b = 0; b < NML_NBLOCKS && ok; b++) {
 		size_t n = nml_block_kind((NmlBlock)b) == NML_BK_MODEL || b == NML_B_GRADS ? block_size(r, (NmlBlock)b)
 			: b == NML_B_X ? (size_t)(batch * d->xdim) : b == NML_B_Y ? (size_t)(batch * ycols)
 			: b == NML_B_PRED ? (size_t)(batch * (m->out_dim ? m->out_dim : 1)) : 1;
-		a.block[b] = xcalloc(n + 1, sizeof(float));
-		if (r->snap[b])
+		ok = (a.block[b] = calloc(n + 1, sizeof(float))) != NULL;
+		if (ok && r->snap[b])
 			memcpy(a.block[b], r->snap[b], block_size(r, (NmlBlock)b) * sizeof(float));
 	}
-	int64_t *idx = xmalloc(((size_t)d->n + 1) * sizeof *idx);
-	nml_epoch_order(nml_model_seed(r->model), r->snap_epoch + 1, idx, d->n);
+	int64_t *idx = ok ? malloc(((size_t)d->n + 1) * sizeof *idx) : NULL;
 	int64_t step = r->snap_step, start = 0, end = nml_model_get_step(r->model);
-	int origin = -1;
-	for (; step < end && origin < 0; start += batch) {
+	int origin = idx ? -1 : -2;
+	if (idx)
+		nml_epoch_order(nml_model_seed(r->model), r->snap_epoch + 1, idx, d->n);
+	for (; step < end && origin == -1; start += batch) {
 		int64_t n = d->n - start < batch ? d->n - start : batch;
 		nml_data_gather(d, idx + start, n, a.block[NML_B_X], a.block[NML_B_Y]);
 		a.n = n;
@@ -373,6 +385,8 @@ static void explain_divergence(Run *r, const NmlTrainer *tr)
 		char sh[64];
 		diag_note(in->loc, "the first value that is not finite: %s %s at step %lld, from finite operands",
 			  ir_op_name(in->op), ir_shape_str(in->shape, sh, sizeof sh), (long long)step);
+	} else if (origin == -2) {
+		fprintf(stderr, "nmlc: note: not enough memory to replay the epoch and find the op where it diverged\n");
 	}
 	for (int b = 0; b < NML_NBLOCKS; b++)
 		free(a.block[b]);
@@ -542,11 +556,21 @@ int session_run(Compiler *c, const Options *o)
 	desc.eval = (NmlKernel)lookup(j, "nml_eval");
 	desc.work = b.k[0].work_bytes > b.k[1].work_bytes ? b.k[0].work_bytes : b.k[1].work_bytes;
 	Run r = {.c = c, .o = o, .model = nml_model_create(&desc, c->cfg.seed)};
-	if (!r.model)
-		die("out of memory for the model");
-	for (int k = 0; k < NML_NBLOCKS; k++)
+	int ok = r.model != NULL;
+	if (!ok)
+		fprintf(stderr, "nmlc: error: out of memory for the model: %.0f MB at batch %lld\n", est.total / 1e6,
+			(long long)c->cfg.batch);
+	for (int k = 0; k < NML_NBLOCKS && ok; k++) /* the copy an epoch that diverges is replayed from */
 		if (nml_block_kind((NmlBlock)k) == NML_BK_MODEL)
-			r.snap[k] = xcalloc(block_size(&r, (NmlBlock)k) + 1, sizeof(float));
+			ok = (r.snap[k] = alloc_for(block_size(&r, (NmlBlock)k) + 1, sizeof(float), "the copy of the model")) != NULL;
+	if (!ok) {
+		print_estimate(stderr, &est);
+		fprintf(stderr, "nmlc: a smaller --batch or model needs less\n");
+		run_free(&r);
+		jit_destroy(j);
+		signal(SIGINT, previous);
+		return 1;
+	}
 	NmlTrainer tr = {
 		.model = r.model, .epochs = c->cfg.epochs, .train = &c->train, .test = c->test.n ? &c->test : NULL,
 		.progress = isatty(STDERR_FILENO) && !o->quiet, .quiet = o->quiet,
@@ -642,38 +666,48 @@ int session_gradcheck(Compiler *c, const Options *o)
 		return 1;
 	NmlKernel gradk = (NmlKernel)lookup(j, "nml_grad");
 	const IrBlock *pb = ir_block(m, NML_B_PARAMS);
-	double *params = xcalloc(pb->size + 1, sizeof *params), *grads = xcalloc(pb->size + 1, sizeof *grads);
-	double *hparams = xcalloc((size_t)m->nhparams + 1, sizeof *hparams);
+	int64_t ycols = c->train.ydim ? c->train.ydim : 1;
+	size_t wbytes = b.k[0].work_bytes > b.k[1].work_bytes ? b.k[0].work_bytes : b.k[1].work_bytes;
+	/* Every buffer sized by the model or the data: too large for memory is an error, not a crash. */
+	double *params = alloc_for(pb->size + 1, sizeof *params, "the parameters");
+	double *grads = params ? alloc_for(pb->size + 1, sizeof *grads, "the gradients") : NULL;
+	double *derived = grads ? alloc_for(pb->size + 1, sizeof *derived, "the gradients") : NULL;
+	double *hparams = derived ? alloc_for((size_t)m->nhparams + 1, sizeof *hparams, "the hyperparameters") : NULL;
+	double *buffers = hparams ? alloc_for(ir_block(m, NML_B_BUFFERS)->size + 1, sizeof *buffers, "the buffers") : NULL;
+	int64_t *idx = buffers ? alloc_for((size_t)c->train.n, sizeof *idx, "the batch") : NULL;
+	float *xb = idx ? alloc_for((size_t)(n * c->train.xdim), sizeof *xb, "the batch") : NULL;
+	float *yb = xb ? alloc_for((size_t)(n * ycols), sizeof *yb, "the batch") : NULL;
+	double *x = yb ? alloc_for((size_t)(n * c->train.xdim), sizeof *x, "the batch") : NULL;
+	double *y = x ? alloc_for((size_t)(n * ycols), sizeof *y, "the batch") : NULL;
+	double *pred = y ? alloc_for((size_t)(n * (m->out_dim ? m->out_dim : 1)), sizeof *pred, "the outputs") : NULL;
+	void *work = pred ? aligned_alloc(64, (wbytes + 64) & ~(size_t)63) : NULL;
+	if (pred && !work)
+		fprintf(stderr, "nmlc: error: out of memory for the kernel's scratch (%.1f MB)\n", (double)wbytes / 1e6);
+	int failed = 0;
+	if (!work) {
+		failed = -1;
+		goto out;
+	}
 	drv_init_slots(m, NML_B_PARAMS, seed, params);
-	double *buffers = xcalloc(ir_block(m, NML_B_BUFFERS)->size + 1, sizeof *buffers);
 	drv_init_slots(m, NML_B_BUFFERS, seed, buffers);
 	/* A random batch, in f64. */
-	int64_t *idx = malloc(c->train.n * sizeof *idx);
 	for (int64_t i = 0; i < c->train.n; i++)
 		idx[i] = i;
 	NmlRng r;
 	nml_rng_init(&r, seed, 2);
 	nml_rng_shuffle(&r, idx, c->train.n);
-	int64_t ycols = c->train.ydim ? c->train.ydim : 1;
-	float *xb = malloc(n * c->train.xdim * sizeof *xb), *yb = malloc(n * ycols * sizeof *yb);
 	nml_data_gather(&c->train, idx, n, xb, yb);
-	double *x = malloc(n * c->train.xdim * sizeof *x), *y = malloc(n * ycols * sizeof *y);
 	for (int64_t i = 0; i < n * c->train.xdim; i++)
 		x[i] = xb[i];
 	for (int64_t i = 0; i < n * ycols; i++)
 		y[i] = yb[i];
-	size_t wbytes = b.k[0].work_bytes > b.k[1].work_bytes ? b.k[0].work_bytes : b.k[1].work_bytes;
-	void *work = aligned_alloc(64, (wbytes + 64) & ~(size_t)63);
-	double *pred = calloc(n * (m->out_dim ? m->out_dim : 1), sizeof *pred);
 	NmlArgs a = {.block = {[NML_B_PARAMS] = params, [NML_B_GRADS] = grads, [NML_B_BUFFERS] = buffers,
 			       [NML_B_X] = x, [NML_B_Y] = y,
 			       [NML_B_PRED] = pred, [NML_B_WORK] = work},
 		     .hparams = hparams, .n = n, .t = 1, .seed = seed};
 	double loss0 = eval_loss(gradk, &a);
-	double *derived = xmalloc((pb->size + 1) * sizeof *derived); /* the kernel's grads are rewritten below */
-	memcpy(derived, grads, pb->size * sizeof *derived);
+	memcpy(derived, grads, pb->size * sizeof *derived); /* the kernel's grads are rewritten below */
 	printf("gradcheck: loss %.10g on %lld samples, f64, central differences\n", loss0, (long long)n);
-	int failed = 0;
 	const double h = 1e-5, rtol = 1e-4, atol = 1e-7;
 	for (int p = 0; p < pb->n; p++) {
 		const IrSlot *s = &pb->slot[p];
@@ -707,6 +741,7 @@ int session_gradcheck(Compiler *c, const Options *o)
 	}
 	printf("gradcheck: %d of %d parameters %s\n", failed ? failed : pb->n, pb->n,
 	       failed ? "FAILED" : "ok");
+out:
 	free(idx);
 	free(xb);
 	free(yb);
