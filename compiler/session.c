@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "codegen.h"
@@ -464,15 +465,67 @@ static void on_interrupt(int sig)
 	signal(sig, SIG_DFL);
 }
 
-static int check_writable(const char *path)
+/* --save: everything a save checks (the path's kind, its directory, permissions), before training
+ * rather than after its first epoch. */
+static int check_save(const char *path)
 {
-	char dir[4096];
-	const char *slash = strrchr(path, '/');
-	snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + 1 : 1, slash ? path : ".");
-	if (access(dir, W_OK) == 0)
+	char err[1024];
+	if (nml_ckpt_check_save(path, err, sizeof err) == 0)
 		return 0;
-	fprintf(stderr, "nmlc: error: cannot write '%s': directory '%s': %s\n", path, dir, strerror(errno));
+	fprintf(stderr, "nmlc: error: %s (nothing was trained)\n", err);
 	return -1;
+}
+
+/* --log: a run appends to the log of the run it resumes, and to a log this process has written
+ * already (the REPL's :run after :run); otherwise a log that has records is not replaced unless
+ * --force says so. Devices and pipes (/dev/stdout) are written as they are. */
+static char *log_written; /* the last log this process opened */
+
+/* Whether path is where nmlc's own stdout or stderr goes (--log /dev/stdout into a file). */
+static int is_own_output(const struct stat *st)
+{
+	struct stat out;
+	for (int fd = 1; fd <= 2; fd++)
+		if (fstat(fd, &out) == 0 && out.st_dev == st->st_dev && out.st_ino == st->st_ino)
+			return 1;
+	return 0;
+}
+
+static int log_appends(const Options *o)
+{
+	struct stat st;
+	return o->resume || (log_written && !strcmp(log_written, o->log)) || (stat(o->log, &st) == 0 && is_own_output(&st));
+}
+
+static int check_log(const Options *o)
+{
+	struct stat st;
+	if (!o->log || log_appends(o) || o->force || stat(o->log, &st) < 0)
+		return 0;
+	if (S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "nmlc: error: cannot write log '%s': it is a directory\n", o->log);
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size == 0 || is_own_output(&st))
+		return 0;
+	fprintf(stderr, "nmlc: error: log '%s' exists (%lld bytes) and would be replaced: --resume appends to the "
+		"log of the run it continues, --force replaces it; or give another name (nothing was trained)\n", o->log,
+		(long long)st.st_size);
+	return -1;
+}
+
+static FILE *open_log(const Options *o)
+{
+	FILE *f = fopen(o->log, log_appends(o) ? "a" : "w");
+	if (!f) {
+		fprintf(stderr, "nmlc: error: cannot write log '%s': %s\n", o->log, strerror(errno));
+		return NULL;
+	}
+	if (!log_written || strcmp(log_written, o->log)) {
+		free(log_written);
+		log_written = strdup(o->log); /* if out of memory, the next run just does not append */
+	}
+	return f;
 }
 
 static int evaluate_only(NmlTrainer *tr)
@@ -518,7 +571,7 @@ int session_run(Compiler *c, const Options *o)
 	apply_run_options(c, o);
 	if (c->cfg.batch > c->train.n && c->train.n > 0) /* a batch larger than the data is all of it */
 		c->cfg.batch = c->train.n;
-	if (o->save && check_writable(o->save)) /* fail before training, not after */
+	if ((o->save && check_save(o->save)) || check_log(o)) /* fail before training, not after */
 		return 1;
 	if (check_sizes(c))
 		return 1;
@@ -593,10 +646,9 @@ int session_run(Compiler *c, const Options *o)
 		for (int i = 0; i < c->mod.nhparams; i++)
 			nml_model_hparams(r.model)[i] = c->mod.hparams[i].value;
 	}
-	if (!rc && o->log && !(tr.log = fopen(o->log, "w"))) {
-		fprintf(stderr, "nmlc: error: cannot write log '%s': %s\n", o->log, strerror(errno));
+	if (!rc && o->log && !(tr.log = open_log(o)))
 		rc = 1;
-	}
+	tr.log_name = o->log;
 	if (!rc) {
 		if (!o->quiet) {
 			describe(c);
@@ -630,8 +682,8 @@ int session_run(Compiler *c, const Options *o)
 			rc = 1;
 		}
 	}
-	if (tr.log && fclose(tr.log)) {
-		fprintf(stderr, "nmlc: error: writing log '%s': %s\n", o->log, strerror(errno));
+	if (tr.log && fclose(tr.log) && !rc) {
+		fprintf(stderr, "nmlc: error: cannot write the log %s: %s\n", o->log, strerror(errno));
 		rc = 1;
 	}
 	run_free(&r);

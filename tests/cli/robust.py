@@ -68,5 +68,76 @@ if not sanitized:
     r = nmlc_run("gradcheck", oom, limit_as=1 << 30)
     clean_error("gradcheck: f64 parameters do not fit under 1 GB", r, "out of memory for the")
 
+# ---- --log: appended to on --resume, never replaced unless asked, every write checked ----
+
+
+def records(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def trained(r):
+    return re.search(r"^epoch ", r.stdout, re.M) is not None
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    log, ck = os.path.join(tmp, "run.jsonl"), os.path.join(tmp, "run.safetensors")
+    r = nmlc_run("run", tiny, "--epochs", "1", "--log", log, "--save", ck)
+    check("a new log", r.returncode == 0 and [x["epoch"] for x in records(log)] == [1], r.stderr)
+    with open(log) as f:
+        before = f.read()
+    r = nmlc_run("run", tiny, "--epochs", "2", "--log", log)
+    clean_error("an existing log is not replaced", r, "--force replaces it")
+    with open(log) as f:
+        check("the refused log is as it was", f.read() == before)
+    check("a refused log trains nothing", not trained(r), r.stdout)
+    r = nmlc_run("run", tiny, "--epochs", "3", "--resume", ck, "--log", log)
+    check("--resume appends to the log", r.returncode == 0 and [x["epoch"] for x in records(log)] == [1, 2, 3],
+          r.stderr + open(log).read())
+    with open(log) as f:
+        check("--resume keeps the first epoch's record", f.read().startswith(before))
+    r = nmlc_run("run", tiny, "--epochs", "2", "--log", log, "--force")
+    check("--force replaces the log", r.returncode == 0 and [x["epoch"] for x in records(log)] == [1, 2], r.stderr)
+    empty = os.path.join(tmp, "empty.jsonl")
+    open(empty, "w").close()
+    r = nmlc_run("run", tiny, "--epochs", "1", "--log", empty)
+    check("an empty file is a log to write", r.returncode == 0 and len(records(empty)) == 1, r.stderr)
+    r = nmlc_run("run", tiny, "--epochs", "1", "--log", tmp)
+    clean_error("a directory as the log", r, "is a directory")
+    check("a directory as the log trains nothing", not trained(r), r.stdout)
+    if os.path.exists("/dev/full"):
+        full_ck = os.path.join(tmp, "full.safetensors")
+        r = nmlc_run("run", tiny, "--epochs", "3", "--log", "/dev/full", "--save", full_ck)
+        clean_error("--log /dev/full: the write error stops the run", r, "cannot write the log /dev/full after epoch 1")
+        check("--log /dev/full: No space left on device", "No space left on device" in r.stderr, r.stderr)
+        r2 = nmlc_run("run", tiny, "--epochs", "1", "--resume", full_ck)
+        check("--log /dev/full: the epoch's checkpoint was saved first", r2.returncode == 0
+              and "nothing to do" in r2.stdout and "finished 1 epochs" in r2.stdout, r2.stdout + r2.stderr)
+
+# ---- --save: checked before anything is trained; nothing at the path is replaced but a file ----
+
+with tempfile.TemporaryDirectory() as tmp:
+    cases = [("a missing directory", os.path.join(tmp, "no/such/dir/a.safetensors"), "No such file or directory"),
+             ("a directory", tmp, "it is a directory, not a regular file")]
+    if os.path.exists("/dev/full"):
+        cases.append(("a device", "/dev/full", "it is a character device, not a regular file"))
+    fifo = os.path.join(tmp, "fifo")
+    os.mkfifo(fifo)
+    cases.append(("a FIFO", fifo, "it is a FIFO, not a regular file"))
+    ro = os.path.join(tmp, "ro")
+    os.mkdir(ro, 0o555)
+    if os.geteuid() != 0:  # root writes anyway
+        cases.append(("a read-only directory", os.path.join(ro, "a.safetensors"), "Permission denied"))
+    for name, path, expect in cases:
+        r = nmlc_run("run", tiny, "--epochs", "1", "--save", path)
+        clean_error(f"--save into {name}: refused", r, expect)
+        check(f"--save into {name}: before training", not trained(r) and "nothing was trained" in r.stderr,
+              r.stdout + r.stderr)
+    check("--save /dev/full: still a device", not os.path.exists("/dev/full") or
+          not os.path.isfile("/dev/full"))
+    check("--save into a FIFO: still a FIFO", os.path.exists(fifo) and not os.path.isfile(fifo))
+    check("--save checks leave no files", sorted(os.listdir(tmp)) == ["fifo", "ro"] and not os.listdir(ro),
+          str(os.listdir(tmp)))
+
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
