@@ -215,8 +215,34 @@ def errors(tmp):
         check("failing cc: the old library stays", f.read() == "old")
     r = nmlc_cmd("build", cls, "-o", keep, env=dict(nmlc_env, CC="/nonexistent/cc"))
     check("missing cc: exit 1", r.returncode == 1 and "cannot run the C compiler" in r.stderr, r.stderr)
+    # Names that clash with the runtime linked into the library (F: -o libnml.so once failed in the C
+    # compiler with pages of errors).
+    for lib in ("libnmlrt.so", "libnml.so", "libNML.so", "libnml_model.so", "librt.so", "librt_x.so", "rtutil"):
+        r = nmlc_cmd("build", cls, "-o", os.path.join(d, lib))
+        check(f"-o {lib}: clashes with the runtime", r.returncode == 1 and "clashes with the NML runtime" in r.stderr
+              and "error:" not in r.stderr.split("nmlc: error:", 1)[-1], r.stderr[-2000:])
+    # A header of the user's where NAME.h would go is not replaced; a FIFO as the library is refused.
+    user_h = os.path.join(d, "util.h")
+    with open(user_h, "w") as f:
+        f.write("int util(void);\n")
+    r = nmlc_cmd("build", cls, "-o", os.path.join(d, "libutil.so"))
+    check("a user's NAME.h: refused", r.returncode == 1 and "was not written by nmlc build" in r.stderr, r.stderr)
+    with open(user_h) as f:
+        check("a user's NAME.h: kept", f.read() == "int util(void);\n")
+    fifo = os.path.join(d, "libfifo.so")
+    os.mkfifo(fifo)
+    r = nmlc_cmd("build", cls, "-o", fifo)
+    check("-o a FIFO: refused", r.returncode == 1 and "not a regular file" in r.stderr, r.stderr)
+    check("-o a FIFO: still a FIFO", not os.path.isfile(fifo))
+    os.remove(fifo)
     left = sorted(os.listdir(d))
-    check("errors leave nothing behind", left == ["bad.nml", "libkeep.so"], str(left))
+    check("errors leave nothing behind", left == ["bad.nml", "libkeep.so", "util.h"], str(left))
+    # Building again over its own header and library works.
+    again = os.path.join(tmp, "again")
+    os.mkdir(again)
+    for i in range(2):
+        r = nmlc_cmd("build", cls, "-o", os.path.join(again, "libm.so"), "-q")
+        check(f"build #{i + 1} into the same place", r.returncode == 0, r.stderr)
 
 
 def abi_mismatch(tmp):
