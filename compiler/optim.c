@@ -399,6 +399,7 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 	} else {
 		/* Each parameter's update in one piece, which fuses best. */
 		for (int p = 0; p < n && !diag_full(); p++) {
+			int mine = ir_block(L->mod, NML_B_STATE)->n; /* p's state slots are made from here on */
 			for (int r = 0; r < nrules; r++) {
 				AstNode *def = optim_def(L, rules[r]);
 				envs[p] = lower_env_new(L, base[p]);
@@ -406,7 +407,7 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 					rule_stmt(L, envs[p], st, p);
 				finish_rule(L, base[p], envs[p], def);
 			}
-			write_back(L, base[p], p, first_state, loc);
+			write_back(L, base[p], p, mine, loc);
 		}
 	}
 	L->opt_envs = NULL;

@@ -139,5 +139,32 @@ with tempfile.TemporaryDirectory() as tmp:
     check("--save checks leave no files", sorted(os.listdir(tmp)) == ["fifo", "ro"] and not os.listdir(ro),
           str(os.listdir(tmp)))
 
+# ---- pathological sizes: checked in seconds, or a clear error; never minutes, never a crash ----
+
+with tempfile.TemporaryDirectory() as tmp:
+    n = 20000 if sanitized else 80000
+    wide = os.path.join(tmp, "wide.nml")
+    with open(wide, "w") as f:
+        f.write("use std.nn\nuse std.optim\nlayer Wide() {\n  lin = Linear(6, 3)\n")
+        f.writelines(f"  param p{i}[3] = 0\n" for i in range(n))
+        f.write(f"  forward(x) = lin(x) + p0 + p{n - 1}\n}}\n"
+                f'train {{\n  data = npy("{here}/../data/blobs_x.npy", "{here}/../data/blobs_y.npy")\n'
+                "  model = Wide()\n  loss = cross_entropy(model(x), y)\n  optimizer = sgd(lr = 0.1)\n}\n")
+    t0 = time.time()
+    r = nmlc_run("check", wide, timeout=120)
+    took = time.time() - t0
+    # 80,000 parameters took 17 minutes (hash chains in CSE, linear scans in fusion and the update rule).
+    check(f"{n} members: checked", r.returncode == 0 and r.stdout.startswith("memory "), r.stderr[-2000:])
+    check(f"{n} members: in under 30 s", took < 30, f"{took:.1f} s")
+    long_line = os.path.join(tmp, "long.nml")
+    with open(long_line, "w") as f:
+        f.write("def f(x) = x" + " " * 400000 + " $\n")
+    t0 = time.time()
+    r = nmlc_run("check", long_line, timeout=60)
+    took = time.time() - t0
+    check("a 400 kB line: a located error", r.returncode == 1 and "long.nml:1:400014: error: unexpected character '$'"
+          in r.stderr, r.stderr[:300])
+    check("a 400 kB line: in under 5 s", took < 5, f"{took:.1f} s")
+
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
