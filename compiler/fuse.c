@@ -26,10 +26,16 @@
 enum { WORK_ALIGN = 64 };  /* a cache line, and one AVX-512 vector */
 enum { WINDOW = 64 };      /* a nest is taken back from at most this many units ago: planning stays linear */
 
+/* A list of ints; a set of slot keys (add, has) is indexed by a hash table once it is longer than
+ * VEC_SCAN, since a nest over a model of 80,000 parameters reads and writes that many slots. */
 typedef struct Vec {
 	int *v;
 	int n, cap;
+	int *h;  /* open addressing, -1 empty; hcap a power of two at least 2 n */
+	int hcap;
 } Vec;
+
+enum { VEC_SCAN = 16 };
 
 static void push(Vec *v, int x)
 {
@@ -40,8 +46,18 @@ static void push(Vec *v, int x)
 	v->v[v->n++] = x;
 }
 
+static size_t vec_slot(const Vec *v, int x)
+{
+	size_t j = ((uint32_t)x * 0x9e3779b1u) & (size_t)(v->hcap - 1);
+	while (v->h[j] >= 0 && v->h[j] != x)
+		j = (j + 1) & (size_t)(v->hcap - 1);
+	return j;
+}
+
 static int has(const Vec *v, int x)
 {
+	if (v->h)
+		return v->h[vec_slot(v, x)] == x;
 	for (int i = 0; i < v->n; i++)
 		if (v->v[i] == x)
 			return 1;
@@ -50,8 +66,35 @@ static int has(const Vec *v, int x)
 
 static void add(Vec *v, int x)
 {
-	if (!has(v, x))
-		push(v, x);
+	if (has(v, x))
+		return;
+	push(v, x);
+	if (v->n <= VEC_SCAN)
+		return;
+	if (2 * v->n > v->hcap) { /* (re)build the index */
+		free(v->h);
+		v->hcap = v->hcap ? 2 * v->hcap : 4 * VEC_SCAN;
+		v->h = xmalloc((size_t)v->hcap * sizeof *v->h);
+		memset(v->h, 0xff, (size_t)v->hcap * sizeof *v->h);
+		for (int i = 0; i < v->n; i++)
+			v->h[vec_slot(v, v->v[i])] = v->v[i];
+	} else {
+		v->h[vec_slot(v, x)] = x;
+	}
+}
+
+/* Do sets a and b share a key? (Asked of the smaller one.) */
+static int meets(const Vec *a, const Vec *b)
+{
+	if (a->n > b->n) {
+		const Vec *t = a;
+		a = b;
+		b = t;
+	}
+	for (int i = 0; i < a->n; i++)
+		if (has(b, a->v[i]))
+			return 1;
+	return 0;
 }
 
 typedef struct Unit {
@@ -147,13 +190,7 @@ static int depends(const Planner *p, int a, int b)
 			if (p->unit_of[in->in[j]] == a)
 				return 1;
 	}
-	for (int x = 0; x < A->writes.n; x++)
-		if (has(&B->reads, A->writes.v[x]) || has(&B->writes, A->writes.v[x]))
-			return 1;
-	for (int x = 0; x < A->reads.n; x++)
-		if (has(&B->writes, A->reads.v[x]))
-			return 1;
-	return 0;
+	return meets(&A->writes, &B->reads) || meets(&A->writes, &B->writes) || meets(&A->reads, &B->writes);
 }
 
 /* Can unit a move to the end of the order, past every unit after it? */
@@ -461,6 +498,9 @@ FusePlan *fuse_plan(const IrModule *m, const IrFunc *f, size_t esize, int64_t ma
 		free(p.u[u].reads.v);
 		free(p.u[u].writes.v);
 		free(p.u[u].loose.v);
+		free(p.u[u].reads.h);
+		free(p.u[u].writes.h);
+		free(p.u[u].loose.h);
 	}
 	free(p.u);
 	free(p.unit_of);

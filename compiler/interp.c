@@ -162,12 +162,18 @@ static void interp_loop(const IrFunc *f, const IrInst *in, int64_t n, const floa
 int interp_run(const IrModule *m, const IrFunc *f, NmlArgs *a, int stop_at_nonfinite)
 {
 	int64_t n = a->n;
-	float **val = xcalloc((size_t)f->n + 1, sizeof *val);
+	float **val = calloc((size_t)f->n + 1, sizeof *val);
+	if (!val)
+		return -2;
 	int origin = -1;
-	for (int i = 0; i < f->n && origin < 0; i++) {
+	for (int i = 0; i < f->n && origin == -1; i++) {
 		const IrInst *in = &f->inst[i];
 		int64_t k = ir_shape_numel(in->shape, n), idx[IR_MAXRANK];
-		float *out = ir_op_class(in->op) == OPC_STORE ? NULL : (val[i] = xcalloc((size_t)k + 1, sizeof(float)));
+		float *out = ir_op_class(in->op) == OPC_STORE ? NULL : (val[i] = calloc((size_t)k + 1, sizeof(float)));
+		if (!out && ir_op_class(in->op) != OPC_STORE) {
+			origin = -2;
+			break;
+		}
 		const float *x = in->in[0] >= 0 ? val[in->in[0]] : NULL;
 		int operands_finite = 1;
 		for (int j = 0; j < ir_op_arity(in->op); j++)

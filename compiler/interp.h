@@ -7,7 +7,7 @@
 
 /* Runs f on a (float buffers; work is not used), storing into the slots as the kernel would. With
  * stop_at_nonfinite, stops at the first op whose result is not finite although its operands are,
- * and returns that instruction; else (or if every value is finite) returns -1. */
+ * and returns that instruction; else (or if every value is finite) returns -1; -2 if out of memory. */
 int interp_run(const IrModule *m, const IrFunc *f, NmlArgs *a, int stop_at_nonfinite);
 
 #endif

@@ -138,6 +138,7 @@ static const OptSpec options[] = {
 	 "after every epoch, write parameters and optimizer state to safetensors file F"},
 	{"--resume", NULL, "F", RUN | REPL, OPT_PATH, FIELD(resume), 0, 0, "continue the run saved in F (up to --epochs in all)"},
 	{"--log", NULL, "F", RUN | REPL, OPT_PATH, FIELD(log), 0, 0, "write one JSON object per epoch to F"},
+	{"--force", NULL, NULL, RUN | REPL, OPT_FLAG, FIELD(force), 0, 0, "replace an existing --log file"},
 	{"-o", NULL, "DIR/libNAME.so", BUILD, OPT_PATH, FIELD(output), 0, 0, "the library to write (required); NAME.h goes beside it"},
 	{"--cpu", NULL, "NAME", BUILD, OPT_PATH, FIELD(cpu), 0, 0,
 	 "compile for LLVM CPU NAME (default: host; x86-64, x86-64-v3, ...)"},

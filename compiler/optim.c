@@ -561,6 +561,7 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 		for (int p = 0; p < n && !diag_full(); p++) {
 			L->opt_apply = train_apply;
 			L->opt_step = lower_lookup(base[p], t_name)->id;
+			int mine = ir_block(L->mod, NML_B_STATE)->n; /* p's state slots are made from here on */
 			for (int r = 0; r < nrules; r++) {
 				AstNode *def = optim_def(L, rules[r]);
 				if (!selects(L, rules[r], p))
@@ -573,7 +574,7 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 				finish_rule(L, base[p], envs[p], def);
 				diag_pop_context();
 			}
-			write_back(L, base[p], p, first_state, loc);
+			write_back(L, base[p], p, mine, loc);
 		}
 	}
 	L->opt_envs = NULL;

@@ -61,6 +61,8 @@ int parse_source_wrapped(Arena *arena, const char *file, const char *src, const 
 	lex_init(&lx, file, src);
 	diag_add_source(file, src);
 	void *parser = NmlParseAlloc(malloc);
+	if (!parser)
+		die("out of memory");
 	int depth = 0, prev = TK_NL;
 	Token held = {0}; /* a token of src read early, to place a wrapping token where it is */
 	int have = 0;

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "codegen.h"
@@ -58,6 +59,16 @@ static void *lookup(Jit *j, const char *name)
 	void *p = jit_lookup(j, name, &err);
 	if (!p)
 		die("kernel %s not found: %s", name, err ? err : "?");
+	return p;
+}
+
+/* A buffer of n elements of size bytes, zeroed, or NULL after an error saying what it was for:
+ * what a run allocates by the model's size is too large for the memory there is, not a bug. */
+static void *alloc_for(size_t n, size_t size, const char *what)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+	if (!p)
+		fprintf(stderr, "nmlc: error: out of memory for %s (%.1f MB)\n", what, (double)n * (double)size / 1e6);
 	return p;
 }
 
@@ -350,19 +361,21 @@ static void explain_divergence(Run *r, const NmlTrainer *tr)
 	const NmlData *d = tr->train;
 	int64_t batch = c->cfg.batch, ycols = d->ydim ? d->ydim : 1;
 	NmlArgs a = {.hparams = nml_model_hparams(r->model)};
-	for (int b = 0; b < NML_NBLOCKS; b++) {
+	int ok = 1;
+	for (int b = 0; b < NML_NBLOCKS && ok; b++) {
 		size_t n = nml_block_kind((NmlBlock)b) == NML_BK_MODEL || b == NML_B_GRADS ? block_size(r, (NmlBlock)b)
 			: b == NML_B_X ? (size_t)(batch * d->xdim) : b == NML_B_Y ? (size_t)(batch * ycols)
 			: b == NML_B_PRED ? (size_t)(batch * (m->out_dim ? m->out_dim : 1)) : 1;
-		a.block[b] = xcalloc(n + 1, sizeof(float));
-		if (r->snap[b])
+		ok = (a.block[b] = calloc(n + 1, sizeof(float))) != NULL;
+		if (ok && r->snap[b])
 			memcpy(a.block[b], r->snap[b], block_size(r, (NmlBlock)b) * sizeof(float));
 	}
-	int64_t *idx = xmalloc(((size_t)d->n + 1) * sizeof *idx);
-	nml_epoch_order(nml_model_seed(r->model), r->snap_epoch + 1, idx, d->n);
+	int64_t *idx = ok ? malloc(((size_t)d->n + 1) * sizeof *idx) : NULL;
 	int64_t step = r->snap_step, start = 0, end = nml_model_get_step(r->model);
-	int origin = -1;
-	for (; step < end && origin < 0; start += batch) {
+	int origin = idx ? -1 : -2;
+	if (idx)
+		nml_epoch_order(nml_model_seed(r->model), r->snap_epoch + 1, idx, d->n);
+	for (; step < end && origin == -1; start += batch) {
 		int64_t n = d->n - start < batch ? d->n - start : batch;
 		nml_data_gather(d, idx + start, n, a.block[NML_B_X], a.block[NML_B_Y]);
 		a.n = n;
@@ -374,6 +387,8 @@ static void explain_divergence(Run *r, const NmlTrainer *tr)
 		char sh[64];
 		diag_note(in->loc, "the first value that is not finite: %s %s at step %lld, from finite operands",
 			  ir_op_name(in->op), ir_shape_str(in->shape, sh, sizeof sh), (long long)step);
+	} else if (origin == -2) {
+		fprintf(stderr, "nmlc: note: not enough memory to replay the epoch and find the op where it diverged\n");
 	}
 	for (int b = 0; b < NML_NBLOCKS; b++)
 		free(a.block[b]);
@@ -451,15 +466,67 @@ static void on_interrupt(int sig)
 	signal(sig, SIG_DFL);
 }
 
-static int check_writable(const char *path)
+/* --save: everything a save checks (the path's kind, its directory, permissions), before training
+ * rather than after its first epoch. */
+static int check_save(const char *path)
 {
-	char dir[4096];
-	const char *slash = strrchr(path, '/');
-	snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - path) + 1 : 1, slash ? path : ".");
-	if (access(dir, W_OK) == 0)
+	char err[1024];
+	if (nml_ckpt_check_save(path, err, sizeof err) == 0)
 		return 0;
-	fprintf(stderr, "nmlc: error: cannot write '%s': directory '%s': %s\n", path, dir, strerror(errno));
+	fprintf(stderr, "nmlc: error: %s (nothing was trained)\n", err);
 	return -1;
+}
+
+/* --log: a run appends to the log of the run it resumes, and to a log this process has written
+ * already (the REPL's :run after :run); otherwise a log that has records is not replaced unless
+ * --force says so. Devices and pipes (/dev/stdout) are written as they are. */
+static char *log_written; /* the last log this process opened */
+
+/* Whether path is where nmlc's own stdout or stderr goes (--log /dev/stdout into a file). */
+static int is_own_output(const struct stat *st)
+{
+	struct stat out;
+	for (int fd = 1; fd <= 2; fd++)
+		if (fstat(fd, &out) == 0 && out.st_dev == st->st_dev && out.st_ino == st->st_ino)
+			return 1;
+	return 0;
+}
+
+static int log_appends(const Options *o)
+{
+	struct stat st;
+	return o->resume || (log_written && !strcmp(log_written, o->log)) || (stat(o->log, &st) == 0 && is_own_output(&st));
+}
+
+static int check_log(const Options *o)
+{
+	struct stat st;
+	if (!o->log || log_appends(o) || o->force || stat(o->log, &st) < 0)
+		return 0;
+	if (S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "nmlc: error: cannot write log '%s': it is a directory\n", o->log);
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size == 0 || is_own_output(&st))
+		return 0;
+	fprintf(stderr, "nmlc: error: log '%s' exists (%lld bytes) and would be replaced: --resume appends to the "
+		"log of the run it continues, --force replaces it; or give another name (nothing was trained)\n", o->log,
+		(long long)st.st_size);
+	return -1;
+}
+
+static FILE *open_log(const Options *o)
+{
+	FILE *f = fopen(o->log, log_appends(o) ? "a" : "w");
+	if (!f) {
+		fprintf(stderr, "nmlc: error: cannot write log '%s': %s\n", o->log, strerror(errno));
+		return NULL;
+	}
+	if (!log_written || strcmp(log_written, o->log)) {
+		free(log_written);
+		log_written = strdup(o->log); /* if out of memory, the next run just does not append */
+	}
+	return f;
 }
 
 static int evaluate_only(NmlTrainer *tr)
@@ -505,7 +572,7 @@ int session_run(Compiler *c, const Options *o)
 	apply_run_options(c, o);
 	if (c->cfg.batch > c->train.n && c->train.n > 0) /* a batch larger than the data is all of it */
 		c->cfg.batch = c->train.n;
-	if (o->save && check_writable(o->save)) /* fail before training, not after */
+	if ((o->save && check_save(o->save)) || check_log(o)) /* fail before training, not after */
 		return 1;
 	if (check_sizes(c))
 		return 1;
@@ -543,11 +610,21 @@ int session_run(Compiler *c, const Options *o)
 	desc.eval = (NmlKernel)lookup(j, "nml_eval");
 	desc.work = b.k[0].work_bytes > b.k[1].work_bytes ? b.k[0].work_bytes : b.k[1].work_bytes;
 	Run r = {.c = c, .o = o, .model = nml_model_create(&desc, c->cfg.seed)};
-	if (!r.model)
-		die("out of memory for the model");
-	for (int k = 0; k < NML_NBLOCKS; k++)
+	int ok = r.model != NULL;
+	if (!ok)
+		fprintf(stderr, "nmlc: error: out of memory for the model: %.0f MB at batch %lld\n", est.total / 1e6,
+			(long long)c->cfg.batch);
+	for (int k = 0; k < NML_NBLOCKS && ok; k++) /* the copy an epoch that diverges is replayed from */
 		if (nml_block_kind((NmlBlock)k) == NML_BK_MODEL)
-			r.snap[k] = xcalloc(block_size(&r, (NmlBlock)k) + 1, sizeof(float));
+			ok = (r.snap[k] = alloc_for(block_size(&r, (NmlBlock)k) + 1, sizeof(float), "the copy of the model")) != NULL;
+	if (!ok) {
+		print_estimate(stderr, &est);
+		fprintf(stderr, "nmlc: a smaller --batch or model needs less\n");
+		run_free(&r);
+		jit_destroy(j);
+		signal(SIGINT, previous);
+		return 1;
+	}
 	NmlTrainer tr = {
 		.model = r.model, .epochs = c->cfg.epochs, .train = &c->train, .test = c->test.n ? &c->test : NULL,
 		.progress = isatty(STDERR_FILENO) && !o->quiet, .quiet = o->quiet,
@@ -570,10 +647,9 @@ int session_run(Compiler *c, const Options *o)
 		for (int i = 0; i < c->mod.nhparams; i++)
 			nml_model_hparams(r.model)[i] = c->mod.hparams[i].value;
 	}
-	if (!rc && o->log && !(tr.log = fopen(o->log, "w"))) {
-		fprintf(stderr, "nmlc: error: cannot write log '%s': %s\n", o->log, strerror(errno));
+	if (!rc && o->log && !(tr.log = open_log(o)))
 		rc = 1;
-	}
+	tr.log_name = o->log;
 	if (!rc) {
 		if (!o->quiet) {
 			describe(c);
@@ -607,8 +683,8 @@ int session_run(Compiler *c, const Options *o)
 			rc = 1;
 		}
 	}
-	if (tr.log && fclose(tr.log)) {
-		fprintf(stderr, "nmlc: error: writing log '%s': %s\n", o->log, strerror(errno));
+	if (tr.log && fclose(tr.log) && !rc) {
+		fprintf(stderr, "nmlc: error: cannot write the log %s: %s\n", o->log, strerror(errno));
 		rc = 1;
 	}
 	run_free(&r);
@@ -643,38 +719,48 @@ int session_gradcheck(Compiler *c, const Options *o)
 		return 1;
 	NmlKernel gradk = (NmlKernel)lookup(j, "nml_grad");
 	const IrBlock *pb = ir_block(m, NML_B_PARAMS);
-	double *params = xcalloc(pb->size + 1, sizeof *params), *grads = xcalloc(pb->size + 1, sizeof *grads);
-	double *hparams = xcalloc((size_t)m->nhparams + 1, sizeof *hparams);
+	int64_t ycols = c->train.ydim ? c->train.ydim : 1;
+	size_t wbytes = b.k[0].work_bytes > b.k[1].work_bytes ? b.k[0].work_bytes : b.k[1].work_bytes;
+	/* Every buffer sized by the model or the data: too large for memory is an error, not a crash. */
+	double *params = alloc_for(pb->size + 1, sizeof *params, "the parameters");
+	double *grads = params ? alloc_for(pb->size + 1, sizeof *grads, "the gradients") : NULL;
+	double *derived = grads ? alloc_for(pb->size + 1, sizeof *derived, "the gradients") : NULL;
+	double *hparams = derived ? alloc_for((size_t)m->nhparams + 1, sizeof *hparams, "the hyperparameters") : NULL;
+	double *buffers = hparams ? alloc_for(ir_block(m, NML_B_BUFFERS)->size + 1, sizeof *buffers, "the buffers") : NULL;
+	int64_t *idx = buffers ? alloc_for((size_t)c->train.n, sizeof *idx, "the batch") : NULL;
+	float *xb = idx ? alloc_for((size_t)(n * c->train.xdim), sizeof *xb, "the batch") : NULL;
+	float *yb = xb ? alloc_for((size_t)(n * ycols), sizeof *yb, "the batch") : NULL;
+	double *x = yb ? alloc_for((size_t)(n * c->train.xdim), sizeof *x, "the batch") : NULL;
+	double *y = x ? alloc_for((size_t)(n * ycols), sizeof *y, "the batch") : NULL;
+	double *pred = y ? alloc_for((size_t)(n * (m->out_dim ? m->out_dim : 1)), sizeof *pred, "the outputs") : NULL;
+	void *work = pred ? aligned_alloc(64, (wbytes + 64) & ~(size_t)63) : NULL;
+	if (pred && !work)
+		fprintf(stderr, "nmlc: error: out of memory for the kernel's scratch (%.1f MB)\n", (double)wbytes / 1e6);
+	int failed = 0;
+	if (!work) {
+		failed = -1;
+		goto out;
+	}
 	drv_init_slots(m, NML_B_PARAMS, seed, params);
-	double *buffers = xcalloc(ir_block(m, NML_B_BUFFERS)->size + 1, sizeof *buffers);
 	drv_init_slots(m, NML_B_BUFFERS, seed, buffers);
 	/* A random batch, in f64. */
-	int64_t *idx = malloc(c->train.n * sizeof *idx);
 	for (int64_t i = 0; i < c->train.n; i++)
 		idx[i] = i;
 	NmlRng r;
 	nml_rng_init(&r, seed, 2);
 	nml_rng_shuffle(&r, idx, c->train.n);
-	int64_t ycols = c->train.ydim ? c->train.ydim : 1;
-	float *xb = malloc(n * c->train.xdim * sizeof *xb), *yb = malloc(n * ycols * sizeof *yb);
 	nml_data_gather(&c->train, idx, n, xb, yb);
-	double *x = malloc(n * c->train.xdim * sizeof *x), *y = malloc(n * ycols * sizeof *y);
 	for (int64_t i = 0; i < n * c->train.xdim; i++)
 		x[i] = xb[i];
 	for (int64_t i = 0; i < n * ycols; i++)
 		y[i] = yb[i];
-	size_t wbytes = b.k[0].work_bytes > b.k[1].work_bytes ? b.k[0].work_bytes : b.k[1].work_bytes;
-	void *work = aligned_alloc(64, (wbytes + 64) & ~(size_t)63);
-	double *pred = calloc(n * (m->out_dim ? m->out_dim : 1), sizeof *pred);
 	NmlArgs a = {.block = {[NML_B_PARAMS] = params, [NML_B_GRADS] = grads, [NML_B_BUFFERS] = buffers,
 			       [NML_B_X] = x, [NML_B_Y] = y,
 			       [NML_B_PRED] = pred, [NML_B_WORK] = work},
 		     .hparams = hparams, .n = n, .t = 2, .seed = seed}; /* step 2: after any data_init */
 	double loss0 = eval_loss(gradk, &a);
-	double *derived = xmalloc((pb->size + 1) * sizeof *derived); /* the kernel's grads are rewritten below */
-	memcpy(derived, grads, pb->size * sizeof *derived);
+	memcpy(derived, grads, pb->size * sizeof *derived); /* the kernel's grads are rewritten below */
 	printf("gradcheck: loss %.10g on %lld samples, f64, central differences\n", loss0, (long long)n);
-	int failed = 0;
 	const double h = 1e-5, rtol = 1e-4, atol = 1e-7;
 	for (int p = 0; p < pb->n; p++) {
 		const IrSlot *s = &pb->slot[p];
@@ -708,6 +794,7 @@ int session_gradcheck(Compiler *c, const Options *o)
 	}
 	printf("gradcheck: %d of %d parameters %s\n", failed ? failed : pb->n, pb->n,
 	       failed ? "FAILED" : "ok");
+out:
 	free(idx);
 	free(xb);
 	free(yb);

@@ -16,6 +16,7 @@ typedef struct Options {
 	const char *output, *cpu; /* build */
 	int verbose, quiet;
 	int ignore_memory;        /* run even if the estimate exceeds the memory available */
+	int force;                /* --force: replace an existing --log */
 	int echo;                 /* repl */
 } Options;
 

@@ -335,6 +335,27 @@ static void ckpt_remove_stale(const char *target)
 	closedir(d);
 }
 
+int nml_ckpt_check_save(const char *path, char *err, size_t errlen)
+{
+	if (!path)
+		return rt_error(err, errlen, "no checkpoint path (NULL)");
+	char *target = ckpt_target(path, err, errlen), *tmp = NULL;
+	if (!target)
+		return -1;
+	/* What a save does first, undone: a missing directory, permissions, a read-only file system or a
+	 * directory in which files cannot be made (/proc) fail here as they would there. */
+	int fd = ckpt_create_temp(target, &tmp), rc = 0;
+	if (fd < 0)
+		rc = rt_error(err, errlen, "cannot save checkpoint %s: %s", path, strerror(errno));
+	else {
+		close(fd);
+		unlink(tmp);
+	}
+	free(tmp);
+	free(target);
+	return rc;
+}
+
 int nml_ckpt_save(const char *path, const NmlTensorRef *t, int count, char *err, size_t errlen)
 {
 	return nml_ckpt_save_meta(path, t, count, NULL, 0, err, errlen);

@@ -17,8 +17,9 @@ enum {
 struct NmlModel {
 	const NmlModelDesc *d;
 	/* MODEL blocks and GRADS as the desc lays them out; x, y, loss and pred for one batch (kernels
-	 * get aligned copies that alias nothing); work for the kernels' scratch. */
-	void *block[NML_NBLOCKS];
+	 * get aligned copies that alias nothing); work for the kernels' scratch. raw: what was
+	 * allocated for each (block is raw rounded up to MODEL_ALIGN). */
+	void *block[NML_NBLOCKS], *raw[NML_NBLOCKS];
 	double *hparams;
 	NmlTensorRef *refs;  /* every tensor of the MODEL blocks, block by block: what a checkpoint holds */
 	int nrefs;
@@ -43,16 +44,19 @@ const char *nml_block_name(NmlBlock b) { return blocks[b].name; }
 NmlBlock nml_block_layout(NmlBlock b) { return blocks[b].layout; }
 NmlBlockKind nml_block_kind(NmlBlock b) { return blocks[b].kind; }
 
-/* Zeroed and 64-byte aligned; never NULL for size 0, so kernels always get a valid pointer. */
-static void *model_alloc(size_t size)
+/* Zeroed and 64-byte aligned (*raw is what to free); never NULL for size 0, so kernels always get
+ * a valid pointer. calloc, not a memset: the batch blocks and scratch are laid out for the largest
+ * batch the library was built for, and a program that trains on fewer rows should not have to
+ * touch (and commit) all of it. */
+static void *model_alloc(size_t size, void **raw)
 {
-	size = (size + MODEL_ALIGN - 1) / MODEL_ALIGN * MODEL_ALIGN;
-	if (size == 0)
-		size = MODEL_ALIGN;
-	void *p = aligned_alloc(MODEL_ALIGN, size);
-	if (p)
-		memset(p, 0, size);
-	return p;
+	if (size > SIZE_MAX - 2 * MODEL_ALIGN)
+		return *raw = NULL;
+	size = size ? (size + MODEL_ALIGN - 1) / MODEL_ALIGN * MODEL_ALIGN : MODEL_ALIGN;
+	unsigned char *p = *raw = calloc(1, size + MODEL_ALIGN);
+	if (!p)
+		return NULL;
+	return p + (MODEL_ALIGN - (uintptr_t)p % MODEL_ALIGN) % MODEL_ALIGN;
 }
 
 static int64_t slot_numel(const NmlSlotDesc *s)
@@ -90,9 +94,17 @@ int nml_model_check_abi(const NmlModelDesc *d, char *err, size_t errlen)
 	if (d->abi != NML_ABI_VERSION)
 		return rt_error(err, errlen, "the model was generated for runtime ABI %d, this runtime has ABI %d: "
 					     "build it again with this nmlc", d->abi, NML_ABI_VERSION);
-	if (d->batch < 1 || d->xdim < 1 || d->ydim < 0)
-		return rt_error(err, errlen, "a model description with batch %lld, %lld inputs and %lld targets per row",
-				(long long)d->batch, (long long)d->xdim, (long long)d->ydim);
+	if (d->batch < 1 || d->xdim < 1 || d->ydim < 0 || d->out_dim < 0)
+		return rt_error(err, errlen, "a model description with batch %lld, %lld inputs, %lld targets and %lld "
+				"outputs per row", (long long)d->batch, (long long)d->xdim, (long long)d->ydim,
+				(long long)d->out_dim);
+	/* The batch blocks hold batch rows of the widest row: below 2^40 elements, as every value the
+	 * compiler lays out, so no size of them (in bytes, or an offset into them) can wrap. */
+	int64_t width = d->xdim > d->ydim ? d->xdim : d->ydim, rows;
+	width = width > d->out_dim ? width : d->out_dim;
+	if (__builtin_mul_overflow(d->batch, width, &rows) || rows > ((int64_t)1 << 40))
+		return rt_error(err, errlen, "a model description with batches of %lld rows of %lld numbers: more than "
+				"2^40 elements", (long long)d->batch, (long long)width);
 	return 0;
 }
 
@@ -120,12 +132,12 @@ NmlModel *nml_model_create(const NmlModelDesc *d, uint64_t seed)
 	m->d = d;
 	m->seed = seed;
 	int ok = 1, nrefs = 0;
-	for (int b = 0; b < NML_NBLOCKS; b++) {
-		ok &= (m->block[b] = model_alloc(block_bytes(d, (NmlBlock)b))) != NULL;
+	for (int b = 0; b < NML_NBLOCKS && ok; b++) { /* up to the first that fails */
+		ok = (m->block[b] = model_alloc(block_bytes(d, (NmlBlock)b), &m->raw[b])) != NULL;
 		if (nml_block_kind((NmlBlock)b) == NML_BK_MODEL)
 			nrefs += d->block[b].nslots;
 	}
-	m->hparams = model_alloc((size_t)d->nhparams * sizeof(double));
+	m->hparams = calloc((size_t)d->nhparams + 1, sizeof(double));
 	m->refs = calloc((size_t)nrefs + 1, sizeof *m->refs);
 	if (!ok || !m->hparams || !m->refs) {
 		nml_model_free(m);
@@ -156,7 +168,7 @@ void nml_model_free(NmlModel *m)
 	if (!m)
 		return;
 	for (int b = 0; b < NML_NBLOCKS; b++)
-		free(m->block[b]);
+		free(m->raw[b]);
 	free(m->hparams);
 	free(m->refs);
 	free(m);

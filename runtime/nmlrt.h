@@ -143,6 +143,10 @@ typedef struct NmlTensorRef {
  * that were killed are removed. The file's mode follows the umask, which is never changed. The
  * header carries "__metadata__": {"format": "nml"}. */
 int nml_ckpt_save(const char *path, const NmlTensorRef *t, int count, char *err, size_t errlen);
+/* 0 if a checkpoint can be saved at path (as nml_ckpt_save would resolve it: a regular file or a new
+ * name, in a directory where a file can be created), else -1 with err saying why. Nothing is left
+ * behind. For checking a path before hours of training rather than after. */
+int nml_ckpt_check_save(const char *path, char *err, size_t errlen);
 /* A string pair of the checkpoint's __metadata__ ("format": "nml" is always written). */
 typedef struct NmlMeta {
 	const char *key, *value;
@@ -244,7 +248,7 @@ typedef struct NmlTrainer {
 	NmlModel *model;          /* its step kernel trains, its eval kernel evaluates; its step count is t */
 	int epochs;
 	const NmlData *train, *test;
-	FILE *log;                /* JSONL, one record per epoch, or NULL */
+	FILE *log;                /* JSONL, one record per epoch, or NULL; a failed write stops training */
 	int progress;             /* 1: redraw a progress bar (terminal); 0: plain lines */
 	int quiet;                /* no per-epoch lines but the last */
 	/* Resuming: epochs already done (0 for a fresh run). Training runs epochs epochs_done+1 ..
@@ -258,6 +262,7 @@ typedef struct NmlTrainer {
 	const volatile sig_atomic_t *interrupt; /* set (by a signal handler): stop before the next batch */
 	int interrupted;          /* out: training stopped on *interrupt */
 	int in_order;             /* 1: every epoch takes the rows in the data's order, unshuffled */
+	const char *log_name;     /* the log's name in messages, or NULL */
 } NmlTrainer;
 
 typedef struct NmlEpochStats {

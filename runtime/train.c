@@ -3,6 +3,7 @@
 #include "nmlrt.h"
 #include "rtutil.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,7 +71,8 @@ static void json_num(FILE *f, const char *key, double v)
 		fprintf(f, ",\"%s\":null", key);
 }
 
-static void log_epoch(FILE *f, const NmlEpochStats *s, int64_t step)
+/* 0, or -1 (errno set) if the record could not be written (a full disk, /dev/full). */
+static int log_epoch(FILE *f, const NmlEpochStats *s, int64_t step)
 {
 	fprintf(f, "{\"epoch\":%d", s->epoch);
 	json_num(f, "train_loss", s->train_loss);
@@ -79,7 +81,7 @@ static void log_epoch(FILE *f, const NmlEpochStats *s, int64_t step)
 	json_num(f, "samples_per_sec", s->samples_per_sec);
 	json_num(f, "seconds", s->seconds);
 	fprintf(f, ",\"step\":%lld}\n", (long long)step);
-	fflush(f);
+	return fflush(f) != 0 || ferror(f) ? -1 : 0;
 }
 
 /* ---- the loop ---- */
@@ -154,10 +156,19 @@ int nml_train(NmlTrainer *tr, NmlEpochStats *last, char *err, size_t errlen)
 			progress_clear();
 		if (show || epoch == tr->epochs) /* quiet still says how the run ended */
 			print_epoch(tr, &s);
-		if (tr->log)
-			log_epoch(tr->log, &s, nml_model_get_step(m));
+		/* A log that cannot be written stops the run (after the epoch's checkpoint): figures that
+		 * are not recorded would be lost as surely as a crash loses them. */
+		int log_errno = 0;
+		errno = 0;
+		if (tr->log && log_epoch(tr->log, &s, nml_model_get_step(m)) < 0)
+			log_errno = errno ? errno : EIO;
 		if (tr->after_epoch && tr->after_epoch(tr, &s, err, errlen) < 0) {
 			rc = -1;
+			break;
+		}
+		if (log_errno) {
+			rc = rt_error(err, errlen, "cannot write the log%s%s after epoch %d: %s", tr->log_name ? " " : "",
+			              tr->log_name ? tr->log_name : "", epoch, strerror(log_errno));
 			break;
 		}
 	}

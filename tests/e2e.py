@@ -82,12 +82,12 @@ with tempfile.TemporaryDirectory() as tmp:
 
     # A hyperparameter changed from the command line changes training: lr = 0 freezes the model.
     small = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "ir", "features.nml")
-    r = subprocess.run([nmlc, "run", small, "--epochs", "3", "--set", "lr=0", "--log", log2],
+    r = subprocess.run([nmlc, "run", small, "--epochs", "3", "--set", "lr=0", "--log", log2, "--force"],
                        capture_output=True, text=True)
     recs3 = records(log2) if r.returncode == 0 else []
     check("--set lr=0 freezes the model", len(recs3) == 3 and len({x["test_loss"] for x in recs3}) == 1,
           str(recs3) + r.stderr)
-    r = subprocess.run([nmlc, "run", small, "--epochs", "3", "--log", log2], capture_output=True, text=True)
+    r = subprocess.run([nmlc, "run", small, "--epochs", "3", "--log", log2, "--force"], capture_output=True, text=True)
     recs4 = records(log2) if r.returncode == 0 else []
     check("--set changes training", len(recs4) == 3 and recs4[2]["test_loss"] < recs3[0]["test_loss"], str(recs4))
     nan_ckpt = os.path.join(tmp, "nan.safetensors")
@@ -124,21 +124,21 @@ with tempfile.TemporaryDirectory() as tmp:
                             'csv("%s/blobs.csv")' % data))
     losses = []
     for path in (via_npy, via_csv):
-        r = subprocess.run([nmlc, "run", path, "--epochs", "2", "--log", log2], capture_output=True, text=True)
+        r = subprocess.run([nmlc, "run", path, "--epochs", "2", "--log", log2, "--force"], capture_output=True, text=True)
         losses.append([(x["train_loss"], x["test_loss"]) for x in records(log2)] if r.returncode == 0 else r.stderr)
     check("csv() reads what npy() reads", len(losses[0]) == 2 and losses[0] == losses[1], str(losses))
     reg = os.path.join(tmp, "reg.nml")
     with open(reg, "w") as f:
         f.write('use std.nn\nuse std.optim\ntrain {\n  data = csv("%s/reg.csv", label = 0, regression = 1)\n'
                 '  model = Linear(6, 1)\n  loss = mse(model(x), y)\n  optimizer = adam(lr = 0.05)\n}\n' % data)
-    r = subprocess.run([nmlc, "run", reg, "--epochs", "20", "--log", log2], capture_output=True, text=True)
+    r = subprocess.run([nmlc, "run", reg, "--epochs", "20", "--log", log2, "--force"], capture_output=True, text=True)
     recs6 = records(log2) if r.returncode == 0 else []
     check("csv() regression trains", len(recs6) == 20 and recs6[-1]["train_loss"] < 0.5 * recs6[0]["train_loss"],
           r.stderr + str(recs6[-1:] ))
     os.remove(via_npy), os.remove(via_csv), os.remove(reg)
 
     # --batch: ceil(1000 / 256) = 4 steps per epoch.
-    r = run("--limit", "1000", "--epochs", "2", "--batch", "256", "--log", log2)
+    r = run("--limit", "1000", "--epochs", "2", "--batch", "256", "--log", log2, "--force")
     recs5 = records(log2) if r.returncode == 0 else []
     check("--batch sets the steps per epoch", [x.get("step") for x in recs5] == [4, 8], str(recs5))
 

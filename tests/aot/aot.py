@@ -215,8 +215,34 @@ def errors(tmp):
         check("failing cc: the old library stays", f.read() == "old")
     r = nmlc_cmd("build", cls, "-o", keep, env=dict(nmlc_env, CC="/nonexistent/cc"))
     check("missing cc: exit 1", r.returncode == 1 and "cannot run the C compiler" in r.stderr, r.stderr)
+    # Names that clash with the runtime linked into the library (F: -o libnml.so once failed in the C
+    # compiler with pages of errors).
+    for lib in ("libnmlrt.so", "libnml.so", "libNML.so", "libnml_model.so", "librt.so", "librt_x.so", "rtutil"):
+        r = nmlc_cmd("build", cls, "-o", os.path.join(d, lib))
+        check(f"-o {lib}: clashes with the runtime", r.returncode == 1 and "clashes with the NML runtime" in r.stderr
+              and "error:" not in r.stderr.split("nmlc: error:", 1)[-1], r.stderr[-2000:])
+    # A header of the user's where NAME.h would go is not replaced; a FIFO as the library is refused.
+    user_h = os.path.join(d, "util.h")
+    with open(user_h, "w") as f:
+        f.write("int util(void);\n")
+    r = nmlc_cmd("build", cls, "-o", os.path.join(d, "libutil.so"))
+    check("a user's NAME.h: refused", r.returncode == 1 and "was not written by nmlc build" in r.stderr, r.stderr)
+    with open(user_h) as f:
+        check("a user's NAME.h: kept", f.read() == "int util(void);\n")
+    fifo = os.path.join(d, "libfifo.so")
+    os.mkfifo(fifo)
+    r = nmlc_cmd("build", cls, "-o", fifo)
+    check("-o a FIFO: refused", r.returncode == 1 and "not a regular file" in r.stderr, r.stderr)
+    check("-o a FIFO: still a FIFO", not os.path.isfile(fifo))
+    os.remove(fifo)
     left = sorted(os.listdir(d))
-    check("errors leave nothing behind", left == ["bad.nml", "libkeep.so"], str(left))
+    check("errors leave nothing behind", left == ["bad.nml", "libkeep.so", "util.h"], str(left))
+    # Building again over its own header and library works.
+    again = os.path.join(tmp, "again")
+    os.mkdir(again)
+    for i in range(2):
+        r = nmlc_cmd("build", cls, "-o", os.path.join(again, "libm.so"), "-q")
+        check(f"build #{i + 1} into the same place", r.returncode == 0, r.stderr)
 
 
 def abi_mismatch(tmp):
@@ -253,6 +279,66 @@ def abi_mismatch(tmp):
           r.stdout + r.stderr)
 
 
+def huge_batch(tmp):
+    """--batch beyond the runtime's sizes is a usage error; a library built for 2^31 - 1 rows
+    either cannot be created (NULL: its batch buffers are larger than memory) or trains on 40 rows
+    as the library built for 40 does, committing no more memory than those rows need; neither
+    crashes. (tests/repro: F05c, the batch gather of 2^62 rows that wrapped.)"""
+    d = os.path.join(tmp, "huge")
+    os.mkdir(d)
+    reg = os.path.join(here, "reg.nml")
+    r = nmlc_cmd("build", reg, "-o", os.path.join(d, "libregb.so"), "--batch", "4611686018427387904")
+    check("--batch 2^62: usage error", r.returncode == 2 and "--batch wants a whole number of at most" in r.stderr,
+          r.stderr)
+    check("--batch 2^62: nothing written", not os.listdir(d), str(os.listdir(d)))
+    prog = os.path.join(d, "huge.c")
+    with open(prog, "w") as f:
+        f.write('#include <stdio.h>\n#include "regb.h"\n'
+                "int main(void) {\n"
+                "  regb_model *m = regb_create(1);\n"
+                '  if (!m) { puts("create failed"); return 0; }\n'
+                "  static float x[40 * 6], y[40 * 2];\n"
+                "  for (int i = 0; i < 40 * 6; i++) x[i] = (float)(i % 7) / 7;\n"
+                "  for (int i = 0; i < 40 * 2; i++) y[i] = (float)(i % 3) / 3;\n"
+                "  double loss = 0;\n"
+                "  int rc = regb_train_step(m, x, y, 40, &loss);\n"
+                '  printf("rc %d loss %.9g %s\\n", rc, loss, rc ? regb_error(m) : "");\n'
+                "  regb_free(m);\n  return 0;\n}\n")
+    flags = [f"-fsanitize={sanitize}"] if sanitize not in ("", "none") else []
+    # An allocation larger than memory returns NULL under ASan too, as it does in a plain build.
+    env = dict(prog_env, ASAN_OPTIONS="allocator_may_return_null=1")
+    env.pop("MALLOC_PERTURB_", None)  # meson test sets it: glibc would then fill (and touch) every allocation
+    out, rss = {}, {}
+    for batch in ("40", "100000000", "2147483647"):
+        sub = os.path.join(d, batch)
+        os.mkdir(sub)
+        r = nmlc_cmd("build", reg, "-o", os.path.join(sub, "libregb.so"), "--batch", batch)
+        if not check(f"--batch {batch}: builds", r.returncode == 0, r.stderr):
+            return
+        exe = os.path.join(sub, "huge")
+        r = subprocess.run([*cc, *flags, "-I", sub, prog, os.path.join(sub, "libregb.so"), f"-Wl,-rpath,{sub}",
+                            "-o", exe], capture_output=True, text=True)
+        if not check(f"--batch {batch}: compile the program", r.returncode == 0, r.stderr):
+            return
+        with tempfile.TemporaryFile("w+") as o:
+            p = subprocess.Popen([exe], stdout=o, stderr=subprocess.STDOUT, text=True, env=env)
+            _, status, usage = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            o.seek(0)
+            stdout = o.read()
+        rss[batch] = usage.ru_maxrss  # kB
+        check(f"--batch {batch}: the program exits 0", p.returncode == 0, f"exit {p.returncode}: {stdout}")
+        out[batch] = stdout.strip()
+    check("--batch 40: one step", out["40"].startswith("rc 0 loss "), out["40"])
+    # 10^8 rows: 3.2 GB of batch buffers allocated, a few kB of them touched.
+    check("--batch 10^8: the same step as at batch 40", out["100000000"] == out["40"], f"{out['100000000']} vs {out['40']}")
+    if sanitize in ("", "none"):  # the sanitizers' shadow memory has its own cost
+        check("--batch 10^8: memory as at batch 40", rss["100000000"] < rss["40"] + 64 * 1024, str(rss))
+    check("--batch 2^31 - 1: not created, or the same step as at batch 40",
+          out["2147483647"] in ("create failed", out["40"]), f"{out['2147483647']} vs {out['40']}")
+    print(f"huge batch: {out['2147483647']}")
+
+
 with tempfile.TemporaryDirectory() as tmp:
     # nmlc's scratch directories go here, to check that every build, failed or not, removes its own.
     scratch = os.path.join(tmp, "scratch")
@@ -265,6 +351,7 @@ with tempfile.TemporaryDirectory() as tmp:
     generic_cpu(tmp, x, os.path.join(data, "blobs_y.npy"), cls_losses)
     embed_example(tmp)
     abi_mismatch(tmp)
+    huge_batch(tmp)
     errors(tmp)
     check("no scratch directories left", not os.listdir(scratch), str(os.listdir(scratch)))
 

@@ -337,6 +337,20 @@ static void abi(void)
 	CHECK(nml_model_check_abi(NULL, err, sizeof err) == -1);
 	CHECK_ERR(err, "NULL");
 	CHECK(nml_model_create(NULL, 1) == NULL);
+	/* Batch blocks whose size would wrap (2^62 rows of XDIM floats) or exceed 2^40 elements are
+	 * refused before anything is allocated; so is a negative width. */
+	const int64_t batches[] = {(int64_t)1 << 62, INT64_MAX, ((int64_t)1 << 40) / XDIM + 1};
+	for (int i = 0; i < 3; i++) {
+		NmlModelDesc big = desc;
+		big.batch = batches[i];
+		err[0] = 0;
+		CHECK(nml_model_check_abi(&big, err, sizeof err) == -1);
+		CHECK_ERR(err, "2^40");
+		CHECK(nml_model_create(&big, 1) == NULL);
+	}
+	NmlModelDesc neg = desc;
+	neg.out_dim = -1;
+	CHECK(nml_model_check_abi(&neg, err, sizeof err) == -1 && nml_model_create(&neg, 1) == NULL);
 }
 
 /* nml_model_train_rows is nml_model_train_step on rows gathered by index. */
