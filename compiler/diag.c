@@ -48,8 +48,21 @@ static void quote_line(FILE *f, SrcLoc loc)
 			l++;
 	const char *end = strchr(p, '\n');
 	int len = end ? (int)(end - p) : (int)strlen(p);
-	fprintf(f, "  %.*s\n  ", len, p);
-	for (int c = 1; c < loc.col && c <= len; c++)
+	/* A long line is shown as a window of WINDOW columns around the caret, "..." marking what
+	 * is left out. */
+	enum { WINDOW = 120 };
+	int from = 0, to = len;
+	if (len > WINDOW) {
+		from = loc.col - 1 - WINDOW / 2;
+		if (from > len - WINDOW)
+			from = len - WINDOW;
+		if (from < 0)
+			from = 0;
+		to = from + WINDOW;
+	}
+	const char *pre = from > 0 ? "..." : "", *post = to < len ? "..." : "";
+	fprintf(f, "  %s%.*s%s\n  %*s", pre, to - from, p + from, post, (int)strlen(pre), "");
+	for (int c = from + 1; c < loc.col && c <= to; c++)
 		fputc(p[c - 1] == '\t' ? '\t' : ' ', f);
 	fputs("^\n", f);
 }
@@ -90,6 +103,24 @@ void diag_error(SrcLoc loc, const char *fmt, ...)
 	memcpy(last_msg, msg, sizeof last_msg);
 	if (++nerrors == DIAG_MAX_ERRORS)
 		fprintf(stream ? stream : stderr, "nmlc: too many errors, stopping\n");
+}
+
+void diag_warning(SrcLoc loc, const char *fmt, ...)
+{
+	static SrcLoc last;
+	static char last_text[512];
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (loc.file == last.file && loc.line == last.line && loc.col == last.col && !strcmp(msg, last_text))
+		return;
+	last = loc;
+	memcpy(last_text, msg, sizeof last_text);
+	report_text("warning", loc, msg);
+	for (int i = ncontext - 1; i >= 0; i--)
+		report_text("note", context[i].loc, context[i].msg);
 }
 
 void diag_note(SrcLoc loc, const char *fmt, ...)

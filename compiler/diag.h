@@ -13,6 +13,9 @@ typedef struct SrcLoc {
 void diag_add_source(const char *file, const char *text);
 void diag_error(SrcLoc loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void diag_note(SrcLoc loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A warning: shown (with the context notes) but not counted as an error; a repeat at the same
+ * place with the same text is shown once. */
+void diag_warning(SrcLoc loc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Where the code being compiled was reached from: while a context is pushed, every error is
  * followed by a note for each, innermost first ("in l2 = Linear(128, 10)"), as a C compiler names
  * the macro expansion an error is in. The message must outlive the context. */

@@ -353,8 +353,51 @@ static void check_layer(Sema *s, const AstNode *l)
 
 static void check_rule_stmts(Sema *s, const AstNode *o, const AstList *body, int mark, int nformals, int in_repeat);
 
+/* Does e (an expression or statement, recursively) read name? An assignment `name = ...` writes
+ * it; `name += ...` reads it too. */
+static int reads(const AstNode *e, const char *name)
+{
+	if (!e)
+		return 0;
+	if (e->kind == AST_NAME && e->name == name)
+		return 1;
+	if (e->kind == AST_ASSIGN && e->name == name && e->op != TK_ASSIGN)
+		return 1;
+	if (reads(e->lhs, name) || reads(e->rhs, name))
+		return 1;
+	const AstList *lists[] = {&e->args, &e->body};
+	for (int k = 0; k < 2; k++)
+		for (const AstNode *a = lists[k]->head; a; a = a->next)
+			if (reads(a, name))
+				return 1;
+	return 0;
+}
+
+/* A rule's hyperparameter it never reads, and a state it never reads, are most likely slips. */
+static void warn_unused(const AstNode *o)
+{
+	const char *what = o->kind == AST_TRANSFORM ? "transform" : "rule";
+	for (const AstNode *f = o->formals.head; f; f = f->next) {
+		int used = 0;
+		for (const AstNode *st = o->body.head; st && !used; st = st->next)
+			used = reads(st, f->name);
+		if (!used)
+			diag_warning(f->loc, "hyperparameter '%s' of %s '%s' is never used", f->name, what, o->name);
+	}
+	for (const AstNode *st = o->body.head; st; st = st->next) {
+		if (st->kind != AST_STATE)
+			continue;
+		int used = 0;
+		for (const AstNode *u = o->body.head; u && !used; u = u->next)
+			used = u != st && reads(u, st->name);
+		if (!used)
+			diag_warning(st->loc, "state '%s' of %s '%s' is never read", st->name, what, o->name);
+	}
+}
+
 static void check_optimizer(Sema *s, const AstNode *o)
 {
+	warn_unused(o);
 	int mark = s->n;
 	check_formals(s, &o->formals);
 	int nformals = s->n;
