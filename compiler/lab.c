@@ -96,9 +96,11 @@ void lab_train(Compiler *c, const SessionKernels *k, uint64_t seed, const LabPla
 	double *hp = nml_model_hparams(m);
 	if (h >= 0)
 		hp[h] = value;
-	int T = ir_find_hparam(&c->mod, intern_cstr("T"));
+	int T = ir_find_hparam(&c->mod, intern_cstr("T")), spe = ir_find_hparam(&c->mod, intern_cstr("steps_per_epoch"));
 	if (T >= 0) /* schedules see this run's length */
 		hp[T] = (double)steps;
+	if (spe >= 0)
+		hp[spe] = (double)((d->n + c->cfg.batch - 1) / c->cfg.batch);
 	int64_t *idx = xmalloc(((size_t)d->n + 1) * sizeof *idx), pos = d->n;
 	int epoch = 0;
 	double t0 = now(), train_time = 0, wsum = 0;

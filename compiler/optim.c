@@ -27,13 +27,18 @@ static int is_name(const AstNode *e, void *name) { return e->kind == AST_NAME &&
 
 static int is_step(const AstNode *e, void *unused)
 {
-	return is_name(e, (void *)intern_cstr("t")) || is_name(e, (void *)intern_cstr("T"));
+	return is_name(e, (void *)intern_cstr("t")) || is_name(e, (void *)intern_cstr("T"))
+	       || is_name(e, (void *)intern_cstr("epoch"));
 }
 
 static int mentions_step(const AstNode *e) { return any_node(e, is_step, NULL); }
 
 /* Does a statement of a rule read T? */
 static int mentions_T(const AstNode *e) { return any_node(e, is_name, (void *)intern_cstr("T")); }
+
+/* Does an expression or statement read the epoch? It is computed from the step and the
+ * hyperparameter steps_per_epoch, which the run sets as it sets T. */
+static int mentions_epoch(const AstNode *e) { return any_node(e, is_name, (void *)intern_cstr("epoch")); }
 
 /* The argument a call passes for the index-th formal, by position or by name. */
 static AstNode *call_arg(AstNode *call, int index, const char *name)
@@ -174,9 +179,15 @@ int optim_hparams(Lower *L, const Value *opt)
 				   "no parameter is declared with that tag (\"matrix\" and \"vector\" select by rank)");
 	}
 	for (int r = 0; r < nrules; r++) /* a rule that reads T makes it a hyperparameter, as a schedule does */
-		for (AstNode *st = optim_def(L, rules[r])->body.head; st; st = st->next)
+		for (AstNode *st = optim_def(L, rules[r])->body.head; st; st = st->next) {
 			if (mentions_T(st))
 				ir_add_hparam(L->mod, intern_cstr("T"), 0, st->loc);
+			if (mentions_epoch(st))
+				ir_add_hparam(L->mod, intern_cstr("steps_per_epoch"), 1, st->loc);
+		}
+	for (int q = 0; q < i && q < 64; q++)
+		if (L->schedule[q] && mentions_epoch(L->schedule[q]))
+			ir_add_hparam(L->mod, intern_cstr("steps_per_epoch"), 1, L->schedule[q]->loc);
 	for (int r = 0; r < nrules; r++) {
 		char shared[256] = "";
 		for (AstNode *st = optim_def(L, rules[r])->body.head; st; st = st->next)
@@ -455,8 +466,8 @@ static void bind_hparams(Lower *L, const Value *rule, int first, Env *base)
 {
 	AstNode *def = optim_def(L, rule);
 	Env *sched = lower_env_new(L, rule->env);
-	const char *names[] = {intern_cstr("t"), intern_cstr("T")};
-	for (int k = 0; k < 2; k++) {
+	const char *names[] = {intern_cstr("t"), intern_cstr("T"), intern_cstr("epoch")};
+	for (int k = 0; k < 3; k++) {
 		Value *v = lower_lookup(base, names[k]);
 		if (v)
 			lower_bind(L, sched, names[k], *v);
@@ -498,7 +509,11 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 	SrcLoc loc = optim_def(L, rules[nrules - 1])->loc; /* the rule that updates p */
 	L->fn = fn;
 	int step = ir_scalar_leaf(fn, IR_STEP, loc);
-	int T = ir_find_hparam(L->mod, intern_cstr("T"));
+	int T = ir_find_hparam(L->mod, intern_cstr("T")), spe = ir_find_hparam(L->mod, intern_cstr("steps_per_epoch"));
+	/* the epoch, from 1: of the step, whatever accumulation counts as an update */
+	int epoch = spe < 0 ? -1
+		: ir_binary(fn, IR_ADD, ir_unary(fn, IR_FLOOR, ir_binary(fn, IR_DIV, ir_binary(fn, IR_SUB, step, ir_const(fn, 1, loc), loc),
+									    ir_hparam(fn, spe, loc), loc), loc), ir_const(fn, 1, loc), loc);
 	int n = ir_block(L->mod, NML_B_PARAMS)->n, first_state = ir_block(L->mod, NML_B_STATE)->n, global = 0;
 	int first_formal[64];
 	for (int r = 0, i = 0; r < nrules; r++) {
@@ -522,6 +537,8 @@ int optim_lower(Lower *L, IrFunc *fn, const Value *opt, const int *grad)
 		/* the weights as the step found them, whatever the rules before in a chain made of p */
 		lower_bind(L, base[p], intern_cstr("p_start"), (Value){.kind = V_TENSOR, .id = lower_param_value(L, p)});
 		lower_bind(L, base[p], t_name, (Value){.kind = V_TENSOR, .id = step});
+		if (epoch >= 0)
+			lower_bind(L, base[p], intern_cstr("epoch"), (Value){.kind = V_TENSOR, .id = epoch});
 		if (T >= 0) /* the run's length, which rules read like schedules do */
 			lower_bind(L, base[p], intern_cstr("T"), (Value){.kind = V_TENSOR, .id = ir_hparam(fn, T, loc)});
 		/* accumulate = k in the train block: every rule runs on the mean of k steps' gradients */

@@ -406,6 +406,7 @@ static void check_optimizer(Sema *s, const AstNode *o)
 	define(s, intern_cstr("g"));
 	define(s, intern_cstr("t"));
 	define(s, intern_cstr("T")); /* the run's length in steps */
+	define(s, intern_cstr("epoch")); /* from 1 */
 	for (const AstNode *st = o->body.head; st; st = st->next)
 		if (st->kind == AST_STATE)
 			define(s, st->name);
@@ -470,6 +471,7 @@ static void check_train(Sema *s, const AstNode *t)
 		if (st->name == intern_cstr("optimizer")) { /* hyperparameters may be schedules */
 			define(s, intern_cstr("t"));
 			define(s, intern_cstr("T"));
+			define(s, intern_cstr("epoch"));
 		}
 		check_expr(s, st->rhs);
 		s->n = mark_field;

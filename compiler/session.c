@@ -559,6 +559,9 @@ static void apply_run_options(Compiler *c, const Options *o)
 	int T = ir_find_hparam(&c->mod, intern_cstr("T"));
 	if (T >= 0)
 		c->mod.hparams[T].value = (double)c->cfg.epochs * (double)((c->train.n + c->cfg.batch - 1) / c->cfg.batch);
+	int spe = ir_find_hparam(&c->mod, intern_cstr("steps_per_epoch"));
+	if (spe >= 0) /* epoch in rules and schedules: the steps of an epoch of this data */
+		c->mod.hparams[spe].value = (double)((c->train.n + c->cfg.batch - 1) / c->cfg.batch);
 }
 
 int session_apply_options(Compiler *c, const Options *o)

@@ -165,6 +165,9 @@ CASES = [
     # number * schedule: --set changes the number, the peak of the curve, without editing the file
     ("set-scaled-cosine", "probe(lr = 0.1 * cosine_decay(t, T, min_factor = 0.1))", lambda: torch_values(
         lambda o: S.CosineAnnealingLR(o, T_max=T, eta_min=0.03), base=0.3), ["--set", "lr=0.3"]),
+    # epoch (from 1) in a schedule, three steps an epoch: the log's value after epoch e is epoch e's
+    ("epoch", "probe(lr = 0.9^(epoch - 1) * (epoch <= 20) + 0.01 * epoch * (epoch > 20))",
+     lambda: np.array([0.9 ** e if e < 20 else 0.01 * (e + 1) for e in range(T)]), ["--batch", "32"]),
     ("set-scaled-onecycle", "probe(lr = onecycle(t, T) * 0.4)", lambda: torch_values(
         lambda o: S.OneCycleLR(o, max_lr=0.05, total_steps=T), momentum=0.9), ["--set", "lr=0.05"]),
 ]
