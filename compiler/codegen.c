@@ -720,11 +720,14 @@ static LLVMValueRef imm(Cg *g, int a)
 	return g->type == CG_F32 ? LLVMBuildFPTrunc(g->b, v, g->T, "") : v;
 }
 
-/* A unit without a loop: a leaf, a scalar op, or a value sharing its operand's storage. */
+/* A unit without a loop: a leaf, a scalar op, a value sharing its operand's storage, or a store
+ * that changes nothing. */
 static void emit_value(Cg *g, int i)
 {
 	const IrInst *in = &g->f->inst[i];
 	Val *v = &g->val[i];
+	if (ir_op_class(in->op) == OPC_STORE) /* it writes what its slot holds (fuse.c) */
+		return;
 	if (ir_op_class(in->op) == OPC_LEAF) {
 		emit_leaf(g, i);
 	} else if (kind_of(g, i) == FV_ALIAS) {

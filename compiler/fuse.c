@@ -199,6 +199,40 @@ static int fits(const Planner *p, int u, int i)
 	return can_sink(p, u);
 }
 
+/* Can store i, of a value nest u computes, join u where u stands? Then the store runs earlier than
+ * program order says, so no unit after u may read or write its slot. (The nest cannot move down to
+ * the store when something in between needs its reduction, as a LAMB-style rule's trust ratio does:
+ * this keeps its state out of work and the copies that would follow.) */
+static int hoists(const Planner *p, int u, int i, int key)
+{
+	const Unit *U = &p->u[u];
+	if (U->kind != FU_NEST || U->red == p->f->inst[i].in[0] || has(&U->loose, key) || has(&U->writes, key))
+		return 0;
+	for (int q = p->pos[u] + 1; q < p->norder; q++) {
+		const Unit *V = &p->u[p->order[q]];
+		if (has(&V->reads, key) || has(&V->writes, key))
+			return 0;
+	}
+	return 1;
+}
+
+/* Does store i write back what its slot holds: the value of a load of that slot (through views),
+ * with no store to the slot since? (A rule that leaves p unchanged.) */
+static int writes_back(const Planner *p, int i, int key)
+{
+	int a = p->f->inst[i].in[0];
+	if (p->slot[a] != key)
+		return 0;
+	while (p->f->inst[a].op != IR_LOAD)
+		a = p->f->inst[a].in[0];
+	for (int j = a + 1; j < i; j++) {
+		const IrInst *in = &p->f->inst[j];
+		if (in->op == IR_STORE && ir_slot_key(in->attr.slot.block, in->attr.slot.index) == key)
+			return 0;
+	}
+	return 1;
+}
+
 static void join(Planner *p, int u, int i)
 {
 	sink(p, u);
@@ -316,10 +350,16 @@ static void place(Planner *p, int i, int fuse)
 		break;
 	case OPC_STORE: {
 		IrShape dst;
-		store_key(p->m, in, shape(p, a), &dst);
+		int key = store_key(p->m, in, shape(p, a), &dst);
+		if (fuse && same_layout(shape(p, a), &dst) && writes_back(p, i, key)) {
+			new_unit(p, FU_NONE, NULL, i);
+			break;
+		}
 		int u = fuse && same_layout(shape(p, a), &dst) ? producer(p, a, shape(p, a)) : -1;
 		if (u >= 0 && fits(p, u, i))
 			join(p, u, i);
+		else if (u >= 0 && hoists(p, u, i, key))
+			add_member(p, u, i);
 		else
 			new_unit(p, FU_NEST, &dst, i);
 		break;

@@ -24,7 +24,8 @@ typedef enum {
 } FuseValKind;
 
 typedef enum {
-	FU_NONE,   /* a leaf, a scalar op or an alias: no loop (a scalar a matmul reads is stored, though) */
+	FU_NONE,   /* a leaf, a scalar op, an alias, or a store of what its slot holds: no loop (a scalar a
+	            * matmul reads is stored, though) */
 	FU_NEST,   /* elementwise ops and stores over one iteration space, and perhaps one reduction of it */
 	FU_LIBRARY, /* a library call (a matmul) */
 	FU_LOOP,    /* an op with a loop of its own (onehot) */
