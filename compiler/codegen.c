@@ -59,6 +59,18 @@ typedef struct Cg {
 	int nscopes;
 	LLVMTypeRef alt_T, alt_I; /* f64 and i64 while emitting kernel code: see swap_scalar_types */
 	CgType alt_type;
+	int64_t max_batch;
+	LLVMValueRef args;    /* the kernel's NmlArgs pointer */
+	LLVMValueRef threads; /* i32: the thread setting, read at the kernel's entry */
+	/* Emitting a piece of a unit split across threads (emit_split): the outermost loop of a nest,
+	 * or a stack of matrix products, runs over [lo, hi) of the index split. */
+	struct {
+		int on;
+		int rows;          /* the reduction's output is split too (its first axis is kept) */
+		LLVMValueRef lo, hi;
+	} split;
+	LLVMValueRef extra;   /* in an outlined unit: the pointer its kernel passed (partial results) */
+	int64_t chunk_rows;   /* emit_chunks: rows of the first axis per chunk */
 } Cg;
 
 /* ---- small builders ---- */
@@ -284,6 +296,7 @@ typedef struct Nest {
 	/* set by nest_plan */
 	int depth, open;
 	LLVMValueRef dim[IR_MAXRANK]; /* trip counts, outermost first */
+	LLVMValueRef rest0;           /* loop 0's trip count over the size of its first axis */
 	Loop loop[IR_MAXRANK];
 } Nest;
 
@@ -332,6 +345,7 @@ static int nest_add(Cg *g, Nest *ns, int val, int key, int write, LLVMValueRef b
 static void nest_plan(Cg *g, Nest *ns)
 {
 	ns->depth = ns->open = 0;
+	ns->rest0 = ci(g, 1);
 	for (int i = 0; i < ns->rank; i++) {
 		if (ns->it[i] == 1)
 			continue;
@@ -343,6 +357,8 @@ static void nest_plan(Cg *g, Nest *ns)
 		LLVMValueRef d = dimv(g, ns->it[i]);
 		if (same) {
 			ns->dim[ns->depth - 1] = imul(g, ns->dim[ns->depth - 1], d);
+			if (ns->depth == 1)
+				ns->rest0 = imul(g, ns->rest0, d);
 			continue;
 		}
 		for (int k = 0; k < ns->nop; k++)
@@ -404,9 +420,13 @@ static LLVMValueRef nest_enter(Cg *g, Nest *ns, int upto, LLVMValueRef acc_init)
 {
 	LLVMValueRef acc = NULL;
 	for (int d = ns->open; d < upto; d++) {
-		LLVMValueRef iv = loop_begin(g, &ns->loop[d], ns->dim[d]);
+		int part = d == 0 && g->split.on; /* this piece of the first axis: [lo, hi) of it */
+		LLVMValueRef count = part ? imul(g, LLVMBuildNSWSub(g->b, g->split.hi, g->split.lo, ""), ns->rest0) : ns->dim[d];
+		LLVMValueRef iv = loop_begin(g, &ns->loop[d], count);
 		if (acc_init && d == upto - 1)
 			acc = loop_acc(g, &ns->loop[d], acc_init);
+		if (part)
+			iv = iadd(g, iv, imul(g, g->split.lo, ns->rest0));
 		for (int k = 0; k < ns->nop; k++) {
 			NestOp *o = &ns->op[k];
 			o->off[d + 1] = o->adv & (1u << d) ? iadd(g, o->off[d], imul(g, iv, o->stride[d])) : o->off[d];
@@ -819,6 +839,18 @@ static LLVMValueRef emit_body(Cg *g, Nest *ns, int q, const int *wk, int out, LL
 	return next;
 }
 
+/* The axis a nest is split on across threads: its first of more than one element; -1 when it has
+ * none, or when its reduction reduces that axis (threads would add into the same outputs). */
+static int split_axis(Cg *g, const FuseUnit *u)
+{
+	int a0 = 0;
+	while (a0 < u->space.rank && u->space.dim[a0] == 1)
+		a0++;
+	if (a0 == u->space.rank)
+		return -1;
+	return u->red >= 0 && (g->f->inst[u->red].attr.axes >> a0 & 1) ? -1 : a0;
+}
+
 /* One loop nest: the unit's elementwise ops and stores at each index of its space, and the reduction
  * they feed. A reduction runs over the space with its output broadcast along the reduced axes. When
  * the innermost loop reduces, it sums in a register and, if it is the only reducing loop, stores
@@ -879,12 +911,19 @@ static void emit_nest(Cg *g, int q)
 		for (int d = 0; d < ns.depth - inner; d++)
 			outer |= !(adv & (1u << d));
 		if (!inner || outer) {
+			/* a piece split on a kept axis initializes its rows of the output */
+			int rows = g->split.on && g->split.rows, a0 = rows ? split_axis(g, u) : -1;
 			IrShape kept = {0};
-			for (int a = 0; a < u->space.rank; a++)
+			for (int a = a0 + 1; a < u->space.rank; a++)
 				if (!((in->attr.axes >> a) & 1))
 					kept.dim[kept.rank++] = u->space.dim[a];
+			LLVMValueRef count = numelv(g, &kept), start = ci(g, 0);
+			if (rows) {
+				start = imul(g, g->split.lo, count);
+				count = imul(g, LLVMBuildNSWSub(g->b, g->split.hi, g->split.lo, ""), count);
+			}
 			Loop l;
-			LLVMValueRef j = loop_begin(g, &l, numelv(g, &kept));
+			LLVMValueRef j = iadd(g, loop_begin(g, &l, count), start);
 			store(g, init, elem(g, g->val[u->red].ptr, j), (Access){0});
 			loop_end(g, &l, NULL);
 		}
@@ -905,17 +944,19 @@ static void emit_nest(Cg *g, int q)
 	nest_free(&ns);
 }
 
-/* C = op(A) op(B) by cblas_?gemm, row-major; lda and ldb are the stored row lengths. Stacks of
- * matrices (axes before the last two, broadcast) are one call per matrix of C. */
-static void emit_matmul(Cg *g, int i)
+/* The matrix products of unit q: C = op(A) op(B) by cblas_?gemm, row-major; lda and ldb are the
+ * stored row lengths. A stack of matrices (axes before the last two, broadcast) is one call per
+ * matrix of C, over its flat index: all of them, or [lo, hi) in a piece split across threads. */
+static void emit_gemms(Cg *g, int q)
 {
+	int i = g->plan->unit[q].inst[0];
 	const IrInst *in = &g->f->inst[i];
 	const IrShape *sa = shape_of(g, in->in[0]), *sb = shape_of(g, in->in[1]), *sc = &in->shape;
 	int ta = in->attr.mm.ta, tb = in->attr.mm.tb, ra = sa->rank, rb = sb->rank, rc = sc->rank;
 	LLVMValueRef M = dimv(g, sc->dim[rc - 2]), N = dimv(g, sc->dim[rc - 1]);
 	LLVMValueRef K = dimv(g, sa->dim[ra - (ta ? 2 : 1)]);
 	LLVMValueRef lda = dimv(g, sa->dim[ra - 1]), ldb = dimv(g, sb->dim[rb - 1]);
-	LLVMValueRef C = g->val[i].ptr;
+	LLVMBuilderRef b = g->b;
 
 	LLVMTypeRef i32 = g->i32, p = g->ptr, T = g->T;
 	LLVMTypeRef pt[14] = {i32, i32, i32, i32, i32, i32, T, p, i32, p, i32, T, p, i32};
@@ -924,6 +965,67 @@ static void emit_matmul(Cg *g, int i)
 	LLVMValueRef fn = LLVMGetNamedFunction(g->mod, name);
 	if (!fn)
 		fn = LLVMAddFunction(g->mod, name, fty);
+
+	/* The stack: A and B advance along the axes they have (not 1). */
+	int lead = rc - 2;
+	LLVMValueRef stride_a[IR_MAXRANK], stride_b[IR_MAXRANK], sta = imul(g, dimv(g, sa->dim[ra - 2]), lda);
+	LLVMValueRef stb = imul(g, dimv(g, sb->dim[rb - 2]), ldb);
+	for (int k = lead - 1; k >= 0; k--) {
+		int ka = k - (rc - ra), kb = k - (rc - rb);
+		int adv_a = ka >= 0 && sa->dim[ka] != 1, adv_b = kb >= 0 && sb->dim[kb] != 1;
+		stride_a[k] = adv_a ? sta : ci(g, 0);
+		stride_b[k] = adv_b ? stb : ci(g, 0);
+		if (ka >= 0)
+			sta = imul(g, sta, dimv(g, sa->dim[ka]));
+		if (kb >= 0)
+			stb = imul(g, stb, dimv(g, sb->dim[kb]));
+	}
+	LLVMValueRef count = ci(g, 1), start = ci(g, 0);
+	for (int k = 0; k < lead; k++)
+		count = imul(g, count, dimv(g, sc->dim[k]));
+	if (g->split.on) {
+		start = g->split.lo;
+		count = LLVMBuildNSWSub(b, g->split.hi, g->split.lo, "");
+	}
+	Loop l;
+	LLVMValueRef s = iadd(g, loop_begin(g, &l, count), start), r = s;
+	LLVMValueRef oa = ci(g, 0), ob = ci(g, 0);
+	for (int k = lead - 1; k >= 0; k--) {
+		LLVMValueRef d = dimv(g, sc->dim[k]), at = lead > 1 ? LLVMBuildURem(b, r, d, "") : r;
+		oa = iadd(g, oa, imul(g, at, stride_a[k]));
+		ob = iadd(g, ob, imul(g, at, stride_b[k]));
+		if (k > 0)
+			r = LLVMBuildUDiv(b, r, d, "");
+	}
+	LLVMValueRef c_at = elem(g, g->val[i].ptr, imul(g, s, imul(g, M, N)));
+#define I32(v) LLVMBuildTrunc(b, (v), i32, "")
+	LLVMValueRef args[14] = {
+		LLVMConstInt(i32, CBLAS_ROW_MAJOR, 0), LLVMConstInt(i32, ta ? CBLAS_TRANS : CBLAS_NO_TRANS, 0),
+		LLVMConstInt(i32, tb ? CBLAS_TRANS : CBLAS_NO_TRANS, 0), I32(M), I32(N), I32(K), cf(g, 1),
+		elem(g, g->val[in->in[0]].ptr, oa), I32(lda), elem(g, g->val[in->in[1]].ptr, ob), I32(ldb), cf(g, 0), c_at,
+		I32(N),
+	};
+#undef I32
+	LLVMBuildCall2(b, fty, fn, args, 14, "");
+	loop_end(g, &l, NULL);
+}
+
+static LLVMValueRef outline(Cg *g, int q, void (*piece)(Cg *g, int q), LLVMValueRef extra, LLVMValueRef *ctx);
+static void run_split(Cg *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef n, LLVMValueRef work);
+static int64_t static_numel(Cg *g, const IrShape *s);
+
+/* A matrix product (unit q), or a stack of them. OpenBLAS threads one product; a stack of two or
+ * more is split across the pool's threads instead, each product on one thread (small products
+ * gain little from OpenBLAS's threads and pay for waking them every call). */
+static void emit_matmul(Cg *g, int q)
+{
+	int i = g->plan->unit[q].inst[0];
+	const IrInst *in = &g->f->inst[i];
+	const IrShape *sa = shape_of(g, in->in[0]), *sc = &in->shape;
+	int ta = in->attr.mm.ta, ra = sa->rank, rc = sc->rank;
+	LLVMValueRef M = dimv(g, sc->dim[rc - 2]), N = dimv(g, sc->dim[rc - 1]);
+	LLVMValueRef K = dimv(g, sa->dim[ra - (ta ? 2 : 1)]);
+	LLVMValueRef C = g->val[i].ptr;
 
 	/* OpenBLAS rejects lda < 1 even when there is nothing to read: an empty inner dimension gives
 	 * zeros and an empty result nothing at all. */
@@ -938,40 +1040,32 @@ static void emit_matmul(Cg *g, int i)
 	LLVMBuildCondBr(b, ok, call, empty);
 
 	LLVMPositionBuilderAtEnd(b, call);
-	/* The stack: one loop per leading axis of C; A and B advance along the axes they have (not 1). */
-	int lead = rc - 2;
-	LLVMValueRef stride_a[IR_MAXRANK], stride_b[IR_MAXRANK], sta = imul(g, dimv(g, sa->dim[ra - 2]), lda);
-	LLVMValueRef stb = imul(g, dimv(g, sb->dim[rb - 2]), ldb);
-	for (int k = lead - 1; k >= 0; k--) {
-		int ka = k - (rc - ra), kb = k - (rc - rb);
-		int adv_a = ka >= 0 && sa->dim[ka] != 1, adv_b = kb >= 0 && sb->dim[kb] != 1;
-		stride_a[k] = adv_a ? sta : ci(g, 0);
-		stride_b[k] = adv_b ? stb : ci(g, 0);
-		if (ka >= 0)
-			sta = imul(g, sta, dimv(g, sa->dim[ka]));
-		if (kb >= 0)
-			stb = imul(g, stb, dimv(g, sb->dim[kb]));
+	IrShape stack = {0};
+	for (int k = 0; k < rc - 2; k++)
+		stack.dim[stack.rank++] = sc->dim[k];
+	int64_t most = static_numel(g, &stack);
+	IrShape mnk = *sc; /* C's elements times K: the multiply-adds */
+	mnk.dim[mnk.rank++] = sa->dim[ra - (ta ? 2 : 1)];
+	if (most < 2 || static_numel(g, &mnk) / 8 < NML_POOL_MIN_WORK) {
+		emit_gemms(g, q);
+	} else {
+		LLVMValueRef ctx, fn = outline(g, q, emit_gemms, NULL, &ctx);
+		LLVMValueRef S = numelv(g, &stack);
+		LLVMValueRef work = LLVMBuildSDiv(b, imul(g, imul(g, S, M), imul(g, N, K)), ci(g, 8), "");
+		LLVMTypeRef i32 = g->i32, vt = LLVMVoidTypeInContext(g->ctx);
+		LLVMTypeRef getty = LLVMFunctionType(i32, NULL, 0, 0), setty = LLVMFunctionType(vt, &i32, 1, 0);
+		LLVMValueRef get = LLVMGetNamedFunction(g->mod, "openblas_get_num_threads");
+		LLVMValueRef set = LLVMGetNamedFunction(g->mod, "openblas_set_num_threads");
+		if (!get)
+			get = LLVMAddFunction(g->mod, "openblas_get_num_threads", getty);
+		if (!set)
+			set = LLVMAddFunction(g->mod, "openblas_set_num_threads", setty);
+		LLVMValueRef nt = LLVMBuildCall2(b, getty, get, NULL, 0, "blas.threads");
+		LLVMValueRef one = LLVMConstInt(i32, 1, 0);
+		LLVMBuildCall2(b, setty, set, &one, 1, "");
+		run_split(g, fn, ctx, S, work);
+		LLVMBuildCall2(b, setty, set, &nt, 1, "");
 	}
-	Loop l[IR_MAXRANK];
-	LLVMValueRef oa = ci(g, 0), ob = ci(g, 0), oc = ci(g, 0);
-	for (int k = 0; k < lead; k++) {
-		LLVMValueRef iv = loop_begin(g, &l[k], dimv(g, sc->dim[k]));
-		oa = iadd(g, oa, imul(g, iv, stride_a[k]));
-		ob = iadd(g, ob, imul(g, iv, stride_b[k]));
-		oc = iadd(g, imul(g, oc, dimv(g, sc->dim[k])), iv);
-	}
-	LLVMValueRef c_at = elem(g, C, imul(g, oc, imul(g, M, N)));
-#define I32(v) LLVMBuildTrunc(b, (v), i32, "")
-	LLVMValueRef args[14] = {
-		LLVMConstInt(i32, CBLAS_ROW_MAJOR, 0), LLVMConstInt(i32, ta ? CBLAS_TRANS : CBLAS_NO_TRANS, 0),
-		LLVMConstInt(i32, tb ? CBLAS_TRANS : CBLAS_NO_TRANS, 0), I32(M), I32(N), I32(K), cf(g, 1),
-		elem(g, g->val[in->in[0]].ptr, oa), I32(lda), elem(g, g->val[in->in[1]].ptr, ob), I32(ldb), cf(g, 0), c_at,
-		I32(N),
-	};
-#undef I32
-	LLVMBuildCall2(b, fty, fn, args, 14, "");
-	for (int k = lead - 1; k >= 0; k--)
-		loop_end(g, &l[k], NULL);
 	LLVMBuildBr(b, done);
 
 	LLVMPositionBuilderAtEnd(b, empty);
@@ -1236,6 +1330,233 @@ static void emit_segsum(Cg *g, int i)
 	loop_end(g, &lq, NULL);
 }
 
+/* ---- threads: units split across the runtime's pool (runtime/pool.c) ----
+ *
+ * A unit to split becomes a function of its own, `void kernel.uQ(NmlArgs *args, double *ctx,
+ * int64_t lo, int64_t hi)`, that runs indices [lo, hi) of its first axis (a nest) or of its stack
+ * (matrix products); the kernel stores the scalars the unit reads in ctx and hands the function to
+ * nml_pool_for, which runs it in pieces on the pool's threads, or whole on the calling thread when
+ * the unit is small. Pieces write disjoint elements, and each element is computed by the same
+ * instructions whatever the pieces are, so results do not depend on the number of threads. */
+
+/* Elements of s at the largest batch; a bound for deciding whether a unit is worth splitting. */
+static int64_t static_numel(Cg *g, const IrShape *s)
+{
+	int64_t k = 1;
+	for (int i = 0; i < s->rank; i++)
+		k *= s->dim[i] == IR_BATCH ? g->max_batch : s->dim[i];
+	return k;
+}
+
+static LLVMTypeRef args_type(Cg *g);
+
+static void load_args(Cg *g)
+{
+	static const char *names[ARG_COUNT] = {
+#define NML_X(name, str, layout, kind) [NML_B_##name] = str,
+		NML_BLOCKS(NML_X)
+#undef NML_X
+		[ARG_HPARAMS] = "hparams", [ARG_N] = "n", [ARG_T] = "t", [ARG_SEED] = "seed",
+	};
+	LLVMTypeRef at = args_type(g);
+	for (int i = 0; i < ARG_COUNT; i++) {
+		LLVMTypeRef ft = LLVMStructGetTypeAtIndex(at, (unsigned)i);
+		g->arg[i] = LLVMBuildLoad2(g->b, ft, LLVMBuildStructGEP2(g->b, at, g->args, (unsigned)i, ""), names[i]);
+	}
+}
+
+/* Points value v at its storage, from this function's arguments. */
+static void repoint(Cg *g, int v)
+{
+	int r = fuse_root(g->plan, g->f, v);
+	const IrInst *in = &g->f->inst[r];
+	if (g->plan->val[r].region) {
+		LLVMValueRef off = ci(g, (int64_t)g->plan->val[r].off);
+		g->val[v].ptr = LLVMBuildInBoundsGEP2(g->b, g->i8, g->arg[NML_B_WORK], &off, 1, "");
+	} else if (in->op == IR_LOAD) {
+		g->val[v].ptr = slot_ptr(g, in->attr.slot.block, in->attr.slot.index);
+	}
+}
+
+/* Unit q as a function of its own, emitted by piece with g->split on; *ctx is where the kernel
+ * stored the scalars it reads, and the pointer extra (unless NULL) after them, which the function
+ * finds in g->extra (emitted here, before the call). */
+static LLVMValueRef outline(Cg *g, int q, void (*piece)(Cg *g, int q), LLVMValueRef extra, LLVMValueRef *ctx)
+{
+	const FuseUnit *u = &g->plan->unit[q];
+	const IrFunc *f = g->f;
+	LLVMBuilderRef b = g->b;
+	int *sc = malloc((size_t)(3 * u->n + 1) * sizeof *sc), nsc = 0;
+	if (!sc)
+		die("out of memory");
+	for (int x = 0; x < u->n; x++) {
+		const IrInst *in = &f->inst[u->inst[x]];
+		for (int j = 0; j < ir_op_arity(in->op); j++) {
+			int a = in->in[j], seen = 0;
+			for (int k = 0; k < nsc && !seen; k++)
+				seen = sc[k] == a;
+			if (!seen && kind_of(g, a) == FV_SCALAR)
+				sc[nsc++] = a;
+		}
+	}
+	LLVMTypeRef arr = LLVMArrayType2(g->f64, (uint64_t)nsc + 1);
+	LLVMBasicBlockRef here = LLVMGetInsertBlock(b);
+	LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(g->fn);
+	LLVMPositionBuilderBefore(b, LLVMGetFirstInstruction(entry));
+	*ctx = LLVMBuildAlloca(b, arr, "ctx");
+	LLVMPositionBuilderAtEnd(b, here);
+	for (int k = 0; k < nsc; k++)
+		LLVMBuildStore(b, g->val[sc[k]].imm, LLVMBuildInBoundsGEP2(b, g->f64, *ctx, (LLVMValueRef[]){ci(g, k)}, 1, ""));
+	if (extra)
+		LLVMBuildStore(b, extra, LLVMBuildInBoundsGEP2(b, g->f64, *ctx, (LLVMValueRef[]){ci(g, nsc)}, 1, ""));
+
+	char name[300];
+	snprintf(name, sizeof name, "%s.u%d", g->kname, q);
+	LLVMTypeRef pt[4] = {g->ptr, g->ptr, g->i64, g->i64};
+	LLVMValueRef fn = LLVMAddFunction(g->mod, name, LLVMFunctionType(LLVMVoidTypeInContext(g->ctx), pt, 4, 0));
+	LLVMSetLinkage(fn, LLVMInternalLinkage);
+	unsigned nounwind = LLVMGetEnumAttributeKindForName("nounwind", 8);
+	LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(g->ctx, nounwind, 0));
+
+	Cg saved = *g;
+	Val *vals = malloc((size_t)(f->n ? f->n : 1) * sizeof *vals);
+	if (!vals)
+		die("out of memory");
+	memcpy(vals, g->val, (size_t)f->n * sizeof *vals);
+	g->fn = fn;
+	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->ctx, fn, "entry"));
+	g->args = LLVMGetParam(fn, 0);
+	load_args(g);
+	LLVMValueRef cx = LLVMGetParam(fn, 1);
+	for (int k = 0; k < nsc; k++)
+		g->val[sc[k]].imm = LLVMBuildLoad2(b, g->f64, LLVMBuildInBoundsGEP2(b, g->f64, cx, (LLVMValueRef[]){ci(g, k)}, 1, ""), "");
+	if (extra)
+		g->extra = LLVMBuildLoad2(b, g->ptr, LLVMBuildInBoundsGEP2(b, g->f64, cx, (LLVMValueRef[]){ci(g, nsc)}, 1, ""), "");
+	for (int x = 0; x < u->n; x++) {
+		const IrInst *in = &f->inst[u->inst[x]];
+		repoint(g, u->inst[x]);
+		for (int j = 0; j < ir_op_arity(in->op); j++) /* a scalar a matmul or loop reads is in memory */
+			if (kind_of(g, in->in[j]) != FV_SCALAR || g->plan->val[in->in[j]].region)
+				repoint(g, in->in[j]);
+	}
+	g->split.on = g->split.rows = 1;
+	g->split.lo = LLVMGetParam(fn, 2);
+	g->split.hi = LLVMGetParam(fn, 3);
+	piece(g, q);
+	LLVMBuildRetVoid(b);
+
+	memcpy(g->val, vals, (size_t)f->n * sizeof *vals);
+	free(vals);
+	free(sc);
+	saved.nscopes = g->nscopes; /* scope names stay unique in the kernel */
+	*g = saved;
+	LLVMPositionBuilderAtEnd(b, here);
+	return fn;
+}
+
+/* nml_pool_for(fn, args, ctx, n, work, threads) */
+static void run_split(Cg *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef n, LLVMValueRef work)
+{
+	LLVMTypeRef pt[6] = {g->ptr, g->ptr, g->ptr, g->i64, g->i64, g->i32};
+	LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(g->ctx), pt, 6, 0);
+	LLVMValueRef pool = LLVMGetNamedFunction(g->mod, "nml_pool_for");
+	if (!pool)
+		pool = LLVMAddFunction(g->mod, "nml_pool_for", fty);
+	LLVMValueRef a[6] = {fn, g->args, ctx, n, work, g->threads};
+	LLVMBuildCall2(g->b, fty, pool, a, 6, "");
+}
+
+/* A reduction over the axis a nest would be split on runs in chunks of that axis fixed by the shapes
+ * alone (about CHUNK elements each, whole rows): each chunk reduces into a partial result of its own,
+ * in any thread, and the kernel combines the partials in chunk order. So the sums are the same on
+ * any number of threads (they differ from one unchunked loop's by reassociation only). */
+enum { CHUNK = 16384, MAX_PARTIALS = 16384 };
+
+/* Chunks [lo, hi) of unit q, each reducing into its partial result in g->extra. */
+static void emit_chunks(Cg *g, int q)
+{
+	const FuseUnit *u = &g->plan->unit[q];
+	int a0 = 0;
+	while (u->space.dim[a0] == 1)
+		a0++;
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef lo = g->split.lo, D = dimv(g, u->space.dim[a0]), R = ci(g, g->chunk_rows);
+	LLVMValueRef K = numelv(g, &g->f->inst[u->red].shape);
+	Loop l;
+	LLVMValueRef c = iadd(g, loop_begin(g, &l, LLVMBuildNSWSub(b, g->split.hi, lo, "")), lo);
+	LLVMValueRef first = imul(g, c, R), end = iadd(g, first, R);
+	end = sel(g, LLVMBuildICmp(b, LLVMIntSLT, end, D, ""), end, D);
+	LLVMValueRef out = g->val[u->red].ptr;
+	g->val[u->red].ptr = elem(g, g->extra, imul(g, c, K));
+	g->split.rows = 0;
+	g->split.lo = first;
+	g->split.hi = end;
+	emit_nest(g, q);
+	g->val[u->red].ptr = out;
+	loop_end(g, &l, NULL);
+}
+
+/* A nest worth splitting: one with enough elements and an axis to split on, kept (split_axis) or
+ * reduced in chunks (emit_chunks). */
+static void emit_nest_unit(Cg *g, int q)
+{
+	const FuseUnit *u = &g->plan->unit[q];
+	int a0 = 0;
+	while (a0 < u->space.rank && u->space.dim[a0] == 1)
+		a0++;
+	if (a0 == u->space.rank || static_numel(g, &u->space) < NML_POOL_MIN_WORK) {
+		emit_nest(g, q);
+		return;
+	}
+	if (split_axis(g, u) >= 0) {
+		LLVMValueRef ctx, fn = outline(g, q, emit_nest, NULL, &ctx);
+		run_split(g, fn, ctx, dimv(g, u->space.dim[a0]), numelv(g, &u->space));
+		return;
+	}
+	/* the reduction reduces the first axis: chunks, when the rest of a row has a size known now */
+	const IrInst *red = &g->f->inst[u->red];
+	IrShape row = {0}, kept = {0};
+	int64_t row_n = 1;
+	for (int a = a0 + 1; a < u->space.rank; a++) {
+		row_n *= u->space.dim[a];
+		if (u->space.dim[a] == IR_BATCH)
+			row_n = -1;
+		row.dim[row.rank++] = u->space.dim[a];
+	}
+	for (int a = 0; a < u->space.rank; a++)
+		if (!(red->attr.axes >> a & 1))
+			kept.dim[kept.rank++] = u->space.dim[a];
+	int64_t rows = row_n > 0 ? (CHUNK + row_n - 1) / row_n : 0;
+	int64_t most = rows ? (static_numel(g, &(IrShape){.rank = 1, .dim = {u->space.dim[a0]}}) + rows - 1) / rows : 0;
+	if (row_n < 0 || most < 2 || most * static_numel(g, &kept) > MAX_PARTIALS) {
+		emit_nest(g, q);
+		return;
+	}
+	LLVMBuilderRef b = g->b;
+	LLVMBasicBlockRef here = LLVMGetInsertBlock(b);
+	LLVMPositionBuilderBefore(b, LLVMGetFirstInstruction(LLVMGetEntryBasicBlock(g->fn)));
+	LLVMValueRef part = LLVMBuildAlloca(b, LLVMArrayType2(g->T, (uint64_t)(most * static_numel(g, &kept))), "partials");
+	LLVMPositionBuilderAtEnd(b, here);
+
+	LLVMValueRef K = numelv(g, &kept), ctx;
+	g->chunk_rows = rows;
+	LLVMValueRef fn = outline(g, q, emit_chunks, part, &ctx);
+	LLVMValueRef D = dimv(g, u->space.dim[a0]);
+	LLVMValueRef n = LLVMBuildSDiv(b, iadd(g, D, ci(g, rows - 1)), ci(g, rows), "chunks");
+	run_split(g, fn, ctx, n, numelv(g, &u->space));
+
+	/* out[j] = the partials of j, in chunk order */
+	LLVMValueRef init = cf(g, red->op == IR_MAX ? -INFINITY : 0);
+	Loop lj, lc;
+	LLVMValueRef j = loop_begin(g, &lj, K);
+	LLVMValueRef c = loop_begin(g, &lc, n);
+	LLVMValueRef acc = loop_acc(g, &lc, init);
+	LLVMValueRef x = LLVMBuildLoad2(b, g->T, elem(g, part, iadd(g, imul(g, c, K), j)), "");
+	LLVMValueRef sum = loop_end(g, &lc, reduce_step(g, red->op, acc, x, 0));
+	LLVMBuildStore(b, sum, elem(g, g->val[u->red].ptr, j));
+	loop_end(g, &lj, NULL);
+}
+
 /* ---- kernels ---- */
 
 static void emit_unit(Cg *g, int q)
@@ -1243,8 +1564,8 @@ static void emit_unit(Cg *g, int q)
 	const FuseUnit *u = &g->plan->unit[q];
 	switch (u->kind) {
 	case FU_NONE: emit_value(g, u->inst[0]); break;
-	case FU_NEST: emit_nest(g, q); break;
-	case FU_LIBRARY: emit_matmul(g, u->inst[0]); break;
+	case FU_NEST: emit_nest_unit(g, q); break;
+	case FU_LIBRARY: emit_matmul(g, q); break;
 	case FU_LOOP:
 		switch (g->f->inst[u->inst[0]].op) {
 		case IR_PERMUTE: emit_permute(g, u->inst[0]); break;
@@ -1273,13 +1594,8 @@ static LLVMTypeRef args_type(Cg *g)
 
 static void emit_kernel(Cg *g, CgKernel *k, int64_t max_batch)
 {
-	static const char *names[ARG_COUNT] = {
-#define NML_X(name, str, layout, kind) [NML_B_##name] = str,
-		NML_BLOCKS(NML_X)
-#undef NML_X
-		[ARG_HPARAMS] = "hparams", [ARG_N] = "n", [ARG_T] = "t", [ARG_SEED] = "seed",
-	};
 	g->f = k->fn;
+	g->max_batch = max_batch;
 	g->kname = k->name;
 	g->nscopes = 0;
 	char dom[256];
@@ -1293,13 +1609,15 @@ static void emit_kernel(Cg *g, CgKernel *k, int64_t max_batch)
 	LLVMAddAttributeAtIndex(g->fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(g->ctx, nounwind, 0));
 	LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->ctx, g->fn, "entry"));
 
-	LLVMTypeRef at = args_type(g);
-	LLVMValueRef a = LLVMGetParam(g->fn, 0);
-	LLVMSetValueName2(a, "args", 4);
-	for (int i = 0; i < ARG_COUNT; i++) {
-		LLVMTypeRef ft = LLVMStructGetTypeAtIndex(at, (unsigned)i);
-		g->arg[i] = LLVMBuildLoad2(g->b, ft, LLVMBuildStructGEP2(g->b, at, a, (unsigned)i, ""), names[i]);
-	}
+	g->args = LLVMGetParam(g->fn, 0);
+	LLVMSetValueName2(g->args, "args", 4);
+	load_args(g);
+	/* the thread setting is OpenBLAS's (nmlc run --threads, OPENBLAS_NUM_THREADS): one for both */
+	LLVMTypeRef getty = LLVMFunctionType(g->i32, NULL, 0, 0);
+	LLVMValueRef get = LLVMGetNamedFunction(g->mod, "openblas_get_num_threads");
+	if (!get)
+		get = LLVMAddFunction(g->mod, "openblas_get_num_threads", getty);
+	g->threads = LLVMBuildCall2(g->b, getty, get, NULL, 0, "threads");
 
 	FusePlan *plan = fuse_plan(g->m, g->f, g->type == CG_F32 ? 4 : 8, max_batch, !k->unfused);
 	g->plan = plan;

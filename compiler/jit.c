@@ -18,6 +18,7 @@
 #include "config.h"
 #include <llvm/Config/llvm-config.h>
 #include "diag.h"
+#include "nmlrt.h"
 
 struct Jit {
 	LLVMOrcLLJITRef lljit;
@@ -34,7 +35,7 @@ static char *take_error(LLVMErrorRef e)
 	return s;
 }
 
-/* BLAS is bound by address: the process-symbol search would miss it when the executable was linked
+/* BLAS and the runtime's thread pool are bound by address: the process-symbol search would miss it when the executable was linked
  * with --as-needed and nothing outside generated code calls it. */
 static LLVMErrorRef define_blas(Jit *j)
 {
@@ -44,6 +45,9 @@ static LLVMErrorRef define_blas(Jit *j)
 	} syms[] = {
 		{"cblas_sgemm", (void (*)(void))cblas_sgemm},
 		{"cblas_dgemm", (void (*)(void))cblas_dgemm},
+		{"openblas_get_num_threads", (void (*)(void))openblas_get_num_threads},
+		{"openblas_set_num_threads", (void (*)(void))openblas_set_num_threads},
+		{"nml_pool_for", (void (*)(void))nml_pool_for},
 	};
 	enum { NSYMS = sizeof syms / sizeof syms[0] };
 	LLVMOrcCSymbolMapPair pairs[NSYMS];
