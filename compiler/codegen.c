@@ -1156,11 +1156,17 @@ static void emit_window(Cg *g, int i)
 	LLVMValueRef src = g->val[a].ptr, dst = g->val[i].ptr;
 	LLVMMetadataRef s = new_scope(g);
 	Access wr = {scope_list(g, &s, 1), NULL}, rd = {NULL, wr.scope};
+	/* the images and channels (b, c): all, or [lo, hi) of them in a piece split across threads */
+	LLVMValueRef start = ci(g, 0), count = imul(g, dimv(g, win->dim[0]), ci(g, win->dim[1]));
+	if (g->split.on) {
+		start = g->split.lo;
+		count = LLVMBuildNSWSub(b, g->split.hi, g->split.lo, "");
+	}
 	if (fold)
-		LLVMBuildMemSet(b, dst, LLVMConstInt(g->i8, 0, 0),
-				LLVMBuildMul(b, numelv(g, &in->shape), ci(g, g->type == CG_F32 ? 4 : 8), ""), 1);
+		LLVMBuildMemSet(b, elem(g, dst, imul(g, start, imul(g, H, W))), LLVMConstInt(g->i8, 0, 0),
+				LLVMBuildMul(b, imul(g, count, imul(g, H, W)), ci(g, g->type == CG_F32 ? 4 : 8), ""), 1);
 	Loop l[5];
-	LLVMValueRef bc = loop_begin(g, &l[0], imul(g, dimv(g, win->dim[0]), ci(g, win->dim[1])));
+	LLVMValueRef bc = iadd(g, loop_begin(g, &l[0], count), start);
 	LLVMValueRef kh = loop_begin(g, &l[1], KH);
 	LLVMValueRef kw = loop_begin(g, &l[2], KW);
 	LLVMValueRef oh = loop_begin(g, &l[3], OH);
@@ -1557,6 +1563,21 @@ static void emit_nest_unit(Cg *g, int q)
 	loop_end(g, &lj, NULL);
 }
 
+static void emit_window_piece(Cg *g, int q) { emit_window(g, g->plan->unit[q].inst[0]); }
+
+/* unfold and fold split by image and channel: each writes its own windows or image planes */
+static void emit_window_unit(Cg *g, int q)
+{
+	const IrInst *in = &g->f->inst[g->plan->unit[q].inst[0]];
+	const IrShape *win = in->op == IR_FOLD ? shape_of(g, in->in[0]) : &in->shape;
+	if (static_numel(g, win) < NML_POOL_MIN_WORK) {
+		emit_window(g, g->plan->unit[q].inst[0]);
+		return;
+	}
+	LLVMValueRef ctx, fn = outline(g, q, emit_window_piece, NULL, &ctx);
+	run_split(g, fn, ctx, imul(g, dimv(g, win->dim[0]), ci(g, win->dim[1])), numelv(g, win));
+}
+
 /* ---- kernels ---- */
 
 static void emit_unit(Cg *g, int q)
@@ -1570,7 +1591,7 @@ static void emit_unit(Cg *g, int q)
 		switch (g->f->inst[u->inst[0]].op) {
 		case IR_PERMUTE: emit_permute(g, u->inst[0]); break;
 		case IR_RANDOM: emit_random(g, u->inst[0]); break;
-		case IR_UNFOLD: case IR_FOLD: emit_window(g, u->inst[0]); break;
+		case IR_UNFOLD: case IR_FOLD: emit_window_unit(g, q); break;
 		case IR_SLICE: case IR_ARGMAX: emit_slice_argmax(g, u->inst[0]); break;
 		case IR_GATHER: case IR_SCATTER: emit_gather_scatter(g, u->inst[0]); break;
 		case IR_SEGSUM: emit_segsum(g, u->inst[0]); break;
