@@ -71,6 +71,7 @@ typedef struct Cg {
 	} split;
 	LLVMValueRef extra;   /* in an outlined unit: the pointer its kernel passed (partial results) */
 	int64_t chunk_rows;   /* emit_chunks: rows of the first axis per chunk */
+	int64_t chunk_block;  /* emit_chunks: elements of the partials of one reduction */
 } Cg;
 
 /* ---- small builders ---- */
@@ -227,7 +228,9 @@ static void store(Cg *g, LLVMValueRef v, LLVMValueRef p, Access a) { tag(g, LLVM
  * carrying one accumulator. */
 typedef struct Loop {
 	LLVMBasicBlockRef pre, body, exit;
-	LLVMValueRef iv, count, acc, init;
+	LLVMValueRef iv, count;
+	LLVMValueRef acc[FUSE_MAX_RED], init[FUSE_MAX_RED];
+	int nacc;
 } Loop;
 
 static LLVMValueRef loop_begin(Cg *g, Loop *l, LLVMValueRef count)
@@ -241,16 +244,17 @@ static LLVMValueRef loop_begin(Cg *g, Loop *l, LLVMValueRef count)
 	return l->iv;
 }
 
-/* An accumulator starting at init; call right after loop_begin. */
+/* An accumulator starting at init (one of up to FUSE_MAX_RED); call right after loop_begin. */
 static LLVMValueRef loop_acc(Cg *g, Loop *l, LLVMValueRef init)
 {
-	l->init = init;
-	l->acc = LLVMBuildPhi(g->b, g->T, "acc");
-	return l->acc;
+	l->init[l->nacc] = init;
+	l->acc[l->nacc] = LLVMBuildPhi(g->b, g->T, "acc");
+	return l->acc[l->nacc++];
 }
 
-/* Closes the loop; with an accumulator, returns its final value (init if the loop did not run). */
-static LLVMValueRef loop_end(Cg *g, Loop *l, LLVMValueRef acc_next)
+/* Closes the loop; out[k] is accumulator k's final value (init if the loop did not run), next[k]
+ * its value after an iteration. */
+static void loop_end_accs(Cg *g, Loop *l, LLVMValueRef *next_acc, LLVMValueRef *out)
 {
 	LLVMValueRef next = LLVMBuildNSWAdd(g->b, l->iv, ci(g, 1), "");
 	LLVMBasicBlockRef latch = LLVMGetInsertBlock(g->b);
@@ -258,11 +262,18 @@ static LLVMValueRef loop_end(Cg *g, Loop *l, LLVMValueRef acc_next)
 	LLVMValueRef zero = ci(g, 0);
 	LLVMAddIncoming(l->iv, (LLVMValueRef[]){zero, next}, (LLVMBasicBlockRef[]){l->pre, latch}, 2);
 	LLVMPositionBuilderAtEnd(g->b, l->exit);
-	if (!l->acc)
-		return NULL;
-	LLVMAddIncoming(l->acc, (LLVMValueRef[]){l->init, acc_next}, (LLVMBasicBlockRef[]){l->pre, latch}, 2);
-	LLVMValueRef out = LLVMBuildPhi(g->b, g->T, "sum");
-	LLVMAddIncoming(out, (LLVMValueRef[]){l->init, acc_next}, (LLVMBasicBlockRef[]){l->pre, latch}, 2);
+	for (int k = 0; k < l->nacc; k++) {
+		LLVMAddIncoming(l->acc[k], (LLVMValueRef[]){l->init[k], next_acc[k]}, (LLVMBasicBlockRef[]){l->pre, latch}, 2);
+		out[k] = LLVMBuildPhi(g->b, g->T, "sum");
+		LLVMAddIncoming(out[k], (LLVMValueRef[]){l->init[k], next_acc[k]}, (LLVMBasicBlockRef[]){l->pre, latch}, 2);
+	}
+}
+
+/* Closes the loop; with one accumulator, returns its final value. */
+static LLVMValueRef loop_end(Cg *g, Loop *l, LLVMValueRef acc_next)
+{
+	LLVMValueRef out = NULL;
+	loop_end_accs(g, l, &acc_next, &out);
 	return out;
 }
 
@@ -415,16 +426,16 @@ static void nest_plan(Cg *g, Nest *ns)
 	free(others);
 }
 
-/* Opens the loops up to depth upto; with acc_init, the last one carries an accumulator, returned. */
-static LLVMValueRef nest_enter(Cg *g, Nest *ns, int upto, LLVMValueRef acc_init)
+/* Opens the loops up to depth upto; with nacc initial values, the last one carries that many
+ * accumulators, left in acc. */
+static void nest_enter(Cg *g, Nest *ns, int upto, const LLVMValueRef *acc_init, int nacc, LLVMValueRef *acc)
 {
-	LLVMValueRef acc = NULL;
 	for (int d = ns->open; d < upto; d++) {
 		int part = d == 0 && g->split.on; /* this piece of the first axis: [lo, hi) of it */
 		LLVMValueRef count = part ? imul(g, LLVMBuildNSWSub(g->b, g->split.hi, g->split.lo, ""), ns->rest0) : ns->dim[d];
 		LLVMValueRef iv = loop_begin(g, &ns->loop[d], count);
-		if (acc_init && d == upto - 1)
-			acc = loop_acc(g, &ns->loop[d], acc_init);
+		for (int k = 0; k < nacc && d == upto - 1; k++)
+			acc[k] = loop_acc(g, &ns->loop[d], acc_init[k]);
 		if (part)
 			iv = iadd(g, iv, imul(g, g->split.lo, ns->rest0));
 		for (int k = 0; k < ns->nop; k++) {
@@ -433,7 +444,6 @@ static LLVMValueRef nest_enter(Cg *g, Nest *ns, int upto, LLVMValueRef acc_init)
 		}
 	}
 	ns->open = upto;
-	return acc;
 }
 
 static void nest_leave(Cg *g, Nest *ns)
@@ -709,7 +719,7 @@ static void emit_fill(Cg *g, LLVMValueRef dst, const IrShape *s, LLVMValueRef v,
 	nest_init(&ns, s);
 	int k = nest_add(g, &ns, -1, key, 1, dst, NULL, s);
 	nest_plan(g, &ns);
-	nest_enter(g, &ns, ns.depth, NULL);
+	nest_enter(g, &ns, ns.depth, NULL, 0, NULL);
 	nest_put(g, &ns, k, v);
 	nest_leave(g, &ns);
 	nest_free(&ns);
@@ -802,12 +812,11 @@ static LLVMValueRef operand(Cg *g, Nest *ns, int q, int a)
 }
 
 /* The members of unit q at the current index, in program order. wk[x] is the operand member x writes
- * (or -1); out is the reduction's output operand. Returns the reduction's next accumulator when it
- * is carried in a register (acc), else updates the output in place. */
-static LLVMValueRef emit_body(Cg *g, Nest *ns, int q, const int *wk, int out, LLVMValueRef acc)
+ * (or -1); out[k] is reduction k's output operand. Leaves reduction k's next accumulator in next[k]
+ * when it is carried in a register (acc), else updates the output in place. */
+static void emit_body(Cg *g, Nest *ns, int q, const int *wk, const int *out, const LLVMValueRef *acc, LLVMValueRef *next)
 {
 	const FuseUnit *u = &g->plan->unit[q];
-	LLVMValueRef next = NULL;
 	for (int k = 0; k < ns->nop; k++)
 		ns->op[k].cur = NULL;
 	for (int x = 0; x < u->n; x++) {
@@ -826,17 +835,19 @@ static LLVMValueRef emit_body(Cg *g, Nest *ns, int q, const int *wk, int out, LL
 		case OPC_STORE: nest_put(g, ns, wk[x], operand(g, ns, q, in->in[0])); break;
 		case OPC_REDUCE: {
 			LLVMValueRef v = operand(g, ns, q, in->in[0]);
+			int k = 0;
+			while (u->reds[k] != i)
+				k++;
 			if (acc)
-				next = reduce_step(g, in->op, acc, v, 1);
+				next[k] = reduce_step(g, in->op, acc[k], v, 1);
 			else
-				nest_put(g, ns, out, reduce_step(g, in->op, load(g, nest_addr(g, ns, out), ns->op[out].md), v, 0));
+				nest_put(g, ns, out[k], reduce_step(g, in->op, load(g, nest_addr(g, ns, out[k]), ns->op[out[k]].md), v, 0));
 			break;
 		}
 		case OPC_LEAF: case OPC_VIEW: case OPC_LIBRARY: case OPC_LOOP:
 			die("codegen: %s: %s in a loop nest", g->kname, ir_op_name(in->op));
 		}
 	}
-	return next;
 }
 
 /* The axis a nest is split on across threads: its first of more than one element; -1 when it has
@@ -865,7 +876,7 @@ static void emit_nest(Cg *g, int q)
 	int *wk = malloc((size_t)u->n * sizeof *wk);
 	if (!wk)
 		die("out of memory");
-	int out = -1;
+	int out[FUSE_MAX_RED], nout = 0;
 	for (int x = 0; x < u->n; x++) {
 		int i = u->inst[x];
 		const IrInst *in = &f->inst[i];
@@ -883,11 +894,11 @@ static void emit_nest(Cg *g, int q)
 			wk[x] = nest_add(g, &ns, -1, key, 1, dst, NULL, s);
 			break;
 		}
-		case OPC_REDUCE: {
+		case OPC_REDUCE: { /* members in program order, so out[k] is u->reds[k]'s */
 			IrShape kept = {0};
-			out = nest_add(g, &ns, -1, i, 1, g->val[i].ptr, NULL, &kept);
+			int o = out[nout++] = nest_add(g, &ns, -1, i, 1, g->val[i].ptr, NULL, &kept);
 			for (int a = 0; a < ns.rank; a++)
-				ns.op[out].od[a] = (in->attr.axes >> a) & 1 ? 1 : ns.it[a];
+				ns.op[o].od[a] = (in->attr.axes >> a) & 1 ? 1 : ns.it[a];
 			break;
 		}
 		default:
@@ -899,13 +910,15 @@ static void emit_nest(Cg *g, int q)
 	nest_plan(g, &ns);
 
 	if (u->red < 0) {
-		nest_enter(g, &ns, ns.depth, NULL);
-		emit_body(g, &ns, q, wk, -1, NULL);
+		nest_enter(g, &ns, ns.depth, NULL, 0, NULL);
+		emit_body(g, &ns, q, wk, NULL, NULL, NULL);
 		nest_leave(g, &ns);
-	} else {
+	} else { /* the reductions have the same axes, so the same loops reduce for each */
 		const IrInst *in = &f->inst[u->red];
-		LLVMValueRef init = cf(g, in->op == IR_MAX ? -INFINITY : 0);
-		unsigned adv = ns.op[out].adv;
+		LLVMValueRef init[FUSE_MAX_RED];
+		for (int k = 0; k < u->nred; k++)
+			init[k] = cf(g, f->inst[u->reds[k]].op == IR_MAX ? -INFINITY : 0);
+		unsigned adv = ns.op[out[0]].adv;
 		int inner = ns.depth > 0 && !(adv & (1u << (ns.depth - 1)));
 		int outer = 0;
 		for (int d = 0; d < ns.depth - inner; d++)
@@ -924,19 +937,24 @@ static void emit_nest(Cg *g, int q)
 			}
 			Loop l;
 			LLVMValueRef j = iadd(g, loop_begin(g, &l, count), start);
-			store(g, init, elem(g, g->val[u->red].ptr, j), (Access){0});
+			for (int k = 0; k < u->nred; k++)
+				store(g, init[k], elem(g, g->val[u->reds[k]].ptr, j), (Access){0});
 			loop_end(g, &l, NULL);
 		}
 		if (inner) {
-			LLVMValueRef acc = nest_enter(g, &ns, ns.depth, init);
-			LLVMValueRef next = emit_body(g, &ns, q, wk, out, acc);
-			LLVMValueRef r = loop_end(g, &ns.loop[--ns.open], next);
-			if (outer)
-				r = reduce_step(g, in->op, load(g, nest_addr(g, &ns, out), ns.op[out].md), r, 0);
-			nest_put(g, &ns, out, r);
+			LLVMValueRef acc[FUSE_MAX_RED], next[FUSE_MAX_RED], r[FUSE_MAX_RED];
+			nest_enter(g, &ns, ns.depth, init, u->nred, acc);
+			emit_body(g, &ns, q, wk, out, acc, next);
+			loop_end_accs(g, &ns.loop[--ns.open], next, r);
+			for (int k = 0; k < u->nred; k++) {
+				int o = out[k];
+				if (outer)
+					r[k] = reduce_step(g, f->inst[u->reds[k]].op, load(g, nest_addr(g, &ns, o), ns.op[o].md), r[k], 0);
+				nest_put(g, &ns, o, r[k]);
+			}
 		} else {
-			nest_enter(g, &ns, ns.depth, NULL);
-			emit_body(g, &ns, q, wk, out, NULL);
+			nest_enter(g, &ns, ns.depth, NULL, 0, NULL);
+			emit_body(g, &ns, q, wk, out, NULL, NULL);
 		}
 		nest_leave(g, &ns);
 	}
@@ -1492,13 +1510,17 @@ static void emit_chunks(Cg *g, int q)
 	LLVMValueRef c = iadd(g, loop_begin(g, &l, LLVMBuildNSWSub(b, g->split.hi, lo, "")), lo);
 	LLVMValueRef first = imul(g, c, R), end = iadd(g, first, R);
 	end = sel(g, LLVMBuildICmp(b, LLVMIntSLT, end, D, ""), end, D);
-	LLVMValueRef out = g->val[u->red].ptr;
-	g->val[u->red].ptr = elem(g, g->extra, imul(g, c, K));
+	LLVMValueRef out[FUSE_MAX_RED];
+	for (int k = 0; k < u->nred; k++) { /* reduction k's partials: a block of g->chunk_block */
+		out[k] = g->val[u->reds[k]].ptr;
+		g->val[u->reds[k]].ptr = elem(g, g->extra, iadd(g, ci(g, k * g->chunk_block), imul(g, c, K)));
+	}
 	g->split.rows = 0;
 	g->split.lo = first;
 	g->split.hi = end;
 	emit_nest(g, q);
-	g->val[u->red].ptr = out;
+	for (int k = 0; k < u->nred; k++)
+		g->val[u->reds[k]].ptr = out[k];
 	loop_end(g, &l, NULL);
 }
 
@@ -1534,33 +1556,37 @@ static void emit_nest_unit(Cg *g, int q)
 			kept.dim[kept.rank++] = u->space.dim[a];
 	int64_t rows = row_n > 0 ? (CHUNK + row_n - 1) / row_n : 0;
 	int64_t most = rows ? (static_numel(g, &(IrShape){.rank = 1, .dim = {u->space.dim[a0]}}) + rows - 1) / rows : 0;
-	if (row_n < 0 || most < 2 || most * static_numel(g, &kept) > MAX_PARTIALS) {
+	int64_t block = most * static_numel(g, &kept);
+	if (row_n < 0 || most < 2 || u->nred * block > MAX_PARTIALS) {
 		emit_nest(g, q);
 		return;
 	}
 	LLVMBuilderRef b = g->b;
 	LLVMBasicBlockRef here = LLVMGetInsertBlock(b);
 	LLVMPositionBuilderBefore(b, LLVMGetFirstInstruction(LLVMGetEntryBasicBlock(g->fn)));
-	LLVMValueRef part = LLVMBuildAlloca(b, LLVMArrayType2(g->T, (uint64_t)(most * static_numel(g, &kept))), "partials");
+	LLVMValueRef part = LLVMBuildAlloca(b, LLVMArrayType2(g->T, (uint64_t)(u->nred * block)), "partials");
 	LLVMPositionBuilderAtEnd(b, here);
 
 	LLVMValueRef K = numelv(g, &kept), ctx;
 	g->chunk_rows = rows;
+	g->chunk_block = block;
 	LLVMValueRef fn = outline(g, q, emit_chunks, part, &ctx);
 	LLVMValueRef D = dimv(g, u->space.dim[a0]);
 	LLVMValueRef n = LLVMBuildSDiv(b, iadd(g, D, ci(g, rows - 1)), ci(g, rows), "chunks");
 	run_split(g, fn, ctx, n, numelv(g, &u->space));
 
 	/* out[j] = the partials of j, in chunk order */
-	LLVMValueRef init = cf(g, red->op == IR_MAX ? -INFINITY : 0);
-	Loop lj, lc;
-	LLVMValueRef j = loop_begin(g, &lj, K);
-	LLVMValueRef c = loop_begin(g, &lc, n);
-	LLVMValueRef acc = loop_acc(g, &lc, init);
-	LLVMValueRef x = LLVMBuildLoad2(b, g->T, elem(g, part, iadd(g, imul(g, c, K), j)), "");
-	LLVMValueRef sum = loop_end(g, &lc, reduce_step(g, red->op, acc, x, 0));
-	LLVMBuildStore(b, sum, elem(g, g->val[u->red].ptr, j));
-	loop_end(g, &lj, NULL);
+	for (int k = 0; k < u->nred; k++) {
+		IrOp op = g->f->inst[u->reds[k]].op;
+		Loop lj, lc;
+		LLVMValueRef j = loop_begin(g, &lj, K);
+		LLVMValueRef c = loop_begin(g, &lc, n);
+		LLVMValueRef acc = loop_acc(g, &lc, cf(g, op == IR_MAX ? -INFINITY : 0));
+		LLVMValueRef x = LLVMBuildLoad2(b, g->T, elem(g, part, iadd(g, ci(g, k * block), iadd(g, imul(g, c, K), j))), "");
+		LLVMValueRef sum = loop_end(g, &lc, reduce_step(g, op, acc, x, 0));
+		LLVMBuildStore(b, sum, elem(g, g->val[u->reds[k]].ptr, j));
+		loop_end(g, &lj, NULL);
+	}
 }
 
 static void emit_window_piece(Cg *g, int q) { emit_window(g, g->plan->unit[q].inst[0]); }
@@ -1652,6 +1678,9 @@ static void emit_kernel(Cg *g, CgKernel *k, int64_t max_batch)
 		LLVMValueRef off = ci(g, (int64_t)plan->val[i].off);
 		g->val[i].ptr = LLVMBuildInBoundsGEP2(g->b, g->i8, g->arg[NML_B_WORK], &off, 1, "");
 	}
+	for (int i = 0; i < g->f->n; i++) /* before any unit: a nest may join ops after a constant's unit */
+		if (g->f->inst[i].op == IR_CONST)
+			g->val[i].imm = LLVMConstReal(g->f64, g->f->inst[i].attr.num);
 	for (int q = 0; q < plan->nunits; q++)
 		emit_unit(g, q);
 	LLVMBuildRetVoid(g->b);
