@@ -1543,14 +1543,10 @@ static void emit_nest_unit(Cg *g, int q)
 	}
 	/* the reduction reduces the first axis: chunks, when the rest of a row has a size known now */
 	const IrInst *red = &g->f->inst[u->red];
-	IrShape row = {0}, kept = {0};
+	IrShape kept = {0};
 	int64_t row_n = 1;
-	for (int a = a0 + 1; a < u->space.rank; a++) {
-		row_n *= u->space.dim[a];
-		if (u->space.dim[a] == IR_BATCH)
-			row_n = -1;
-		row.dim[row.rank++] = u->space.dim[a];
-	}
+	for (int a = a0 + 1; a < u->space.rank && row_n > 0; a++)
+		row_n = u->space.dim[a] == IR_BATCH ? -1 : row_n * u->space.dim[a];
 	for (int a = 0; a < u->space.rank; a++)
 		if (!(red->attr.axes >> a & 1))
 			kept.dim[kept.rank++] = u->space.dim[a];
