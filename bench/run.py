@@ -197,7 +197,8 @@ OPT_TENSORS, OPT_SIZE = 10, 1_000_000
 
 
 def nml_optstep(a, rule, steps):
-    r = run([os.path.join(a.tmp, rule, "nml_step"), str(steps)])
+    # the library's loops take their thread count from OpenBLAS's setting, as nmlc run --threads sets it
+    r = run([os.path.join(a.tmp, rule, "nml_step"), str(steps)], env={"OPENBLAS_NUM_THREADS": str(a.threads)})
     kv = keyvals(r.out)
     if not r.ok() or "step_ms" not in kv:
         return {"error": f"nml_step ({rule}) failed: {r.tail()}"}
@@ -553,7 +554,7 @@ def bench(a):
          "Lion and LAMB written with torch._foreach_* ops (bench/torch_optstep.py). bound: plain C loops "
          f"with the same arithmetic, -O3 -march=native -fno-math-errno, OpenMP on 1 or {a.threads} "
          "thread(s), whichever is faster, reading a stored gradient (bench/c/optstep.c); NML's update "
-         "loops run on one thread."),
+         f"loops run on {a.threads} thread(s) (runtime/pool.c)."),
     ]
     if 5 in a.rows:
         bw = []

@@ -59,6 +59,19 @@ typedef struct Cg {
 	int nscopes;
 	LLVMTypeRef alt_T, alt_I; /* f64 and i64 while emitting kernel code: see swap_scalar_types */
 	CgType alt_type;
+	int64_t max_batch;
+	LLVMValueRef args;    /* the kernel's NmlArgs pointer */
+	LLVMValueRef threads; /* i32: the thread setting, read at the kernel's entry */
+	/* Emitting a piece of a unit split across threads (emit_split): the outermost loop of a nest,
+	 * or a stack of matrix products, runs over [lo, hi) of the index split. */
+	struct {
+		int on;
+		int rows;          /* the reduction's output is split too (its first axis is kept) */
+		LLVMValueRef lo, hi;
+	} split;
+	LLVMValueRef extra;   /* in an outlined unit: the pointer its kernel passed (partial results) */
+	int64_t chunk_rows;   /* emit_chunks: rows of the first axis per chunk */
+	int64_t chunk_block;  /* emit_chunks: elements of the partials of one reduction */
 } Cg;
 
 /* ---- small builders ---- */
@@ -215,7 +228,9 @@ static void store(Cg *g, LLVMValueRef v, LLVMValueRef p, Access a) { tag(g, LLVM
  * carrying one accumulator. */
 typedef struct Loop {
 	LLVMBasicBlockRef pre, body, exit;
-	LLVMValueRef iv, count, acc, init;
+	LLVMValueRef iv, count;
+	LLVMValueRef acc[FUSE_MAX_RED], init[FUSE_MAX_RED];
+	int nacc;
 } Loop;
 
 static LLVMValueRef loop_begin(Cg *g, Loop *l, LLVMValueRef count)
@@ -229,16 +244,17 @@ static LLVMValueRef loop_begin(Cg *g, Loop *l, LLVMValueRef count)
 	return l->iv;
 }
 
-/* An accumulator starting at init; call right after loop_begin. */
+/* An accumulator starting at init (one of up to FUSE_MAX_RED); call right after loop_begin. */
 static LLVMValueRef loop_acc(Cg *g, Loop *l, LLVMValueRef init)
 {
-	l->init = init;
-	l->acc = LLVMBuildPhi(g->b, g->T, "acc");
-	return l->acc;
+	l->init[l->nacc] = init;
+	l->acc[l->nacc] = LLVMBuildPhi(g->b, g->T, "acc");
+	return l->acc[l->nacc++];
 }
 
-/* Closes the loop; with an accumulator, returns its final value (init if the loop did not run). */
-static LLVMValueRef loop_end(Cg *g, Loop *l, LLVMValueRef acc_next)
+/* Closes the loop; out[k] is accumulator k's final value (init if the loop did not run), next[k]
+ * its value after an iteration. */
+static void loop_end_accs(Cg *g, Loop *l, LLVMValueRef *next_acc, LLVMValueRef *out)
 {
 	LLVMValueRef next = LLVMBuildNSWAdd(g->b, l->iv, ci(g, 1), "");
 	LLVMBasicBlockRef latch = LLVMGetInsertBlock(g->b);
@@ -246,11 +262,18 @@ static LLVMValueRef loop_end(Cg *g, Loop *l, LLVMValueRef acc_next)
 	LLVMValueRef zero = ci(g, 0);
 	LLVMAddIncoming(l->iv, (LLVMValueRef[]){zero, next}, (LLVMBasicBlockRef[]){l->pre, latch}, 2);
 	LLVMPositionBuilderAtEnd(g->b, l->exit);
-	if (!l->acc)
-		return NULL;
-	LLVMAddIncoming(l->acc, (LLVMValueRef[]){l->init, acc_next}, (LLVMBasicBlockRef[]){l->pre, latch}, 2);
-	LLVMValueRef out = LLVMBuildPhi(g->b, g->T, "sum");
-	LLVMAddIncoming(out, (LLVMValueRef[]){l->init, acc_next}, (LLVMBasicBlockRef[]){l->pre, latch}, 2);
+	for (int k = 0; k < l->nacc; k++) {
+		LLVMAddIncoming(l->acc[k], (LLVMValueRef[]){l->init[k], next_acc[k]}, (LLVMBasicBlockRef[]){l->pre, latch}, 2);
+		out[k] = LLVMBuildPhi(g->b, g->T, "sum");
+		LLVMAddIncoming(out[k], (LLVMValueRef[]){l->init[k], next_acc[k]}, (LLVMBasicBlockRef[]){l->pre, latch}, 2);
+	}
+}
+
+/* Closes the loop; with one accumulator, returns its final value. */
+static LLVMValueRef loop_end(Cg *g, Loop *l, LLVMValueRef acc_next)
+{
+	LLVMValueRef out = NULL;
+	loop_end_accs(g, l, &acc_next, &out);
 	return out;
 }
 
@@ -284,6 +307,7 @@ typedef struct Nest {
 	/* set by nest_plan */
 	int depth, open;
 	LLVMValueRef dim[IR_MAXRANK]; /* trip counts, outermost first */
+	LLVMValueRef rest0;           /* loop 0's trip count over the size of its first axis */
 	Loop loop[IR_MAXRANK];
 } Nest;
 
@@ -332,6 +356,7 @@ static int nest_add(Cg *g, Nest *ns, int val, int key, int write, LLVMValueRef b
 static void nest_plan(Cg *g, Nest *ns)
 {
 	ns->depth = ns->open = 0;
+	ns->rest0 = ci(g, 1);
 	for (int i = 0; i < ns->rank; i++) {
 		if (ns->it[i] == 1)
 			continue;
@@ -343,6 +368,8 @@ static void nest_plan(Cg *g, Nest *ns)
 		LLVMValueRef d = dimv(g, ns->it[i]);
 		if (same) {
 			ns->dim[ns->depth - 1] = imul(g, ns->dim[ns->depth - 1], d);
+			if (ns->depth == 1)
+				ns->rest0 = imul(g, ns->rest0, d);
 			continue;
 		}
 		for (int k = 0; k < ns->nop; k++)
@@ -399,21 +426,24 @@ static void nest_plan(Cg *g, Nest *ns)
 	free(others);
 }
 
-/* Opens the loops up to depth upto; with acc_init, the last one carries an accumulator, returned. */
-static LLVMValueRef nest_enter(Cg *g, Nest *ns, int upto, LLVMValueRef acc_init)
+/* Opens the loops up to depth upto; with nacc initial values, the last one carries that many
+ * accumulators, left in acc. */
+static void nest_enter(Cg *g, Nest *ns, int upto, const LLVMValueRef *acc_init, int nacc, LLVMValueRef *acc)
 {
-	LLVMValueRef acc = NULL;
 	for (int d = ns->open; d < upto; d++) {
-		LLVMValueRef iv = loop_begin(g, &ns->loop[d], ns->dim[d]);
-		if (acc_init && d == upto - 1)
-			acc = loop_acc(g, &ns->loop[d], acc_init);
+		int part = d == 0 && g->split.on; /* this piece of the first axis: [lo, hi) of it */
+		LLVMValueRef count = part ? imul(g, LLVMBuildNSWSub(g->b, g->split.hi, g->split.lo, ""), ns->rest0) : ns->dim[d];
+		LLVMValueRef iv = loop_begin(g, &ns->loop[d], count);
+		for (int k = 0; k < nacc && d == upto - 1; k++)
+			acc[k] = loop_acc(g, &ns->loop[d], acc_init[k]);
+		if (part)
+			iv = iadd(g, iv, imul(g, g->split.lo, ns->rest0));
 		for (int k = 0; k < ns->nop; k++) {
 			NestOp *o = &ns->op[k];
 			o->off[d + 1] = o->adv & (1u << d) ? iadd(g, o->off[d], imul(g, iv, o->stride[d])) : o->off[d];
 		}
 	}
 	ns->open = upto;
-	return acc;
 }
 
 static void nest_leave(Cg *g, Nest *ns)
@@ -689,7 +719,7 @@ static void emit_fill(Cg *g, LLVMValueRef dst, const IrShape *s, LLVMValueRef v,
 	nest_init(&ns, s);
 	int k = nest_add(g, &ns, -1, key, 1, dst, NULL, s);
 	nest_plan(g, &ns);
-	nest_enter(g, &ns, ns.depth, NULL);
+	nest_enter(g, &ns, ns.depth, NULL, 0, NULL);
 	nest_put(g, &ns, k, v);
 	nest_leave(g, &ns);
 	nest_free(&ns);
@@ -720,11 +750,14 @@ static LLVMValueRef imm(Cg *g, int a)
 	return g->type == CG_F32 ? LLVMBuildFPTrunc(g->b, v, g->T, "") : v;
 }
 
-/* A unit without a loop: a leaf, a scalar op, or a value sharing its operand's storage. */
+/* A unit without a loop: a leaf, a scalar op, a value sharing its operand's storage, or a store
+ * that changes nothing. */
 static void emit_value(Cg *g, int i)
 {
 	const IrInst *in = &g->f->inst[i];
 	Val *v = &g->val[i];
+	if (ir_op_class(in->op) == OPC_STORE) /* it writes what its slot holds (fuse.c) */
+		return;
 	if (ir_op_class(in->op) == OPC_LEAF) {
 		emit_leaf(g, i);
 	} else if (kind_of(g, i) == FV_ALIAS) {
@@ -779,12 +812,11 @@ static LLVMValueRef operand(Cg *g, Nest *ns, int q, int a)
 }
 
 /* The members of unit q at the current index, in program order. wk[x] is the operand member x writes
- * (or -1); out is the reduction's output operand. Returns the reduction's next accumulator when it
- * is carried in a register (acc), else updates the output in place. */
-static LLVMValueRef emit_body(Cg *g, Nest *ns, int q, const int *wk, int out, LLVMValueRef acc)
+ * (or -1); out[k] is reduction k's output operand. Leaves reduction k's next accumulator in next[k]
+ * when it is carried in a register (acc), else updates the output in place. */
+static void emit_body(Cg *g, Nest *ns, int q, const int *wk, const int *out, const LLVMValueRef *acc, LLVMValueRef *next)
 {
 	const FuseUnit *u = &g->plan->unit[q];
-	LLVMValueRef next = NULL;
 	for (int k = 0; k < ns->nop; k++)
 		ns->op[k].cur = NULL;
 	for (int x = 0; x < u->n; x++) {
@@ -803,17 +835,31 @@ static LLVMValueRef emit_body(Cg *g, Nest *ns, int q, const int *wk, int out, LL
 		case OPC_STORE: nest_put(g, ns, wk[x], operand(g, ns, q, in->in[0])); break;
 		case OPC_REDUCE: {
 			LLVMValueRef v = operand(g, ns, q, in->in[0]);
+			int k = 0;
+			while (u->reds[k] != i)
+				k++;
 			if (acc)
-				next = reduce_step(g, in->op, acc, v, 1);
+				next[k] = reduce_step(g, in->op, acc[k], v, 1);
 			else
-				nest_put(g, ns, out, reduce_step(g, in->op, load(g, nest_addr(g, ns, out), ns->op[out].md), v, 0));
+				nest_put(g, ns, out[k], reduce_step(g, in->op, load(g, nest_addr(g, ns, out[k]), ns->op[out[k]].md), v, 0));
 			break;
 		}
 		case OPC_LEAF: case OPC_VIEW: case OPC_LIBRARY: case OPC_LOOP:
 			die("codegen: %s: %s in a loop nest", g->kname, ir_op_name(in->op));
 		}
 	}
-	return next;
+}
+
+/* The axis a nest is split on across threads: its first of more than one element; -1 when it has
+ * none, or when its reduction reduces that axis (threads would add into the same outputs). */
+static int split_axis(Cg *g, const FuseUnit *u)
+{
+	int a0 = 0;
+	while (a0 < u->space.rank && u->space.dim[a0] == 1)
+		a0++;
+	if (a0 == u->space.rank)
+		return -1;
+	return u->red >= 0 && (g->f->inst[u->red].attr.axes >> a0 & 1) ? -1 : a0;
 }
 
 /* One loop nest: the unit's elementwise ops and stores at each index of its space, and the reduction
@@ -830,7 +876,7 @@ static void emit_nest(Cg *g, int q)
 	int *wk = malloc((size_t)u->n * sizeof *wk);
 	if (!wk)
 		die("out of memory");
-	int out = -1;
+	int out[FUSE_MAX_RED], nout = 0;
 	for (int x = 0; x < u->n; x++) {
 		int i = u->inst[x];
 		const IrInst *in = &f->inst[i];
@@ -848,11 +894,11 @@ static void emit_nest(Cg *g, int q)
 			wk[x] = nest_add(g, &ns, -1, key, 1, dst, NULL, s);
 			break;
 		}
-		case OPC_REDUCE: {
+		case OPC_REDUCE: { /* members in program order, so out[k] is u->reds[k]'s */
 			IrShape kept = {0};
-			out = nest_add(g, &ns, -1, i, 1, g->val[i].ptr, NULL, &kept);
+			int o = out[nout++] = nest_add(g, &ns, -1, i, 1, g->val[i].ptr, NULL, &kept);
 			for (int a = 0; a < ns.rank; a++)
-				ns.op[out].od[a] = (in->attr.axes >> a) & 1 ? 1 : ns.it[a];
+				ns.op[o].od[a] = (in->attr.axes >> a) & 1 ? 1 : ns.it[a];
 			break;
 		}
 		default:
@@ -864,37 +910,51 @@ static void emit_nest(Cg *g, int q)
 	nest_plan(g, &ns);
 
 	if (u->red < 0) {
-		nest_enter(g, &ns, ns.depth, NULL);
-		emit_body(g, &ns, q, wk, -1, NULL);
+		nest_enter(g, &ns, ns.depth, NULL, 0, NULL);
+		emit_body(g, &ns, q, wk, NULL, NULL, NULL);
 		nest_leave(g, &ns);
-	} else {
+	} else { /* the reductions have the same axes, so the same loops reduce for each */
 		const IrInst *in = &f->inst[u->red];
-		LLVMValueRef init = cf(g, in->op == IR_MAX ? -INFINITY : 0);
-		unsigned adv = ns.op[out].adv;
+		LLVMValueRef init[FUSE_MAX_RED];
+		for (int k = 0; k < u->nred; k++)
+			init[k] = cf(g, f->inst[u->reds[k]].op == IR_MAX ? -INFINITY : 0);
+		unsigned adv = ns.op[out[0]].adv;
 		int inner = ns.depth > 0 && !(adv & (1u << (ns.depth - 1)));
 		int outer = 0;
 		for (int d = 0; d < ns.depth - inner; d++)
 			outer |= !(adv & (1u << d));
 		if (!inner || outer) {
+			/* a piece split on a kept axis initializes its rows of the output */
+			int rows = g->split.on && g->split.rows, a0 = rows ? split_axis(g, u) : -1;
 			IrShape kept = {0};
-			for (int a = 0; a < u->space.rank; a++)
+			for (int a = a0 + 1; a < u->space.rank; a++)
 				if (!((in->attr.axes >> a) & 1))
 					kept.dim[kept.rank++] = u->space.dim[a];
+			LLVMValueRef count = numelv(g, &kept), start = ci(g, 0);
+			if (rows) {
+				start = imul(g, g->split.lo, count);
+				count = imul(g, LLVMBuildNSWSub(g->b, g->split.hi, g->split.lo, ""), count);
+			}
 			Loop l;
-			LLVMValueRef j = loop_begin(g, &l, numelv(g, &kept));
-			store(g, init, elem(g, g->val[u->red].ptr, j), (Access){0});
+			LLVMValueRef j = iadd(g, loop_begin(g, &l, count), start);
+			for (int k = 0; k < u->nred; k++)
+				store(g, init[k], elem(g, g->val[u->reds[k]].ptr, j), (Access){0});
 			loop_end(g, &l, NULL);
 		}
 		if (inner) {
-			LLVMValueRef acc = nest_enter(g, &ns, ns.depth, init);
-			LLVMValueRef next = emit_body(g, &ns, q, wk, out, acc);
-			LLVMValueRef r = loop_end(g, &ns.loop[--ns.open], next);
-			if (outer)
-				r = reduce_step(g, in->op, load(g, nest_addr(g, &ns, out), ns.op[out].md), r, 0);
-			nest_put(g, &ns, out, r);
+			LLVMValueRef acc[FUSE_MAX_RED], next[FUSE_MAX_RED], r[FUSE_MAX_RED];
+			nest_enter(g, &ns, ns.depth, init, u->nred, acc);
+			emit_body(g, &ns, q, wk, out, acc, next);
+			loop_end_accs(g, &ns.loop[--ns.open], next, r);
+			for (int k = 0; k < u->nred; k++) {
+				int o = out[k];
+				if (outer)
+					r[k] = reduce_step(g, f->inst[u->reds[k]].op, load(g, nest_addr(g, &ns, o), ns.op[o].md), r[k], 0);
+				nest_put(g, &ns, o, r[k]);
+			}
 		} else {
-			nest_enter(g, &ns, ns.depth, NULL);
-			emit_body(g, &ns, q, wk, out, NULL);
+			nest_enter(g, &ns, ns.depth, NULL, 0, NULL);
+			emit_body(g, &ns, q, wk, out, NULL, NULL);
 		}
 		nest_leave(g, &ns);
 	}
@@ -902,17 +962,19 @@ static void emit_nest(Cg *g, int q)
 	nest_free(&ns);
 }
 
-/* C = op(A) op(B) by cblas_?gemm, row-major; lda and ldb are the stored row lengths. Stacks of
- * matrices (axes before the last two, broadcast) are one call per matrix of C. */
-static void emit_matmul(Cg *g, int i)
+/* The matrix products of unit q: C = op(A) op(B) by cblas_?gemm, row-major; lda and ldb are the
+ * stored row lengths. A stack of matrices (axes before the last two, broadcast) is one call per
+ * matrix of C, over its flat index: all of them, or [lo, hi) in a piece split across threads. */
+static void emit_gemms(Cg *g, int q)
 {
+	int i = g->plan->unit[q].inst[0];
 	const IrInst *in = &g->f->inst[i];
 	const IrShape *sa = shape_of(g, in->in[0]), *sb = shape_of(g, in->in[1]), *sc = &in->shape;
 	int ta = in->attr.mm.ta, tb = in->attr.mm.tb, ra = sa->rank, rb = sb->rank, rc = sc->rank;
 	LLVMValueRef M = dimv(g, sc->dim[rc - 2]), N = dimv(g, sc->dim[rc - 1]);
 	LLVMValueRef K = dimv(g, sa->dim[ra - (ta ? 2 : 1)]);
 	LLVMValueRef lda = dimv(g, sa->dim[ra - 1]), ldb = dimv(g, sb->dim[rb - 1]);
-	LLVMValueRef C = g->val[i].ptr;
+	LLVMBuilderRef b = g->b;
 
 	LLVMTypeRef i32 = g->i32, p = g->ptr, T = g->T;
 	LLVMTypeRef pt[14] = {i32, i32, i32, i32, i32, i32, T, p, i32, p, i32, T, p, i32};
@@ -921,6 +983,67 @@ static void emit_matmul(Cg *g, int i)
 	LLVMValueRef fn = LLVMGetNamedFunction(g->mod, name);
 	if (!fn)
 		fn = LLVMAddFunction(g->mod, name, fty);
+
+	/* The stack: A and B advance along the axes they have (not 1). */
+	int lead = rc - 2;
+	LLVMValueRef stride_a[IR_MAXRANK], stride_b[IR_MAXRANK], sta = imul(g, dimv(g, sa->dim[ra - 2]), lda);
+	LLVMValueRef stb = imul(g, dimv(g, sb->dim[rb - 2]), ldb);
+	for (int k = lead - 1; k >= 0; k--) {
+		int ka = k - (rc - ra), kb = k - (rc - rb);
+		int adv_a = ka >= 0 && sa->dim[ka] != 1, adv_b = kb >= 0 && sb->dim[kb] != 1;
+		stride_a[k] = adv_a ? sta : ci(g, 0);
+		stride_b[k] = adv_b ? stb : ci(g, 0);
+		if (ka >= 0)
+			sta = imul(g, sta, dimv(g, sa->dim[ka]));
+		if (kb >= 0)
+			stb = imul(g, stb, dimv(g, sb->dim[kb]));
+	}
+	LLVMValueRef count = ci(g, 1), start = ci(g, 0);
+	for (int k = 0; k < lead; k++)
+		count = imul(g, count, dimv(g, sc->dim[k]));
+	if (g->split.on) {
+		start = g->split.lo;
+		count = LLVMBuildNSWSub(b, g->split.hi, g->split.lo, "");
+	}
+	Loop l;
+	LLVMValueRef s = iadd(g, loop_begin(g, &l, count), start), r = s;
+	LLVMValueRef oa = ci(g, 0), ob = ci(g, 0);
+	for (int k = lead - 1; k >= 0; k--) {
+		LLVMValueRef d = dimv(g, sc->dim[k]), at = lead > 1 ? LLVMBuildURem(b, r, d, "") : r;
+		oa = iadd(g, oa, imul(g, at, stride_a[k]));
+		ob = iadd(g, ob, imul(g, at, stride_b[k]));
+		if (k > 0)
+			r = LLVMBuildUDiv(b, r, d, "");
+	}
+	LLVMValueRef c_at = elem(g, g->val[i].ptr, imul(g, s, imul(g, M, N)));
+#define I32(v) LLVMBuildTrunc(b, (v), i32, "")
+	LLVMValueRef args[14] = {
+		LLVMConstInt(i32, CBLAS_ROW_MAJOR, 0), LLVMConstInt(i32, ta ? CBLAS_TRANS : CBLAS_NO_TRANS, 0),
+		LLVMConstInt(i32, tb ? CBLAS_TRANS : CBLAS_NO_TRANS, 0), I32(M), I32(N), I32(K), cf(g, 1),
+		elem(g, g->val[in->in[0]].ptr, oa), I32(lda), elem(g, g->val[in->in[1]].ptr, ob), I32(ldb), cf(g, 0), c_at,
+		I32(N),
+	};
+#undef I32
+	LLVMBuildCall2(b, fty, fn, args, 14, "");
+	loop_end(g, &l, NULL);
+}
+
+static LLVMValueRef outline(Cg *g, int q, void (*piece)(Cg *g, int q), LLVMValueRef extra, LLVMValueRef *ctx);
+static void run_split(Cg *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef n, LLVMValueRef work);
+static int64_t static_numel(Cg *g, const IrShape *s);
+
+/* A matrix product (unit q), or a stack of them. OpenBLAS threads one product; a stack of two or
+ * more is split across the pool's threads instead, each product on one thread (small products
+ * gain little from OpenBLAS's threads and pay for waking them every call). */
+static void emit_matmul(Cg *g, int q)
+{
+	int i = g->plan->unit[q].inst[0];
+	const IrInst *in = &g->f->inst[i];
+	const IrShape *sa = shape_of(g, in->in[0]), *sc = &in->shape;
+	int ta = in->attr.mm.ta, ra = sa->rank, rc = sc->rank;
+	LLVMValueRef M = dimv(g, sc->dim[rc - 2]), N = dimv(g, sc->dim[rc - 1]);
+	LLVMValueRef K = dimv(g, sa->dim[ra - (ta ? 2 : 1)]);
+	LLVMValueRef C = g->val[i].ptr;
 
 	/* OpenBLAS rejects lda < 1 even when there is nothing to read: an empty inner dimension gives
 	 * zeros and an empty result nothing at all. */
@@ -935,40 +1058,32 @@ static void emit_matmul(Cg *g, int i)
 	LLVMBuildCondBr(b, ok, call, empty);
 
 	LLVMPositionBuilderAtEnd(b, call);
-	/* The stack: one loop per leading axis of C; A and B advance along the axes they have (not 1). */
-	int lead = rc - 2;
-	LLVMValueRef stride_a[IR_MAXRANK], stride_b[IR_MAXRANK], sta = imul(g, dimv(g, sa->dim[ra - 2]), lda);
-	LLVMValueRef stb = imul(g, dimv(g, sb->dim[rb - 2]), ldb);
-	for (int k = lead - 1; k >= 0; k--) {
-		int ka = k - (rc - ra), kb = k - (rc - rb);
-		int adv_a = ka >= 0 && sa->dim[ka] != 1, adv_b = kb >= 0 && sb->dim[kb] != 1;
-		stride_a[k] = adv_a ? sta : ci(g, 0);
-		stride_b[k] = adv_b ? stb : ci(g, 0);
-		if (ka >= 0)
-			sta = imul(g, sta, dimv(g, sa->dim[ka]));
-		if (kb >= 0)
-			stb = imul(g, stb, dimv(g, sb->dim[kb]));
+	IrShape stack = {0};
+	for (int k = 0; k < rc - 2; k++)
+		stack.dim[stack.rank++] = sc->dim[k];
+	int64_t most = static_numel(g, &stack);
+	IrShape mnk = *sc; /* C's elements times K: the multiply-adds */
+	mnk.dim[mnk.rank++] = sa->dim[ra - (ta ? 2 : 1)];
+	if (most < 2 || static_numel(g, &mnk) / 8 < NML_POOL_MIN_WORK) {
+		emit_gemms(g, q);
+	} else {
+		LLVMValueRef ctx, fn = outline(g, q, emit_gemms, NULL, &ctx);
+		LLVMValueRef S = numelv(g, &stack);
+		LLVMValueRef work = LLVMBuildSDiv(b, imul(g, imul(g, S, M), imul(g, N, K)), ci(g, 8), "");
+		LLVMTypeRef i32 = g->i32, vt = LLVMVoidTypeInContext(g->ctx);
+		LLVMTypeRef getty = LLVMFunctionType(i32, NULL, 0, 0), setty = LLVMFunctionType(vt, &i32, 1, 0);
+		LLVMValueRef get = LLVMGetNamedFunction(g->mod, "openblas_get_num_threads");
+		LLVMValueRef set = LLVMGetNamedFunction(g->mod, "openblas_set_num_threads");
+		if (!get)
+			get = LLVMAddFunction(g->mod, "openblas_get_num_threads", getty);
+		if (!set)
+			set = LLVMAddFunction(g->mod, "openblas_set_num_threads", setty);
+		LLVMValueRef nt = LLVMBuildCall2(b, getty, get, NULL, 0, "blas.threads");
+		LLVMValueRef one = LLVMConstInt(i32, 1, 0);
+		LLVMBuildCall2(b, setty, set, &one, 1, "");
+		run_split(g, fn, ctx, S, work);
+		LLVMBuildCall2(b, setty, set, &nt, 1, "");
 	}
-	Loop l[IR_MAXRANK];
-	LLVMValueRef oa = ci(g, 0), ob = ci(g, 0), oc = ci(g, 0);
-	for (int k = 0; k < lead; k++) {
-		LLVMValueRef iv = loop_begin(g, &l[k], dimv(g, sc->dim[k]));
-		oa = iadd(g, oa, imul(g, iv, stride_a[k]));
-		ob = iadd(g, ob, imul(g, iv, stride_b[k]));
-		oc = iadd(g, imul(g, oc, dimv(g, sc->dim[k])), iv);
-	}
-	LLVMValueRef c_at = elem(g, C, imul(g, oc, imul(g, M, N)));
-#define I32(v) LLVMBuildTrunc(b, (v), i32, "")
-	LLVMValueRef args[14] = {
-		LLVMConstInt(i32, CBLAS_ROW_MAJOR, 0), LLVMConstInt(i32, ta ? CBLAS_TRANS : CBLAS_NO_TRANS, 0),
-		LLVMConstInt(i32, tb ? CBLAS_TRANS : CBLAS_NO_TRANS, 0), I32(M), I32(N), I32(K), cf(g, 1),
-		elem(g, g->val[in->in[0]].ptr, oa), I32(lda), elem(g, g->val[in->in[1]].ptr, ob), I32(ldb), cf(g, 0), c_at,
-		I32(N),
-	};
-#undef I32
-	LLVMBuildCall2(b, fty, fn, args, 14, "");
-	for (int k = lead - 1; k >= 0; k--)
-		loop_end(g, &l[k], NULL);
 	LLVMBuildBr(b, done);
 
 	LLVMPositionBuilderAtEnd(b, empty);
@@ -1059,11 +1174,17 @@ static void emit_window(Cg *g, int i)
 	LLVMValueRef src = g->val[a].ptr, dst = g->val[i].ptr;
 	LLVMMetadataRef s = new_scope(g);
 	Access wr = {scope_list(g, &s, 1), NULL}, rd = {NULL, wr.scope};
+	/* the images and channels (b, c): all, or [lo, hi) of them in a piece split across threads */
+	LLVMValueRef start = ci(g, 0), count = imul(g, dimv(g, win->dim[0]), ci(g, win->dim[1]));
+	if (g->split.on) {
+		start = g->split.lo;
+		count = LLVMBuildNSWSub(b, g->split.hi, g->split.lo, "");
+	}
 	if (fold)
-		LLVMBuildMemSet(b, dst, LLVMConstInt(g->i8, 0, 0),
-				LLVMBuildMul(b, numelv(g, &in->shape), ci(g, g->type == CG_F32 ? 4 : 8), ""), 1);
+		LLVMBuildMemSet(b, elem(g, dst, imul(g, start, imul(g, H, W))), LLVMConstInt(g->i8, 0, 0),
+				LLVMBuildMul(b, imul(g, count, imul(g, H, W)), ci(g, g->type == CG_F32 ? 4 : 8), ""), 1);
 	Loop l[5];
-	LLVMValueRef bc = loop_begin(g, &l[0], imul(g, dimv(g, win->dim[0]), ci(g, win->dim[1])));
+	LLVMValueRef bc = iadd(g, loop_begin(g, &l[0], count), start);
 	LLVMValueRef kh = loop_begin(g, &l[1], KH);
 	LLVMValueRef kw = loop_begin(g, &l[2], KW);
 	LLVMValueRef oh = loop_begin(g, &l[3], OH);
@@ -1251,6 +1372,252 @@ static void emit_eigh(Cg *g, int i)
 	LLVMBuildCall2(g->b, fty, fn, args, 5, "");
 }
 
+/* ---- threads: units split across the runtime's pool (runtime/pool.c) ----
+ *
+ * A unit to split becomes a function of its own, `void kernel.uQ(NmlArgs *args, double *ctx,
+ * int64_t lo, int64_t hi)`, that runs indices [lo, hi) of its first axis (a nest) or of its stack
+ * (matrix products); the kernel stores the scalars the unit reads in ctx and hands the function to
+ * nml_pool_for, which runs it in pieces on the pool's threads, or whole on the calling thread when
+ * the unit is small. Pieces write disjoint elements, and each element is computed by the same
+ * instructions whatever the pieces are, so results do not depend on the number of threads. */
+
+/* Elements of s at the largest batch; a bound for deciding whether a unit is worth splitting. */
+static int64_t static_numel(Cg *g, const IrShape *s)
+{
+	int64_t k = 1;
+	for (int i = 0; i < s->rank; i++)
+		k *= s->dim[i] == IR_BATCH ? g->max_batch : s->dim[i];
+	return k;
+}
+
+static LLVMTypeRef args_type(Cg *g);
+
+static void load_args(Cg *g)
+{
+	static const char *names[ARG_COUNT] = {
+#define NML_X(name, str, layout, kind) [NML_B_##name] = str,
+		NML_BLOCKS(NML_X)
+#undef NML_X
+		[ARG_HPARAMS] = "hparams", [ARG_N] = "n", [ARG_T] = "t", [ARG_SEED] = "seed",
+	};
+	LLVMTypeRef at = args_type(g);
+	for (int i = 0; i < ARG_COUNT; i++) {
+		LLVMTypeRef ft = LLVMStructGetTypeAtIndex(at, (unsigned)i);
+		g->arg[i] = LLVMBuildLoad2(g->b, ft, LLVMBuildStructGEP2(g->b, at, g->args, (unsigned)i, ""), names[i]);
+	}
+}
+
+/* Points value v at its storage, from this function's arguments. */
+static void repoint(Cg *g, int v)
+{
+	int r = fuse_root(g->plan, g->f, v);
+	const IrInst *in = &g->f->inst[r];
+	if (g->plan->val[r].region) {
+		LLVMValueRef off = ci(g, (int64_t)g->plan->val[r].off);
+		g->val[v].ptr = LLVMBuildInBoundsGEP2(g->b, g->i8, g->arg[NML_B_WORK], &off, 1, "");
+	} else if (in->op == IR_LOAD) {
+		g->val[v].ptr = slot_ptr(g, in->attr.slot.block, in->attr.slot.index);
+	}
+}
+
+/* Unit q as a function of its own, emitted by piece with g->split on; *ctx is where the kernel
+ * stored the scalars it reads, and the pointer extra (unless NULL) after them, which the function
+ * finds in g->extra (emitted here, before the call). */
+static LLVMValueRef outline(Cg *g, int q, void (*piece)(Cg *g, int q), LLVMValueRef extra, LLVMValueRef *ctx)
+{
+	const FuseUnit *u = &g->plan->unit[q];
+	const IrFunc *f = g->f;
+	LLVMBuilderRef b = g->b;
+	int *sc = malloc((size_t)(3 * u->n + 1) * sizeof *sc), nsc = 0;
+	if (!sc)
+		die("out of memory");
+	for (int x = 0; x < u->n; x++) {
+		const IrInst *in = &f->inst[u->inst[x]];
+		for (int j = 0; j < ir_op_arity(in->op); j++) {
+			int a = in->in[j], seen = 0;
+			for (int k = 0; k < nsc && !seen; k++)
+				seen = sc[k] == a;
+			if (!seen && kind_of(g, a) == FV_SCALAR)
+				sc[nsc++] = a;
+		}
+	}
+	LLVMTypeRef arr = LLVMArrayType2(g->f64, (uint64_t)nsc + 1);
+	LLVMBasicBlockRef here = LLVMGetInsertBlock(b);
+	LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(g->fn);
+	LLVMPositionBuilderBefore(b, LLVMGetFirstInstruction(entry));
+	*ctx = LLVMBuildAlloca(b, arr, "ctx");
+	LLVMPositionBuilderAtEnd(b, here);
+	for (int k = 0; k < nsc; k++)
+		LLVMBuildStore(b, g->val[sc[k]].imm, LLVMBuildInBoundsGEP2(b, g->f64, *ctx, (LLVMValueRef[]){ci(g, k)}, 1, ""));
+	if (extra)
+		LLVMBuildStore(b, extra, LLVMBuildInBoundsGEP2(b, g->f64, *ctx, (LLVMValueRef[]){ci(g, nsc)}, 1, ""));
+
+	char name[300];
+	snprintf(name, sizeof name, "%s.u%d", g->kname, q);
+	LLVMTypeRef pt[4] = {g->ptr, g->ptr, g->i64, g->i64};
+	LLVMValueRef fn = LLVMAddFunction(g->mod, name, LLVMFunctionType(LLVMVoidTypeInContext(g->ctx), pt, 4, 0));
+	LLVMSetLinkage(fn, LLVMInternalLinkage);
+	unsigned nounwind = LLVMGetEnumAttributeKindForName("nounwind", 8);
+	LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(g->ctx, nounwind, 0));
+
+	Cg saved = *g;
+	Val *vals = malloc((size_t)(f->n ? f->n : 1) * sizeof *vals);
+	if (!vals)
+		die("out of memory");
+	memcpy(vals, g->val, (size_t)f->n * sizeof *vals);
+	g->fn = fn;
+	LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(g->ctx, fn, "entry"));
+	g->args = LLVMGetParam(fn, 0);
+	load_args(g);
+	LLVMValueRef cx = LLVMGetParam(fn, 1);
+	for (int k = 0; k < nsc; k++)
+		g->val[sc[k]].imm = LLVMBuildLoad2(b, g->f64, LLVMBuildInBoundsGEP2(b, g->f64, cx, (LLVMValueRef[]){ci(g, k)}, 1, ""), "");
+	if (extra)
+		g->extra = LLVMBuildLoad2(b, g->ptr, LLVMBuildInBoundsGEP2(b, g->f64, cx, (LLVMValueRef[]){ci(g, nsc)}, 1, ""), "");
+	for (int x = 0; x < u->n; x++) {
+		const IrInst *in = &f->inst[u->inst[x]];
+		repoint(g, u->inst[x]);
+		for (int j = 0; j < ir_op_arity(in->op); j++) /* a scalar a matmul or loop reads is in memory */
+			if (kind_of(g, in->in[j]) != FV_SCALAR || g->plan->val[in->in[j]].region)
+				repoint(g, in->in[j]);
+	}
+	g->split.on = g->split.rows = 1;
+	g->split.lo = LLVMGetParam(fn, 2);
+	g->split.hi = LLVMGetParam(fn, 3);
+	piece(g, q);
+	LLVMBuildRetVoid(b);
+
+	memcpy(g->val, vals, (size_t)f->n * sizeof *vals);
+	free(vals);
+	free(sc);
+	saved.nscopes = g->nscopes; /* scope names stay unique in the kernel */
+	*g = saved;
+	LLVMPositionBuilderAtEnd(b, here);
+	return fn;
+}
+
+/* nml_pool_for(fn, args, ctx, n, work, threads) */
+static void run_split(Cg *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef n, LLVMValueRef work)
+{
+	LLVMTypeRef pt[6] = {g->ptr, g->ptr, g->ptr, g->i64, g->i64, g->i32};
+	LLVMTypeRef fty = LLVMFunctionType(LLVMVoidTypeInContext(g->ctx), pt, 6, 0);
+	LLVMValueRef pool = LLVMGetNamedFunction(g->mod, "nml_pool_for");
+	if (!pool)
+		pool = LLVMAddFunction(g->mod, "nml_pool_for", fty);
+	LLVMValueRef a[6] = {fn, g->args, ctx, n, work, g->threads};
+	LLVMBuildCall2(g->b, fty, pool, a, 6, "");
+}
+
+/* A reduction over the axis a nest would be split on runs in chunks of that axis fixed by the shapes
+ * alone (about CHUNK elements each, whole rows): each chunk reduces into a partial result of its own,
+ * in any thread, and the kernel combines the partials in chunk order. So the sums are the same on
+ * any number of threads (they differ from one unchunked loop's by reassociation only). */
+enum { CHUNK = 16384, MAX_PARTIALS = 16384 };
+
+/* Chunks [lo, hi) of unit q, each reducing into its partial result in g->extra. */
+static void emit_chunks(Cg *g, int q)
+{
+	const FuseUnit *u = &g->plan->unit[q];
+	int a0 = 0;
+	while (u->space.dim[a0] == 1)
+		a0++;
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef lo = g->split.lo, D = dimv(g, u->space.dim[a0]), R = ci(g, g->chunk_rows);
+	LLVMValueRef K = numelv(g, &g->f->inst[u->red].shape);
+	Loop l;
+	LLVMValueRef c = iadd(g, loop_begin(g, &l, LLVMBuildNSWSub(b, g->split.hi, lo, "")), lo);
+	LLVMValueRef first = imul(g, c, R), end = iadd(g, first, R);
+	end = sel(g, LLVMBuildICmp(b, LLVMIntSLT, end, D, ""), end, D);
+	LLVMValueRef out[FUSE_MAX_RED];
+	for (int k = 0; k < u->nred; k++) { /* reduction k's partials: a block of g->chunk_block */
+		out[k] = g->val[u->reds[k]].ptr;
+		g->val[u->reds[k]].ptr = elem(g, g->extra, iadd(g, ci(g, k * g->chunk_block), imul(g, c, K)));
+	}
+	g->split.rows = 0;
+	g->split.lo = first;
+	g->split.hi = end;
+	emit_nest(g, q);
+	for (int k = 0; k < u->nred; k++)
+		g->val[u->reds[k]].ptr = out[k];
+	loop_end(g, &l, NULL);
+}
+
+/* A nest worth splitting: one with enough elements and an axis to split on, kept (split_axis) or
+ * reduced in chunks (emit_chunks). */
+static void emit_nest_unit(Cg *g, int q)
+{
+	const FuseUnit *u = &g->plan->unit[q];
+	int a0 = 0;
+	while (a0 < u->space.rank && u->space.dim[a0] == 1)
+		a0++;
+	if (a0 == u->space.rank || static_numel(g, &u->space) < NML_POOL_MIN_WORK) {
+		emit_nest(g, q);
+		return;
+	}
+	if (split_axis(g, u) >= 0) {
+		LLVMValueRef ctx, fn = outline(g, q, emit_nest, NULL, &ctx);
+		run_split(g, fn, ctx, dimv(g, u->space.dim[a0]), numelv(g, &u->space));
+		return;
+	}
+	/* the reduction reduces the first axis: chunks, when the rest of a row has a size known now */
+	const IrInst *red = &g->f->inst[u->red];
+	IrShape kept = {0};
+	int64_t row_n = 1;
+	for (int a = a0 + 1; a < u->space.rank && row_n > 0; a++)
+		row_n = u->space.dim[a] == IR_BATCH ? -1 : row_n * u->space.dim[a];
+	for (int a = 0; a < u->space.rank; a++)
+		if (!(red->attr.axes >> a & 1))
+			kept.dim[kept.rank++] = u->space.dim[a];
+	int64_t rows = row_n > 0 ? (CHUNK + row_n - 1) / row_n : 0;
+	int64_t most = rows ? (static_numel(g, &(IrShape){.rank = 1, .dim = {u->space.dim[a0]}}) + rows - 1) / rows : 0;
+	int64_t block = most * static_numel(g, &kept);
+	if (row_n < 0 || most < 2 || u->nred * block > MAX_PARTIALS) {
+		emit_nest(g, q);
+		return;
+	}
+	LLVMBuilderRef b = g->b;
+	LLVMBasicBlockRef here = LLVMGetInsertBlock(b);
+	LLVMPositionBuilderBefore(b, LLVMGetFirstInstruction(LLVMGetEntryBasicBlock(g->fn)));
+	LLVMValueRef part = LLVMBuildAlloca(b, LLVMArrayType2(g->T, (uint64_t)(u->nred * block)), "partials");
+	LLVMPositionBuilderAtEnd(b, here);
+
+	LLVMValueRef K = numelv(g, &kept), ctx;
+	g->chunk_rows = rows;
+	g->chunk_block = block;
+	LLVMValueRef fn = outline(g, q, emit_chunks, part, &ctx);
+	LLVMValueRef D = dimv(g, u->space.dim[a0]);
+	LLVMValueRef n = LLVMBuildSDiv(b, iadd(g, D, ci(g, rows - 1)), ci(g, rows), "chunks");
+	run_split(g, fn, ctx, n, numelv(g, &u->space));
+
+	/* out[j] = the partials of j, in chunk order */
+	for (int k = 0; k < u->nred; k++) {
+		IrOp op = g->f->inst[u->reds[k]].op;
+		Loop lj, lc;
+		LLVMValueRef j = loop_begin(g, &lj, K);
+		LLVMValueRef c = loop_begin(g, &lc, n);
+		LLVMValueRef acc = loop_acc(g, &lc, cf(g, op == IR_MAX ? -INFINITY : 0));
+		LLVMValueRef x = LLVMBuildLoad2(b, g->T, elem(g, part, iadd(g, ci(g, k * block), iadd(g, imul(g, c, K), j))), "");
+		LLVMValueRef sum = loop_end(g, &lc, reduce_step(g, op, acc, x, 0));
+		LLVMBuildStore(b, sum, elem(g, g->val[u->reds[k]].ptr, j));
+		loop_end(g, &lj, NULL);
+	}
+}
+
+static void emit_window_piece(Cg *g, int q) { emit_window(g, g->plan->unit[q].inst[0]); }
+
+/* unfold and fold split by image and channel: each writes its own windows or image planes */
+static void emit_window_unit(Cg *g, int q)
+{
+	const IrInst *in = &g->f->inst[g->plan->unit[q].inst[0]];
+	const IrShape *win = in->op == IR_FOLD ? shape_of(g, in->in[0]) : &in->shape;
+	if (static_numel(g, win) < NML_POOL_MIN_WORK) {
+		emit_window(g, g->plan->unit[q].inst[0]);
+		return;
+	}
+	LLVMValueRef ctx, fn = outline(g, q, emit_window_piece, NULL, &ctx);
+	run_split(g, fn, ctx, imul(g, dimv(g, win->dim[0]), ci(g, win->dim[1])), numelv(g, win));
+}
+
 /* ---- kernels ---- */
 
 static void emit_unit(Cg *g, int q)
@@ -1258,13 +1625,13 @@ static void emit_unit(Cg *g, int q)
 	const FuseUnit *u = &g->plan->unit[q];
 	switch (u->kind) {
 	case FU_NONE: emit_value(g, u->inst[0]); break;
-	case FU_NEST: emit_nest(g, q); break;
-	case FU_LIBRARY: emit_matmul(g, u->inst[0]); break;
+	case FU_NEST: emit_nest_unit(g, q); break;
+	case FU_LIBRARY: emit_matmul(g, q); break;
 	case FU_LOOP:
 		switch (g->f->inst[u->inst[0]].op) {
 		case IR_PERMUTE: emit_permute(g, u->inst[0]); break;
 		case IR_RANDOM: emit_random(g, u->inst[0]); break;
-		case IR_UNFOLD: case IR_FOLD: emit_window(g, u->inst[0]); break;
+		case IR_UNFOLD: case IR_FOLD: emit_window_unit(g, q); break;
 		case IR_SLICE: case IR_ARGMAX: emit_slice_argmax(g, u->inst[0]); break;
 		case IR_GATHER: case IR_SCATTER: emit_gather_scatter(g, u->inst[0]); break;
 		case IR_SEGSUM: emit_segsum(g, u->inst[0]); break;
@@ -1289,13 +1656,8 @@ static LLVMTypeRef args_type(Cg *g)
 
 static void emit_kernel(Cg *g, CgKernel *k, int64_t max_batch)
 {
-	static const char *names[ARG_COUNT] = {
-#define NML_X(name, str, layout, kind) [NML_B_##name] = str,
-		NML_BLOCKS(NML_X)
-#undef NML_X
-		[ARG_HPARAMS] = "hparams", [ARG_N] = "n", [ARG_T] = "t", [ARG_SEED] = "seed",
-	};
 	g->f = k->fn;
+	g->max_batch = max_batch;
 	g->kname = k->name;
 	g->nscopes = 0;
 	char dom[256];
@@ -1309,13 +1671,15 @@ static void emit_kernel(Cg *g, CgKernel *k, int64_t max_batch)
 	LLVMAddAttributeAtIndex(g->fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(g->ctx, nounwind, 0));
 	LLVMPositionBuilderAtEnd(g->b, LLVMAppendBasicBlockInContext(g->ctx, g->fn, "entry"));
 
-	LLVMTypeRef at = args_type(g);
-	LLVMValueRef a = LLVMGetParam(g->fn, 0);
-	LLVMSetValueName2(a, "args", 4);
-	for (int i = 0; i < ARG_COUNT; i++) {
-		LLVMTypeRef ft = LLVMStructGetTypeAtIndex(at, (unsigned)i);
-		g->arg[i] = LLVMBuildLoad2(g->b, ft, LLVMBuildStructGEP2(g->b, at, a, (unsigned)i, ""), names[i]);
-	}
+	g->args = LLVMGetParam(g->fn, 0);
+	LLVMSetValueName2(g->args, "args", 4);
+	load_args(g);
+	/* the thread setting is OpenBLAS's (nmlc run --threads, OPENBLAS_NUM_THREADS): one for both */
+	LLVMTypeRef getty = LLVMFunctionType(g->i32, NULL, 0, 0);
+	LLVMValueRef get = LLVMGetNamedFunction(g->mod, "openblas_get_num_threads");
+	if (!get)
+		get = LLVMAddFunction(g->mod, "openblas_get_num_threads", getty);
+	g->threads = LLVMBuildCall2(g->b, getty, get, NULL, 0, "threads");
 
 	FusePlan *plan = fuse_plan(g->m, g->f, g->type == CG_F32 ? 4 : 8, max_batch, !k->unfused);
 	g->plan = plan;
@@ -1329,6 +1693,9 @@ static void emit_kernel(Cg *g, CgKernel *k, int64_t max_batch)
 		LLVMValueRef off = ci(g, (int64_t)plan->val[i].off);
 		g->val[i].ptr = LLVMBuildInBoundsGEP2(g->b, g->i8, g->arg[NML_B_WORK], &off, 1, "");
 	}
+	for (int i = 0; i < g->f->n; i++) /* before any unit: a nest may join ops after a constant's unit */
+		if (g->f->inst[i].op == IR_CONST)
+			g->val[i].imm = LLVMConstReal(g->f64, g->f->inst[i].attr.num);
 	for (int q = 0; q < plan->nunits; q++)
 		emit_unit(g, q);
 	LLVMBuildRetVoid(g->b);

@@ -100,7 +100,7 @@ static int meets(const Vec *a, const Vec *b)
 typedef struct Unit {
 	FuseUnitKind kind;
 	IrShape space;
-	int red;
+	int reds[FUSE_MAX_RED], nred;
 	Vec inst;
 	Vec reads, writes, loose; /* slot keys: read, written, read with broadcasting */
 } Unit;
@@ -115,6 +115,7 @@ typedef struct Planner {
 	char *uniform;     /* per instruction: the same at every index */
 	char *alias;       /* per instruction: shares its operand's storage */
 	char *scalar_mem;  /* per instruction: a uniform value a matmul reads from memory */
+	char *feeds_only;  /* per instruction: read, and only by reductions */
 	int *order, *pos;  /* the units in the order they run; each unit's place in it */
 	int norder;
 } Planner;
@@ -171,7 +172,7 @@ static void add_member(Planner *p, int u, int i)
 static int new_unit(Planner *p, FuseUnitKind kind, const IrShape *space, int i)
 {
 	int u = p->nu++;
-	p->u[u] = (Unit){.kind = kind, .red = -1};
+	p->u[u] = (Unit){.kind = kind};
 	if (space)
 		p->u[u].space = *space;
 	p->pos[u] = p->norder;
@@ -180,14 +181,34 @@ static int new_unit(Planner *p, FuseUnitKind kind, const IrShape *space, int i)
 	return u;
 }
 
-/* Must unit b run after unit a? */
+/* The value whose storage a views (through reshapes and aliases). */
+static int storage_of(const Planner *p, int a)
+{
+	while (p->alias[a])
+		a = p->f->inst[a].in[0];
+	return a;
+}
+
+/* Is value a one of the reductions unit U feeds (complete only when the nest ends)? */
+static int feeds(const Unit *U, int a)
+{
+	for (int k = 0; k < U->nred; k++)
+		if (U->reds[k] == a)
+			return 1;
+	return 0;
+}
+
+/* Must unit b run after unit a? A view or alias has no code: it need not, and what reads it
+ * depends on the unit computing the storage it views. */
 static int depends(const Planner *p, int a, int b)
 {
 	const Unit *A = &p->u[a], *B = &p->u[b];
+	if (B->kind == FU_NONE && p->alias[B->inst.v[0]])
+		return 0;
 	for (int x = 0; x < B->inst.n; x++) {
 		const IrInst *in = &p->f->inst[B->inst.v[x]];
 		for (int j = 0; j < ir_op_arity(in->op); j++)
-			if (p->unit_of[in->in[j]] == a)
+			if (p->unit_of[in->in[j]] == a || p->unit_of[storage_of(p, in->in[j])] == a)
 				return 1;
 	}
 	return meets(&A->writes, &B->reads) || meets(&A->writes, &B->writes) || meets(&A->reads, &B->writes);
@@ -223,7 +244,7 @@ static int fits(const Planner *p, int u, int i)
 		return 0;
 	for (int j = 0; j < ir_op_arity(in->op); j++) {
 		int a = in->in[j];
-		if (a == U->red) /* not complete before the nest ends */
+		if (feeds(U, storage_of(p, a))) /* not complete before the nest ends */
 			return 0;
 		if (p->slot[a] >= 0 && has(&U->writes, p->slot[a])) /* a read after a store */
 			return 0;
@@ -234,6 +255,66 @@ static int fits(const Planner *p, int u, int i)
 			return 0;
 	}
 	return can_sink(p, u);
+}
+
+/* Can store i, of a value nest u computes, join u where u stands? Then the store runs earlier than
+ * program order says, so no unit after u may read or write its slot. (The nest cannot move down to
+ * the store when something in between needs its reduction, as a LAMB-style rule's trust ratio does:
+ * this keeps its state out of work and the copies that would follow.) */
+static int hoists(const Planner *p, int u, int i, int key)
+{
+	const Unit *U = &p->u[u];
+	if (U->kind != FU_NEST || feeds(U, storage_of(p, p->f->inst[i].in[0])) || has(&U->loose, key) ||
+	    has(&U->writes, key))
+		return 0;
+	for (int q = p->pos[u] + 1; q < p->norder; q++) {
+		const Unit *V = &p->u[p->order[q]];
+		if (has(&V->reads, key) || has(&V->writes, key))
+			return 0;
+	}
+	return 1;
+}
+
+/* Does store i write back what its slot holds: the value of a load of that slot (through views),
+ * with no store to the slot since? (A rule that leaves p unchanged.) */
+static int writes_back(const Planner *p, int i, int key)
+{
+	int a = p->f->inst[i].in[0];
+	if (p->slot[a] != key)
+		return 0;
+	while (p->f->inst[a].op != IR_LOAD)
+		a = p->f->inst[a].in[0];
+	for (int j = a + 1; j < i; j++) {
+		const IrInst *in = &p->f->inst[j];
+		if (in->op == IR_STORE && ir_slot_key(in->attr.slot.block, in->attr.slot.index) == key)
+			return 0;
+	}
+	return 1;
+}
+
+/* Can instruction i join nest u where u stands, when u cannot move down to i? Then i runs earlier
+ * than program order says: everything it reads must be computed by then (its operands' units are
+ * u or run before it), and no unit after u may write a slot i reads. (A LAMB-style rule reduces r
+ * twice, once before and once after a scalar that needs the nest's first reduction.) */
+static int lifts(const Planner *p, int u, int i)
+{
+	const Unit *U = &p->u[u];
+	const IrInst *in = &p->f->inst[i];
+	if (U->kind != FU_NEST || ir_op_class(in->op) == OPC_STORE)
+		return 0;
+	for (int j = 0; j < ir_op_arity(in->op); j++) {
+		int a = in->in[j];
+		if (feeds(U, storage_of(p, a)) || (p->pos[p->unit_of[a]] > p->pos[u] && p->f->inst[a].op != IR_CONST))
+			return 0; /* (a constant is one wherever it is emitted) */
+		if (p->slot[a] < 0)
+			continue;
+		if (has(&U->writes, p->slot[a]))
+			return 0;
+		for (int q = p->pos[u] + 1; q < p->norder; q++)
+			if (has(&p->u[p->order[q]].writes, p->slot[a]))
+				return 0;
+	}
+	return 1;
 }
 
 static void join(Planner *p, int u, int i)
@@ -247,7 +328,7 @@ static int producer(const Planner *p, int a, const IrShape *s)
 {
 	int u = p->unit_of[a];
 	const Unit *U = &p->u[u];
-	if (U->kind != FU_NEST || U->red == a || p->uniform[a] || !ir_shape_eq(U->space, *s))
+	if (U->kind != FU_NEST || feeds(U, a) || p->uniform[a] || !ir_shape_eq(U->space, *s))
 		return -1;
 	return u;
 }
@@ -259,10 +340,17 @@ static void place_elementwise(Planner *p, int i, int fuse)
 	const IrInst *in = &p->f->inst[i];
 	if (fuse) {
 		int best = -1;
+		int lift = -1;
 		for (int j = 0; j < ir_op_arity(in->op); j++) {
 			int u = producer(p, in->in[j], &in->shape);
 			if (u >= 0 && (best < 0 || p->pos[u] > p->pos[best]) && fits(p, u, i))
 				best = u;
+			else if (u >= 0 && best < 0 && lift < 0 && p->feeds_only[i] && lifts(p, u, i))
+				lift = u; /* only to take a reduction along: anything else would go through work */
+		}
+		if (best < 0 && lift >= 0) {
+			add_member(p, lift, i);
+			return;
 		}
 		for (int q = p->norder - 1; best < 0 && q >= 0 && q >= p->norder - WINDOW; q--) {
 			int u = p->order[q];
@@ -322,15 +410,17 @@ static void place(Planner *p, int i, int fuse)
 		place_elementwise(p, i, fuse);
 		break;
 	}
-	case OPC_REDUCE: {
+	case OPC_REDUCE: { /* a nest feeds several reductions only over the same axes: one loop order */
 		int u = fuse ? producer(p, a, shape(p, a)) : -1;
-		if (u >= 0 && p->u[u].red < 0 && fits(p, u, i)) {
+		const Unit *U = u >= 0 ? &p->u[u] : NULL;
+		int ok = U && (U->nred == 0 || (U->nred < FUSE_MAX_RED && p->f->inst[U->reds[0]].attr.axes == in->attr.axes));
+		if (ok && fits(p, u, i))
 			join(p, u, i);
-			p->u[u].red = i;
-		} else {
+		else if (ok && lifts(p, u, i))
+			add_member(p, u, i);
+		else
 			u = new_unit(p, FU_NEST, shape(p, a), i);
-			p->u[u].red = i;
-		}
+		p->u[u].reds[p->u[u].nred++] = i;
 		break;
 	}
 	case OPC_LIBRARY:
@@ -353,10 +443,16 @@ static void place(Planner *p, int i, int fuse)
 		break;
 	case OPC_STORE: {
 		IrShape dst;
-		store_key(p->m, in, shape(p, a), &dst);
+		int key = store_key(p->m, in, shape(p, a), &dst);
+		if (fuse && same_layout(shape(p, a), &dst) && writes_back(p, i, key)) {
+			new_unit(p, FU_NONE, NULL, i);
+			break;
+		}
 		int u = fuse && same_layout(shape(p, a), &dst) ? producer(p, a, shape(p, a)) : -1;
 		if (u >= 0 && fits(p, u, i))
 			join(p, u, i);
+		else if (u >= 0 && hoists(p, u, i, key))
+			add_member(p, u, i);
 		else
 			new_unit(p, FU_NEST, &dst, i);
 		break;
@@ -474,6 +570,14 @@ FusePlan *fuse_plan(const IrModule *m, const IrFunc *f, size_t esize, int64_t ma
 	p.uniform = xcalloc(n, 1);
 	p.alias = xcalloc(n, 1);
 	p.scalar_mem = xcalloc(n, 1);
+	p.feeds_only = xcalloc(n, 1);
+	for (int i = 0; i < f->n; i++) /* 1: read only by reductions so far; 2: by something else */
+		for (int j = 0; j < ir_op_arity(f->inst[i].op); j++) {
+			char *fo = &p.feeds_only[f->inst[i].in[j]];
+			*fo = ir_op_class(f->inst[i].op) == OPC_REDUCE && *fo != 2 ? 1 : 2;
+		}
+	for (int i = 0; i < f->n; i++)
+		p.feeds_only[i] = p.feeds_only[i] == 1;
 	p.order = xcalloc(n, sizeof *p.order);
 	p.pos = xcalloc(n, sizeof *p.pos);
 	for (int i = 0; i < f->n; i++)
@@ -487,8 +591,9 @@ FusePlan *fuse_plan(const IrModule *m, const IrFunc *f, size_t esize, int64_t ma
 	plan->val = xcalloc(n, sizeof *plan->val);
 	for (int q = 0; q < p.norder; q++) {
 		Unit *U = &p.u[p.order[q]];
-		plan->unit[q] = (FuseUnit){.kind = U->kind, .space = U->space, .red = U->red, .inst = U->inst.v,
-					   .n = U->inst.n};
+		plan->unit[q] = (FuseUnit){.kind = U->kind, .space = U->space, .red = U->nred ? U->reds[0] : -1,
+					   .nred = U->nred, .inst = U->inst.v, .n = U->inst.n};
+		memcpy(plan->unit[q].reds, U->reds, sizeof U->reds);
 		U->inst.v = NULL;
 	}
 	classify(&p, plan);
@@ -508,6 +613,7 @@ FusePlan *fuse_plan(const IrModule *m, const IrFunc *f, size_t esize, int64_t ma
 	free(p.uniform);
 	free(p.alias);
 	free(p.scalar_mem);
+	free(p.feeds_only);
 	free(p.order);
 	free(p.pos);
 	return plan;

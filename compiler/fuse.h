@@ -2,7 +2,8 @@
  *
  * An IR function becomes a list of units run in order: a loop nest, a library call, an op's own loop, or nothing at
  * all (leaves, scalars, views). A nest computes a group of elementwise ops and stores at each index
- * of one iteration space, and may feed one reduction of that space; its values stay in registers
+ * of one iteration space, and may feed reductions of that space (up to FUSE_MAX_RED, over the same
+ * axes); its values stay in registers
  * unless something outside the nest reads them. The plan also places every value that needs memory
  * in `work`, reusing a region once nothing reads it any more. fuse_dump prints it (for
  * `nmlc show --kernels`, through cg_dump_kernels). */
@@ -24,16 +25,21 @@ typedef enum {
 } FuseValKind;
 
 typedef enum {
-	FU_NONE,   /* a leaf, a scalar op or an alias: no loop (a scalar a matmul reads is stored, though) */
+	FU_NONE,   /* a leaf, a scalar op, an alias, or a store of what its slot holds: no loop (a scalar a
+	            * matmul reads is stored, though) */
 	FU_NEST,   /* elementwise ops and stores over one iteration space, and perhaps one reduction of it */
 	FU_LIBRARY, /* a library call (a matmul) */
 	FU_LOOP,    /* an op with a loop of its own (onehot) */
 } FuseUnitKind;
 
+enum { FUSE_MAX_RED = 4 }; /* reductions one nest may feed */
+
 typedef struct FuseUnit {
 	FuseUnitKind kind;
 	IrShape space; /* FU_NEST: the iteration space */
-	int red;       /* FU_NEST: the reduction the nest feeds (it runs over space), or -1 */
+	int red;       /* FU_NEST: the first reduction the nest feeds (it runs over space), or -1 */
+	int reds[FUSE_MAX_RED]; /* all of them, over the same axes, in program order */
+	int nred;
 	int *inst;     /* members, in program order */
 	int n;
 } FuseUnit;

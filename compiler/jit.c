@@ -18,6 +18,7 @@
 #include "config.h"
 #include <llvm/Config/llvm-config.h>
 #include "diag.h"
+#include "nmlrt.h"
 
 struct Jit {
 	LLVMOrcLLJITRef lljit;
@@ -34,8 +35,9 @@ static char *take_error(LLVMErrorRef e)
 	return s;
 }
 
-/* BLAS and the runtime's LAPACK calls are bound by address: the process-symbol search would miss it when the executable was linked
- * with --as-needed and nothing outside generated code calls it. */
+/* BLAS, the runtime's LAPACK calls and its thread pool are bound by address: the process-symbol
+ * search would miss them when the executable was linked with --as-needed and nothing outside
+ * generated code calls them. */
 static LLVMErrorRef define_blas(Jit *j)
 {
 	static const struct {
@@ -46,6 +48,9 @@ static LLVMErrorRef define_blas(Jit *j)
 		{"cblas_dgemm", (void (*)(void))cblas_dgemm},
 		{"nml_eigh_f32", (void (*)(void))nml_eigh_f32},
 		{"nml_eigh_f64", (void (*)(void))nml_eigh_f64},
+		{"openblas_get_num_threads", (void (*)(void))openblas_get_num_threads},
+		{"openblas_set_num_threads", (void (*)(void))openblas_set_num_threads},
+		{"nml_pool_for", (void (*)(void))nml_pool_for},
 	};
 	enum { NSYMS = sizeof syms / sizeof syms[0] };
 	LLVMOrcCSymbolMapPair pairs[NSYMS];

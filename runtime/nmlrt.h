@@ -241,6 +241,15 @@ float *nml_model_block(NmlModel *m, NmlBlock b);
 float *nml_model_param(NmlModel *m, int i);
 float *nml_model_state(NmlModel *m, int i);
 
+/* ---- threads of generated loops (pool.c) ----
+ * fn(args, ctx, lo, hi) runs indices [lo, hi) of a loop of n. nml_pool_for cuts [0, n) into at most
+ * `threads` contiguous pieces run at once, or runs it in the calling thread when threads < 2, n < 2
+ * or work (about the loop's element count) is below NML_POOL_MIN_WORK, or another loop is running. */
+#define NML_POOL_MAX_THREADS 64
+#define NML_POOL_MIN_WORK 65536
+typedef void (*NmlPoolFn)(void *args, void *ctx, int64_t lo, int64_t hi);
+void nml_pool_for(NmlPoolFn fn, void *args, void *ctx, int64_t n, int64_t work, int threads);
+
 /* ---- training loop (train.c): epochs of a model over a data set ---- */
 struct NmlEpochStats;
 

@@ -1144,6 +1144,24 @@ static void test_fusion(void)
 	expect_work(t);
 	run();
 
+	/* reductions over the same axes share a nest: the sums of squares and of cubes; the max of a
+	 * value of that nest comes after a nest that reads the first sum (so the first nest cannot
+	 * move down to it) and joins the first nest where it stands, with the multiply before it; the
+	 * sum over axis 0 has other axes and a nest of its own */
+	begin("fuse reductions together", S(N, 4), S(N));
+	x = x_();
+	int sq = bin(IR_MUL, x, x);
+	int s1 = red(IR_SUM, sq, 2, 1);
+	int s2 = red(IR_SUM, bin(IR_MUL, sq, x), 2, 1);
+	int e1 = un(IR_EXP, bin(IR_MUL, s1, cst(0.1)));
+	int m3 = bin(IR_MUL, sq, cst(3));
+	int s3 = red(IR_MAX, m3, 2, 1);
+	int s4 = red(IR_SUM, bin(IR_MUL, x, cst(2)), 1, 1);
+	pred(bin(IR_ADD, bin(IR_ADD, bin(IR_ADD, e1, s2), s3), red(IR_SUM, s4, 2, 1)));
+	expect_nests(4); /* sq, s1, s2, m3, s3; s4's; its sum; e1 and pred */
+	expect_reg(sq), expect_reg(m3), expect_work(s1), expect_work(s2), expect_work(s3);
+	run();
+
 	/* outer reducing loops: [N,3,4] summed over axes 0 and 2 with the producer in the nest, and a
 	 * full reduction of a chain */
 	begin("fuse rank-3 reduction", S(N, 1, 4), S(N));

@@ -1,0 +1,169 @@
+/* pool.c: the threads of generated loops.
+ *
+ * A kernel hands a loop to nml_pool_for as a function over a range of its outermost index. The
+ * range is cut into a fixed number of contiguous pieces (a few per thread); the calling thread and
+ * the pool's workers take pieces one at a time until none is left, and the call returns when all
+ * are done. Pieces write disjoint elements and each element is computed by the same code whatever
+ * the cut and whoever runs it, so results depend neither on the number of threads nor on timing.
+ *
+ * The caller never waits for a worker to start: on a busy machine a worker that is not running
+ * simply takes no piece, and the caller runs them all. Workers start on first use and sleep on a
+ * condition variable between loops, after a short spin (loops come in bursts within a step). One
+ * loop runs at a time; a caller that finds the pool busy (two models trained from two threads)
+ * runs its loop alone. Workers copy the caller's floating-point control word (flush-to-zero) for
+ * every loop, and stop when the library or program that holds this file is unloaded or exits. */
+#include "nmlrt.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+static unsigned fp_get(void) { return _mm_getcsr(); }
+static void fp_set(unsigned csr) { _mm_setcsr(csr); }
+static void relax(void) { _mm_pause(); }
+#else
+static unsigned fp_get(void) { return 0; }
+static void fp_set(unsigned csr) { (void)csr; }
+static void relax(void) {}
+#endif
+
+enum { SPINS = 2000 };      /* pauses (tens of microseconds) before a worker sleeps */
+enum { PIECES = 4 };        /* pieces per thread: a late or slow thread holds up less */
+enum { MIN_PIECE = 8192 };  /* least work per piece */
+
+static struct {
+	pthread_mutex_t busy;   /* held by the thread running a loop */
+	pthread_mutex_t m;      /* with go: sleeping and waking */
+	pthread_cond_t go;
+	pthread_t tid[NML_POOL_MAX_THREADS];
+	int nworkers, quit;
+	/* The loop's number (bits 32-63), its number of pieces (16-31) and the next piece to take
+	 * (0-15): a worker takes a piece only of the loop it was woken for, so the loop's fields below
+	 * are the ones it reads. */
+	_Atomic uint64_t next;
+	atomic_int done;        /* pieces finished */
+	uint32_t loop;
+	NmlPoolFn fn;
+	void *args, *ctx;
+	int64_t n;
+	int parts;
+	unsigned csr;
+} P = {.busy = PTHREAD_MUTEX_INITIALIZER, .m = PTHREAD_MUTEX_INITIALIZER, .go = PTHREAD_COND_INITIALIZER};
+
+/* Takes and runs pieces of loop `loop` until none is left. */
+static void take_pieces(uint32_t loop, int worker)
+{
+	uint64_t cur = atomic_load_explicit(&P.next, memory_order_acquire);
+	int csr_set = 0;
+	for (;;) {
+		if ((uint32_t)(cur >> 32) != loop || (cur & 0xffff) >= (cur >> 16 & 0xffff))
+			return;
+		if (!atomic_compare_exchange_weak_explicit(&P.next, &cur, cur + 1, memory_order_acq_rel,
+							   memory_order_acquire))
+			continue;
+		/* the piece is ours, so the loop cannot finish, and its fields stay, until it is done */
+		int k = (int)(cur & 0xffff);
+		if (worker && !csr_set)
+			fp_set(P.csr), csr_set = 1;
+		int64_t lo = P.n * k / P.parts, hi = P.n * (k + 1) / P.parts;
+		if (lo < hi)
+			P.fn(P.args, P.ctx, lo, hi);
+		atomic_fetch_add_explicit(&P.done, 1, memory_order_release);
+		cur = atomic_load_explicit(&P.next, memory_order_acquire);
+	}
+}
+
+static void *worker(void *arg)
+{
+	(void)arg;
+	uint32_t seen = (uint32_t)(atomic_load_explicit(&P.next, memory_order_acquire) >> 32);
+	for (;;) {
+		uint32_t loop;
+		int spins = 0;
+		while ((loop = (uint32_t)(atomic_load_explicit(&P.next, memory_order_acquire) >> 32)) == seen &&
+		       spins < SPINS)
+			relax(), spins++;
+		if (loop == seen) {
+			pthread_mutex_lock(&P.m);
+			while ((loop = (uint32_t)(atomic_load_explicit(&P.next, memory_order_acquire) >> 32)) == seen &&
+			       !P.quit)
+				pthread_cond_wait(&P.go, &P.m);
+			int quit = P.quit;
+			pthread_mutex_unlock(&P.m);
+			if (quit)
+				return NULL;
+		}
+		seen = loop;
+		take_pieces(loop, 1);
+	}
+}
+
+static int grow(int want)
+{
+	while (P.nworkers < want) {
+		pthread_attr_t a;
+		pthread_attr_init(&a);
+		pthread_attr_setstacksize(&a, 1 << 20);
+		int rc = pthread_create(&P.tid[P.nworkers], &a, worker, NULL);
+		pthread_attr_destroy(&a);
+		if (rc)
+			break;
+		P.nworkers++;
+	}
+	return P.nworkers;
+}
+
+void nml_pool_for(NmlPoolFn fn, void *args, void *ctx, int64_t n, int64_t work, int threads)
+{
+	if (threads > NML_POOL_MAX_THREADS)
+		threads = NML_POOL_MAX_THREADS;
+	if (threads < 2 || n < 2 || work < NML_POOL_MIN_WORK || pthread_mutex_trylock(&P.busy)) {
+		if (n > 0)
+			fn(args, ctx, 0, n);
+		return;
+	}
+	if (grow(threads - 1) < 1) {
+		pthread_mutex_unlock(&P.busy);
+		fn(args, ctx, 0, n);
+		return;
+	}
+	int64_t parts = (int64_t)threads * PIECES;
+	if (parts > work / MIN_PIECE)
+		parts = work / MIN_PIECE;
+	if (parts > n)
+		parts = n;
+	if (parts < 2)
+		parts = 2;
+	P.fn = fn, P.args = args, P.ctx = ctx, P.n = n, P.parts = (int)parts, P.csr = fp_get();
+	atomic_store_explicit(&P.done, 0, memory_order_relaxed);
+	uint32_t loop = ++P.loop;
+	pthread_mutex_lock(&P.m);
+	atomic_store_explicit(&P.next, (uint64_t)loop << 32 | (uint64_t)parts << 16, memory_order_release);
+	pthread_cond_broadcast(&P.go);
+	pthread_mutex_unlock(&P.m);
+
+	take_pieces(loop, 0);
+	/* what is left is being run by workers: wait for it */
+	for (int spins = 0; atomic_load_explicit(&P.done, memory_order_acquire) < P.parts; spins++)
+		if (spins < SPINS)
+			relax();
+		else
+			sched_yield(); /* a worker in the middle of a piece lost its core */
+	pthread_mutex_unlock(&P.busy);
+}
+
+/* Workers run code of the library this file is linked into: stop them before it is unmapped. */
+__attribute__((destructor)) static void pool_stop(void)
+{
+	pthread_mutex_lock(&P.busy);
+	pthread_mutex_lock(&P.m);
+	P.quit = 1;
+	pthread_cond_broadcast(&P.go);
+	pthread_mutex_unlock(&P.m);
+	for (int i = 0; i < P.nworkers; i++)
+		pthread_join(P.tid[i], NULL);
+	P.nworkers = 0;
+	pthread_mutex_unlock(&P.busy);
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/python3
+"""Threads in generated loops (runtime/pool.c): threads.nml trains to the same bits on 1, 2 and 3
+threads, twice on 2, in nmlc run (the JIT) and in a library built by nmlc build (which links the
+pool from libnmlrt.a); and its step really has units split across threads, or none of this would
+test anything.
+
+  threads.py NMLC RUNTIME_INC SANITIZE CC...
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+nmlc, runtime_inc, sanitize, cc = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+here = os.path.dirname(os.path.abspath(__file__))
+model = os.path.join(here, "threads.nml")
+passed = failed = 0
+
+
+def check(name, ok, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+    else:
+        failed += 1
+        print(f"FAIL {name} {detail}")
+    return ok
+
+
+# nmlc under a sanitizer: LLVM's globals look like leaks.
+env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0", CC=" ".join(cc))
+
+
+def nmlc_run(*args, threads_env=None):
+    e = dict(env, OPENBLAS_NUM_THREADS=threads_env) if threads_env else env
+    return subprocess.run([nmlc, *args], capture_output=True, text=True, env=e)
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+r = nmlc_run("show", "--llvm", model)
+splits = r.stdout.count("call void @nml_pool_for")
+check("the step has units split across threads", r.returncode == 0 and splits >= 4, f"{splits} calls\n{r.stderr}")
+
+with tempfile.TemporaryDirectory() as tmp:
+    # nmlc run: --threads sets OpenBLAS's threads and the pool's.
+    ckpt = {}
+    for i, t in enumerate(["1", "2", "2", "3"]):
+        path = os.path.join(tmp, f"run{i}.safetensors")
+        r = nmlc_run("run", model, "--limit", "640", "--threads", t, "--save", path, "-q")
+        if check(f"nmlc run --threads {t} ({i})", r.returncode == 0, r.stderr[-3000:]):
+            ckpt[i] = read(path)
+    if len(ckpt) == 4:
+        check("nmlc run: 2 threads give the bits of 1", ckpt[1] == ckpt[0])
+        check("nmlc run: 2 threads again, the same bits", ckpt[2] == ckpt[0])
+        check("nmlc run: 3 threads (uneven pieces), the same bits", ckpt[3] == ckpt[0])
+
+    # nmlc build: the library sizes the pool by OpenBLAS's setting (OPENBLAS_NUM_THREADS).
+    lib = os.path.join(tmp, "libmodel.so")
+    r = nmlc_run("build", model, "-o", lib)
+    if check("nmlc build", r.returncode == 0, r.stderr[-3000:]):
+        exe = os.path.join(tmp, "drive")
+        flags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-g"]
+        if sanitize not in ("", "none"):
+            flags += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer"]
+        r = subprocess.run([*cc, *flags, "-I", tmp, "-I", runtime_inc, os.path.join(here, "drive.c"), lib,
+                            f"-Wl,-rpath,{tmp}", "-o", exe], capture_output=True, text=True)
+        if check("compile drive.c", r.returncode == 0, r.stderr):
+            out = {}
+            for i, t in enumerate(["1", "2", "2", "3"]):
+                path = os.path.join(tmp, f"lib{i}.safetensors")
+                r = subprocess.run([exe, path], capture_output=True, text=True,
+                                   env=dict(os.environ, OPENBLAS_NUM_THREADS=t))
+                if check(f"library on {t} thread(s) ({i})", r.returncode == 0 and r.stdout.count("loss") == 6,
+                         r.stdout + r.stderr[-3000:]):
+                    out[i] = (r.stdout, read(path))
+            if len(out) == 4:
+                check("library: losses and checkpoint on 2 threads are those of 1", out[1] == out[0])
+                check("library: 2 threads again, the same", out[2] == out[0])
+                check("library: 3 threads, the same", out[3] == out[0])
+
+print(f"{passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)
