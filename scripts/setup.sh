@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(build-essential pkg-config meson ninja-build re2c lemon llvm-19-dev libopenblas-dev
-	zlib1g-dev libcjson-dev libedit-dev dataset-fashion-mnist python3 python3-numpy python3-torch tmux)
+	zlib1g-dev libcjson-dev libedit-dev dataset-fashion-mnist python3 python3-numpy python3-torch tmux
+	chromium)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
