@@ -1513,6 +1513,7 @@ static void run_split(Cg *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef n, 
  * in any thread, and the kernel combines the partials in chunk order. So the sums are the same on
  * any number of threads (they differ from one unchunked loop's by reassociation only). */
 enum { CHUNK = 16384, MAX_PARTIALS = 16384 };
+enum { OUTLINE_OPS = 8192 }; /* more ops than this in a kernel: its small nests become functions */
 
 /* Chunks [lo, hi) of unit q, each reducing into its partial result in g->extra. */
 static void emit_chunks(Cg *g, int q)
@@ -1550,6 +1551,18 @@ static void emit_nest_unit(Cg *g, int q)
 	int a0 = 0;
 	while (a0 < u->space.rank && u->space.dim[a0] == 1)
 		a0++;
+	if (a0 < u->space.rank && !u->nred && g->f->n > OUTLINE_OPS && static_numel(g, &u->space) < NML_POOL_MIN_WORK) {
+		/* A huge kernel (a model of thousands of small tensors): each small nest its own
+		 * function, called whole, so that LLVM optimizes and schedules many small functions
+		 * rather than one straight-line block of all of them, which takes it minutes. */
+		LLVMValueRef ctx, fn = outline(g, q, emit_nest, NULL, &ctx);
+		unsigned noinline = LLVMGetEnumAttributeKindForName("noinline", 8);
+		LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(g->ctx, noinline, 0));
+		LLVMTypeRef pt[4] = {g->ptr, g->ptr, g->i64, g->i64};
+		LLVMValueRef a[4] = {g->args, ctx, ci(g, 0), dimv(g, u->space.dim[a0])};
+		LLVMBuildCall2(g->b, LLVMFunctionType(LLVMVoidTypeInContext(g->ctx), pt, 4, 0), fn, a, 4, "");
+		return;
+	}
 	if (a0 == u->space.rank || static_numel(g, &u->space) < NML_POOL_MIN_WORK) {
 		emit_nest(g, q);
 		return;

@@ -97,6 +97,10 @@ static int meets(const Vec *a, const Vec *b)
 	return 0;
 }
 
+/* A nest holds at most this many ops: thousands of small parameters' updates, which share an
+ * iteration space, would otherwise become one loop body LLVM takes minutes to compile. */
+enum { FUSE_MAX_NEST_OPS = 256 };
+
 typedef struct Unit {
 	FuseUnitKind kind;
 	IrShape space;
@@ -240,7 +244,7 @@ static int fits(const Planner *p, int u, int i)
 {
 	const Unit *U = &p->u[u];
 	const IrInst *in = &p->f->inst[i];
-	if (U->kind != FU_NEST)
+	if (U->kind != FU_NEST || U->inst.n >= FUSE_MAX_NEST_OPS)
 		return 0;
 	for (int j = 0; j < ir_op_arity(in->op); j++) {
 		int a = in->in[j];
