@@ -14,35 +14,12 @@ import subprocess
 import sys
 import tempfile
 
-try:
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-except ImportError:
-    print("numpy or torch is not importable; skipping")
-    sys.exit(77)
-sys.dont_write_bytecode = True
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "oracle"))
-from oracle import read_safetensors as load, write_safetensors  # noqa: E402
-
-
-def save(path, tensors):
-    write_safetensors(path, {k: np.asarray(v, np.float32) for k, v in tensors.items()})
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import DATA, blobs, check, finish, load, np, orders as batch_orders, save, torch, write_safetensors  # noqa: E402,F401
+import torch.nn.functional as F  # noqa: E402
 
 nmlc = sys.argv[1]
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
 STEPS, LR, DECAY = 12, 0.5, 0.8
-passed = failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL {name} {detail}")
-    return ok
 
 
 NML = f"""use std.nn
@@ -110,5 +87,4 @@ with tempfile.TemporaryDirectory() as tmp:
     check("before any step the weights themselves are evaluated", printed is not None and abs(printed - at_init) < 6e-5,
           f"{printed} vs {at_init}: {r.stdout} {r.stderr}")
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish()

@@ -17,31 +17,12 @@ import subprocess
 import sys
 import tempfile
 
-try:
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-except ImportError:
-    print("numpy or torch is not importable; skipping")
-    sys.exit(77)
-sys.dont_write_bytecode = True
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "oracle"))
-from oracle import read_safetensors as load, write_safetensors  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import DATA, blobs, check, finish, load, np, orders as batch_orders, save, torch, write_safetensors  # noqa: E402,F401
+import torch.nn.functional as F  # noqa: E402
 
 nmlc, order_exe = sys.argv[1], sys.argv[2]
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
 BATCH, EPOCHS, SEED, RHO = 16, 3, 5, 0.05
-passed = failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-    else:
-        failed += 1
-        print(f"FAIL {name} {detail}")
-    return ok
 
 
 NML = """use std.nn
@@ -70,17 +51,14 @@ train {{
 }}
 """
 
-x_all = np.load(os.path.join(DATA, "blobs_x.npy")).astype(np.float32)
-y_all = np.load(os.path.join(DATA, "blobs_y.npy")).astype(np.int64)
-n_train = len(x_all) - round(0.1 * len(x_all))  # npy() holds out the last 10%
-x, y = torch.tensor(x_all[:n_train]), torch.tensor(y_all[:n_train])
+x_np, y_np, n_train = blobs()
+x, y = torch.tensor(x_np), torch.tensor(y_np)
 
 rng = np.random.default_rng(13)
 init = {"l1.w": rng.uniform(-0.5, 0.5, (6, 8)), "l1.b": rng.uniform(-0.5, 0.5, 8),
         "bn.weight": rng.uniform(0.5, 1.5, 8), "bn.bias": rng.uniform(-0.5, 0.5, 8),
         "l2.w": rng.uniform(-0.5, 0.5, (8, 3)), "l2.b": rng.uniform(-0.5, 0.5, 3)}
-orders = [[int(v) for v in subprocess.run([order_exe, str(SEED), str(e), str(n_train)], capture_output=True,
-                                          text=True, check=True).stdout.split()] for e in range(1, EPOCHS + 1)]
+orders = batch_orders(order_exe, SEED, EPOCHS, n_train)
 
 
 def reference(update_buffers):
@@ -155,5 +133,4 @@ with tempfile.TemporaryDirectory() as tmp:
         d = float(np.max(np.abs(stats[0] - stats[1])))
         check("the two settings keep different running statistics", d > 1e-4, f"(differ by {d:.1e})")
 
-print(f"{passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+finish()
