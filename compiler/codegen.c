@@ -1864,4 +1864,85 @@ int cg_optimize(LLVMModuleRef mod, char **err)
 	return rc;
 }
 
+/* ---- splitting a module ---- */
+
+static size_t fn_insts(LLVMValueRef fn)
+{
+	size_t n = 0;
+	for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(fn); bb; bb = LLVMGetNextBasicBlock(bb))
+		for (LLVMValueRef in = LLVMGetFirstInstruction(bb); in; in = LLVMGetNextInstruction(in))
+			n++;
+	return n;
+}
+
+size_t cg_module_insts(LLVMModuleRef mod)
+{
+	size_t n = 0;
+	for (LLVMValueRef fn = LLVMGetFirstFunction(mod); fn; fn = LLVMGetNextFunction(fn))
+		n += fn_insts(fn);
+	return n;
+}
+
+/* fn becomes a declaration: its values' uses go first, then its instructions, then its blocks. */
+static void drop_body(LLVMValueRef fn)
+{
+	for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(fn); bb; bb = LLVMGetNextBasicBlock(bb))
+		for (LLVMValueRef in = LLVMGetFirstInstruction(bb); in; in = LLVMGetNextInstruction(in))
+			if (LLVMGetTypeKind(LLVMTypeOf(in)) != LLVMVoidTypeKind)
+				LLVMReplaceAllUsesWith(in, LLVMGetPoison(LLVMTypeOf(in)));
+	for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(fn); bb; bb = LLVMGetNextBasicBlock(bb))
+		for (LLVMValueRef in = LLVMGetFirstInstruction(bb), next; in; in = next) {
+			next = LLVMGetNextInstruction(in);
+			LLVMInstructionEraseFromParent(in);
+		}
+	for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(fn), next; bb; bb = next) {
+		next = LLVMGetNextBasicBlock(bb);
+		LLVMDeleteBasicBlock(bb);
+	}
+}
+
+typedef struct PartFn {
+	LLVMValueRef fn;
+	size_t size;
+	int index;
+} PartFn;
+
+static int larger_first(const void *a, const void *b)
+{
+	const PartFn *x = a, *y = b;
+	if (x->size != y->size)
+		return x->size < y->size ? 1 : -1;
+	return (x->index > y->index) - (x->index < y->index);
+}
+
+void cg_keep_part(LLVMModuleRef mod, int part, int nparts)
+{
+	int n = 0;
+	for (LLVMValueRef fn = LLVMGetFirstFunction(mod); fn; fn = LLVMGetNextFunction(fn))
+		n += !LLVMIsDeclaration(fn);
+	PartFn *f = malloc((size_t)(n ? n : 1) * sizeof *f);
+	size_t *load = calloc((size_t)nparts, sizeof *load);
+	if (!f || !load)
+		die("out of memory");
+	n = 0;
+	for (LLVMValueRef fn = LLVMGetFirstFunction(mod); fn; fn = LLVMGetNextFunction(fn))
+		if (!LLVMIsDeclaration(fn)) {
+			f[n] = (PartFn){fn, fn_insts(fn), n};
+			n++;
+		}
+	qsort(f, (size_t)n, sizeof *f, larger_first);
+	for (int i = 0; i < n; i++) { /* each to the part with the least so far */
+		int best = 0;
+		for (int p = 1; p < nparts; p++)
+			if (load[p] < load[best])
+				best = p;
+		load[best] += f[i].size;
+		LLVMSetLinkage(f[i].fn, LLVMExternalLinkage);
+		if (best != part)
+			drop_body(f[i].fn);
+	}
+	free(load);
+	free(f);
+}
+
 char *cg_print(LLVMModuleRef mod) { return LLVMPrintModuleToString(mod); }

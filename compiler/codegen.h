@@ -46,6 +46,16 @@ int cg_optimize(LLVMModuleRef mod, char **err);
 /* The same for the target machine tm (nmlc build --cpu), which stays the caller's. */
 int cg_optimize_for(LLVMModuleRef mod, LLVMTargetMachineRef tm, char **err);
 
+/* Splitting a module so that its parts are optimized and compiled at the same time (jit.c, aot.c).
+ * Every part is a copy of the whole module; cg_keep_part(mod, part, nparts) leaves in copy `part`
+ * the bodies of its share of the functions and turns the others into declarations, which the
+ * linker resolves against the other parts. Shares are balanced by instruction count, largest
+ * first, and depend on the module alone, so copies built alike are split alike. A function's code
+ * does not depend on the split: every defined function becomes external in every part (none is
+ * inlined across functions: the outlined ones are noinline or called through nml_pool_for). */
+size_t cg_module_insts(LLVMModuleRef mod);
+void cg_keep_part(LLVMModuleRef mod, int part, int nparts);
+
 /* The module as text (`nmlc show --llvm`); the caller frees it with LLVMDisposeMessage. */
 char *cg_print(LLVMModuleRef mod);
 

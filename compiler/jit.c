@@ -2,6 +2,7 @@
 #include "jit.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -208,57 +209,147 @@ static void cache_write(const char *dir, const char *path, const uint64_t key[2]
 		unlink(tmp);
 }
 
-int jit_add_cached(Jit *j, LLVMModuleRef (*build)(LLVMContextRef ctx, void *user), void *user, int *hit, char **err)
+/* ---- compiling in parts, on threads ---- */
+
+/* A module of more instructions than SPLIT_INSTS (before optimization) is compiled in parts, at most
+ * MAX_PARTS and one per online CPU, each optimized and compiled to an object on a thread of its own
+ * (cg_keep_part). NML_JIT_THREADS=N sets the number of parts (1: no threads). */
+enum { SPLIT_INSTS = 1000, MAX_PARTS = 8 };
+
+typedef struct Part {
+	LLVMModuleRef (*build)(LLVMContextRef ctx, void *user);
+	void *user;
+	pthread_mutex_t *building; /* build is not assumed to be reentrant */
+	const char *dir;           /* the cache, or NULL */
+	int part, nparts;
+	LLVMContextRef ctx;
+	LLVMModuleRef mod; /* part 0's is built before the threads start */
+	LLVMMemoryBufferRef obj;
+	int hit;
+	char *err;
+} Part;
+
+static int parts_for(size_t insts)
 {
-	*hit = 0;
-	char *dir = cache_dir();
-	if (!dir)
-		return jit_add(j, build, user, err);
-	LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
-	LLVMModuleRef mod = build(LLVMOrcThreadSafeContextGetContext(tsc), user);
-	char *text = cg_print(mod), *cpu = LLVMGetHostCPUName(), *features = LLVMGetHostCPUFeatures();
-	uint64_t key[2] = {1469598103934665603ull, 0x84222325cbf29ce4ull};
-	const char *parts[] = {text, cpu, features, NML_VERSION, LLVM_VERSION_STRING};
-	for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
-		for (int k = 0; k < 2; k++)
-			key[k] = fnv(parts[i], strlen(parts[i]) + 1, key[k] ^ (uint64_t)k);
-	LLVMDisposeMessage(text);
-	LLVMDisposeMessage(cpu);
-	LLVMDisposeMessage(features);
+	const char *env = getenv("NML_JIT_THREADS");
+	if (env && *env) {
+		long n = strtol(env, NULL, 10);
+		return n < 1 ? 1 : n > MAX_PARTS ? MAX_PARTS : (int)n;
+	}
+	if (insts <= SPLIT_INSTS)
+		return 1;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	return cpus < 2 ? 1 : cpus > MAX_PARTS ? MAX_PARTS : (int)cpus;
+}
+
+/* Part p's object: from the cache when an entry's key matches, else optimized and compiled (and
+ * written to the cache). The key: the part's module as built, the host CPU and its features, and
+ * the compiler's and LLVM's versions. */
+static void *compile_part(void *arg)
+{
+	Part *p = arg;
+	if (!p->mod) {
+		p->ctx = LLVMContextCreate();
+		pthread_mutex_lock(p->building);
+		p->mod = p->build(p->ctx, p->user);
+		pthread_mutex_unlock(p->building);
+	}
+	cg_keep_part(p->mod, p->part, p->nparts);
 	char path[4200];
-	snprintf(path, sizeof path, "%s/%016llx%016llx.o", dir, (unsigned long long)key[0], (unsigned long long)key[1]);
-	LLVMMemoryBufferRef obj = cache_read(path, key);
-	int rc = 0;
-	if (obj) {
-		*hit = 1;
-		LLVMDisposeModule(mod);
-	} else {
-		LLVMTargetMachineRef tm = cg_host_machine(err);
+	uint64_t key[2] = {1469598103934665603ull, 0x84222325cbf29ce4ull};
+	if (p->dir) {
+		char *text = cg_print(p->mod), *cpu = LLVMGetHostCPUName(), *features = LLVMGetHostCPUFeatures();
+		const char *parts[] = {text, cpu, features, NML_VERSION, LLVM_VERSION_STRING};
+		for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
+			for (int k = 0; k < 2; k++)
+				key[k] = fnv(parts[i], strlen(parts[i]) + 1, key[k] ^ (uint64_t)k);
+		LLVMDisposeMessage(text);
+		LLVMDisposeMessage(cpu);
+		LLVMDisposeMessage(features);
+		snprintf(path, sizeof path, "%s/%016llx%016llx.o", p->dir, (unsigned long long)key[0],
+			 (unsigned long long)key[1]);
+		p->obj = cache_read(path, key);
+		p->hit = p->obj != NULL;
+	}
+	if (!p->obj) {
+		LLVMTargetMachineRef tm = cg_host_machine(&p->err);
 		char *msg = NULL;
-		if (!tm || cg_optimize_for(mod, tm, err)
-		    || LLVMTargetMachineEmitToMemoryBuffer(tm, mod, LLVMObjectFile, &msg, &obj)) {
-			if (msg) {
-				*err = strdup(msg);
-				LLVMDisposeMessage(msg);
-			}
-			rc = -1;
-		} else {
-			cache_write(dir, path, key, obj);
+		if (tm && !cg_optimize_for(p->mod, tm, &p->err)
+		    && LLVMTargetMachineEmitToMemoryBuffer(tm, p->mod, LLVMObjectFile, &msg, &p->obj)) {
+			p->err = strdup(msg ? msg : "cannot emit object code");
+			p->obj = NULL;
 		}
+		LLVMDisposeMessage(msg);
 		if (tm)
 			LLVMDisposeTargetMachine(tm);
-		LLVMDisposeModule(mod);
+		if (p->obj && p->dir)
+			cache_write(p->dir, path, key, p->obj);
 	}
-	LLVMOrcDisposeThreadSafeContext(tsc);
+	LLVMDisposeModule(p->mod);
+	p->mod = NULL;
+	return NULL;
+}
+
+int jit_add_cached(Jit *j, LLVMModuleRef (*build)(LLVMContextRef ctx, void *user), void *user, int *hit, char **err)
+{
+	pthread_mutex_t building = PTHREAD_MUTEX_INITIALIZER;
+	Part part[MAX_PARTS] = {0};
+	char *dir = cache_dir();
+	part[0] = (Part){.build = build, .user = user, .building = &building, .dir = dir, .ctx = LLVMContextCreate()};
+	part[0].mod = build(part[0].ctx, user);
+	if (!part[0].mod) {
+		*err = strdup("no module to add");
+		LLVMContextDispose(part[0].ctx);
+		free(dir);
+		return -1;
+	}
+	int n = parts_for(cg_module_insts(part[0].mod));
+	pthread_t tid[MAX_PARTS];
+	int started[MAX_PARTS] = {0};
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 64u << 20); /* LLVM recurses over large functions */
+	for (int p = 0; p < n; p++) {
+		if (p)
+			part[p] = (Part){.build = build, .user = user, .building = &building, .dir = dir};
+		part[p].part = p;
+		part[p].nparts = n;
+		if (p)
+			started[p] = pthread_create(&tid[p], &attr, compile_part, &part[p]) == 0;
+	}
+	pthread_attr_destroy(&attr);
+	compile_part(&part[0]);
+	for (int p = 1; p < n; p++) {
+		if (started[p])
+			pthread_join(tid[p], NULL);
+		else
+			compile_part(&part[p]);
+	}
+	int rc = 0;
+	*hit = 1;
+	for (int p = 0; p < n; p++) {
+		*hit &= part[p].hit;
+		if (!rc && !part[p].obj) {
+			*err = part[p].err ? part[p].err : strdup("code generation failed");
+			part[p].err = NULL;
+			rc = -1;
+		}
+		LLVMErrorRef e = NULL;
+		if (!rc) {
+			e = LLVMOrcLLJITAddObjectFile(j->lljit, j->main, part[p].obj);
+			part[p].obj = NULL;
+		} else if (part[p].obj) {
+			LLVMDisposeMemoryBuffer(part[p].obj);
+		}
+		if (e) {
+			*err = take_error(e);
+			rc = -1;
+		}
+		free(part[p].err);
+		LLVMContextDispose(part[p].ctx);
+	}
 	free(dir);
-	if (rc)
-		return -1;
-	LLVMErrorRef e = LLVMOrcLLJITAddObjectFile(j->lljit, j->main, obj);
-	if (e) {
-		*err = take_error(e);
-		return -1;
-	}
-	return 0;
+	return rc;
 }
 
 int jit_add(Jit *j, LLVMModuleRef (*build)(LLVMContextRef ctx, void *user), void *user, char **err)

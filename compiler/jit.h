@@ -19,7 +19,9 @@ int jit_add_ir(Jit *j, LLVMModuleRef (*build)(LLVMContextRef ctx, void *user), v
  * a hit skips optimization and code generation. The cache is $NML_CACHE_DIR, else
  * $XDG_CACHE_HOME/nml, else ~/.cache/nml; NML_CACHE_DIR=off turns it off. Entries are written to a
  * temporary name and renamed (concurrent runs are safe) and carry a checksum (a damaged one is
- * compiled again and replaced). *hit says whether it was used. */
+ * compiled again and replaced). *hit says whether it was used. A large module is built once per
+ * CPU and compiled in parts at the same time (cg_keep_part), each part an entry of the cache; build
+ * is called from those threads, one at a time. */
 int jit_add_cached(Jit *j, LLVMModuleRef (*build)(LLVMContextRef ctx, void *user), void *user, int *hit, char **err);
 /* The address of an exported symbol (compiling its module on first use); NULL with *err malloc'd. */
 void *jit_lookup(Jit *j, const char *name, char **err);

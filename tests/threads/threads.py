@@ -31,8 +31,9 @@ def check(name, ok, detail=""):
 env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0", CC=" ".join(cc))
 
 
-def nmlc_run(*args, threads_env=None):
+def nmlc_run(*args, threads_env=None, extra_env=None):
     e = dict(env, OPENBLAS_NUM_THREADS=threads_env) if threads_env else env
+    e = dict(e, **(extra_env or {}))
     return subprocess.run([nmlc, *args], capture_output=True, text=True, env=e)
 
 
@@ -57,6 +58,23 @@ with tempfile.TemporaryDirectory() as tmp:
         check("nmlc run: 2 threads give the bits of 1", ckpt[1] == ckpt[0])
         check("nmlc run: 2 threads again, the same bits", ckpt[2] == ckpt[0])
         check("nmlc run: 3 threads (uneven pieces), the same bits", ckpt[3] == ckpt[0])
+
+    # The JIT compiles a large module in parts on threads of its own (NML_JIT_THREADS parts, one
+    # cache entry each): the code, so the bits, do not depend on how many.
+    parts = {}
+    for n in ["1", "2", "3"]:
+        cache = os.path.join(tmp, f"cache{n}")
+        path = os.path.join(tmp, f"parts{n}.safetensors")
+        r = nmlc_run("run", model, "--limit", "640", "--threads", "2", "--save", path, "-q",
+                     extra_env={"NML_JIT_THREADS": n, "NML_CACHE_DIR": cache})
+        if check(f"nmlc run compiled in {n} part(s)", r.returncode == 0, r.stderr[-3000:]):
+            objects = [f for f in os.listdir(cache) if f.endswith(".o")]
+            check(f"{n} part(s): one cache entry each", len(objects) == int(n), str(objects))
+            parts[n] = read(path)
+    if len(parts) == 3 and 1 in ckpt:
+        check("compiled in 1 part: the bits of the default", parts["1"] == ckpt[1])
+        check("compiled in 2 parts: the same bits", parts["2"] == parts["1"])
+        check("compiled in 3 parts: the same bits", parts["3"] == parts["1"])
 
     # nmlc build: the library sizes the pool by OpenBLAS's setting (OPENBLAS_NUM_THREADS).
     lib = os.path.join(tmp, "libmodel.so")
