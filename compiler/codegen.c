@@ -1180,7 +1180,14 @@ static void emit_window(Cg *g, int i)
 		start = g->split.lo;
 		count = LLVMBuildNSWSub(b, g->split.hi, g->split.lo, "");
 	}
-	if (fold)
+	/* Windows that tile the image (pooling whose stride is its window, no padding): each pixel is
+	 * in exactly one window, so none is outside and a fold writes each once, with nothing to clear
+	 * or add to. */
+	int tiles = 1;
+	for (int ax = 0; ax < 2; ax++)
+		tiles &= w->win.s[ax] == w->win.k[ax] && w->win.d[ax] == 1 && w->win.p[ax] == 0
+			 && (int64_t)w->win.k[ax] * win->dim[3 + ax] == w->win.in[ax];
+	if (fold && !tiles)
 		LLVMBuildMemSet(b, elem(g, dst, imul(g, start, imul(g, H, W))), LLVMConstInt(g->i8, 0, 0),
 				LLVMBuildMul(b, imul(g, count, imul(g, H, W)), ci(g, g->type == CG_F32 ? 4 : 8), ""), 1);
 	Loop l[5];
@@ -1194,13 +1201,16 @@ static void emit_window(Cg *g, int i)
 	LLVMValueRef x = iadd(g, LLVMBuildNSWSub(b, imul(g, ow, ci(g, w->win.s[1])), ci(g, w->win.p[1]), ""),
 			      imul(g, kw, ci(g, w->win.d[1])));
 	/* unsigned compares: a negative row or column is outside too */
-	LLVMValueRef inside = LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntULT, h, H, ""), LLVMBuildICmp(b, LLVMIntULT, x, W, ""), "");
+	LLVMValueRef inside = tiles ? LLVMConstInt(LLVMInt1TypeInContext(g->ctx), 1, 0)
+				    : LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntULT, h, H, ""), LLVMBuildICmp(b, LLVMIntULT, x, W, ""), "");
 	LLVMValueRef px = iadd(g, imul(g, iadd(g, imul(g, bc, H), h), W), x);
 	px = sel(g, inside, px, ci(g, 0)); /* a padding element reads nothing */
 	LLVMValueRef e = iadd(g, imul(g, iadd(g, imul(g, iadd(g, imul(g, iadd(g, imul(g, bc, KH), kh), KW), kw), OH), oh), OW), ow);
 	if (!fold) {
 		LLVMValueRef v = load(g, elem(g, src, px), rd);
 		store(g, sel(g, inside, v, cf(g, w->win.neg_inf ? -INFINITY : 0)), elem(g, dst, e), wr);
+	} else if (tiles) { /* 0 + add, as the sum into a cleared image would be (-0 becomes +0) */
+		store(g, LLVMBuildFAdd(b, cf(g, 0), load(g, elem(g, src, e), rd), ""), elem(g, dst, px), wr);
 	} else {
 		LLVMValueRef add = load(g, elem(g, src, e), rd);
 		LLVMValueRef at = elem(g, dst, px);

@@ -1293,6 +1293,16 @@ static void test_permute_random(void)
 	int u = ir_unfold(C.f, x_(), w3, L0);
 	pred(ir_fold(C.f, u, C.f->inst[u].attr, L0));
 	run();
+	begin("unfold and fold of 2x3 windows that tile the image (no clearing, no sums)", S(N, 2, 4, 6), S(N));
+	IrAttr w5 = {.win = {{2, 3}, {2, 3}, {0, 0}, {1, 1}}};
+	u = ir_unfold(C.f, x_(), w5, L0);
+	pred(ir_fold(C.f, bin(IR_MUL, u, cst(3)), C.f->inst[u].attr, L0));
+	run();
+	begin("fold of 2x2 windows, stride 2, over 5 rows: the last row is in none", S(N, 1, 5, 4), S(N));
+	IrAttr w6 = {.win = {{2, 2}, {2, 2}, {0, 0}, {1, 1}}};
+	u = ir_unfold(C.f, x_(), w6, L0);
+	pred(ir_fold(C.f, u, C.f->inst[u].attr, L0));
+	run();
 	begin("slice and zero padding along an axis", S(N, 5, 3), S(N));
 	pred(ir_slice(C.f, ir_slice(C.f, x_(), 1, 1, 3, L0), 2, -2, 6, L0)); /* [N,3,3] then [N,3,6] */
 	run();
