@@ -1065,6 +1065,12 @@ static void emit_matmul(Cg *g, int q)
 	IrShape mnk = *sc; /* C's elements times K: the multiply-adds */
 	mnk.dim[mnk.rank++] = sa->dim[ra - (ta ? 2 : 1)];
 	if (most < 2 || static_numel(g, &mnk) / 8 < NML_POOL_MIN_WORK) {
+		/* on OpenBLAS's threads: the pool's workers sleep rather than spin on their cores */
+		LLVMTypeRef rty = LLVMFunctionType(LLVMVoidTypeInContext(g->ctx), NULL, 0, 0);
+		LLVMValueRef rest = LLVMGetNamedFunction(g->mod, "nml_pool_rest");
+		if (!rest)
+			rest = LLVMAddFunction(g->mod, "nml_pool_rest", rty);
+		LLVMBuildCall2(b, rty, rest, NULL, 0, "");
 		emit_gemms(g, q);
 	} else {
 		LLVMValueRef ctx, fn = outline(g, q, emit_gemms, NULL, &ctx);

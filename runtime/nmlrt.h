@@ -249,6 +249,9 @@ float *nml_model_state(NmlModel *m, int i);
 #define NML_POOL_MIN_WORK 65536
 typedef void (*NmlPoolFn)(void *args, void *ctx, int64_t lo, int64_t hi);
 void nml_pool_for(NmlPoolFn fn, void *args, void *ctx, int64_t n, int64_t work, int threads);
+/* Called before a multithreaded library call (a matrix product on OpenBLAS's threads): the pool's
+ * workers sleep now instead of spinning for the next loop on the cores those threads need. */
+void nml_pool_rest(void);
 
 /* ---- training loop (train.c): epochs of a model over a data set ---- */
 struct NmlEpochStats;

@@ -8,10 +8,12 @@
  *
  * The caller never waits for a worker to start: on a busy machine a worker that is not running
  * simply takes no piece, and the caller runs them all. Workers start on first use and sleep on a
- * condition variable between loops, after a short spin (loops come in bursts within a step). One
- * loop runs at a time; a caller that finds the pool busy (two models trained from two threads)
- * runs its loop alone. Workers copy the caller's floating-point control word (flush-to-zero) for
- * every loop, and stop when the library or program that holds this file is unloaded or exits. */
+ * condition variable between loops, after a short spin (loops come in bursts within a step), or at
+ * once when the kernel is about to run a matrix product on OpenBLAS's threads (nml_pool_rest), whose
+ * cores a spinning worker would take. One loop runs at a time; a caller that finds the pool busy (two
+ * models trained from two threads) runs its loop alone. Workers copy the caller's floating-point
+ * control word (flush-to-zero) for every loop, and stop when the library or program that holds this
+ * file is unloaded or exits. */
 #include "nmlrt.h"
 
 #include <pthread.h>
@@ -45,6 +47,7 @@ static struct {
 	_Atomic uint64_t next;
 	atomic_int done;        /* pieces finished */
 	uint32_t loop;
+	_Atomic uint32_t rest;  /* the loop after which workers sleep at once (nml_pool_rest) */
 	NmlPoolFn fn;
 	void *args, *ctx;
 	int64_t n;
@@ -83,7 +86,7 @@ static void *worker(void *arg)
 		uint32_t loop;
 		int spins = 0;
 		while ((loop = (uint32_t)(atomic_load_explicit(&P.next, memory_order_acquire) >> 32)) == seen &&
-		       spins < SPINS)
+		       spins < SPINS && atomic_load_explicit(&P.rest, memory_order_relaxed) != seen)
 			relax(), spins++;
 		if (loop == seen) {
 			pthread_mutex_lock(&P.m);
@@ -152,6 +155,13 @@ void nml_pool_for(NmlPoolFn fn, void *args, void *ctx, int64_t n, int64_t work, 
 		else
 			sched_yield(); /* a worker in the middle of a piece lost its core */
 	pthread_mutex_unlock(&P.busy);
+}
+
+void nml_pool_rest(void)
+{
+	if (P.nworkers) /* P.loop is the caller's own: loops run one at a time, from the caller's thread */
+		atomic_store_explicit(&P.rest, (uint32_t)(atomic_load_explicit(&P.next, memory_order_relaxed) >> 32),
+				      memory_order_relaxed);
 }
 
 /* Workers run code of the library this file is linked into: stop them before it is unmapped. */

@@ -1,7 +1,7 @@
 /* test_pool.c: runtime/pool.c on its own. Every index of a loop runs exactly once, whatever the
  * length, thread count and work; the call returns only when all pieces are done; workers run with
  * the caller's floating-point control word; two threads calling at once both get their loops run
- * (one of them alone). Prints "N passed, M failed". */
+ * (one of them alone); workers told to rest still wake for the next loop. Prints "N passed, M failed". */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,10 +36,15 @@ typedef struct Loop {
 	int bad_csr;         /* a piece ran under another */
 } Loop;
 
+static pthread_t main_thread;
+static int worked; /* pieces run by a thread other than the main one */
+
 static void body(void *args, void *ctx, int64_t lo, int64_t hi)
 {
 	Loop *l = args;
 	(void)ctx;
+	if (!pthread_equal(pthread_self(), main_thread))
+		__atomic_add_fetch(&worked, 1, __ATOMIC_RELAXED);
 	if ((CSR_GET() & 0x8040) != (l->csr & 0x8040))
 		__atomic_store_n(&l->bad_csr, 1, __ATOMIC_RELAXED);
 	for (int64_t i = lo; i < hi; i++)
@@ -71,6 +76,7 @@ int main(void)
 {
 	static const int64_t ns[] = {0, 1, 2, 3, 7, 100, 1000, 4097, 196613};
 	static const int threads[] = {1, 2, 3, 4, 8};
+	main_thread = pthread_self();
 	unsigned old = CSR_GET();
 	CSR_SET(old | 0x8040); /* flush-to-zero and denormals-are-zero, as kernels run */
 	Loop l = {.hits = malloc(200000), .csr = CSR_GET()};
@@ -84,6 +90,15 @@ int main(void)
 		ok = once(&l, 70000 + r % 97, 1 << 20, 2);
 	check(ok, "3000 loops back to back, each complete on return", 0, 0);
 	check(!l.bad_csr, "workers run with the caller's flush-to-zero", 0, 0);
+	/* nml_pool_rest before every loop (as before each matrix product on OpenBLAS's threads): the
+	 * workers sleep at once, and the next loop still wakes them. */
+	worked = 0;
+	for (int r = 0; r < 300 && ok; r++) {
+		nml_pool_rest();
+		ok = once(&l, 70000 + r % 97, 1 << 20, 2);
+	}
+	check(ok, "300 loops, each after nml_pool_rest, each complete on return", 0, 0);
+	check(worked > 0, "and workers woke for them (pieces a worker ran)", worked, 0);
 	CSR_SET(old);
 	l.csr = CSR_GET();
 	check(once(&l, 196613, 1 << 20, 2) && !l.bad_csr, "and without it after the caller clears it", 0, 0);
