@@ -294,6 +294,7 @@ typedef struct NestOp {
 	int64_t od[IR_MAXRANK];
 	unsigned adv;           /* bit d: advances with loop d */
 	LLVMValueRef stride[IR_MAXRANK];
+	LLVMValueRef axis_stride[IR_MAXRANK]; /* per axis of the space: 0 where it is broadcast */
 	LLVMValueRef off[IR_MAXRANK + 1]; /* element index inside d loops */
 	Access md;
 	LLVMValueRef cur;       /* loaded at the current index */
@@ -304,6 +305,7 @@ typedef struct Nest {
 	int64_t it[IR_MAXRANK];
 	NestOp *op;
 	int nop, cap;
+	unsigned unrolled;            /* axes written out in the body instead of looped over (emit_nest) */
 	/* set by nest_plan */
 	int depth, open;
 	LLVMValueRef dim[IR_MAXRANK]; /* trip counts, outermost first */
@@ -357,10 +359,26 @@ static void nest_plan(Cg *g, Nest *ns)
 {
 	ns->depth = ns->open = 0;
 	ns->rest0 = ci(g, 1);
+	int last[IR_MAXRANK]; /* loop d's innermost axis */
+	int skipped = 0;      /* an unrolled axis since the last loop's: no merging across it */
+	for (int k = 0; k < ns->nop; k++) { /* each operand's stride along each axis, in its own layout */
+		NestOp *o = &ns->op[k];
+		LLVMValueRef st = ci(g, 1);
+		for (int i = ns->rank - 1; i >= 0; i--) {
+			o->axis_stride[i] = o->od[i] != 1 ? st : ci(g, 0);
+			if (o->od[i] != 1)
+				st = imul(g, st, dimv(g, o->od[i]));
+		}
+	}
 	for (int i = 0; i < ns->rank; i++) {
 		if (ns->it[i] == 1)
 			continue;
-		int same = ns->depth > 0;
+		if (ns->unrolled >> i & 1) {
+			skipped = 1;
+			continue;
+		}
+		int same = ns->depth > 0 && !skipped;
+		skipped = 0;
 		for (int k = 0; k < ns->nop && same; k++) {
 			int adv = ns->op[k].base && ns->op[k].od[i] != 1;
 			same = adv == (int)(ns->op[k].adv >> (ns->depth - 1) & 1);
@@ -368,6 +386,7 @@ static void nest_plan(Cg *g, Nest *ns)
 		LLVMValueRef d = dimv(g, ns->it[i]);
 		if (same) {
 			ns->dim[ns->depth - 1] = imul(g, ns->dim[ns->depth - 1], d);
+			last[ns->depth - 1] = i;
 			if (ns->depth == 1)
 				ns->rest0 = imul(g, ns->rest0, d);
 			continue;
@@ -375,16 +394,13 @@ static void nest_plan(Cg *g, Nest *ns)
 		for (int k = 0; k < ns->nop; k++)
 			if (ns->op[k].base && ns->op[k].od[i] != 1)
 				ns->op[k].adv |= 1u << ns->depth;
+		last[ns->depth] = i;
 		ns->dim[ns->depth++] = d;
 	}
-	for (int k = 0; k < ns->nop; k++) {
+	for (int k = 0; k < ns->nop; k++) { /* merged axes are contiguous: a loop steps by its innermost axis */
 		NestOp *o = &ns->op[k];
-		LLVMValueRef s = ci(g, 1);
-		for (int d = ns->depth - 1; d >= 0; d--) {
-			o->stride[d] = o->adv & (1u << d) ? s : ci(g, 0);
-			if (o->adv & (1u << d))
-				s = imul(g, s, ns->dim[d]);
-		}
+		for (int d = 0; d < ns->depth; d++)
+			o->stride[d] = o->adv & (1u << d) ? o->axis_stride[last[d]] : ci(g, 0);
 		o->off[0] = ci(g, 0);
 	}
 
@@ -862,6 +878,53 @@ static int split_axis(Cg *g, const FuseUnit *u)
 	return u->red >= 0 && (g->f->inst[u->red].attr.axes >> a0 & 1) ? -1 : a0;
 }
 
+/* A reduction over a few elements along short axes of sizes known now (a pooling window seen as
+ * axes of the image, [N, C, H/k, k, W/k, k]) is written out in the body, which reduces in registers
+ * and stores once per output element: the loops left are over the kept axes, the innermost of them
+ * contiguous or strided, which LLVM vectorizes, rather than a loop of two inside a loop of two.
+ * Not over longer axes (a softmax's classes: the body written ten times takes LLVM seconds to
+ * vectorize over the rows), nor when it reduces the first axis, which threads split
+ * (emit_chunks). The axes, or 0. */
+enum { UNROLL_AXIS = 4, UNROLL_MAX = 9 };
+static unsigned unrolled_axes(Cg *g, const FuseUnit *u)
+{
+	if (u->red < 0 || u->n > 32)
+		return 0;
+	unsigned axes = g->f->inst[u->red].attr.axes, mask = 0;
+	int64_t count = 1;
+	int a0 = 0, kept = 0;
+	while (a0 < u->space.rank && u->space.dim[a0] == 1)
+		a0++;
+	for (int a = 0; a < u->space.rank; a++) {
+		int64_t d = u->space.dim[a];
+		if (!(axes >> a & 1)) {
+			kept |= d != 1;
+			continue;
+		}
+		if (d == IR_BATCH || a == a0 || d > UNROLL_AXIS || (count *= d) > UNROLL_MAX)
+			return 0;
+		if (d != 1)
+			mask |= 1u << a;
+	}
+	return kept && count > 1 ? mask : 0;
+}
+
+/* The operands at element r of the unrolled axes (row-major over them), from the loops' index in base. */
+static void nest_at(Cg *g, Nest *ns, const LLVMValueRef *base, int64_t r)
+{
+	for (int k = 0; k < ns->nop; k++)
+		ns->op[k].off[ns->open] = base[k];
+	for (int a = ns->rank - 1; a >= 0; a--) {
+		if (!(ns->unrolled >> a & 1))
+			continue;
+		int64_t i = r % ns->it[a];
+		r /= ns->it[a];
+		for (int k = 0; k < ns->nop && i; k++)
+			if (ns->op[k].od[a] != 1)
+				ns->op[k].off[ns->open] = iadd(g, ns->op[k].off[ns->open], imul(g, ci(g, i), ns->op[k].axis_stride[a]));
+	}
+}
+
 /* One loop nest: the unit's elementwise ops and stores at each index of its space, and the reduction
  * they feed. A reduction runs over the space with its output broadcast along the reduced axes. When
  * the innermost loop reduces, it sums in a register and, if it is the only reducing loop, stores
@@ -907,9 +970,34 @@ static void emit_nest(Cg *g, int q)
 			break;
 		}
 	}
+	ns.unrolled = unrolled_axes(g, u);
 	nest_plan(g, &ns);
 
-	if (u->red < 0) {
+	if (ns.unrolled) { /* every reduced axis written out: reduce in registers, store once */
+		const IrInst *in = &f->inst[u->red];
+		int64_t count = 1;
+		for (int a = 0; a < ns.rank; a++)
+			if (in->attr.axes >> a & 1)
+				count *= ns.it[a];
+		nest_enter(g, &ns, ns.depth, NULL, 0, NULL);
+		LLVMValueRef *base = malloc((size_t)ns.nop * sizeof *base), acc[FUSE_MAX_RED], next[FUSE_MAX_RED];
+		if (!base)
+			die("out of memory");
+		for (int k = 0; k < ns.nop; k++)
+			base[k] = ns.op[k].off[ns.open];
+		for (int k = 0; k < u->nred; k++)
+			acc[k] = cf(g, f->inst[u->reds[k]].op == IR_MAX ? -INFINITY : 0);
+		for (int64_t r = 0; r < count; r++) {
+			nest_at(g, &ns, base, r);
+			emit_body(g, &ns, q, wk, out, acc, next);
+			memcpy(acc, next, sizeof next);
+		}
+		nest_at(g, &ns, base, 0);
+		for (int k = 0; k < u->nred; k++)
+			nest_put(g, &ns, out[k], acc[k]);
+		free(base);
+		nest_leave(g, &ns);
+	} else if (u->red < 0) {
 		nest_enter(g, &ns, ns.depth, NULL, 0, NULL);
 		emit_body(g, &ns, q, wk, NULL, NULL, NULL);
 		nest_leave(g, &ns);
@@ -1773,7 +1861,13 @@ LLVMTargetMachineRef cg_machine(const char *cpu, char **err)
 	int host = !cpu || !strcmp(cpu, "host");
 	/* A named CPU brings its own features; the host's are detected, as the JIT's are. */
 	char *name = host ? LLVMGetHostCPUName() : NULL, *features = host ? LLVMGetHostCPUFeatures() : NULL;
-	LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, host ? name : cpu, host ? features : "",
+	/* x86: strided loads and stores (pooling windows, interleaved axes) as wide loads and shuffles,
+	 * not gathers, which the vectorizer's costs favour on AVX-512 and which measure slower here */
+	char feat[8192];
+	snprintf(feat, sizeof feat, "%s%s%s", host ? features : "",
+		 !strncmp(triple, "x86_64", 6) ? (host && *features ? "," : "") : "",
+		 !strncmp(triple, "x86_64", 6) ? "+prefer-no-gather,+prefer-no-scatter" : "");
+	LLVMTargetMachineRef tm = LLVMCreateTargetMachine(target, triple, host ? name : cpu, feat,
 							  LLVMCodeGenLevelAggressive, LLVMRelocPIC, LLVMCodeModelDefault);
 	if (host) {
 		LLVMDisposeMessage(name);

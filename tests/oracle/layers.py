@@ -69,6 +69,14 @@ def pool_case(name, nml, fn):
                 conv_init("pre", 2, 3, 3), fwd)
 
 
+def tiled_pool_case(name, nml, fn):
+    """A pooling layer whose windows tile its input: a 2x2 convolution makes the 7x7 images 6x6,
+    which windows of 2 and of 3 cover exactly (nn.nml pools those as a view of the image)."""
+    def fwd(p, b, h, training):
+        return fn(conv(p, h, "pre"))
+    return Case(name, "  pre = Conv2d(2, 3, 2)\n  m = " + nml, "    h = m(pre(h))", conv_init("pre", 2, 3, 2), fwd)
+
+
 def bn_buffers(name, c, rng_seed=3):
     r = np.random.default_rng(rng_seed)
     return {name + ".running_mean": r.uniform(-0.5, 0.5, c), name + ".running_var": r.uniform(0.5, 2, c)}
@@ -220,6 +228,10 @@ CASES = [
     pool_case("pool-avg2", "AvgPool2d(2)", lambda h: F.avg_pool2d(h, 2)),
     pool_case("pool-avg3-stride2-pad1", "AvgPool2d(3, stride = 2, padding = 1)",
               lambda h: F.avg_pool2d(h, 3, 2, 1)),
+    tiled_pool_case("pool-max2-tiles", "MaxPool2d(2)", lambda h: F.max_pool2d(h, 2)),
+    tiled_pool_case("pool-max3-tiles", "MaxPool2d(3)", lambda h: F.max_pool2d(h, 3)),
+    tiled_pool_case("pool-avg2-tiles", "AvgPool2d(2)", lambda h: F.avg_pool2d(h, 2)),
+    tiled_pool_case("pool-avg3-tiles", "AvgPool2d(3)", lambda h: F.avg_pool2d(h, 3)),
     pool_case("pool-adaptive-avg", "AdaptiveAvgPool2d()", lambda h: F.adaptive_avg_pool2d(h, 1)),
     bn2d_case("bn2d", "4"),
     bn2d_case("bn2d-momentum-eps", "4, eps = 1e-3, momentum = 0.3", 0.3, 1e-3),

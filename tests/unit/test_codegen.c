@@ -914,6 +914,22 @@ static void test_reduce(void)
 			run();
 		}
 	}
+	/* A pooling window seen as axes of the image, reduced in registers (written out, unrolled_axes),
+	 * with the scaled image also stored for a sum over the batch. */
+	for (int op = 0; op < 2; op++) {
+		IrOp r = op ? IR_MAX : IR_SUM;
+		char name[96];
+		snprintf(name, sizeof name, "%s over 2x2 windows as axes 3, 5 of [N,2,3,2,4,2]", ir_op_name(r));
+		begin(intern_cstr(name), S(N, 2, 3, 2, 4, 2), S(N));
+		int t = bin(IR_MUL, x_(), param("p", S(2, 1, 1, 4, 1)));
+		pred(red(r, t, 1u << 3 | 1u << 5, 0));
+		grad("g", red(IR_SUM, t, 1, 0));
+		run();
+		snprintf(name, sizeof name, "%s over a 3-element axis between kept ones, [N,3,3,5]", ir_op_name(r));
+		begin(intern_cstr(name), S(N, 3, 3, 5), S(N));
+		pred(red(r, un(IR_EXP, x_()), 1u << 2, 1));
+		run();
+	}
 	begin("sum_to", S(N, 1, 5), S(N, 3));
 	int g3 = bin(IR_MUL, x_(), param("p", S(4, 1)));
 	grad("a", ir_sum_to(C.f, g3, S(4, 1), L0));
