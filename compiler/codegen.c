@@ -886,11 +886,18 @@ static int split_axis(Cg *g, const FuseUnit *u)
  * vectorize over the rows), nor when it reduces the first axis, which threads split
  * (emit_chunks). The axes, or 0. */
 enum { UNROLL_AXIS = 4, UNROLL_MAX = 9 };
-static unsigned unrolled_axes(Cg *g, const FuseUnit *u)
+static unsigned unrolled_axes(Cg *g, const FuseUnit *u, const Nest *ns)
 {
-	if (u->red < 0 || u->n > 32)
+	if (u->n > 32)
 		return 0;
-	unsigned axes = g->f->inst[u->red].attr.axes, mask = 0;
+	unsigned axes = 0, mask = 0;
+	if (u->red >= 0)
+		axes = g->f->inst[u->red].attr.axes;
+	else /* elementwise: the short axes some operand is broadcast along (a pooled value over its window) */
+		for (int a = 0; a < ns->rank; a++)
+			for (int k = 0; k < ns->nop; k++)
+				if (ns->op[k].base && ns->op[k].od[a] == 1 && !ns->op[k].write)
+					axes |= 1u << a;
 	int64_t count = 1;
 	int a0 = 0, kept = 0;
 	while (a0 < u->space.rank && u->space.dim[a0] == 1)
@@ -970,10 +977,27 @@ static void emit_nest(Cg *g, int q)
 			break;
 		}
 	}
-	ns.unrolled = unrolled_axes(g, u);
+	ns.unrolled = unrolled_axes(g, u, &ns);
 	nest_plan(g, &ns);
 
-	if (ns.unrolled) { /* every reduced axis written out: reduce in registers, store once */
+	if (ns.unrolled && u->red < 0) { /* the short axes written out: a body per element of them */
+		int64_t count = 1;
+		for (int a = 0; a < ns.rank; a++)
+			if (ns.unrolled >> a & 1)
+				count *= ns.it[a];
+		nest_enter(g, &ns, ns.depth, NULL, 0, NULL);
+		LLVMValueRef *base = malloc((size_t)ns.nop * sizeof *base);
+		if (!base)
+			die("out of memory");
+		for (int k = 0; k < ns.nop; k++)
+			base[k] = ns.op[k].off[ns.open];
+		for (int64_t r = 0; r < count; r++) {
+			nest_at(g, &ns, base, r);
+			emit_body(g, &ns, q, wk, NULL, NULL, NULL);
+		}
+		free(base);
+		nest_leave(g, &ns);
+	} else if (ns.unrolled) { /* every reduced axis written out: reduce in registers, store once */
 		const IrInst *in = &f->inst[u->red];
 		int64_t count = 1;
 		for (int a = 0; a < ns.rank; a++)

@@ -930,6 +930,10 @@ static void test_reduce(void)
 		pred(red(r, un(IR_EXP, x_()), 1u << 2, 1));
 		run();
 	}
+	begin("a value per 2x2 window spread over it (short broadcast axes written out)", S(N, 2, 3, 2, 4, 2), S(N));
+	int sp = bin(IR_MUL, x_(), bin(IR_ADD, param("p", S(2, 3, 1, 4, 1)), cst(1)));
+	pred(bin(IR_SUB, sp, un(IR_EXP, sp)));
+	run();
 	begin("sum_to", S(N, 1, 5), S(N, 3));
 	int g3 = bin(IR_MUL, x_(), param("p", S(4, 1)));
 	grad("a", ir_sum_to(C.f, g3, S(4, 1), L0));
