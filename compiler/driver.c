@@ -500,6 +500,7 @@ int drv_lower(Compiler *c)
 	for (int i = 0; i < 4; i++) {
 		ir_cse(fns[i]);
 		ir_dce(fns[i]);
+		ir_remat(fns[i]);
 	}
 	check_labels(c);
 	c->ms_lower += drv_now_ms() - t0;

@@ -759,3 +759,110 @@ void ir_cse(IrFunc *f)
 	free(table);
 	free(remap);
 }
+
+/* ---- recomputation (ir_remat) ---- */
+
+enum {
+	REMAT_BIG = 4096,  /* elements (a batch taken as 64 rows) from which a value is worth not storing */
+	REMAT_FAR = 48,    /* instructions between a value and a reader for the reader to be "later" */
+	REMAT_NEAR = 24,   /* instructions around the reader within which its chain's inputs must be read */
+	REMAT_DEPTH = 3,   /* elementwise ops in a chain */
+};
+
+static int64_t remat_numel(const IrFunc *f, int v) { return ir_shape_numel(f->inst[v].shape, 64); }
+
+typedef struct Remat {
+	const IrFunc *f;
+	int *first;   /* uses of each value, as a list: first[v], then next[use] */
+	int *user, *next;
+	int nuses;
+} Remat;
+
+/* Is a read within REMAT_NEAR of u? */
+static int remat_near(const Remat *r, int a, int u)
+{
+	for (int e = r->first[a]; e >= 0; e = r->next[e])
+		if (r->user[e] >= u - REMAT_NEAR && r->user[e] <= u + REMAT_NEAR)
+			return 1;
+	return 0;
+}
+
+/* Can v be computed again right before u: every operand as large as v itself computed again (at
+ * most depth more ops) or else read near u anyway, the others broadcasts (per channel, scalars)? */
+static int remat_ok(const Remat *r, int v, int u, int depth)
+{
+	const IrInst *in = &r->f->inst[v];
+	if (depth == 0 || ir_op_class(in->op) != OPC_ELEMWISE)
+		return 0;
+	for (int k = 0; k < ir_op_arity(in->op); k++) {
+		int a = in->in[k];
+		if (remat_numel(r->f, a) < remat_numel(r->f, v) || remat_ok(r, a, u, depth - 1))
+			continue;
+		if (!remat_near(r, a, u))
+			return 0;
+	}
+	return 1;
+}
+
+/* Appends v computed again before u (remat_ok) to out, reading old values through map; a value
+ * already computed again near u is shared (copy, copied_at). */
+static int remat_copy(const Remat *r, IrFunc *out, const int *map, int *copy, int *copied_at, int v, int u, int depth)
+{
+	if (copy[v] >= 0 && u - copied_at[v] <= REMAT_NEAR)
+		return copy[v];
+	IrInst in = r->f->inst[v];
+	for (int k = 0; k < ir_op_arity(in.op); k++) {
+		int a = r->f->inst[v].in[k];
+		in.in[k] = remat_numel(r->f, a) >= remat_numel(r->f, v) && remat_ok(r, a, u, depth - 1)
+				   ? remat_copy(r, out, map, copy, copied_at, a, u, depth - 1)
+				   : map[a];
+	}
+	copy[v] = append(out, in);
+	copied_at[v] = u;
+	return copy[v];
+}
+
+void ir_remat(IrFunc *f)
+{
+	int n = f->n, nuse = 0;
+	for (int i = 0; i < n; i++)
+		nuse += ir_op_arity(f->inst[i].op);
+	Remat r = {.f = f, .first = xmalloc(((size_t)n + 1) * sizeof(int)), .user = xmalloc(((size_t)nuse + 1) * sizeof(int)),
+		   .next = xmalloc(((size_t)nuse + 1) * sizeof(int))};
+	for (int i = 0; i < n; i++)
+		r.first[i] = -1;
+	for (int i = n - 1; i >= 0; i--)
+		for (int k = ir_op_arity(f->inst[i].op) - 1; k >= 0; k--) {
+			int a = f->inst[i].in[k];
+			r.user[r.nuses] = i;
+			r.next[r.nuses] = r.first[a];
+			r.first[a] = r.nuses++;
+		}
+	IrFunc out = {.name = f->name};
+	int *map = xmalloc(((size_t)n + 1) * sizeof *map);
+	int *copy = xmalloc(((size_t)n + 1) * sizeof *copy), *copied_at = xmalloc(((size_t)n + 1) * sizeof *copied_at);
+	for (int i = 0; i < n; i++)
+		copy[i] = copied_at[i] = -1;
+	for (int i = 0; i < n; i++) {
+		IrInst in = f->inst[i];
+		for (int k = 0; k < ir_op_arity(in.op); k++) {
+			int a = in.in[k];
+			in.in[k] = map[a];
+			if (i - a <= REMAT_FAR || remat_numel(f, a) < REMAT_BIG)
+				continue;
+			if ((copy[a] >= 0 && i - copied_at[a] <= REMAT_NEAR) || remat_ok(&r, a, i, REMAT_DEPTH))
+				in.in[k] = remat_copy(&r, &out, map, copy, copied_at, a, i, REMAT_DEPTH);
+		}
+		map[i] = append(&out, in);
+	}
+	free(f->inst);
+	f->inst = out.inst;
+	f->n = out.n;
+	f->cap = out.cap;
+	free(map);
+	free(copy);
+	free(copied_at);
+	free(r.first);
+	free(r.user);
+	free(r.next);
+}

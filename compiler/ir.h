@@ -185,6 +185,12 @@ static inline const IrShape *ir_shape_of(const IrFunc *f, int v) { return &f->in
 void ir_cse(IrFunc *f);
 /* Remove every instruction no store depends on. */
 void ir_dce(IrFunc *f);
+/* Recompute rather than keep: a short chain of elementwise ops over a large tensor that a much
+ * later instruction reads (the backward pass reading a forward activation) is computed again
+ * right before that reader, when the large tensors the chain starts from are read near it anyway.
+ * The value then need not be written to memory and read back. Run after CSE (which would merge
+ * the copies). */
+void ir_remat(IrFunc *f);
 
 /* Text dump, the format of `nmlc show --ir` and of the golden tests. */
 void ir_dump(FILE *out, const IrModule *m, const IrFunc *f);

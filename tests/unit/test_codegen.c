@@ -861,6 +861,45 @@ static void test_where_expand(void)
 	run();
 }
 
+/* pred = 2 x x + y + 50, loss = sum of exp(2 x): the ir_remat case below */
+static double check_remat(const Blocks *in, const Blocks *out, int64_t n)
+{
+	double e = 0, s = 0;
+	for (int64_t i = 0; i < n * 64; i++) {
+		double x = in->x[i];
+		e = fmax(e, fabs(out->pred[i] - (2 * x * x + in->y[i] + 50)));
+		s += exp(2 * x);
+	}
+	return fmax(e, fabs(out->loss - s) / fmax(1, fabs(s)));
+}
+
+/* ir_remat: v = 2 x is read next to its definition (exp) and again 50 instructions later, beside
+ * another read of x; that reader gets v computed again from x, just before it. */
+static void test_remat(void)
+{
+	begin("ir_remat: a value read much later is computed again there", S(N, 64), S(N, 64));
+	int x = x_(), v = bin(IR_MUL, x, cst(2));
+	loss(red(IR_SUM, un(IR_EXP, v), 3, 0));
+	int t = y_();
+	for (int i = 0; i < 50; i++)
+		t = bin(IR_ADD, t, cst(1));
+	int far = bin(IR_MUL, v, x);
+	pred(bin(IR_ADD, far, t));
+	int before = C.f->n;
+	ir_remat(C.f);
+	/* one instruction more: the copy of v, right before the reader, which now reads it */
+	const IrInst *r = &C.f->inst[far + 1];
+	const IrInst *c = &C.f->inst[far];
+	int ok = C.f->n == before + 1 && r->op == IR_MUL && r->in[0] == far && r->in[1] == x && c->op == IR_MUL
+		 && c->in[0] == C.f->inst[v].in[0] && c->in[1] == C.f->inst[v].in[1];
+	if (!ok)
+		fprintf(stderr, "FAIL ir_remat: %d instructions (was %d); the reader reads %%%d\n", C.f->n, before,
+			r->in[0]);
+	ok ? passed++ : failed++;
+	C.check = check_remat;
+	run();
+}
+
 static void test_reduce(void)
 {
 	for (int op = 0; op < 2; op++) {
@@ -1354,6 +1393,7 @@ int main(void)
 	test_binary();
 	test_where_expand();
 	test_reduce();
+	test_remat();
 	test_matmul();
 	test_onehot_stores();
 	test_mlp();
