@@ -980,28 +980,11 @@ static void emit_nest(Cg *g, int q)
 	ns.unrolled = unrolled_axes(g, u, &ns);
 	nest_plan(g, &ns);
 
-	if (ns.unrolled && u->red < 0) { /* the short axes written out: a body per element of them */
+	if (ns.unrolled) { /* the short axes written out, a body per element of them; a reduction (over
+			    * exactly those axes) accumulates in registers and stores once */
 		int64_t count = 1;
 		for (int a = 0; a < ns.rank; a++)
 			if (ns.unrolled >> a & 1)
-				count *= ns.it[a];
-		nest_enter(g, &ns, ns.depth, NULL, 0, NULL);
-		LLVMValueRef *base = malloc((size_t)ns.nop * sizeof *base);
-		if (!base)
-			die("out of memory");
-		for (int k = 0; k < ns.nop; k++)
-			base[k] = ns.op[k].off[ns.open];
-		for (int64_t r = 0; r < count; r++) {
-			nest_at(g, &ns, base, r);
-			emit_body(g, &ns, q, wk, NULL, NULL, NULL);
-		}
-		free(base);
-		nest_leave(g, &ns);
-	} else if (ns.unrolled) { /* every reduced axis written out: reduce in registers, store once */
-		const IrInst *in = &f->inst[u->red];
-		int64_t count = 1;
-		for (int a = 0; a < ns.rank; a++)
-			if (in->attr.axes >> a & 1)
 				count *= ns.it[a];
 		nest_enter(g, &ns, ns.depth, NULL, 0, NULL);
 		LLVMValueRef *base = malloc((size_t)ns.nop * sizeof *base), acc[FUSE_MAX_RED], next[FUSE_MAX_RED];
@@ -1013,8 +996,8 @@ static void emit_nest(Cg *g, int q)
 			acc[k] = cf(g, f->inst[u->reds[k]].op == IR_MAX ? -INFINITY : 0);
 		for (int64_t r = 0; r < count; r++) {
 			nest_at(g, &ns, base, r);
-			emit_body(g, &ns, q, wk, out, acc, next);
-			memcpy(acc, next, sizeof next);
+			emit_body(g, &ns, q, wk, out, u->nred ? acc : NULL, next);
+			memcpy(acc, next, (size_t)u->nred * sizeof *next);
 		}
 		nest_at(g, &ns, base, 0);
 		for (int k = 0; k < u->nred; k++)
