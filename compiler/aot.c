@@ -220,6 +220,8 @@ static int emit_kernels(Aot *a, LLVMTargetMachineRef tm, const char *obj)
 	Compiler *c = a->c;
 	CgKernel k[] = {{"nml_step", c->step, 0}, {"nml_eval", c->eval, 0}, {"nml_predict", c->predict, 0}};
 	enum { NK = sizeof k / sizeof k[0] };
+	for (int i = 0; i < NK; i++)
+		k[i].deterministic = c->cfg.deterministic;
 	char *err = NULL, *msg = NULL;
 	LLVMContextRef ctx = LLVMContextCreate();
 	LLVMModuleRef mod = cg_module(ctx, "nml", &c->mod, k, NK, CG_F32, c->cfg.batch);

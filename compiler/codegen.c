@@ -60,6 +60,7 @@ typedef struct Cg {
 	LLVMTypeRef alt_T, alt_I; /* f64 and i64 while emitting kernel code: see swap_scalar_types */
 	CgType alt_type;
 	int64_t max_batch;
+	int deterministic;    /* the kernel's: matrix products on one thread */
 	LLVMValueRef args;    /* the kernel's NmlArgs pointer */
 	LLVMValueRef threads; /* i32: the thread setting, read at the kernel's entry */
 	/* Emitting a piece of a unit split across threads (emit_split): the outermost loop of a nest,
@@ -1130,6 +1131,27 @@ static int64_t static_numel(Cg *g, const IrShape *s);
 /* A matrix product (unit q), or a stack of them. OpenBLAS threads one product; a stack of two or
  * more is split across the pool's threads instead, each product on one thread (small products
  * gain little from OpenBLAS's threads and pay for waking them every call). */
+/* openblas_set_num_threads(n); returns the setting it replaced */
+static LLVMValueRef set_blas_threads(Cg *g, LLVMValueRef n)
+{
+	LLVMTypeRef i32 = g->i32, vt = LLVMVoidTypeInContext(g->ctx);
+	LLVMTypeRef getty = LLVMFunctionType(i32, NULL, 0, 0), setty = LLVMFunctionType(vt, &i32, 1, 0);
+	LLVMValueRef get = LLVMGetNamedFunction(g->mod, "openblas_get_num_threads");
+	LLVMValueRef set = LLVMGetNamedFunction(g->mod, "openblas_set_num_threads");
+	if (!get)
+		get = LLVMAddFunction(g->mod, "openblas_get_num_threads", getty);
+	if (!set)
+		set = LLVMAddFunction(g->mod, "openblas_set_num_threads", setty);
+	LLVMValueRef old = LLVMBuildCall2(g->b, getty, get, NULL, 0, "blas.threads");
+	LLVMBuildCall2(g->b, setty, set, &n, 1, "");
+	return old;
+}
+
+/* Products of fewer multiply-adds than this run on the calling thread alone: OpenBLAS's threads
+ * cost more to wake than they save (the 784-64-10 MLP's products at batch 32, 1.6M each, took
+ * 54 us on two threads and 38 us on one). */
+enum { BLAS_ONE_THREAD = 4 << 20 };
+
 static void emit_matmul(Cg *g, int q)
 {
 	int i = g->plan->unit[q].inst[0];
@@ -1159,7 +1181,14 @@ static void emit_matmul(Cg *g, int q)
 	int64_t most = static_numel(g, &stack);
 	IrShape mnk = *sc; /* C's elements times K: the multiply-adds */
 	mnk.dim[mnk.rank++] = sa->dim[ra - (ta ? 2 : 1)];
-	if (most < 2 || static_numel(g, &mnk) / 8 < NML_POOL_MIN_WORK) {
+	int64_t macs = static_numel(g, &mnk);
+	if ((most < 2 || macs / 8 < NML_POOL_MIN_WORK) && (macs < BLAS_ONE_THREAD || g->deterministic)) {
+		/* too small for OpenBLAS's threads to pay for waking, or to be summed the same way on
+		 * any number of threads: on this thread alone */
+		LLVMValueRef nt = set_blas_threads(g, LLVMConstInt(g->i32, 1, 0));
+		emit_gemms(g, q);
+		set_blas_threads(g, nt);
+	} else if (most < 2 || macs / 8 < NML_POOL_MIN_WORK) {
 		/* on OpenBLAS's threads: the pool's workers sleep rather than spin on their cores */
 		LLVMTypeRef rty = LLVMFunctionType(LLVMVoidTypeInContext(g->ctx), NULL, 0, 0);
 		LLVMValueRef rest = LLVMGetNamedFunction(g->mod, "nml_pool_rest");
@@ -1167,23 +1196,13 @@ static void emit_matmul(Cg *g, int q)
 			rest = LLVMAddFunction(g->mod, "nml_pool_rest", rty);
 		LLVMBuildCall2(b, rty, rest, NULL, 0, "");
 		emit_gemms(g, q);
-	} else {
+	} else { /* each product of the stack on one of the pool's threads, OpenBLAS on one meanwhile */
 		LLVMValueRef ctx, fn = outline(g, q, emit_gemms, NULL, &ctx);
 		LLVMValueRef S = numelv(g, &stack);
 		LLVMValueRef work = LLVMBuildSDiv(b, imul(g, imul(g, S, M), imul(g, N, K)), ci(g, 8), "");
-		LLVMTypeRef i32 = g->i32, vt = LLVMVoidTypeInContext(g->ctx);
-		LLVMTypeRef getty = LLVMFunctionType(i32, NULL, 0, 0), setty = LLVMFunctionType(vt, &i32, 1, 0);
-		LLVMValueRef get = LLVMGetNamedFunction(g->mod, "openblas_get_num_threads");
-		LLVMValueRef set = LLVMGetNamedFunction(g->mod, "openblas_set_num_threads");
-		if (!get)
-			get = LLVMAddFunction(g->mod, "openblas_get_num_threads", getty);
-		if (!set)
-			set = LLVMAddFunction(g->mod, "openblas_set_num_threads", setty);
-		LLVMValueRef nt = LLVMBuildCall2(b, getty, get, NULL, 0, "blas.threads");
-		LLVMValueRef one = LLVMConstInt(i32, 1, 0);
-		LLVMBuildCall2(b, setty, set, &one, 1, "");
+		LLVMValueRef nt = set_blas_threads(g, LLVMConstInt(g->i32, 1, 0));
 		run_split(g, fn, ctx, S, work);
-		LLVMBuildCall2(b, setty, set, &nt, 1, "");
+		set_blas_threads(g, nt);
 	}
 	LLVMBuildBr(b, done);
 
@@ -1782,6 +1801,7 @@ static void emit_kernel(Cg *g, CgKernel *k, int64_t max_batch)
 {
 	g->f = k->fn;
 	g->max_batch = max_batch;
+	g->deterministic = k->deterministic;
 	g->kname = k->name;
 	g->nscopes = 0;
 	char dom[256];

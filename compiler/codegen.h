@@ -21,6 +21,8 @@ typedef struct CgKernel {
 	const IrFunc *fn;
 	size_t work_bytes; /* out: scratch bytes the kernel needs at max_batch rows */
 	int unfused;       /* in: one loop nest per op, the baseline fusion is tested and measured against */
+	int deterministic; /* in: every matrix product on one thread, so that no result depends on how
+	                    * many there are (OpenBLAS's threads may sum in another order) */
 } CgKernel;
 
 /* Initializes LLVM's native target; idempotent. The other entry points call it. */

@@ -67,6 +67,7 @@ typedef struct TrainConfig {
 	uint64_t seed;
 	int in_order;      /* shuffle = 0: every epoch takes the rows in the data's order */
 	int64_t accumulate; /* steps whose gradients are averaged into one update (1: every step) */
+	int deterministic; /* --deterministic: every matrix product on one thread (the same bits on any number) */
 	Value optimizer;   /* V_OPT */
 	SrcLoc loc;
 } TrainConfig;

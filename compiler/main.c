@@ -123,6 +123,8 @@ static const OptSpec options[] = {
 	{"--seed", NULL, "N", BUILD, OPT_COUNT, FIELD(seed), 0, SEED_MAX, "the library's NAME_SEED (default: the train block's)"},
 	{"--threads", NULL, "N", RUN | SWEEP | REPL | GRADCHECK, OPT_COUNT, FIELD(threads), 1, INT_MAX,
 	 "threads of the matrix products (default: all cores)"},
+	{"--deterministic", NULL, NULL, RUN | SWEEP | REPL | GRADCHECK | BUILD, OPT_FLAG, FIELD(deterministic), 0, 0,
+	 "the same bits on any number of threads: each matrix product on one thread (slower for large ones)"},
 	{"--limit", NULL, "N", RUN | SWEEP | REPL, OPT_COUNT, FIELD(limit), 1, LONG_MAX, "train on the first N training samples only"},
 	{"--set", NULL, "NAME=VALUE", RUN | REPL, OPT_SET, FIELD(sets), 0, 0,
 	 "override a hyperparameter of the optimizer, e.g. --set lr=3e-4 (repeatable)"},

@@ -34,6 +34,8 @@ typedef struct Build {
 static LLVMModuleRef build_module(LLVMContextRef ctx, void *user)
 {
 	Build *b = user;
+	for (int i = 0; i < b->nk; i++)
+		b->k[i].deterministic = b->c->cfg.deterministic;
 	return cg_module(ctx, "nml", &b->c->mod, b->k, b->nk, b->type, b->max_batch);
 }
 
@@ -547,6 +549,8 @@ static int evaluate_only(NmlTrainer *tr)
  * in steps, which schedules read. */
 static void apply_run_options(Compiler *c, const Options *o)
 {
+	if (o->deterministic)
+		c->cfg.deterministic = 1;
 	if (o->batch > 0)
 		c->cfg.batch = o->batch;
 	if (o->epochs >= 0)

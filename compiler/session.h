@@ -18,6 +18,7 @@ typedef struct Options {
 	int ignore_memory;        /* run even if the estimate exceeds the memory available */
 	int force;                /* --force: replace an existing --log */
 	int echo;                 /* repl */
+	int deterministic;        /* the same bits on any number of threads */
 } Options;
 
 /* `nmlc run` on a compiled program (through drv_lower): trains, prints, returns the exit status.

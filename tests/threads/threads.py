@@ -2,7 +2,7 @@
 """Threads in generated loops (runtime/pool.c): threads.nml trains to the same bits on 1, 2 and 3
 threads, twice on 2, in nmlc run (the JIT) and in a library built by nmlc build (which links the
 pool from libnmlrt.a); and its step really has units split across threads, or none of this would
-test anything.
+test anything. wide.nml, whose products OpenBLAS threads, does the same with --deterministic.
 
   threads.py NMLC RUNTIME_INC SANITIZE CC...
 """
@@ -75,6 +75,41 @@ with tempfile.TemporaryDirectory() as tmp:
         check("compiled in 1 part: the bits of the default", parts["1"] == ckpt[1])
         check("compiled in 2 parts: the same bits", parts["2"] == parts["1"])
         check("compiled in 3 parts: the same bits", parts["3"] == parts["1"])
+
+    # --deterministic: a model whose products OpenBLAS would thread gives the same bits on 1, 2 and
+    # 3 threads, from nmlc run and from a library built with it.
+    wide = os.path.join(here, "wide.nml")
+    det = {}
+    for i, t in enumerate(["1", "2", "3"]):
+        path = os.path.join(tmp, f"wide{i}.safetensors")
+        r = nmlc_run("run", wide, "--limit", "1280", "--threads", t, "--deterministic", "--save", path, "-q")
+        if check(f"nmlc run --deterministic --threads {t}", r.returncode == 0, r.stderr[-3000:]):
+            det[i] = read(path)
+    if len(det) == 3:
+        check("--deterministic: 2 threads give the bits of 1", det[1] == det[0])
+        check("--deterministic: 3 threads give the bits of 1", det[2] == det[0])
+    wdir = os.path.join(tmp, "wide")
+    os.mkdir(wdir)
+    wlib = os.path.join(wdir, "libmodel.so")
+    r = nmlc_run("build", wide, "-o", wlib, "--deterministic", "--batch", "64")
+    if check("nmlc build --deterministic", r.returncode == 0, r.stderr[-3000:]):
+        exe = os.path.join(wdir, "drive")
+        flags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-g"]
+        if sanitize not in ("", "none"):
+            flags += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer"]
+        r = subprocess.run([*cc, *flags, "-I", wdir, "-I", runtime_inc, os.path.join(here, "drive.c"), wlib,
+                            f"-Wl,-rpath,{wdir}", "-o", exe], capture_output=True, text=True)
+        if check("compile drive.c for the wide library", r.returncode == 0, r.stderr):
+            out = {}
+            for i, t in enumerate(["1", "2", "3"]):
+                path = os.path.join(wdir, f"lib{i}.safetensors")
+                r = subprocess.run([exe, path], capture_output=True, text=True,
+                                   env=dict(os.environ, OPENBLAS_NUM_THREADS=t))
+                if check(f"wide library on {t} thread(s)", r.returncode == 0, r.stdout + r.stderr[-3000:]):
+                    out[i] = (r.stdout, read(path))
+            if len(out) == 3:
+                check("wide library, --deterministic: 2 threads, the bits of 1", out[1] == out[0])
+                check("wide library, --deterministic: 3 threads, the bits of 1", out[2] == out[0])
 
     # nmlc build: the library sizes the pool by OpenBLAS's setting (OPENBLAS_NUM_THREADS).
     lib = os.path.join(tmp, "libmodel.so")
