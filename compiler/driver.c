@@ -502,6 +502,7 @@ int drv_lower(Compiler *c)
 		ir_dce(fns[i]);
 		ir_remat(fns[i]);
 	}
+	ir_hoist_updates(c->step); /* the one with updates */
 	check_labels(c);
 	c->ms_lower += drv_now_ms() - t0;
 	return diag_count() - before;

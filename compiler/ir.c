@@ -866,3 +866,168 @@ void ir_remat(IrFunc *f)
 	free(r.user);
 	free(r.next);
 }
+
+/* ---- updates as early as they can run (ir_hoist_updates) ---- */
+
+/* Per slot: the last reader of its value outside the groups, and the groups reading it. */
+typedef struct SlotReads {
+	int *key, *last, *group, *group_last; /* group: the one group reading it, -2 for several */
+	size_t cap;
+} SlotReads;
+
+static size_t slot_at(SlotReads *t, int key)
+{
+	size_t j = ((uint32_t)key * 0x9e3779b1u) & (t->cap - 1);
+	while (t->key[j] != -1 && t->key[j] != key)
+		j = (j + 1) & (t->cap - 1);
+	if (t->key[j] == -1) {
+		t->key[j] = key;
+		t->last[j] = t->group[j] = t->group_last[j] = -1;
+	}
+	return j;
+}
+
+static int group_of(int *g, int i)
+{
+	while (g[i] != i)
+		i = g[i] = g[g[i]];
+	return i;
+}
+
+typedef struct Place {
+	int after, moved, i; /* right after instruction `after` (moved), or at its own index i */
+} Place;
+
+static int by_place(const void *a, const void *b)
+{
+	const Place *x = a, *y = b;
+	if (x->after != y->after)
+		return x->after < y->after ? -1 : 1;
+	if (x->moved != y->moved)
+		return x->moved - y->moved;
+	return (x->i > y->i) - (x->i < y->i);
+}
+
+void ir_hoist_updates(IrFunc *f)
+{
+	int n = f->n;
+	if (n <= 0)
+		return;
+	/* the slot each value's storage is (through views and stop_gradient), or -1 */
+	int *slot = xmalloc((size_t)n * sizeof *slot);
+	for (int i = 0; i < n; i++) {
+		const IrInst *in = &f->inst[i];
+		slot[i] = in->op == IR_LOAD ? ir_slot_key(in->attr.slot.block, in->attr.slot.index)
+			  : (ir_op_class(in->op) == OPC_VIEW || in->op == IR_STOPGRAD) ? slot[in->in[0]] : -1;
+	}
+	/* feeds[i]: a store, or an elementwise op, leaf or view read by stores and such instructions
+	 * only (a rule's arithmetic: not the products and sums of the backward pass, which every
+	 * store depends on) */
+	char *feeds = xcalloc((size_t)n, 1);
+	int *readers = xcalloc((size_t)n, sizeof *readers), *fed = xcalloc((size_t)n, sizeof *fed);
+	for (int i = 0; i < n; i++)
+		for (int k = 0; k < ir_op_arity(f->inst[i].op); k++)
+			readers[f->inst[i].in[k]]++;
+	for (int i = n - 1; i >= 0; i--) {
+		const IrInst *in = &f->inst[i];
+		IrOpClass c = ir_op_class(in->op);
+		feeds[i] = c == OPC_STORE || ((c == OPC_ELEMWISE || c == OPC_LEAF || c == OPC_VIEW) && readers[i] > 0
+					      && fed[i] == readers[i]);
+		for (int k = 0; k < ir_op_arity(in->op) && feeds[i]; k++)
+			fed[in->in[k]]++;
+	}
+	/* groups: such instructions joined through their operands, but not through one number (a
+	 * bias correction every parameter's update reads), which is a group of its own */
+	int *g = xmalloc((size_t)n * sizeof *g);
+	for (int i = 0; i < n; i++)
+		g[i] = i;
+	for (int i = 0; i < n; i++)
+		for (int k = 0; k < ir_op_arity(f->inst[i].op) && feeds[i]; k++) {
+			int a = f->inst[i].in[k];
+			if (feeds[a] && ir_shape_numel(f->inst[a].shape, 2) > 1 && ir_shape_numel(f->inst[i].shape, 2) > 1)
+				g[group_of(g, a)] = group_of(g, i);
+		}
+	SlotReads t = {.cap = 16};
+	while (t.cap < 2 * (size_t)n)
+		t.cap *= 2;
+	t.key = xmalloc(t.cap * sizeof(int));
+	t.last = xmalloc(t.cap * sizeof(int));
+	t.group = xmalloc(t.cap * sizeof(int));
+	t.group_last = xmalloc(t.cap * sizeof(int));
+	for (size_t j = 0; j < t.cap; j++)
+		t.key[j] = -1;
+	for (int i = 0; i < n; i++) {
+		if (ir_op_class(f->inst[i].op) == OPC_STORE)
+			continue;
+		for (int k = 0; k < ir_op_arity(f->inst[i].op); k++) {
+			int s = slot[f->inst[i].in[k]];
+			if (s < 0)
+				continue;
+			size_t j = slot_at(&t, s);
+			if (!feeds[i]) {
+				t.last[j] = i;
+				continue;
+			}
+			int r = group_of(g, i);
+			t.group[j] = t.group[j] == -1 || t.group[j] == r ? r : -2;
+			t.group_last[j] = i;
+		}
+	}
+	/* each group's place: after its last operand from outside it, and after the last reader of
+	 * the old value of each slot it stores (another group's reader where that one was) */
+	int *after = xmalloc((size_t)n * sizeof *after);
+	for (int i = 0; i < n; i++)
+		after[i] = -1;
+	for (int i = 0; i < n; i++) {
+		if (!feeds[i])
+			continue;
+		const IrInst *in = &f->inst[i];
+		int r = group_of(g, i), at = after[r];
+		for (int k = 0; k < ir_op_arity(in->op); k++) {
+			int a = in->in[k], ga = feeds[a] ? group_of(g, a) : -1;
+			if (ga == r)
+				continue;
+			int where = ga >= 0 && after[ga] < a ? after[ga] : a; /* where a ends up */
+			if (where > at)
+				at = where;
+		}
+		if (ir_op_class(in->op) == OPC_STORE) {
+			size_t j = slot_at(&t, ir_slot_key(in->attr.slot.block, in->attr.slot.index));
+			if (t.last[j] > at)
+				at = t.last[j];
+			if (t.group[j] != -1 && t.group[j] != r && t.group_last[j] > at)
+				at = t.group_last[j];
+		}
+		after[r] = at;
+	}
+	/* members past their group's place move right after it, in their order; the others stay */
+	Place *pl = xmalloc((size_t)n * sizeof *pl);
+	for (int i = 0; i < n; i++) {
+		int at = feeds[i] ? after[group_of(g, i)] : i;
+		pl[i] = at < i ? (Place){at, 1, i} : (Place){i, 0, i};
+	}
+	qsort(pl, (size_t)n, sizeof *pl, by_place);
+	int *remap = xmalloc((size_t)n * sizeof *remap);
+	IrInst *inst = xmalloc((size_t)n * sizeof *inst);
+	for (int k = 0; k < n; k++) {
+		IrInst in = f->inst[pl[k].i];
+		for (int j = 0; j < ir_op_arity(in.op); j++)
+			in.in[j] = remap[in.in[j]];
+		remap[pl[k].i] = k;
+		inst[k] = in;
+	}
+	memcpy(f->inst, inst, (size_t)n * sizeof *inst);
+	free(inst);
+	free(remap);
+	free(pl);
+	free(after);
+	free(t.key);
+	free(t.last);
+	free(t.group);
+	free(t.group_last);
+	free(g);
+	free(feeds);
+	free(readers);
+	free(fed);
+	free(slot);
+}

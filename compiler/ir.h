@@ -191,6 +191,11 @@ void ir_dce(IrFunc *f);
  * The value then need not be written to memory and read back. Run after CSE (which would merge
  * the copies). */
 void ir_remat(IrFunc *f);
+/* Moves each group of instructions that only feed stores (a parameter's update, its optimizer
+ * state) up to where its inputs are ready and no instruction still reads the old values of the
+ * slots it writes: the update runs as soon as the parameter's gradient is final, while that
+ * gradient is in cache, and gradients need not all be kept until the end of the step. */
+void ir_hoist_updates(IrFunc *f);
 
 /* Text dump, the format of `nmlc show --ir` and of the golden tests. */
 void ir_dump(FILE *out, const IrModule *m, const IrFunc *f);

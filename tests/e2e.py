@@ -99,7 +99,7 @@ with tempfile.TemporaryDirectory() as tmp:
           r.stderr)
     r = run("--limit", "1000", "--epochs", "1", "--set", "eps=0", "--set", "b2=0", expect=1)
     check("divergence in the update is explained",
-          "optim.nml:21:30: note: the first value that is not finite: div [784, 256] at step 1" in r.stderr,
+          "optim.nml:21:30: note: the first value that is not finite: div [128, 10] at step 1" in r.stderr,
           r.stderr)
     r = run("--limit", "1000", "--epochs", "1", "--set", "lr=2e-3")
     check("--set scales a number times a schedule", "adam(lr=0.002*schedule" in r.stdout, r.stdout)
