@@ -2,6 +2,7 @@
 #include "ir.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -872,6 +873,7 @@ void ir_remat(IrFunc *f)
 /* Per slot: the last reader of its value outside the groups, and the groups reading it. */
 typedef struct SlotReads {
 	int *key, *last, *group, *group_last; /* group: the one group reading it, -2 for several */
+	int *stores, *first_store;
 	size_t cap;
 } SlotReads;
 
@@ -883,6 +885,8 @@ static size_t slot_at(SlotReads *t, int key)
 	if (t->key[j] == -1) {
 		t->key[j] = key;
 		t->last[j] = t->group[j] = t->group_last[j] = -1;
+		t->stores[j] = 0;
+		t->first_store[j] = INT_MAX;
 	}
 	return j;
 }
@@ -954,9 +958,20 @@ void ir_hoist_updates(IrFunc *f)
 	t.last = xmalloc(t.cap * sizeof(int));
 	t.group = xmalloc(t.cap * sizeof(int));
 	t.group_last = xmalloc(t.cap * sizeof(int));
+	t.stores = xmalloc(t.cap * sizeof(int));
+	t.first_store = xmalloc(t.cap * sizeof(int));
 	for (size_t j = 0; j < t.cap; j++)
 		t.key[j] = -1;
 	for (int i = 0; i < n; i++) {
+		const IrInst *in = &f->inst[i];
+		if (ir_op_class(in->op) == OPC_STORE) {
+			size_t j = slot_at(&t, ir_slot_key(in->attr.slot.block, in->attr.slot.index));
+			if (t.stores[j]++ == 0)
+				t.first_store[j] = i;
+		}
+	}
+	char *reads_new = xcalloc((size_t)n, 1);
+	for (int i = 0; i < n; i++) { /* the readers of each slot's old value: those before its store */
 		if (ir_op_class(f->inst[i].op) == OPC_STORE)
 			continue;
 		for (int k = 0; k < ir_op_arity(f->inst[i].op); k++) {
@@ -964,6 +979,10 @@ void ir_hoist_updates(IrFunc *f)
 			if (s < 0)
 				continue;
 			size_t j = slot_at(&t, s);
+			if (i > t.first_store[j]) { /* it reads the new value: it stays after the store */
+				reads_new[i] = 1;
+				continue;
+			}
 			if (!feeds[i]) {
 				t.last[j] = i;
 				continue;
@@ -983,6 +1002,8 @@ void ir_hoist_updates(IrFunc *f)
 			continue;
 		const IrInst *in = &f->inst[i];
 		int r = group_of(g, i), at = after[r];
+		if (reads_new[i] && i > at) /* not above the store it reads after (which only moves up) */
+			at = i;
 		for (int k = 0; k < ir_op_arity(in->op); k++) {
 			int a = in->in[k], ga = feeds[a] ? group_of(g, a) : -1;
 			if (ga == r)
@@ -997,6 +1018,8 @@ void ir_hoist_updates(IrFunc *f)
 				at = t.last[j];
 			if (t.group[j] != -1 && t.group[j] != r && t.group_last[j] > at)
 				at = t.group_last[j];
+			if (t.stores[j] > 1 && i > at) /* a slot stored twice keeps its stores where they are */
+				at = i;
 		}
 		after[r] = at;
 	}
@@ -1025,6 +1048,9 @@ void ir_hoist_updates(IrFunc *f)
 	free(t.last);
 	free(t.group);
 	free(t.group_last);
+	free(t.stores);
+	free(t.first_store);
+	free(reads_new);
 	free(g);
 	free(feeds);
 	free(readers);

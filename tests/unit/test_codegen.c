@@ -900,6 +900,61 @@ static void test_remat(void)
 	run();
 }
 
+/* ir_hoist_updates' case below: params = w - 0.1 g with g the column sums of x; pred = x w with the
+ * old w; loss = the sum of x + w with the new w */
+static double check_hoist(const Blocks *in, const Blocks *out, int64_t n)
+{
+	double e = 0, l = 0;
+	for (int j = 0; j < 4; j++) {
+		double g = 0;
+		for (int64_t i = 0; i < n; i++)
+			g += in->x[i * 4 + j];
+		double w = in->params[j], nw = w - 0.1 * g;
+		e = fmax(e, fabs(out->params[j] - nw));
+		for (int64_t i = 0; i < n; i++) {
+			e = fmax(e, fabs(out->pred[i * 4 + j] - in->x[i * 4 + j] * w));
+			l += in->x[i * 4 + j] + nw;
+		}
+	}
+	return fmax(e, fabs(out->loss - l) / fmax(1, fabs(l)));
+}
+
+/* ir_hoist_updates: an update moves up to just after its gradient and the last reader of the old
+ * value, past work it does not depend on; a reader of the new value stays after it. */
+static void test_hoist(void)
+{
+	begin("ir_hoist_updates: an update as soon as its gradient is final", S(N, 4), S(N, 4));
+	int x = x_(), w = param("w", S(4));
+	int g = red(IR_SUM, x, 1, 0);
+	pred(bin(IR_MUL, x, w)); /* reads the old w */
+	int t = y_();
+	for (int i = 0; i < 20; i++) /* work the update does not depend on */
+		t = bin(IR_ADD, t, cst(1));
+	int nw = bin(IR_SUB, w, bin(IR_MUL, cst(0.1), g));
+	ir_store(C.f, NML_B_PARAMS, 0, nw, L0);
+	int after = C.f->n;
+	loss(red(IR_SUM, bin(IR_ADD, x, ir_load(C.f, NML_B_PARAMS, 0, S(4), L0)), 3, 0)); /* the new w */
+	grad("t", red(IR_SUM, t, 1, 0));
+	ir_hoist_updates(C.f);
+	int store = -1, first_add = -1, loss_at = -1;
+	for (int i = 0; i < C.f->n; i++) {
+		const IrInst *in = &C.f->inst[i];
+		if (in->op == IR_STORE && in->attr.slot.block == NML_B_PARAMS)
+			store = i;
+		if (in->op == IR_ADD && first_add < 0)
+			first_add = i;
+		if (in->op == IR_STORE && in->attr.slot.block == NML_B_LOSS)
+			loss_at = i;
+	}
+	int ok = store >= 0 && store < first_add && loss_at > store && store < after - 1;
+	if (!ok)
+		fprintf(stderr, "FAIL ir_hoist_updates: the store of w at %d, the filler from %d, the loss at %d\n", store,
+			first_add, loss_at);
+	ok ? passed++ : failed++;
+	C.check = check_hoist;
+	run();
+}
+
 static void test_reduce(void)
 {
 	for (int op = 0; op < 2; op++) {
@@ -1394,6 +1449,7 @@ int main(void)
 	test_where_expand();
 	test_reduce();
 	test_remat();
+	test_hoist();
 	test_matmul();
 	test_onehot_stores();
 	test_mlp();
