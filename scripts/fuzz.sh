@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes with libFuzzer for a given time: scripts/fuzz.sh [SECONDS [JOBS]] [-- LIBFUZZER_ARGS].
-# FUZZ_TARGET=front (the default) fuzzes the front end, FUZZ_TARGET=data the data readers.
+# FUZZ_TARGET=front (the default) fuzzes the front end, FUZZ_TARGET=data the data readers,
+# FUZZ_TARGET=ckpt the checkpoint readers.
 # Builds build-fuzz (clang, -Dfuzz=true, ASan and UBSan) once, starts from the committed seeds
-# (tests/fuzz/corpus, tests/fuzz/corpus-data), keeps what it learns in build-fuzz/corpus-TARGET (not
+# (tests/fuzz/corpus, corpus-data, corpus-ckpt), keeps what it learns in build-fuzz/corpus-TARGET (not
 # committed), and writes crashes, leaks and timeouts to build-fuzz/findings/. Minimize one with
 #   build-fuzz/tests/fuzz/fuzz-front -minimize_crash=1 -runs=10000 build-fuzz/findings/crash-...
 # and commit it to the seeds once fixed.
@@ -20,7 +21,8 @@ target=${FUZZ_TARGET:-front}
 case $target in
 front) seeds=tests/fuzz/corpus; extra=(-dict=tests/fuzz/nml.dict) ;;
 data) seeds=tests/fuzz/corpus-data; extra=() ;;
-*) echo "FUZZ_TARGET is front or data" >&2; exit 2 ;;
+ckpt) seeds=tests/fuzz/corpus-ckpt; extra=(-dict=tests/fuzz/ckpt.dict) ;;
+*) echo "FUZZ_TARGET is front, data or ckpt" >&2; exit 2 ;;
 esac
 ninja -C build-fuzz tests/fuzz/fuzz-$target
 mkdir -p build-fuzz/corpus-$target build-fuzz/findings
