@@ -28,8 +28,10 @@ codegen) seeds="tests/fuzz/corpus-codegen tests/fuzz/corpus"; extra=(-dict=tests
 esac
 ninja -C build-fuzz tests/fuzz/fuzz-$target
 mkdir -p build-fuzz/corpus-$target build-fuzz/findings
-export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1
-export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+# Options already set come last and win: UBSAN_OPTIONS=suppressions=FILE, say, to fuzz past a
+# finding reported and not fixed yet.
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}
 # With more than one job libFuzzer runs workers that log to fuzz-N.log in the current directory.
 par=()
 [ "$jobs" -gt 1 ] && par=(-jobs="$jobs" -workers="$jobs")
