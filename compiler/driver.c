@@ -445,13 +445,30 @@ static void check_labels(Compiler *c)
 	}
 }
 
+/* A forward pass with its loss, or NULL after an error. A loss that lowered to no value without an
+ * error saying why (a layer called without its input, `model()`, gives none) is reported here rather
+ * than differentiated as instruction -1. */
+static IrFunc *forward_pass(Compiler *c, int training, const char *name)
+{
+	IrFunc *fn = lower_forward(&c->lower, training, name);
+	if (!fn || c->lower.loss >= 0)
+		return fn;
+	SrcLoc loc = c->lower.train->loc;
+	for (AstNode *st = c->lower.train->body.head; st; st = st->next)
+		if (st->kind == AST_ASSIGN && st->name == intern_cstr("loss"))
+			loc = st->rhs->loc;
+	diag_error(loc, "the loss has no value (is a layer called without its input?)");
+	ir_func_free(fn);
+	return NULL;
+}
+
 int drv_lower(Compiler *c)
 {
 	double t0 = drv_now_ms();
 	int before = diag_count();
 	/* The training-mode forward pass, and then the evaluation-mode one, each lowered from the
 	 * source: a layer may compute differently in the two. */
-	c->fwd = lower_forward(&c->lower, 1, "forward");
+	c->fwd = forward_pass(c, 1, "forward");
 	if (!c->fwd)
 		return diag_count() - before + (diag_count() == before);
 	int loss = c->lower.loss;
@@ -483,7 +500,7 @@ int drv_lower(Compiler *c)
 		ir_store(c->step, NML_B_BUFFERS, slot, v, ir_slot(&c->mod, NML_B_BUFFERS, slot)->loc);
 	}
 
-	IrFunc *efwd = lower_forward(&c->lower, 0, "eval");
+	IrFunc *efwd = forward_pass(c, 0, "eval");
 	if (!efwd)
 		return diag_count() - before + (diag_count() == before);
 	loss = c->lower.loss;

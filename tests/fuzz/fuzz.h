@@ -1,5 +1,5 @@
-/* fuzz.h: the front end's fuzz target and its grammar-aware mutator, shared by the libFuzzer build
- * and the replay driver (replay.c) that runs them without libFuzzer. */
+/* fuzz.h: the fuzz targets' entry points and mutators, shared by the libFuzzer build and the replay
+ * driver (replay.c) that runs them without libFuzzer. */
 #ifndef FUZZ_H
 #define FUZZ_H
 
@@ -16,5 +16,10 @@ size_t LLVMFuzzerMutate(uint8_t *data, size_t size, size_t max_size);
 /* Inputs longer than this are skipped: the front end's time on big files is tested elsewhere
  * (tests/golden/diag's 10,000-term chain), and a fuzzer's time is better spent on many small ones. */
 enum { FUZZ_MAX_INPUT = 1 << 16 };
+
+struct Compiler;
+/* compile.c: the source in data compiled into c (drv_init'ed here, drv_free'd by the caller) up to
+ * lowering, as `nmlc check` does; 0 if it lowered without errors, else -1. */
+int fuzz_compile(struct Compiler *c, const uint8_t *data, size_t size);
 
 #endif
