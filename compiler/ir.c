@@ -426,18 +426,20 @@ int ir_matmul(IrFunc *f, int a, int b, int ta, int tb, SrcLoc loc)
 	return emit(f, (IrInst){.op = IR_MATMUL, .in = {a, b}, .attr.mm = {ta, tb}, .loc = loc});
 }
 
-/* Elements of s, and whether s has the batch dimension (counted as 1). */
+/* Elements of s, and whether s has the batch dimension (counted as 1); -1 if the count does not fit
+ * in int64 (a shape written to wrap around to the right count must not pass for it). */
 static int64_t static_numel(IrShape s, int *batch)
 {
 	int64_t k = 1;
+	int over = 0;
 	*batch = 0;
 	for (int i = 0; i < s.rank; i++) {
 		if (s.dim[i] == IR_BATCH)
 			(*batch)++;
 		else
-			k *= s.dim[i];
+			over |= __builtin_mul_overflow(k, s.dim[i], &k);
 	}
-	return k;
+	return over ? -1 : k;
 }
 
 int ir_reshape(IrFunc *f, int a, IrShape to, SrcLoc loc)
@@ -449,6 +451,12 @@ int ir_reshape(IrFunc *f, int a, IrShape to, SrcLoc loc)
 		return a;
 	int bs, bt;
 	int64_t ns = static_numel(*s, &bs), nt = static_numel(to, &bt);
+	if (ns < 0 || nt < 0) {
+		char x[64];
+		diag_error(loc, "reshape to %s: more elements than a 64-bit count holds",
+			   ir_shape_str(nt < 0 ? to : *s, x, sizeof x));
+		return -1;
+	}
 	if (ns != nt || bs != bt) {
 		char x[64], y[64];
 		diag_error(loc, "reshape of %s to %s changes the number of elements", ir_shape_str(*s, x, sizeof x),

@@ -279,9 +279,11 @@ static Value instantiate(Lower *L, Env *callenv, AstNode *call, AstNode *layer);
 
 int lower_bind_args(Lower *L, Env *callenv, AstNode *call, const AstList *formals, Env *env)
 {
-	int ok = 1, pos = 0;
+	int ok = 1, pos = 0, nformals = 0;
 	Value given[64];
 	int have[64] = {0};
+	for (const AstNode *f = formals->head; f; f = f->next)
+		nformals++;
 	for (AstNode *a = call->args.head; a; a = a->next) {
 		int i = pos;
 		if (a->kind == AST_NAMED) {
@@ -289,8 +291,25 @@ int lower_bind_args(Lower *L, Env *callenv, AstNode *call, const AstList *formal
 			const AstNode *f = formals->head;
 			for (; f && f->name != a->name; f = f->next)
 				i++;
+			if (!f) { /* sema checks a def's calls; a layer's forward, called as a value, is checked here */
+				char names[256];
+				size_t len = 0;
+				names[0] = 0;
+				for (const AstNode *g = formals->head; g && len < sizeof names; g = g->next)
+					len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", g == formals->head ? "" : ", ",
+								g->name);
+				diag_error(a->loc, "no parameter named '%s' (the parameters: %s)", a->name,
+					   formals->head ? names : "none");
+				ok = 0;
+				continue;
+			}
 		} else {
 			pos++;
+			if (i >= nformals) {
+				diag_error(a->loc, "too many arguments: this takes %d, and this is argument %d", nformals, i + 1);
+				ok = 0;
+				continue;
+			}
 		}
 		if (i >= 64)
 			continue; /* sema reported it */
@@ -300,6 +319,10 @@ int lower_bind_args(Lower *L, Env *callenv, AstNode *call, const AstList *formal
 	}
 	int i = 0;
 	for (const AstNode *f = formals->head; f; f = f->next, i++) {
+		if (!(i < 64 && have[i]) && !f->rhs && ok) {
+			diag_error(call->loc, "missing argument '%s' (this takes %d)", f->name, nformals);
+			ok = 0;
+		}
 		Value v = i < 64 && have[i] ? given[i] : f->rhs ? lower_expr(L, env, f->rhs) : none;
 		ok &= v.kind != V_NONE;
 		lower_bind(L, env, f->name, v);
@@ -395,7 +418,10 @@ static Value reshape(Lower *L, Env *env, AstNode *call, int x, AstNode *dims_arg
 			diag_error(call->loc, "reshape of a tensor with the batch dimension after the first axis");
 			return none;
 		}
-		rest *= s.dim[i];
+		if (__builtin_mul_overflow(rest, s.dim[i], &rest)) {
+			diag_error(call->loc, "reshape of a tensor of more elements than a 64-bit count holds");
+			return none;
+		}
 	}
 	int n = flatten ? 1 : int_list(L, env, dims_arg, dims, IR_MAXRANK - batch, "the new shape");
 	if (n < 0)
@@ -413,8 +439,9 @@ static Value reshape(Lower *L, Env *env, AstNode *call, int x, AstNode *dims_arg
 			diag_error(dims_arg->loc, "a dimension of the new shape must be positive (or one -1), got %lld",
 				   (long long)dims[i]);
 			return none;
-		} else {
-			known *= dims[i];
+		} else if (__builtin_mul_overflow(known, dims[i], &known)) {
+			diag_error(dims_arg->loc, "the new shape has more elements than a 64-bit count holds");
+			return none;
 		}
 		to.dim[to.rank++] = dims[i];
 	}
