@@ -24,7 +24,8 @@ int64_t ir_shape_numel(IrShape s, int64_t n)
 {
 	int64_t k = 1;
 	for (int i = 0; i < s.rank; i++)
-		k *= s.dim[i] == IR_BATCH ? n : s.dim[i];
+		if (__builtin_mul_overflow(k, s.dim[i] == IR_BATCH ? n : s.dim[i], &k))
+			return INT64_MAX; /* saturates: as large as it gets */
 	return k;
 }
 
@@ -453,7 +454,7 @@ int ir_reshape(IrFunc *f, int a, IrShape to, SrcLoc loc)
 	int64_t ns = static_numel(*s, &bs), nt = static_numel(to, &bt);
 	if (ns < 0 || nt < 0) {
 		char x[64];
-		diag_error(loc, "reshape to %s: more elements than a 64-bit count holds",
+		diag_error(loc, "reshape %s %s: more elements than a 64-bit count holds", nt < 0 ? "to" : "of",
 			   ir_shape_str(nt < 0 ? to : *s, x, sizeof x));
 		return -1;
 	}

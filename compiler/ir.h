@@ -99,7 +99,7 @@ typedef struct IrModule {
 /* Shapes */
 IrShape ir_shape(int rank, const int64_t *dim);
 IrShape ir_scalar_shape(void);
-int64_t ir_shape_numel(IrShape s, int64_t n); /* with IR_BATCH taken as n */
+int64_t ir_shape_numel(IrShape s, int64_t n); /* with IR_BATCH taken as n; INT64_MAX if it overflows */
 int ir_shape_eq(IrShape a, IrShape b);
 /* Numpy-style broadcast of a and b; 0 if they do not broadcast. */
 int ir_broadcast(IrShape a, IrShape b, IrShape *out);

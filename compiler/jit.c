@@ -2,8 +2,8 @@
 #include "jit.h"
 
 #include <errno.h>
-#include <pthread.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -254,6 +254,10 @@ static void *compile_part(void *arg)
 		pthread_mutex_lock(p->building);
 		p->mod = p->build(p->ctx, p->user);
 		pthread_mutex_unlock(p->building);
+		if (!p->mod) {
+			p->err = strdup("no module to add");
+			return NULL;
+		}
 	}
 	cg_keep_part(p->mod, p->part, p->nparts);
 	char path[4200];
