@@ -159,9 +159,9 @@ void nml_pool_for(NmlPoolFn fn, void *args, void *ctx, int64_t n, int64_t work, 
 
 void nml_pool_rest(void)
 {
-	if (P.nworkers) /* P.loop is the caller's own: loops run one at a time, from the caller's thread */
-		atomic_store_explicit(&P.rest, (uint32_t)(atomic_load_explicit(&P.next, memory_order_relaxed) >> 32),
-				      memory_order_relaxed);
+	/* the last loop's number: workers spinning after it for the next one sleep instead */
+	atomic_store_explicit(&P.rest, (uint32_t)(atomic_load_explicit(&P.next, memory_order_relaxed) >> 32),
+			      memory_order_relaxed);
 }
 
 /* Workers run code of the library this file is linked into: stop them before it is unmapped. */
