@@ -42,6 +42,32 @@ def read(path):
         return f.read()
 
 
+def library_runs(model, libdir, build_args, threads, name, losses=None):
+    """nmlc build model into libdir, drive.c linked to it, run on each OPENBLAS_NUM_THREADS in
+    threads: {run index: (stdout, checkpoint bytes)} for the runs that passed (losses: the number of
+    loss lines each must print)."""
+    lib = os.path.join(libdir, "libmodel.so")
+    r = nmlc_run("build", model, "-o", lib, *build_args)
+    if not check(f"nmlc build ({name})", r.returncode == 0, r.stderr[-3000:]):
+        return {}
+    exe = os.path.join(libdir, "drive")
+    flags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-g"]
+    if sanitize not in ("", "none"):
+        flags += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer"]
+    r = subprocess.run([*cc, *flags, "-I", libdir, "-I", runtime_inc, os.path.join(here, "drive.c"), lib,
+                        f"-Wl,-rpath,{libdir}", "-o", exe], capture_output=True, text=True)
+    if not check(f"compile drive.c ({name})", r.returncode == 0, r.stderr):
+        return {}
+    out = {}
+    for i, t in enumerate(threads):
+        path = os.path.join(libdir, f"lib{i}.safetensors")
+        r = subprocess.run([exe, path], capture_output=True, text=True, env=dict(os.environ, OPENBLAS_NUM_THREADS=t))
+        ok = r.returncode == 0 and (losses is None or r.stdout.count("loss") == losses)
+        if check(f"{name} on {t} thread(s) ({i})", ok, r.stdout + r.stderr[-3000:]):
+            out[i] = (r.stdout, read(path))
+    return out
+
+
 r = nmlc_run("show", "--llvm", model)
 splits = r.stdout.count("call void @nml_pool_for")
 check("the step has units split across threads", r.returncode == 0 and splits >= 4, f"{splits} calls\n{r.stderr}")
@@ -90,50 +116,17 @@ with tempfile.TemporaryDirectory() as tmp:
         check("--deterministic: 3 threads give the bits of 1", det[2] == det[0])
     wdir = os.path.join(tmp, "wide")
     os.mkdir(wdir)
-    wlib = os.path.join(wdir, "libmodel.so")
-    r = nmlc_run("build", wide, "-o", wlib, "--deterministic", "--batch", "64")
-    if check("nmlc build --deterministic", r.returncode == 0, r.stderr[-3000:]):
-        exe = os.path.join(wdir, "drive")
-        flags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-g"]
-        if sanitize not in ("", "none"):
-            flags += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer"]
-        r = subprocess.run([*cc, *flags, "-I", wdir, "-I", runtime_inc, os.path.join(here, "drive.c"), wlib,
-                            f"-Wl,-rpath,{wdir}", "-o", exe], capture_output=True, text=True)
-        if check("compile drive.c for the wide library", r.returncode == 0, r.stderr):
-            out = {}
-            for i, t in enumerate(["1", "2", "3"]):
-                path = os.path.join(wdir, f"lib{i}.safetensors")
-                r = subprocess.run([exe, path], capture_output=True, text=True,
-                                   env=dict(os.environ, OPENBLAS_NUM_THREADS=t))
-                if check(f"wide library on {t} thread(s)", r.returncode == 0, r.stdout + r.stderr[-3000:]):
-                    out[i] = (r.stdout, read(path))
-            if len(out) == 3:
-                check("wide library, --deterministic: 2 threads, the bits of 1", out[1] == out[0])
-                check("wide library, --deterministic: 3 threads, the bits of 1", out[2] == out[0])
+    out = library_runs(wide, wdir, ["--deterministic", "--batch", "64"], ["1", "2", "3"], "wide library")
+    if len(out) == 3:
+        check("wide library, --deterministic: 2 threads, the bits of 1", out[1] == out[0])
+        check("wide library, --deterministic: 3 threads, the bits of 1", out[2] == out[0])
 
     # nmlc build: the library sizes the pool by OpenBLAS's setting (OPENBLAS_NUM_THREADS).
-    lib = os.path.join(tmp, "libmodel.so")
-    r = nmlc_run("build", model, "-o", lib)
-    if check("nmlc build", r.returncode == 0, r.stderr[-3000:]):
-        exe = os.path.join(tmp, "drive")
-        flags = ["-std=c11", "-Wall", "-Wextra", "-Werror", "-g"]
-        if sanitize not in ("", "none"):
-            flags += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer"]
-        r = subprocess.run([*cc, *flags, "-I", tmp, "-I", runtime_inc, os.path.join(here, "drive.c"), lib,
-                            f"-Wl,-rpath,{tmp}", "-o", exe], capture_output=True, text=True)
-        if check("compile drive.c", r.returncode == 0, r.stderr):
-            out = {}
-            for i, t in enumerate(["1", "2", "2", "3"]):
-                path = os.path.join(tmp, f"lib{i}.safetensors")
-                r = subprocess.run([exe, path], capture_output=True, text=True,
-                                   env=dict(os.environ, OPENBLAS_NUM_THREADS=t))
-                if check(f"library on {t} thread(s) ({i})", r.returncode == 0 and r.stdout.count("loss") == 6,
-                         r.stdout + r.stderr[-3000:]):
-                    out[i] = (r.stdout, read(path))
-            if len(out) == 4:
-                check("library: losses and checkpoint on 2 threads are those of 1", out[1] == out[0])
-                check("library: 2 threads again, the same", out[2] == out[0])
-                check("library: 3 threads, the same", out[3] == out[0])
+    out = library_runs(model, tmp, [], ["1", "2", "2", "3"], "library", losses=6)
+    if len(out) == 4:
+        check("library: losses and checkpoint on 2 threads are those of 1", out[1] == out[0])
+        check("library: 2 threads again, the same", out[2] == out[0])
+        check("library: 3 threads, the same", out[3] == out[0])
 
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
