@@ -779,6 +779,8 @@ static void emit_value(Cg *g, int i)
 		emit_leaf(g, i);
 	} else if (kind_of(g, i) == FV_ALIAS) {
 		v->ptr = g->val[in->in[0]].ptr;
+	} else if (kind_of(g, i) == FV_INLINE) { /* computed by the products that read it */
+		return;
 	} else if (kind_of(g, i) != FV_SCALAR) {
 		die("codegen: %s: %%%d (%s) has no loop", g->kname, i, ir_op_name(in->op));
 	} else if (ir_op_class(in->op) == OPC_VIEW) {
@@ -1058,12 +1060,42 @@ static void emit_nest(Cg *g, int q)
 	nest_free(&ns);
 }
 
+static void emit_window_at(Cg *g, int i, LLVMValueRef src, LLVMValueRef dst, LLVMValueRef start, LLVMValueRef count,
+			   LLVMValueRef base);
+
+/* Elements of each matrix of a stack of shape s (its last two dimensions). */
+static int64_t mat_numel(const IrShape *s) { return s->dim[s->rank - 2] * s->dim[s->rank - 1]; }
+
+/* The number of products of unit q's stack, and of the groups its loop runs over: the products, or
+ * with a sum over the stack the partial sums (acc_rows products each). */
+static LLVMValueRef stack_count(Cg *g, int q)
+{
+	const IrShape *sc = &g->f->inst[g->plan->unit[q].inst[0]].shape;
+	LLVMValueRef count = ci(g, 1);
+	for (int k = 0; k < sc->rank - 2; k++)
+		count = imul(g, count, dimv(g, sc->dim[k]));
+	return count;
+}
+
+static LLVMValueRef group_count(Cg *g, int q)
+{
+	const FuseUnit *u = &g->plan->unit[q];
+	LLVMValueRef S = stack_count(g, q);
+	if (u->epi < 0 || g->f->inst[u->epi].op != IR_SUM)
+		return S;
+	return LLVMBuildSDiv(g->b, iadd(g, S, ci(g, u->acc_rows - 1)), ci(g, u->acc_rows), "parts");
+}
+
 /* The matrix products of unit q: C = op(A) op(B) by cblas_?gemm, row-major; lda and ldb are the
  * stored row lengths. A stack of matrices (axes before the last two, broadcast) is one call per
- * matrix of C, over its flat index: all of them, or [lo, hi) in a piece split across threads. */
+ * matrix of C, over its flat index: all of them, or [lo, hi) in a piece split across threads.
+ * A product that works one at a time (FuseUnit) unfolds its window operands into this thread's
+ * scratch first, and leaves its result there for the fold after it, or adds it into its partial
+ * sum (the first product of a partial sum sets it). */
 static void emit_gemms(Cg *g, int q)
 {
-	int i = g->plan->unit[q].inst[0];
+	const FuseUnit *u = &g->plan->unit[q];
+	int i = u->inst[0];
 	const IrInst *in = &g->f->inst[i];
 	const IrShape *sa = shape_of(g, in->in[0]), *sb = shape_of(g, in->in[1]), *sc = &in->shape;
 	int ta = in->attr.mm.ta, tb = in->attr.mm.tb, ra = sa->rank, rb = sb->rank, rc = sc->rank;
@@ -1071,6 +1103,7 @@ static void emit_gemms(Cg *g, int q)
 	LLVMValueRef K = dimv(g, sa->dim[ra - (ta ? 2 : 1)]);
 	LLVMValueRef lda = dimv(g, sa->dim[ra - 1]), ldb = dimv(g, sb->dim[rb - 1]);
 	LLVMBuilderRef b = g->b;
+	int acc = u->epi >= 0 && g->f->inst[u->epi].op == IR_SUM, fold = u->epi >= 0 && !acc;
 
 	LLVMTypeRef i32 = g->i32, p = g->ptr, T = g->T;
 	LLVMTypeRef pt[14] = {i32, i32, i32, i32, i32, i32, T, p, i32, p, i32, T, p, i32};
@@ -1094,34 +1127,97 @@ static void emit_gemms(Cg *g, int q)
 		if (kb >= 0)
 			stb = imul(g, stb, dimv(g, sb->dim[kb]));
 	}
-	LLVMValueRef count = ci(g, 1), start = ci(g, 0);
-	for (int k = 0; k < lead; k++)
-		count = imul(g, count, dimv(g, sc->dim[k]));
+
+	/* This thread's scratch: a block of windows per window operand, the product for a fold. */
+	int64_t at[3] = {0}, top = 0;
+	for (int j = 0; j < 2; j++)
+		if (u->window[j] >= 0) {
+			at[j] = top;
+			top += mat_numel(j ? sb : sa);
+		}
+	if (fold) {
+		at[2] = top;
+		top += mat_numel(sc);
+	}
+	LLVMValueRef scratch = NULL;
+	if (top) {
+		LLVMTypeRef sty = LLVMFunctionType(p, &g->i64, 1, 0);
+		LLVMValueRef sfn = LLVMGetNamedFunction(g->mod, "nml_scratch");
+		if (!sfn)
+			sfn = LLVMAddFunction(g->mod, "nml_scratch", sty);
+		LLVMValueRef bytes = ci(g, top * (g->type == CG_F32 ? 4 : 8));
+		scratch = LLVMBuildCall2(b, sty, sfn, &bytes, 1, "scratch");
+	}
+
+	/* The groups this loop runs: products, or partial sums of acc_rows products. */
+	LLVMValueRef start = ci(g, 0), count = group_count(g, q), S = stack_count(g, q);
 	if (g->split.on) {
 		start = g->split.lo;
 		count = LLVMBuildNSWSub(b, g->split.hi, g->split.lo, "");
 	}
-	Loop l;
-	LLVMValueRef s = iadd(g, loop_begin(g, &l, count), start), r = s;
+	Loop lg, l;
+	LLVMValueRef grp = iadd(g, loop_begin(g, &lg, count), start), first = grp, n = ci(g, 1), part = NULL;
+	if (acc) {
+		LLVMValueRef R = ci(g, u->acc_rows);
+		first = imul(g, grp, R);
+		LLVMValueRef left = LLVMBuildNSWSub(b, S, first, "");
+		n = sel(g, LLVMBuildICmp(b, LLVMIntSLT, left, R, ""), left, R);
+		part = elem(g, g->val[i].ptr, imul(g, grp, imul(g, M, N)));
+	}
+	LLVMValueRef s = iadd(g, loop_begin(g, &l, n), first), r = s;
 	LLVMValueRef oa = ci(g, 0), ob = ci(g, 0);
 	for (int k = lead - 1; k >= 0; k--) {
-		LLVMValueRef d = dimv(g, sc->dim[k]), at = lead > 1 ? LLVMBuildURem(b, r, d, "") : r;
-		oa = iadd(g, oa, imul(g, at, stride_a[k]));
-		ob = iadd(g, ob, imul(g, at, stride_b[k]));
+		LLVMValueRef d = dimv(g, sc->dim[k]), ix = lead > 1 ? LLVMBuildURem(b, r, d, "") : r;
+		oa = iadd(g, oa, imul(g, ix, stride_a[k]));
+		ob = iadd(g, ob, imul(g, ix, stride_b[k]));
 		if (k > 0)
 			r = LLVMBuildUDiv(b, r, d, "");
 	}
-	LLVMValueRef c_at = elem(g, g->val[i].ptr, imul(g, s, imul(g, M, N)));
+	LLVMValueRef opnd[2];
+	for (int j = 0; j < 2; j++) /* product s's windows: planes [s, s + 1) * planes per matrix */
+		if (u->window[j] < 0) {
+			opnd[j] = elem(g, g->val[in->in[j]].ptr, j ? ob : oa);
+		} else {
+			const IrInst *w = &g->f->inst[u->window[j]];
+			int64_t per = mat_numel(j ? sb : sa) / (w->shape.dim[2] * w->shape.dim[3] * w->shape.dim[4]);
+			LLVMValueRef from = imul(g, s, ci(g, per));
+			opnd[j] = elem(g, scratch, ci(g, at[j]));
+			emit_window_at(g, u->window[j], g->val[w->in[0]].ptr, opnd[j], from, ci(g, per), from);
+		}
+	LLVMValueRef c_at = acc ? part : fold ? elem(g, scratch, ci(g, at[2])) : elem(g, g->val[i].ptr, imul(g, s, imul(g, M, N)));
+	LLVMValueRef beta = acc ? sel(g, LLVMBuildICmp(b, LLVMIntEQ, s, first, ""), cf(g, 0), cf(g, 1)) : cf(g, 0);
 #define I32(v) LLVMBuildTrunc(b, (v), i32, "")
 	LLVMValueRef args[14] = {
 		LLVMConstInt(i32, CBLAS_ROW_MAJOR, 0), LLVMConstInt(i32, ta ? CBLAS_TRANS : CBLAS_NO_TRANS, 0),
 		LLVMConstInt(i32, tb ? CBLAS_TRANS : CBLAS_NO_TRANS, 0), I32(M), I32(N), I32(K), cf(g, 1),
-		elem(g, g->val[in->in[0]].ptr, oa), I32(lda), elem(g, g->val[in->in[1]].ptr, ob), I32(ldb), cf(g, 0), c_at,
-		I32(N),
+		opnd[0], I32(lda), opnd[1], I32(ldb), beta, c_at, I32(N),
 	};
 #undef I32
 	LLVMBuildCall2(b, fty, fn, args, 14, "");
+	if (fold) { /* the product's planes summed into their images */
+		const IrShape *w = shape_of(g, g->f->inst[u->epi].in[0]);
+		int64_t per = mat_numel(sc) / (w->dim[2] * w->dim[3] * w->dim[4]);
+		LLVMValueRef from = imul(g, s, ci(g, per));
+		emit_window_at(g, u->epi, c_at, g->val[u->epi].ptr, from, ci(g, per), from);
+	}
 	loop_end(g, &l, NULL);
+	loop_end(g, &lg, NULL);
+}
+
+/* A sum over the stack: out = its partial sums, added in order. */
+static void emit_partials_sum(Cg *g, int q)
+{
+	const FuseUnit *u = &g->plan->unit[q];
+	const IrShape *sc = &g->f->inst[u->inst[0]].shape;
+	LLVMValueRef MN = ci(g, mat_numel(sc)), parts = group_count(g, q);
+	Loop lj, lc;
+	LLVMValueRef j = loop_begin(g, &lj, MN);
+	LLVMValueRef c = loop_begin(g, &lc, parts);
+	LLVMValueRef acc = loop_acc(g, &lc, cf(g, 0));
+	LLVMValueRef x = LLVMBuildLoad2(g->b, g->T, elem(g, g->val[u->inst[0]].ptr, iadd(g, imul(g, c, MN), j)), "");
+	LLVMValueRef sum = loop_end(g, &lc, LLVMBuildFAdd(g->b, acc, x, ""));
+	LLVMBuildStore(g->b, sum, elem(g, g->val[u->epi].ptr, j));
+	loop_end(g, &lj, NULL);
 }
 
 static LLVMValueRef outline(Cg *g, int q, void (*piece)(Cg *g, int q), LLVMValueRef extra, LLVMValueRef *ctx);
@@ -1154,13 +1250,13 @@ enum { BLAS_ONE_THREAD = 4 << 20 };
 
 static void emit_matmul(Cg *g, int q)
 {
-	int i = g->plan->unit[q].inst[0];
+	const FuseUnit *u = &g->plan->unit[q];
+	int i = u->inst[0];
 	const IrInst *in = &g->f->inst[i];
 	const IrShape *sa = shape_of(g, in->in[0]), *sc = &in->shape;
 	int ta = in->attr.mm.ta, ra = sa->rank, rc = sc->rank;
 	LLVMValueRef M = dimv(g, sc->dim[rc - 2]), N = dimv(g, sc->dim[rc - 1]);
 	LLVMValueRef K = dimv(g, sa->dim[ra - (ta ? 2 : 1)]);
-	LLVMValueRef C = g->val[i].ptr;
 
 	/* OpenBLAS rejects lda < 1 even when there is nothing to read: an empty inner dimension gives
 	 * zeros and an empty result nothing at all. */
@@ -1201,16 +1297,20 @@ static void emit_matmul(Cg *g, int q)
 		LLVMValueRef S = numelv(g, &stack);
 		LLVMValueRef work = LLVMBuildSDiv(b, imul(g, imul(g, S, M), imul(g, N, K)), ci(g, 8), "");
 		LLVMValueRef nt = set_blas_threads(g, LLVMConstInt(g->i32, 1, 0));
-		run_split(g, fn, ctx, S, work);
+		run_split(g, fn, ctx, group_count(g, q), work);
 		set_blas_threads(g, nt);
 	}
+	if (u->epi >= 0 && g->f->inst[u->epi].op == IR_SUM)
+		emit_partials_sum(g, q);
 	LLVMBuildBr(b, done);
 
+	/* no products: C is zeros, and so is what its fold or sum gives */
 	LLVMPositionBuilderAtEnd(b, empty);
 	LLVMBuildCondBr(b, mn, zeros, done);
 	LLVMPositionBuilderAtEnd(b, zeros);
-	LLVMValueRef bytes = LLVMBuildMul(b, numelv(g, sc), ci(g, g->type == CG_F32 ? 4 : 8), "");
-	LLVMBuildMemSet(b, C, LLVMConstInt(g->i8, 0, 0), bytes, 1);
+	int z = u->epi >= 0 ? u->epi : i;
+	LLVMValueRef bytes = LLVMBuildMul(b, numelv(g, shape_of(g, z)), ci(g, g->type == CG_F32 ? 4 : 8), "");
+	LLVMBuildMemSet(b, g->val[z].ptr, LLVMConstInt(g->i8, 0, 0), bytes, 1);
 	LLVMBuildBr(b, done);
 	LLVMPositionBuilderAtEnd(b, done);
 }
@@ -1281,8 +1381,12 @@ static void emit_random(Cg *g, int i)
 }
 
 /* unfold: each window element (b, c, kh, kw, oh, ow) reads image pixel (b, c, h, w), or padding;
- * fold: the output image starts at zero and each window element adds into the pixel it covers. */
-static void emit_window(Cg *g, int i)
+ * fold: the output image starts at zero and each window element adds into the pixel it covers.
+ * Of the planes (b, c) [start, start + count) only; src and dst are where unfold i's image and
+ * windows are (fold: its windows and image), the windows' plane `base` the first element of theirs
+ * (0, or start for a block of them in scratch). */
+static void emit_window_at(Cg *g, int i, LLVMValueRef src, LLVMValueRef dst, LLVMValueRef start, LLVMValueRef count,
+			   LLVMValueRef base)
 {
 	const IrInst *in = &g->f->inst[i];
 	int fold = in->op == IR_FOLD, a = in->in[0];
@@ -1291,15 +1395,8 @@ static void emit_window(Cg *g, int i)
 	LLVMBuilderRef b = g->b;
 	LLVMValueRef H = ci(g, w->win.in[0]), W = ci(g, w->win.in[1]), OH = ci(g, win->dim[3]), OW = ci(g, win->dim[4]);
 	LLVMValueRef KH = ci(g, w->win.k[0]), KW = ci(g, w->win.k[1]);
-	LLVMValueRef src = g->val[a].ptr, dst = g->val[i].ptr;
 	LLVMMetadataRef s = new_scope(g);
 	Access wr = {scope_list(g, &s, 1), NULL}, rd = {NULL, wr.scope};
-	/* the images and channels (b, c): all, or [lo, hi) of them in a piece split across threads */
-	LLVMValueRef start = ci(g, 0), count = imul(g, dimv(g, win->dim[0]), ci(g, win->dim[1]));
-	if (g->split.on) {
-		start = g->split.lo;
-		count = LLVMBuildNSWSub(b, g->split.hi, g->split.lo, "");
-	}
 	/* Windows that tile the image (pooling whose stride is its window, no padding): each pixel is
 	 * in exactly one window, so none is outside and a fold writes each once, with nothing to clear
 	 * or add to. */
@@ -1325,7 +1422,8 @@ static void emit_window(Cg *g, int i)
 				    : LLVMBuildAnd(b, LLVMBuildICmp(b, LLVMIntULT, h, H, ""), LLVMBuildICmp(b, LLVMIntULT, x, W, ""), "");
 	LLVMValueRef px = iadd(g, imul(g, iadd(g, imul(g, bc, H), h), W), x);
 	px = sel(g, inside, px, ci(g, 0)); /* a padding element reads nothing */
-	LLVMValueRef e = iadd(g, imul(g, iadd(g, imul(g, iadd(g, imul(g, iadd(g, imul(g, bc, KH), kh), KW), kw), OH), oh), OW), ow);
+	LLVMValueRef bw = LLVMBuildNSWSub(b, bc, base, "");
+	LLVMValueRef e = iadd(g, imul(g, iadd(g, imul(g, iadd(g, imul(g, iadd(g, imul(g, bw, KH), kh), KW), kw), OH), oh), OW), ow);
 	if (!fold) {
 		LLVMValueRef v = load(g, elem(g, src, px), rd);
 		store(g, sel(g, inside, v, cf(g, w->win.neg_inf ? -INFINITY : 0)), elem(g, dst, e), wr);
@@ -1339,6 +1437,19 @@ static void emit_window(Cg *g, int i)
 	}
 	for (int k = 4; k >= 0; k--)
 		loop_end(g, &l[k], NULL);
+}
+
+/* Unfold or fold i: all its planes, or [lo, hi) of them in a piece split across threads. */
+static void emit_window(Cg *g, int i)
+{
+	const IrInst *in = &g->f->inst[i];
+	const IrShape *win = in->op == IR_FOLD ? shape_of(g, in->in[0]) : &in->shape;
+	LLVMValueRef start = ci(g, 0), count = imul(g, dimv(g, win->dim[0]), ci(g, win->dim[1]));
+	if (g->split.on) {
+		start = g->split.lo;
+		count = LLVMBuildNSWSub(g->b, g->split.hi, g->split.lo, "");
+	}
+	emit_window_at(g, i, g->val[in->in[0]].ptr, g->val[i].ptr, start, count, ci(g, 0));
 }
 
 /* slice: loops over out; along the axis each element reads a at i + offset, or 0 outside a.
@@ -1611,6 +1722,9 @@ static LLVMValueRef outline(Cg *g, int q, void (*piece)(Cg *g, int q), LLVMValue
 			if (kind_of(g, in->in[j]) != FV_SCALAR || g->plan->val[in->in[j]].region)
 				repoint(g, in->in[j]);
 	}
+	for (int j = 0; u->kind == FU_LIBRARY && j < 2; j++) /* the images of windows it unfolds */
+		if (u->window[j] >= 0)
+			repoint(g, f->inst[u->window[j]].in[0]);
 	g->split.on = g->split.rows = 1;
 	g->split.lo = LLVMGetParam(fn, 2);
 	g->split.hi = LLVMGetParam(fn, 3);

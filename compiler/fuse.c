@@ -107,6 +107,8 @@ typedef struct Unit {
 	int reds[FUSE_MAX_RED], nred;
 	Vec inst;
 	Vec reads, writes, loose; /* slot keys: read, written, read with broadcasting */
+	int window[2], epi;       /* FU_LIBRARY: as FuseUnit's */
+	int64_t acc_rows;
 } Unit;
 
 typedef struct Planner {
@@ -120,6 +122,10 @@ typedef struct Planner {
 	char *alias;       /* per instruction: shares its operand's storage */
 	char *scalar_mem;  /* per instruction: a uniform value a matmul reads from memory */
 	char *feeds_only;  /* per instruction: read, and only by reductions */
+	int *nread;        /* per instruction: instructions reading it, through reshapes (not counted) */
+	int *nwin;         /* per unfold: those of them that are products able to read it by windows */
+	char *inline_;     /* per instruction: FV_INLINE */
+	int64_t max_batch;
 	int *order, *pos;  /* the units in the order they run; each unit's place in it */
 	int norder;
 } Planner;
@@ -176,7 +182,7 @@ static void add_member(Planner *p, int u, int i)
 static int new_unit(Planner *p, FuseUnitKind kind, const IrShape *space, int i)
 {
 	int u = p->nu++;
-	p->u[u] = (Unit){.kind = kind};
+	p->u[u] = (Unit){.kind = kind, .window = {-1, -1}, .epi = -1};
 	if (space)
 		p->u[u].space = *space;
 	p->pos[u] = p->norder;
@@ -381,6 +387,108 @@ static int in_work(const Planner *p, int a)
 	return p->alias[a] ? p->slot[a] < 0 : ir_op_class(p->f->inst[a].op) != OPC_LEAF;
 }
 
+/* ---- products that work one at a time (convolutions) ----
+ *
+ * A stack of products over images (a convolution's, one per image) reads windows an unfold wrote
+ * for the whole batch, and its results go to a fold that sums them back, or to a sum over the stack
+ * (the weight gradient). Done product by product instead, each product's windows are unfolded just
+ * before it into a block that stays in cache, its result is folded or added just after, and the
+ * batch-sized windows and results are never stored. */
+
+/* The value a reads through reshapes. */
+static int view_root(const IrFunc *f, int a)
+{
+	while (f->inst[a].op == IR_RESHAPE)
+		a = f->inst[a].in[0];
+	return a;
+}
+
+/* Is every dimension of s known now (no batch)? */
+static int fixed(const IrShape *s, int from)
+{
+	for (int k = from; k < s->rank; k++)
+		if (s->dim[k] < 0)
+			return 0;
+	return 1;
+}
+
+/* Whole planes (image, channel) of windows of a [B, C, KH*KW, OH, OW] value w in each matrix of
+ * the stack of matrices m (m a view of w, or w a view of m)? */
+static int whole_planes(const IrShape *m, const IrShape *w)
+{
+	if (m->rank < 3 || w->rank != 5 || !fixed(m, m->rank - 2) || !fixed(w, 2))
+		return 0;
+	int64_t mat = m->dim[m->rank - 2] * m->dim[m->rank - 1], plane = w->dim[2] * w->dim[3] * w->dim[4];
+	return plane > 0 && mat % plane == 0;
+}
+
+/* Can product i read its operand j as windows of the unfold it views, product by product? The
+ * operand has the whole stack (no broadcast), so product s reads the s-th block of the windows. */
+static int window_operand(const IrFunc *f, int i, int j)
+{
+	const IrInst *in = &f->inst[i];
+	int a = in->in[j], r = view_root(f, a);
+	const IrShape *sa = &f->inst[a].shape, *sc = &in->shape;
+	if (f->inst[r].op != IR_UNFOLD || sa->rank != sc->rank || !whole_planes(sa, &f->inst[r].shape))
+		return 0;
+	for (int k = 0; k < sc->rank - 2; k++)
+		if (sa->dim[k] != sc->dim[k])
+			return 0;
+	return 1;
+}
+
+/* The stack of products fold or sum i reads, if it can take them one at a time where they run:
+ * nothing else reads them, and the products' unit takes no other. */
+static int product_of(const Planner *p, int i)
+{
+	int r = view_root(p->f, p->f->inst[i].in[0]);
+	const Unit *U = &p->u[p->unit_of[r]];
+	if (p->f->inst[r].op != IR_MATMUL || p->nread[r] != 1 || U->kind != FU_LIBRARY || U->epi >= 0 ||
+	    p->f->inst[r].shape.rank < 3)
+		return -1;
+	return r;
+}
+
+/* A fold of products' results, as each product is done: whole planes per product. */
+static int fold_epilogue(Planner *p, int i)
+{
+	int r = product_of(p, i);
+	if (r < 0 || !whole_planes(&p->f->inst[r].shape, shape(p, p->f->inst[i].in[0])))
+		return 0;
+	int u = p->unit_of[r];
+	add_member(p, u, i);
+	p->u[u].epi = i;
+	p->inline_[r] = 1;
+	return 1;
+}
+
+/* A sum of a stack of products over the stack (all its axes but those of size 1, none of the
+ * matrices'): products added into partial sums where they run. */
+static int sum_epilogue(Planner *p, int i)
+{
+	const IrInst *in = &p->f->inst[i];
+	int r = product_of(p, i);
+	if (r < 0 || in->op != IR_SUM || in->in[0] != r)
+		return 0;
+	const IrShape *sc = &p->f->inst[r].shape;
+	IrShape stack = {0};
+	for (int k = 0; k < sc->rank; k++) {
+		int summed = in->attr.axes >> k & 1, mat = k >= sc->rank - 2;
+		if (sc->dim[k] != 1 && summed == mat)
+			return 0;
+		if (!mat)
+			stack.dim[stack.rank++] = sc->dim[k];
+	}
+	int64_t S = ir_shape_numel(stack, p->max_batch);
+	if (S < 2 || S == INT64_MAX)
+		return 0;
+	int u = p->unit_of[r];
+	add_member(p, u, i);
+	p->u[u].epi = i;
+	p->u[u].acc_rows = (S + FUSE_ACC_PARTS - 1) / FUSE_ACC_PARTS;
+	return 1;
+}
+
 static void place(Planner *p, int i, int fuse)
 {
 	const IrInst *in = &p->f->inst[i];
@@ -415,6 +523,8 @@ static void place(Planner *p, int i, int fuse)
 		break;
 	}
 	case OPC_REDUCE: { /* a nest feeds several reductions only over the same axes: one loop order */
+		if (fuse && sum_epilogue(p, i))
+			break;
 		int u = fuse ? producer(p, a, shape(p, a)) : -1;
 		const Unit *U = u >= 0 ? &p->u[u] : NULL;
 		int ok = U && (U->nred == 0 || (U->nred < FUSE_MAX_RED && p->f->inst[U->reds[0]].attr.axes == in->attr.axes));
@@ -427,12 +537,22 @@ static void place(Planner *p, int i, int fuse)
 		p->u[u].reds[p->u[u].nred++] = i;
 		break;
 	}
-	case OPC_LIBRARY:
+	case OPC_LIBRARY: {
 		for (int j = 0; j < ir_op_arity(in->op); j++)
 			if (p->uniform[in->in[j]])
 				p->scalar_mem[in->in[j]] = 1;
-		new_unit(p, FU_LIBRARY, NULL, i);
+		int u = new_unit(p, FU_LIBRARY, NULL, i);
+		for (int j = 0; j < 2 && in->op == IR_MATMUL; j++) {
+			int w = view_root(p->f, in->in[j]);
+			if (!p->inline_[w] || p->f->inst[w].op != IR_UNFOLD)
+				continue;
+			p->u[u].window[j] = w; /* it reads the unfold's image where it runs */
+			int k = p->slot[p->f->inst[w].in[0]];
+			if (k >= 0)
+				add(&p->u[u].reads, k);
+		}
 		break;
+	}
 	case OPC_VIEW:
 		p->uniform[i] = p->uniform[a];
 		p->alias[i] = !p->uniform[a];
@@ -440,6 +560,12 @@ static void place(Planner *p, int i, int fuse)
 		new_unit(p, FU_NONE, NULL, i);
 		break;
 	case OPC_LOOP: /* its loop reads operands from memory: a uniform one is stored first */
+		if (p->inline_[i]) { /* an unfold the products reading it compute */
+			new_unit(p, FU_NONE, NULL, i);
+			break;
+		}
+		if (fuse && in->op == IR_FOLD && fold_epilogue(p, i))
+			break;
 		for (int j = 0; j < ir_op_arity(in->op); j++)
 			if (p->uniform[in->in[j]])
 				p->scalar_mem[in->in[j]] = 1;
@@ -500,7 +626,7 @@ static void classify(const Planner *p, FusePlan *plan)
 			break;
 		case OPC_REDUCE:
 		case OPC_LIBRARY:
-		case OPC_LOOP: v->kind = FV_WORK; break;
+		case OPC_LOOP: v->kind = p->inline_[i] ? FV_INLINE : FV_WORK; break;
 		case OPC_STORE: v->kind = FV_NONE; break;
 		}
 		v->region = v->kind == FV_WORK || p->scalar_mem[i];
@@ -524,6 +650,8 @@ static void layout(const Planner *p, FusePlan *plan, size_t esize, int64_t max_b
 		const IrInst *in = &f->inst[i];
 		for (int j = 0; j < ir_op_arity(in->op); j++) {
 			int r = fuse_root(plan, f, in->in[j]);
+			if (plan->val[r].kind == FV_INLINE && f->inst[r].op == IR_UNFOLD) /* read where i runs */
+				r = fuse_root(plan, f, f->inst[r].in[0]);
 			if (last[r] < plan->val[i].unit)
 				last[r] = plan->val[i].unit;
 		}
@@ -544,6 +672,13 @@ static void layout(const Planner *p, FusePlan *plan, size_t esize, int64_t max_b
 			if (!v->region)
 				continue;
 			size_t bytes = (size_t)ir_shape_numel(f->inst[i].shape, max_batch) * esize;
+			if (x == 0 && u->kind == FU_LIBRARY && u->epi >= 0 && f->inst[u->epi].op == IR_SUM) {
+				/* the partial sums of the products */
+				const IrShape *sc = &f->inst[i].shape;
+				int64_t S = ir_shape_numel(*sc, max_batch) / (sc->dim[sc->rank - 2] * sc->dim[sc->rank - 1]);
+				int64_t parts = (S + u->acc_rows - 1) / u->acc_rows;
+				bytes = (size_t)(parts * sc->dim[sc->rank - 2] * sc->dim[sc->rank - 1]) * esize;
+			}
 			v->bytes = (bytes + WORK_ALIGN - 1) / WORK_ALIGN * WORK_ALIGN;
 			size_t at = 0;
 			int y = 0;
@@ -567,7 +702,7 @@ static void layout(const Planner *p, FusePlan *plan, size_t esize, int64_t max_b
 FusePlan *fuse_plan(const IrModule *m, const IrFunc *f, size_t esize, int64_t max_batch, int fuse)
 {
 	size_t n = (size_t)f->n;
-	Planner p = {.m = m, .f = f};
+	Planner p = {.m = m, .f = f, .max_batch = max_batch};
 	p.u = xcalloc(n, sizeof *p.u);
 	p.unit_of = xcalloc(n, sizeof *p.unit_of);
 	p.slot = xcalloc(n, sizeof *p.slot);
@@ -575,6 +710,17 @@ FusePlan *fuse_plan(const IrModule *m, const IrFunc *f, size_t esize, int64_t ma
 	p.alias = xcalloc(n, 1);
 	p.scalar_mem = xcalloc(n, 1);
 	p.feeds_only = xcalloc(n, 1);
+	p.nread = xcalloc(n, sizeof *p.nread);
+	p.nwin = xcalloc(n, sizeof *p.nwin);
+	p.inline_ = xcalloc(n, 1);
+	for (int i = 0; i < f->n; i++) /* unfolds read only by products that can read them by windows */
+		for (int j = 0; f->inst[i].op != IR_RESHAPE && j < ir_op_arity(f->inst[i].op); j++) {
+			int r = view_root(f, f->inst[i].in[j]);
+			p.nread[r]++;
+			p.nwin[r] += f->inst[i].op == IR_MATMUL && window_operand(f, i, j);
+		}
+	for (int i = 0; i < f->n; i++)
+		p.inline_[i] = fuse && f->inst[i].op == IR_UNFOLD && p.nwin[i] && p.nwin[i] == p.nread[i];
 	for (int i = 0; i < f->n; i++) /* 1: read only by reductions so far; 2: by something else */
 		for (int j = 0; j < ir_op_arity(f->inst[i].op); j++) {
 			char *fo = &p.feeds_only[f->inst[i].in[j]];
@@ -596,7 +742,8 @@ FusePlan *fuse_plan(const IrModule *m, const IrFunc *f, size_t esize, int64_t ma
 	for (int q = 0; q < p.norder; q++) {
 		Unit *U = &p.u[p.order[q]];
 		plan->unit[q] = (FuseUnit){.kind = U->kind, .space = U->space, .red = U->nred ? U->reds[0] : -1,
-					   .nred = U->nred, .inst = U->inst.v, .n = U->inst.n};
+					   .nred = U->nred, .inst = U->inst.v, .n = U->inst.n, .window = {U->window[0], U->window[1]},
+					   .epi = U->epi, .acc_rows = U->acc_rows};
 		memcpy(plan->unit[q].reds, U->reds, sizeof U->reds);
 		U->inst.v = NULL;
 	}
@@ -618,6 +765,9 @@ FusePlan *fuse_plan(const IrModule *m, const IrFunc *f, size_t esize, int64_t ma
 	free(p.alias);
 	free(p.scalar_mem);
 	free(p.feeds_only);
+	free(p.nread);
+	free(p.nwin);
+	free(p.inline_);
 	free(p.order);
 	free(p.pos);
 	return plan;
@@ -684,9 +834,22 @@ void fuse_dump(FILE *out, const IrModule *m, const IrFunc *f, const FusePlan *p)
 			fprintf(out, "  call  %s %%%d = ", ir_op_name(in->op), i);
 			for (int j = 0; j < ir_op_arity(in->op); j++) {
 				fprintf(out, "%s", j ? ", " : "");
-				dump_value(out, m, f, in->in[j]);
+				if (u->kind == FU_LIBRARY && j < 2 && u->window[j] >= 0) {
+					fprintf(out, "windows(");
+					dump_value(out, m, f, f->inst[u->window[j]].in[0]);
+					fprintf(out, ")");
+				} else {
+					dump_value(out, m, f, in->in[j]);
+				}
 			}
-			fprintf(out, " : %s\n", ir_shape_str(in->shape, buf, sizeof buf));
+			fprintf(out, " : %s", ir_shape_str(in->shape, buf, sizeof buf));
+			if (u->kind == FU_LIBRARY && u->epi >= 0) {
+				fprintf(out, ", each product then ");
+				dump_member(out, m, f, p, u->epi);
+				if (f->inst[u->epi].op == IR_SUM)
+					fprintf(out, " in partial sums of %lld", (long long)u->acc_rows);
+			}
+			fprintf(out, "\n");
 			continue;
 		}
 		fprintf(out, "  nest  %s:", ir_shape_str(u->space, buf, sizeof buf));

@@ -22,6 +22,9 @@ typedef enum {
 	FV_WORK,   /* a region of work */
 	FV_ALIAS,  /* the storage of in[0]: a reshape, or a stop_gradient of a value already in memory */
 	FV_REG,    /* only in registers, inside the nest that computes it */
+	FV_INLINE, /* no storage: computed block by block where it is used, by a stack of matrix products
+	            * (an unfold whose windows the products read image by image; products whose blocks a
+	            * fold sums back into their images as each is done) */
 } FuseValKind;
 
 typedef enum {
@@ -33,6 +36,7 @@ typedef enum {
 } FuseUnitKind;
 
 enum { FUSE_MAX_RED = 4 }; /* reductions one nest may feed */
+enum { FUSE_ACC_PARTS = 16 }; /* a stack of products summed over the stack: partial sums, at most */
 
 typedef struct FuseUnit {
 	FuseUnitKind kind;
@@ -42,6 +46,15 @@ typedef struct FuseUnit {
 	int nred;
 	int *inst;     /* members, in program order */
 	int n;
+	/* FU_LIBRARY, a stack of matrix products (inst[0]) that works one product at a time:
+	 * window[j]: the unfold (FV_INLINE) whose windows product s reads as operand j (A, B), unfolded
+	 *   from its image into a scratch block just before, or -1;
+	 * epi: -1, or a member that takes each product as it is done: a fold (the product, in scratch,
+	 *   summed into its images) or a sum over the stack (products added into FUSE_ACC_PARTS partial
+	 *   sums, acc_rows products each, in the product's own region, then combined in order). */
+	int window[2];
+	int epi;
+	int64_t acc_rows;
 } FuseUnit;
 
 typedef struct FuseVal {

@@ -53,6 +53,7 @@ static LLVMErrorRef define_blas(Jit *j)
 		{"openblas_set_num_threads", (void (*)(void))openblas_set_num_threads},
 		{"nml_pool_for", (void (*)(void))nml_pool_for},
 		{"nml_pool_rest", (void (*)(void))nml_pool_rest},
+		{"nml_scratch", (void (*)(void))nml_scratch},
 	};
 	enum { NSYMS = sizeof syms / sizeof syms[0] };
 	LLVMOrcCSymbolMapPair pairs[NSYMS];

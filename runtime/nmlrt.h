@@ -252,6 +252,11 @@ void nml_pool_for(NmlPoolFn fn, void *args, void *ctx, int64_t n, int64_t work, 
 /* Called before a multithreaded library call (a matrix product on OpenBLAS's threads): the pool's
  * workers sleep now instead of spinning for the next loop on the cores those threads need. */
 void nml_pool_rest(void);
+/* A buffer of at least `bytes` (64-byte aligned) that belongs to the calling thread and stays its
+ * own until its next call: where a loop piece keeps a block it computes and uses at once (a product's
+ * window operand, unfolded per image). A kernel has no way to fail, so running out of memory here
+ * ends the process with a message. Freed when the thread exits. */
+void *nml_scratch(int64_t bytes);
 
 /* ---- training loop (train.c): epochs of a model over a data set ---- */
 struct NmlEpochStats;

@@ -19,6 +19,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -162,6 +164,43 @@ void nml_pool_rest(void)
 	/* the last loop's number: workers spinning after it for the next one sleep instead */
 	atomic_store_explicit(&P.rest, (uint32_t)(atomic_load_explicit(&P.next, memory_order_relaxed) >> 32),
 			      memory_order_relaxed);
+}
+
+/* ---- scratch: one growing buffer per thread, freed when the thread exits ---- */
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static _Thread_local struct Scratch {
+	void *p;
+	size_t n;
+} scratch;
+
+static void scratch_free(void *s)
+{
+	struct Scratch *sc = s;
+	free(sc->p);
+	sc->p = NULL;
+	sc->n = 0;
+}
+
+static void scratch_init(void) { pthread_key_create(&scratch_key, scratch_free); }
+
+void *nml_scratch(int64_t bytes)
+{
+	size_t want = bytes > 0 ? ((size_t)bytes + 63) / 64 * 64 : 64;
+	if (scratch.n >= want)
+		return scratch.p;
+	pthread_once(&scratch_once, scratch_init);
+	void *p = aligned_alloc(64, want);
+	if (!p) {
+		fprintf(stderr, "nml: out of memory for a loop's scratch buffer of %zu bytes\n", want);
+		abort();
+	}
+	free(scratch.p);
+	scratch.p = p;
+	scratch.n = want;
+	pthread_setspecific(scratch_key, &scratch); /* non-NULL: the destructor runs at thread exit */
+	return p;
 }
 
 /* Workers run code of the library this file is linked into: stop them before it is unmapped. */

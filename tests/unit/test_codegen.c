@@ -305,6 +305,8 @@ typedef struct Case {
 	int nests;           /* if set: loop nests in the fused plan */
 	int reg[8], nreg;    /* values the fused plan keeps in registers */
 	int work[8], nwork;  /* values it writes to work */
+	int inl[8], ninl;    /* values it never stores (FV_INLINE) */
+	int with[8][2], nwith; /* pairs of values it computes in one unit */
 	const char *dump;    /* if set: cg_dump_kernels in f32 */
 } Case;
 
@@ -572,6 +574,16 @@ static int check_plan(void)
 			fprintf(stderr, "FAIL %s: %%%d is not written to work\n", C.name, C.work[i]);
 			ok = 0;
 		}
+	for (int i = 0; i < C.ninl; i++)
+		if (p->val[C.inl[i]].kind != FV_INLINE) {
+			fprintf(stderr, "FAIL %s: %%%d is stored, not computed where it is used\n", C.name, C.inl[i]);
+			ok = 0;
+		}
+	for (int i = 0; i < C.nwith; i++)
+		if (p->val[C.with[i][0]].unit != p->val[C.with[i][1]].unit) {
+			fprintf(stderr, "FAIL %s: %%%d and %%%d are computed apart\n", C.name, C.with[i][0], C.with[i][1]);
+			ok = 0;
+		}
 	if (!ok) {
 		fuse_dump(stderr, &C.m, C.f, p);
 		ir_dump(stderr, &C.m, C.f);
@@ -583,6 +595,8 @@ static int check_plan(void)
 static void expect_nests(int n) { C.nests = n; }
 static void expect_reg(int v) { C.reg[C.nreg++] = v; }
 static void expect_work(int v) { C.work[C.nwork++] = v; }
+static void expect_inline(int v) { C.inl[C.ninl++] = v; }
+static void expect_with(int a, int b) { C.with[C.nwith][0] = a, C.with[C.nwith++][1] = b; }
 
 /* Compiles the case fused in both types and unfused in f64, and runs each at several batch sizes up
  * to max_batch (16). */
@@ -1433,6 +1447,56 @@ static void test_permute_random(void)
 	run();
 }
 
+/* A convolution's three products, as conv2d and its derivative write them: y = w @ windows(x), the
+ * weight gradient sum over images of dy @ windows(x)^T, the input gradient fold(w^T @ dy). Each
+ * product reads its image's windows, unfolded just before it, and its result goes straight to the
+ * fold or into partial sums (fuse.c, "products that work one at a time"). */
+static void conv_case(const char *name, IrShape xs, IrAttr win, int groups, int out, int64_t max_batch)
+{
+	begin(name, xs, S(N));
+	C.max_batch = max_batch;
+	/* f32: the weight gradient sums batch * OH * OW terms of up to about 10 that cancel to under 1 */
+	C.tol32 = 1e-4;
+	int u = ir_unfold(C.f, x_(), win, L0);
+	IrShape us = C.f->inst[u].shape; /* [N, C, KH*KW, OH, OW] */
+	int64_t k = us.dim[1] / groups * us.dim[2], p = us.dim[3] * us.dim[4];
+	int col = ir_reshape(C.f, u, S(N, groups, k, p), L0);
+	int w = ir_reshape(C.f, param("w", S(groups * out, k)), S(groups, out, k), L0);
+	int y = mm(w, col, 0);                                         /* [N, G, O, P] */
+	int dy = bin(IR_MUL, y, cst(0.5));                             /* stands for the gradient */
+	int dwp = mm(dy, col, 2), dw = red(IR_SUM, dwp, 1, 1);         /* [N, G, O, K] -> [1, G, O, K] */
+	int dcol = mm(w, dy, 1);                                       /* [N, G, K, P] */
+	int dx = ir_fold(C.f, ir_reshape(C.f, dcol, us, L0), C.f->inst[u].attr, L0);
+	grad("w", ir_reshape(C.f, dw, S(groups * out, k), L0));
+	pred(bin(IR_ADD, dx, x_()));
+	loss(red(IR_SUM, bin(IR_MUL, y, y), 15, 0));
+	expect_inline(u), expect_inline(dcol), expect_with(dcol, dx);
+	if (groups == 1) /* (grouped, the images' sum leaves the groups' axis: no partial sums) */
+		expect_with(dwp, dw);
+	run();
+}
+
+static void test_conv_products(void)
+{
+	conv_case("convolution 3x3, stride 2, padding 1: products one image at a time", S(N, 3, 5, 6),
+		  (IrAttr){.win = {{3, 3}, {2, 2}, {1, 1}, {1, 1}}}, 1, 4, 16);
+	conv_case("grouped convolution 2x3, dilation 2x1: two groups of 2 channels per image", S(N, 4, 6, 5),
+		  (IrAttr){.win = {{2, 3}, {1, 1}, {1, 0}, {2, 1}}}, 2, 3, 16);
+	/* large enough to run on the pool's threads at batch 16 (and not at 5 or 1); 23 images in
+	 * partial sums of 2, the last one short */
+	conv_case("convolution 3x3, padding 1, 8 -> 16 channels, products split across threads", S(N, 8, 6, 6),
+		  (IrAttr){.win = {{3, 3}, {1, 1}, {1, 1}, {1, 1}}}, 1, 16, 23);
+
+	begin("windows read by a product and by something else: stored once, read by both", S(N, 2, 4, 4), S(N));
+	IrAttr win = {.win = {{3, 3}, {1, 1}, {1, 1}, {1, 1}}};
+	int u = ir_unfold(C.f, x_(), win, L0);
+	int col = ir_reshape(C.f, u, S(N, 1, 18, 16), L0);
+	int y = mm(ir_reshape(C.f, param("w", S(3, 18)), S(1, 3, 18), L0), col, 0);
+	pred(bin(IR_ADD, red(IR_SUM, y, 15, 0), red(IR_SUM, u, 31, 0)));
+	expect_work(u);
+	run();
+}
+
 int main(void)
 {
 	page = (size_t)sysconf(_SC_PAGESIZE);
@@ -1457,6 +1521,7 @@ int main(void)
 	test_math();
 	test_differentiation();
 	test_permute_random();
+	test_conv_products();
 	ir_module_free(&C.m);
 	ir_func_free(C.f);
 	jit_destroy(jit);
