@@ -515,6 +515,7 @@ int drv_lower(Compiler *c)
 
 	IrFunc *fns[] = {c->eval, c->step, c->gradf, c->predict};
 	for (int i = 0; i < 4; i++) {
+		ir_distribute_sums(fns[i]);
 		ir_cse(fns[i]);
 		ir_dce(fns[i]);
 		ir_remat(fns[i]);

@@ -235,6 +235,54 @@ static int can_sink(const Planner *p, int a)
 	return 1;
 }
 
+static void sink(Planner *p, int a);
+
+/* Must instruction i run after unit x (it reads what x computes or writes, or writes what x
+ * reads)? */
+static int inst_depends(const Planner *p, int x, int i)
+{
+	const IrInst *in = &p->f->inst[i];
+	const Unit *X = &p->u[x];
+	for (int j = 0; j < ir_op_arity(in->op); j++) {
+		int a = in->in[j];
+		if (p->unit_of[a] == x || p->unit_of[storage_of(p, a)] == x || (p->slot[a] >= 0 && has(&X->writes, p->slot[a])))
+			return 1;
+	}
+	if (ir_op_class(in->op) == OPC_STORE) {
+		IrShape dst;
+		int key = store_key(p->m, in, shape(p, in->in[0]), &dst);
+		return has(&X->reads, key) || has(&X->writes, key);
+	}
+	return 0;
+}
+
+/* Can unit a move to the end, taking instruction i, when units after it must stay after it? Then
+ * they move to the end after it (each must be able to, and i must not need them): an update of a
+ * parameter that a reads, hoisted between a and the rest of a's pass. */
+static int can_make_room(const Planner *p, int a, int i)
+{
+	if (p->norder - p->pos[a] > WINDOW)
+		return 0;
+	for (int q = p->pos[a] + 1; q < p->norder; q++) {
+		int x = p->order[q];
+		if (depends(p, a, x) && (!can_sink(p, x) || inst_depends(p, x, i)))
+			return 0;
+	}
+	return 1;
+}
+
+/* Moves a to the end, and after it, in their order, the units that must stay after it. */
+static void sink_with_dependents(Planner *p, int a)
+{
+	int move[WINDOW], n = 0;
+	for (int q = p->pos[a] + 1; q < p->norder; q++)
+		if (depends(p, a, p->order[q]))
+			move[n++] = p->order[q];
+	sink(p, a);
+	for (int k = 0; k < n; k++)
+		sink(p, move[k]);
+}
+
 static void sink(Planner *p, int a)
 {
 	for (int q = p->pos[a]; q + 1 < p->norder; q++) {
@@ -256,6 +304,8 @@ static int fits(const Planner *p, int u, int i)
 		int a = in->in[j];
 		if (feeds(U, storage_of(p, a))) /* not complete before the nest ends */
 			return 0;
+		if (p->alias[a] && p->unit_of[storage_of(p, a)] == u) /* a view of a value of the nest */
+			return 0;
 		if (p->slot[a] >= 0 && has(&U->writes, p->slot[a])) /* a read after a store */
 			return 0;
 	}
@@ -264,7 +314,7 @@ static int fits(const Planner *p, int u, int i)
 		if (has(&U->loose, store_key(p->m, in, shape(p, in->in[0]), &dst)))
 			return 0;
 	}
-	return can_sink(p, u);
+	return can_sink(p, u) || can_make_room(p, u, i);
 }
 
 /* Can store i, of a value nest u computes, join u where u stands? Then the store runs earlier than
@@ -316,6 +366,8 @@ static int lifts(const Planner *p, int u, int i)
 		int a = in->in[j];
 		if (feeds(U, storage_of(p, a)) || (p->pos[p->unit_of[a]] > p->pos[u] && p->f->inst[a].op != IR_CONST))
 			return 0; /* (a constant is one wherever it is emitted) */
+		if (p->alias[a] && p->unit_of[storage_of(p, a)] == u) /* a view of a value of the nest */
+			return 0;
 		if (p->slot[a] < 0)
 			continue;
 		if (has(&U->writes, p->slot[a]))
@@ -329,7 +381,10 @@ static int lifts(const Planner *p, int u, int i)
 
 static void join(Planner *p, int u, int i)
 {
-	sink(p, u);
+	if (can_sink(p, u))
+		sink(p, u);
+	else
+		sink_with_dependents(p, u);
 	add_member(p, u, i);
 }
 

@@ -770,6 +770,237 @@ void ir_cse(IrFunc *f)
 	free(remap);
 }
 
+/* ---- sums of terms (ir_distribute_sums) ---- */
+
+enum { DIST_DEPTH = 8 }; /* elementwise ops a sum is distributed through */
+
+typedef struct Dist {
+	const IrFunc *f; /* the input */
+	IrFunc *out;
+	const int *map;  /* input value -> its copy in out */
+	const char *late; /* per input value: computed from a reduction */
+	IrShape space;   /* the summed value's shape */
+	unsigned axes;   /* the sum's */
+	SrcLoc loc;
+} Dist;
+
+/* Is v the same along every summed axis (its shape, aligned to the space from the right, has 1
+ * there), or an expand of such a value? */
+static int dist_const(const Dist *d, int v)
+{
+	const IrInst *in = &d->f->inst[v];
+	if (in->op == IR_EXPAND)
+		return dist_const(d, in->in[0]);
+	const IrShape *s = &in->shape;
+	if (s->rank > d->space.rank)
+		return 0;
+	for (int k = 0; k < d->space.rank; k++) {
+		int j = k - (d->space.rank - s->rank);
+		if ((d->axes >> k & 1) && j >= 0 && s->dim[j] != 1)
+			return 0;
+	}
+	return 1;
+}
+
+/* The copy of such a value without its expand. */
+static int dist_factor(const Dist *d, int v)
+{
+	while (d->f->inst[v].op == IR_EXPAND)
+		v = d->f->inst[v].in[0];
+	return d->map[v];
+}
+
+static int dist_space(const Dist *d, int v)
+{
+	return ir_shape_eq(d->f->inst[v].shape, d->space) && ir_op_class(d->f->inst[v].op) == OPC_ELEMWISE;
+}
+
+static int dist_factors(const Dist *d, int v, int *cf, int *nc, int *vf, int *nv, int depth);
+
+/* Is the same along the axes, and computed from a reduction? */
+static int dist_late_const(const Dist *d, int v)
+{
+	if (!dist_const(d, v))
+		return 0;
+	while (d->f->inst[v].op == IR_EXPAND)
+		v = d->f->inst[v].in[0];
+	return d->late[v];
+}
+
+/* Does a term of v (through sums and differences of terms over the space) have a factor that is
+ * the same along the summed axes and computed from another reduction, such as a variance's
+ * derivative? Only then is a sum of terms worth splitting into sums of each: a term that is such a
+ * value itself (x - mean) is not, as its sum would be a difference of large sums. */
+static int dist_late(const Dist *d, int v, int depth)
+{
+	if (!depth || !dist_space(d, v))
+		return 0;
+	const IrInst *in = &d->f->inst[v];
+	switch (in->op) {
+	case IR_ADD:
+	case IR_SUB:
+		return (!dist_const(d, in->in[0]) && dist_late(d, in->in[0], depth - 1)) ||
+		       (!dist_const(d, in->in[1]) && dist_late(d, in->in[1], depth - 1));
+	case IR_NEG: return dist_late(d, in->in[0], depth - 1);
+	case IR_DIV:
+		return dist_const(d, in->in[1]) && (d->late[in->in[1]] || dist_late_const(d, in->in[1]) ||
+						    dist_late(d, in->in[0], depth - 1));
+	case IR_MUL: {
+		int cf[8], vf[8], nc = 0, nv = 0;
+		if (!dist_factors(d, v, cf, &nc, vf, &nv, depth - 1))
+			return 0;
+		for (int k = 0; k < nc; k++)
+			if (dist_late_const(d, cf[k]))
+				return 1;
+		return nv == 1 && dist_late(d, vf[0], depth - 1);
+	}
+	default: return 0;
+	}
+}
+
+static int dist_sum(const Dist *d, int v) { return ir_reduce(d->out, IR_SUM, d->map[v], d->axes, 1, d->loc); }
+
+/* The number of elements summed into each. */
+static int dist_count(const Dist *d)
+{
+	int64_t k = 1;
+	int batch = 0;
+	for (int a = 0; a < d->space.rank; a++)
+		if (d->axes >> a & 1) {
+			if (d->space.dim[a] == IR_BATCH)
+				batch = 1;
+			else
+				k *= d->space.dim[a];
+		}
+	int c = ir_const(d->out, (double)k, d->loc);
+	return batch ? ir_binary(d->out, IR_MUL, ir_scalar_leaf(d->out, IR_ROWS, d->loc), c, d->loc) : c;
+}
+
+/* Factors of product v, through products over the space: those the same along the summed axes in
+ * cf, the others in vf (each at most 8; 0 if more). */
+static int dist_factors(const Dist *d, int v, int *cf, int *nc, int *vf, int *nv, int depth)
+{
+	const IrInst *in = &d->f->inst[v];
+	for (int k = 0; k < 2; k++) {
+		int a = in->in[k];
+		if (dist_const(d, a)) {
+			if (*nc == 8)
+				return 0;
+			cf[(*nc)++] = a;
+		} else if (depth && d->f->inst[a].op == IR_MUL && dist_space(d, a)) {
+			if (!dist_factors(d, a, cf, nc, vf, nv, depth - 1))
+				return 0;
+		} else {
+			if (*nv == 8)
+				return 0;
+			vf[(*nv)++] = a;
+		}
+	}
+	return 1;
+}
+
+static int by_int(const void *a, const void *b) { return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b); }
+
+/* The sum over the summed axes of v, as out's value (its shape keeps the summed axes as 1). */
+static int dist(const Dist *d, int v, int depth)
+{
+	const IrInst *in = &d->f->inst[v];
+	if (dist_const(d, v))
+		return ir_binary(d->out, IR_MUL, dist_factor(d, v), dist_count(d), d->loc);
+	if (!depth || !dist_space(d, v))
+		return dist_sum(d, v);
+	switch (in->op) {
+	case IR_MUL: { /* the factors the same along the axes come out of the sum */
+		int cf[8], vf[8], nc = 0, nv = 0;
+		if (!dist_factors(d, v, cf, &nc, vf, &nv, depth - 1) || !nc)
+			return dist_sum(d, v);
+		int r;
+		if (nv == 1) {
+			r = dist(d, vf[0], depth - 1);
+		} else { /* the rest in one order, so that equal products are one (CSE) */
+			int m[8];
+			for (int k = 0; k < nv; k++)
+				m[k] = d->map[vf[k]];
+			qsort(m, (size_t)nv, sizeof *m, by_int);
+			r = m[0];
+			for (int k = 1; k < nv; k++)
+				r = ir_binary(d->out, IR_MUL, r, m[k], d->loc);
+			r = ir_reduce(d->out, IR_SUM, r, d->axes, 1, d->loc);
+		}
+		for (int k = 0; k < nc; k++)
+			r = ir_binary(d->out, IR_MUL, r, dist_factor(d, cf[k]), d->loc);
+		return r;
+	}
+	case IR_ADD:
+	case IR_SUB: /* a sum of terms is split only to take such a factor out of one */
+		for (int k = 0; k < 2; k++)
+			if (!dist_const(d, in->in[k]) && !dist_space(d, in->in[k]))
+				return dist_sum(d, v);
+		if (!dist_late(d, v, depth))
+			return dist_sum(d, v);
+		return ir_binary(d->out, in->op, dist(d, in->in[0], depth - 1), dist(d, in->in[1], depth - 1), d->loc);
+	case IR_NEG:
+		if (!dist_late(d, v, depth))
+			return dist_sum(d, v);
+		return ir_unary(d->out, IR_NEG, dist(d, in->in[0], depth - 1), d->loc);
+	case IR_DIV:
+		if (!dist_const(d, in->in[1]))
+			return dist_sum(d, v);
+		return ir_binary(d->out, IR_DIV, dist(d, in->in[0], depth - 1), dist_factor(d, in->in[1]), d->loc);
+	default:
+		return dist_sum(d, v);
+	}
+}
+
+/* Does a sum over axes of a value of shape s add anything up (not only axes of size 1)? */
+static int sums_something(const IrShape *s, unsigned axes)
+{
+	for (int k = 0; k < s->rank; k++)
+		if ((axes >> k & 1) && s->dim[k] != 1)
+			return 1;
+	return 0;
+}
+
+void ir_distribute_sums(IrFunc *f)
+{
+	int n = f->n;
+	char *late = xcalloc((size_t)n + 1, 1);
+	for (int i = 0; i < n; i++) {
+		const IrInst *in = &f->inst[i];
+		late[i] = ir_op_class(in->op) == OPC_REDUCE;
+		for (int k = 0; k < ir_op_arity(in->op); k++)
+			late[i] |= late[in->in[k]];
+	}
+	IrFunc out = {.name = f->name};
+	int *map = xmalloc(((size_t)n + 1) * sizeof *map);
+	for (int i = 0; i < n; i++) {
+		IrInst in = f->inst[i];
+		for (int k = 0; k < ir_op_arity(in.op); k++)
+			in.in[k] = map[in.in[k]];
+		map[i] = -1;
+		int a = f->inst[i].in[0];
+		if (in.op == IR_SUM && ir_op_class(f->inst[a].op) == OPC_ELEMWISE && sums_something(&f->inst[a].shape, in.attr.axes)) {
+			Dist d = {.f = f, .out = &out, .map = map, .late = late, .space = f->inst[a].shape,
+				  .axes = in.attr.axes, .loc = in.loc};
+			int r = dist(&d, a, DIST_DEPTH);
+			/* unless nothing came out of the sum (left to DCE), its elements, the summed axes
+			 * kept as 1 or dropped as the sum's shape says */
+			if (r >= 0 && out.inst[r].op != IR_SUM &&
+			    ir_shape_numel(out.inst[r].shape, 1) == ir_shape_numel(in.shape, 1) &&
+			    ir_shape_numel(out.inst[r].shape, 2) == ir_shape_numel(in.shape, 2))
+				map[i] = ir_shape_eq(out.inst[r].shape, in.shape) ? r : ir_reshape(&out, r, in.shape, in.loc);
+		}
+		if (map[i] < 0)
+			map[i] = append(&out, in);
+	}
+	free(f->inst);
+	f->inst = out.inst;
+	f->n = out.n;
+	f->cap = out.cap;
+	free(map);
+	free(late);
+}
+
 /* ---- recomputation (ir_remat) ---- */
 
 enum {

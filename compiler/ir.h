@@ -183,6 +183,12 @@ static inline const IrShape *ir_shape_of(const IrFunc *f, int v) { return &f->in
 
 /* Merge instructions identical to an earlier one (same op, operands, attributes). */
 void ir_cse(IrFunc *f);
+/* Takes out of each sum the factors that are the same along its axes, and splits a sum of terms
+ * to take out such a factor computed from another reduction: in the derivative of a batch
+ * normalization, the sums that needed the variance's derivative become sums of values known
+ * before it, so one pass computes them all and one more the input's gradient. Run before CSE,
+ * which merges the sums that become equal. */
+void ir_distribute_sums(IrFunc *f);
 /* Remove every instruction no store depends on. */
 void ir_dce(IrFunc *f);
 /* Recompute rather than keep: a short chain of elementwise ops over a large tensor that a much
