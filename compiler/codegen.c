@@ -811,12 +811,26 @@ static LLVMValueRef reduce_step(Cg *g, IrOp op, LLVMValueRef acc, LLVMValueRef x
 /* ---- fused loop nests ---- */
 
 /* The nest operand through which value a is read, added on first use. */
-static int read_op(Cg *g, Nest *ns, int a)
+static int read_op_find(const Nest *ns, int a)
 {
 	for (int k = 0; k < ns->nop; k++)
 		if (ns->op[k].val == a && !ns->op[k].write)
 			return k;
-	return nest_add(g, ns, a, read_key(g, a), 0, g->val[a].ptr, NULL, shape_of(g, a));
+	return -1;
+}
+
+static int read_op(Cg *g, Nest *ns, int a)
+{
+	int k = read_op_find(ns, a);
+	return k >= 0 ? k : nest_add(g, ns, a, read_key(g, a), 0, g->val[a].ptr, NULL, shape_of(g, a));
+}
+
+/* Does nest q compute value a, or what a views (at the same index: a nest's values all have its
+ * space's elements)? The value, or -1. */
+static int in_nest(Cg *g, int q, int a)
+{
+	int r = fuse_root(g->plan, g->f, a);
+	return g->plan->val[r].unit == q && ir_op_class(g->f->inst[r].op) != OPC_REDUCE ? r : -1;
 }
 
 /* Value a at the current index of nest q. */
@@ -825,8 +839,9 @@ static LLVMValueRef operand(Cg *g, Nest *ns, int q, int a)
 	const FuseVal *v = &g->plan->val[a];
 	if (v->kind == FV_SCALAR)
 		return imm(g, a);
-	if (v->unit == q)
-		return g->val[a].reg;
+	int r = in_nest(g, q, a);
+	if (r >= 0)
+		return g->val[r].reg;
 	return nest_get(g, ns, read_op(g, ns, a));
 }
 
@@ -878,7 +893,7 @@ static int split_axis(Cg *g, const FuseUnit *u)
 		a0++;
 	if (a0 == u->space.rank)
 		return -1;
-	return u->red >= 0 && (g->f->inst[u->red].attr.axes >> a0 & 1) ? -1 : a0;
+	return u->red >= 0 && (u->red_axes >> a0 & 1) ? -1 : a0;
 }
 
 /* A reduction over a few elements along short axes of sizes known now (a pooling window seen as
@@ -895,7 +910,7 @@ static unsigned unrolled_axes(Cg *g, const FuseUnit *u, const Nest *ns)
 		return 0;
 	unsigned axes = 0, mask = 0;
 	if (u->red >= 0)
-		axes = g->f->inst[u->red].attr.axes;
+		axes = u->red_axes;
 	else /* elementwise: the short axes some operand is broadcast along (a pooled value over its window) */
 		for (int a = 0; a < ns->rank; a++)
 			for (int k = 0; k < ns->nop; k++)
@@ -953,32 +968,34 @@ static void emit_nest(Cg *g, int q)
 	for (int x = 0; x < u->n; x++) {
 		int i = u->inst[x];
 		const IrInst *in = &f->inst[i];
+		/* the member's own space: a coarser view of the nest's, or the same (a store's: its slot's) */
+		LLVMValueRef dst = NULL;
+		const IrShape *own = ir_op_class(in->op) == OPC_ELEMWISE ? &in->shape : shape_of(g, in->in[0]);
+		int key = ir_op_class(in->op) == OPC_STORE ? store_dst(g, i, &dst, &own) : -1, owner[IR_MAXRANK];
+		int coarse = !ir_shape_eq(*own, u->space) && fuse_refine(&u->space, own, owner);
+		IrShape t;
+#define IN_SPACE(s) (coarse ? (t = fuse_refine_shape(&u->space, own, (s)), &t) : (s))
 		wk[x] = -1;
 		for (int j = 0; j < ir_op_arity(in->op); j++) {
 			int a = in->in[j];
-			if (kind_of(g, a) != FV_SCALAR && g->plan->val[a].unit != q)
-				read_op(g, &ns, a);
+			if (kind_of(g, a) != FV_SCALAR && in_nest(g, q, a) < 0 && read_op_find(&ns, a) < 0)
+				nest_add(g, &ns, a, read_key(g, a), 0, g->val[a].ptr, NULL, IN_SPACE(shape_of(g, a)));
 		}
 		switch (ir_op_class(in->op)) {
-		case OPC_STORE: {
-			LLVMValueRef dst;
-			const IrShape *s;
-			int key = store_dst(g, i, &dst, &s);
-			wk[x] = nest_add(g, &ns, -1, key, 1, dst, NULL, s);
-			break;
-		}
+		case OPC_STORE: wk[x] = nest_add(g, &ns, -1, key, 1, dst, NULL, IN_SPACE(own)); break;
 		case OPC_REDUCE: { /* members in program order, so out[k] is u->reds[k]'s */
 			IrShape kept = {0};
 			int o = out[nout++] = nest_add(g, &ns, -1, i, 1, g->val[i].ptr, NULL, &kept);
 			for (int a = 0; a < ns.rank; a++)
-				ns.op[o].od[a] = (in->attr.axes >> a) & 1 ? 1 : ns.it[a];
+				ns.op[o].od[a] = (u->red_axes >> a) & 1 ? 1 : ns.it[a];
 			break;
 		}
 		default:
 			if (kind_of(g, i) == FV_WORK)
-				wk[x] = nest_add(g, &ns, -1, i, 1, g->val[i].ptr, NULL, &in->shape);
+				wk[x] = nest_add(g, &ns, -1, i, 1, g->val[i].ptr, NULL, IN_SPACE(&in->shape));
 			break;
 		}
+#undef IN_SPACE
 	}
 	ns.unrolled = unrolled_axes(g, u, &ns);
 	nest_plan(g, &ns);
@@ -1012,7 +1029,6 @@ static void emit_nest(Cg *g, int q)
 		emit_body(g, &ns, q, wk, NULL, NULL, NULL);
 		nest_leave(g, &ns);
 	} else { /* the reductions have the same axes, so the same loops reduce for each */
-		const IrInst *in = &f->inst[u->red];
 		LLVMValueRef init[FUSE_MAX_RED];
 		for (int k = 0; k < u->nred; k++)
 			init[k] = cf(g, f->inst[u->reds[k]].op == IR_MAX ? -INFINITY : 0);
@@ -1026,7 +1042,7 @@ static void emit_nest(Cg *g, int q)
 			int rows = g->split.on && g->split.rows, a0 = rows ? split_axis(g, u) : -1;
 			IrShape kept = {0};
 			for (int a = a0 + 1; a < u->space.rank; a++)
-				if (!((in->attr.axes >> a) & 1))
+				if (!((u->red_axes >> a) & 1))
 					kept.dim[kept.rank++] = u->space.dim[a];
 			LLVMValueRef count = numelv(g, &kept), start = ci(g, 0);
 			if (rows) {
@@ -1817,13 +1833,12 @@ static void emit_nest_unit(Cg *g, int q)
 		return;
 	}
 	/* the reduction reduces the first axis: chunks, when the rest of a row has a size known now */
-	const IrInst *red = &g->f->inst[u->red];
 	IrShape kept = {0};
 	int64_t row_n = 1;
 	for (int a = a0 + 1; a < u->space.rank && row_n > 0; a++)
 		row_n = u->space.dim[a] == IR_BATCH ? -1 : row_n * u->space.dim[a];
 	for (int a = 0; a < u->space.rank; a++)
-		if (!(red->attr.axes >> a & 1))
+		if (!(u->red_axes >> a & 1))
 			kept.dim[kept.rank++] = u->space.dim[a];
 	int64_t rows = row_n > 0 ? (CHUNK + row_n - 1) / row_n : 0;
 	int64_t most = rows ? (static_numel(g, &(IrShape){.rank = 1, .dim = {u->space.dim[a0]}}) + rows - 1) / rows : 0;

@@ -105,6 +105,7 @@ typedef struct Unit {
 	FuseUnitKind kind;
 	IrShape space;
 	int reds[FUSE_MAX_RED], nred;
+	unsigned red_axes;
 	Vec inst;
 	Vec reads, writes, loose; /* slot keys: read, written, read with broadcasting */
 	int window[2], epi;       /* FU_LIBRARY: as FuseUnit's */
@@ -134,6 +135,79 @@ typedef struct Planner {
 static int is_scalar_leaf(IrOp op) { return ir_op_class(op) == OPC_LEAF && op != IR_LOAD; }
 
 static const IrShape *shape(const Planner *p, int v) { return &p->f->inst[v].shape; }
+
+/* ---- a nest over a finer space than some of its members' ---- */
+
+int fuse_refine(const IrShape *fine, const IrShape *coarse, int *owner)
+{
+	int i = 0;
+	for (int k = 0; k < fine->rank; k++)
+		owner[k] = -1;
+	for (int k = 0; k < coarse->rank; k++) {
+		int64_t c = coarse->dim[k];
+		if (c == 1)
+			continue;
+		while (i < fine->rank && fine->dim[i] == 1)
+			i++;
+		if (i == fine->rank)
+			return 0;
+		if (c == IR_BATCH || fine->dim[i] == IR_BATCH) {
+			if (c != fine->dim[i])
+				return 0;
+			owner[i++] = k;
+			continue;
+		}
+		int64_t prod = 1;
+		while (i < fine->rank && prod < c && fine->dim[i] != IR_BATCH) {
+			prod *= fine->dim[i];
+			owner[i++] = k;
+		}
+		if (prod != c)
+			return 0;
+	}
+	for (; i < fine->rank; i++)
+		if (fine->dim[i] != 1)
+			return 0;
+	return 1;
+}
+
+IrShape fuse_refine_shape(const IrShape *fine, const IrShape *coarse, const IrShape *s)
+{
+	int owner[IR_MAXRANK];
+	fuse_refine(fine, coarse, owner);
+	IrShape out = {.rank = fine->rank};
+	for (int i = 0; i < fine->rank; i++) {
+		int k = owner[i], j = k - (coarse->rank - s->rank);
+		out.dim[i] = k >= 0 && j >= 0 && s->dim[j] != 1 ? fine->dim[i] : 1;
+	}
+	return out;
+}
+
+unsigned fuse_refine_axes(const IrShape *fine, const IrShape *coarse, unsigned mask)
+{
+	int owner[IR_MAXRANK];
+	fuse_refine(fine, coarse, owner);
+	unsigned out = 0;
+	for (int i = 0; i < fine->rank; i++)
+		if (owner[i] >= 0 && (mask >> owner[i] & 1))
+			out |= 1u << i;
+	return out;
+}
+
+/* Can a nest over space take a member over s: the same, or s split finer by space? */
+static int within(const IrShape *space, const IrShape *s)
+{
+	int owner[IR_MAXRANK];
+	return ir_shape_eq(*space, *s) || (space->rank > s->rank && fuse_refine(space, s, owner));
+}
+
+/* The axes reduction i reduces, as axes of unit U's space. */
+static unsigned red_axes_in(const Planner *p, const Unit *U, int i)
+{
+	const IrInst *in = &p->f->inst[i];
+	const IrShape *s = &p->f->inst[in->in[0]].shape;
+	return ir_shape_eq(U->space, *s) ? in->attr.axes : fuse_refine_axes(&U->space, s, in->attr.axes);
+}
 
 /* The same elements in the same order: equal once leading 1s are dropped. */
 static int same_layout(const IrShape *a, const IrShape *b)
@@ -304,8 +378,6 @@ static int fits(const Planner *p, int u, int i)
 		int a = in->in[j];
 		if (feeds(U, storage_of(p, a))) /* not complete before the nest ends */
 			return 0;
-		if (p->alias[a] && p->unit_of[storage_of(p, a)] == u) /* a view of a value of the nest */
-			return 0;
 		if (p->slot[a] >= 0 && has(&U->writes, p->slot[a])) /* a read after a store */
 			return 0;
 	}
@@ -366,8 +438,6 @@ static int lifts(const Planner *p, int u, int i)
 		int a = in->in[j];
 		if (feeds(U, storage_of(p, a)) || (p->pos[p->unit_of[a]] > p->pos[u] && p->f->inst[a].op != IR_CONST))
 			return 0; /* (a constant is one wherever it is emitted) */
-		if (p->alias[a] && p->unit_of[storage_of(p, a)] == u) /* a view of a value of the nest */
-			return 0;
 		if (p->slot[a] < 0)
 			continue;
 		if (has(&U->writes, p->slot[a]))
@@ -393,7 +463,7 @@ static int producer(const Planner *p, int a, const IrShape *s)
 {
 	int u = p->unit_of[a];
 	const Unit *U = &p->u[u];
-	if (U->kind != FU_NEST || feeds(U, a) || p->uniform[a] || !ir_shape_eq(U->space, *s))
+	if (U->kind != FU_NEST || feeds(U, a) || p->uniform[a] || !within(&U->space, s))
 		return -1;
 	return u;
 }
@@ -419,7 +489,7 @@ static void place_elementwise(Planner *p, int i, int fuse)
 		}
 		for (int q = p->norder - 1; best < 0 && q >= 0 && q >= p->norder - WINDOW; q--) {
 			int u = p->order[q];
-			if (p->u[u].kind == FU_NEST && ir_shape_eq(p->u[u].space, in->shape)) {
+			if (p->u[u].kind == FU_NEST && within(&p->u[u].space, &in->shape)) {
 				if (fits(p, u, i))
 					best = u;
 				break;
@@ -582,13 +652,14 @@ static void place(Planner *p, int i, int fuse)
 			break;
 		int u = fuse ? producer(p, a, shape(p, a)) : -1;
 		const Unit *U = u >= 0 ? &p->u[u] : NULL;
-		int ok = U && (U->nred == 0 || (U->nred < FUSE_MAX_RED && p->f->inst[U->reds[0]].attr.axes == in->attr.axes));
+		int ok = U && (U->nred == 0 || (U->nred < FUSE_MAX_RED && U->red_axes == red_axes_in(p, U, i)));
 		if (ok && fits(p, u, i))
 			join(p, u, i);
 		else if (ok && lifts(p, u, i))
 			add_member(p, u, i);
 		else
 			u = new_unit(p, FU_NEST, shape(p, a), i);
+		p->u[u].red_axes = red_axes_in(p, &p->u[u], i);
 		p->u[u].reds[p->u[u].nred++] = i;
 		break;
 	}
@@ -657,12 +728,18 @@ int fuse_root(const FusePlan *p, const IrFunc *f, int v)
 static void classify(const Planner *p, FusePlan *plan)
 {
 	const IrFunc *f = p->f;
+	/* read outside its nest: a view reads nothing itself, its readers read what it views (and a
+	 * member of the nest reads a view of a value of the nest in the register) */
 	char *outside = xcalloc((size_t)f->n, 1);
 	for (int i = 0; i < f->n; i++) {
 		const IrInst *in = &f->inst[i];
-		for (int j = 0; j < ir_op_arity(in->op); j++)
-			if (p->unit_of[in->in[j]] != p->unit_of[i])
-				outside[in->in[j]] = 1;
+		if (p->alias[i])
+			continue;
+		for (int j = 0; j < ir_op_arity(in->op); j++) {
+			int a = in->in[j], r = storage_of(p, a);
+			if (p->unit_of[r] != p->unit_of[i])
+				outside[a] = outside[r] = 1;
+		}
 	}
 	for (int i = 0; i < f->n; i++) {
 		const IrInst *in = &f->inst[i];
@@ -797,7 +874,7 @@ FusePlan *fuse_plan(const IrModule *m, const IrFunc *f, size_t esize, int64_t ma
 	for (int q = 0; q < p.norder; q++) {
 		Unit *U = &p.u[p.order[q]];
 		plan->unit[q] = (FuseUnit){.kind = U->kind, .space = U->space, .red = U->nred ? U->reds[0] : -1,
-					   .nred = U->nred, .inst = U->inst.v, .n = U->inst.n, .window = {U->window[0], U->window[1]},
+					   .nred = U->nred, .red_axes = U->red_axes, .inst = U->inst.v, .n = U->inst.n, .window = {U->window[0], U->window[1]},
 					   .epi = U->epi, .acc_rows = U->acc_rows};
 		memcpy(plan->unit[q].reds, U->reds, sizeof U->reds);
 		U->inst.v = NULL;
@@ -918,7 +995,7 @@ void fuse_dump(FILE *out, const IrModule *m, const IrFunc *f, const FusePlan *p)
 			const IrInst *in = &f->inst[u->inst[x]];
 			for (int j = 0; j < ir_op_arity(in->op); j++) {
 				int a = in->in[j], seen = 0;
-				if (p->val[a].unit == q || p->val[a].kind == FV_SCALAR)
+				if (p->val[fuse_root(p, f, a)].unit == q || p->val[a].kind == FV_SCALAR)
 					continue;
 				for (int y = 0; y < x && !seen; y++)
 					for (int k = 0; k < ir_op_arity(f->inst[u->inst[y]].op); k++)

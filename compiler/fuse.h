@@ -44,6 +44,7 @@ typedef struct FuseUnit {
 	int red;       /* FU_NEST: the first reduction the nest feeds (it runs over space), or -1 */
 	int reds[FUSE_MAX_RED]; /* all of them, over the same axes, in program order */
 	int nred;
+	unsigned red_axes; /* the axes of space they reduce */
 	int *inst;     /* members, in program order */
 	int n;
 	/* FU_LIBRARY, a stack of matrix products (inst[0]) that works one product at a time:
@@ -77,6 +78,15 @@ typedef struct FusePlan {
  * of its own (the unfused reference, for comparison). The caller frees the plan with fuse_free. */
 FusePlan *fuse_plan(const IrModule *m, const IrFunc *f, size_t esize, int64_t max_batch, int fuse);
 void fuse_free(FusePlan *p);
+
+/* A nest's members may be over a coarser space than the nest's own: the same elements in the same
+ * order, some axes split in two or more (a 2x2 pooling's [N, C, H/2, 2, W/2, 2] and the image's
+ * [N, C, H, W]). fuse_refine maps a member's view to the nest's: owner[i] is the axis of coarse that
+ * fine axis i is part of (-1 for an axis of size 1 of none); 0 if fine does not refine coarse. */
+int fuse_refine(const IrShape *fine, const IrShape *coarse, int *owner);
+/* Shape s (broadcast to coarse, right-aligned) over fine; axes mask of coarse as axes of fine. */
+IrShape fuse_refine_shape(const IrShape *fine, const IrShape *coarse, const IrShape *s);
+unsigned fuse_refine_axes(const IrShape *fine, const IrShape *coarse, unsigned mask);
 
 /* The storage value v reads through: v itself unless it is an alias. */
 int fuse_root(const FusePlan *p, const IrFunc *f, int v);

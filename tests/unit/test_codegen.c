@@ -1366,6 +1366,20 @@ static void test_fusion(void)
 	pred(bin(IR_ADD, x_(), sv));
 	run();
 
+	/* a nest over a finer view of the space of some of its members: pooling's derivative over
+	 * [N, C, H/2, 2, W/3, 3] and what follows it over [N, C, H, W], with a sum over the channels'
+	 * pixels, in one pass; the view of the window value is read in the register */
+	begin("fuse ops over [N, 2, 4, 6] into a nest over [N, 2, 2, 2, 2, 3]", S(N, 2, 4, 6), S(N));
+	int x4 = x_(), x6 = ir_reshape(C.f, x4, S(N, 2, 2, 2, 2, 3), L0);
+	int mx6 = red(IR_MAX, x6, (1u << 3) | (1u << 5), 1);
+	int e6 = bin(IR_MUL, ir_expand(C.f, mx6, S(N, 2, 2, 2, 2, 3), L0), bin(IR_EQ, x6, mx6));
+	int h4 = bin(IR_MUL, ir_reshape(C.f, e6, S(N, 2, 4, 6), L0), bin(IR_ADD, x4, param("b", S(1, 2, 1, 1))));
+	int sum4 = red(IR_SUM, h4, 1 | 4 | 8, 1);
+	pred(bin(IR_ADD, h4, sum4));
+	expect_nests(3); /* the max; the window value, h and its sum; pred */
+	expect_reg(e6), expect_work(h4);
+	run();
+
 	/* a value read by a reduction in its nest and by a nest over the same space after it */
 	begin("fuse value used after its reduction", S(N, 4), S(N));
 	int t = bin(IR_MUL, x_(), cst(2));
