@@ -2,12 +2,13 @@
  * model's tables and its API go into generated C and a header; the system C compiler links them with
  * the runtime archive into a shared object that needs neither nmlc nor LLVM:
  *
- *   step, eval, predict ─cg_module, cg_optimize_for, EmitToFile─► kernels.o ─┐
- *   slots, hyperparameters, shapes ─────────────────────► model.c + NAME.h ─┼─ cc -shared ─► libNAME.so
- *   runtime/model.c, ckpt.c, rng.c, … ─────────────────────────► libnmlrt.a ─┘
+ *   step, eval, predict ─cg_module, cg_optimize_for, EmitToFile─► kernels0.o … ─┐
+ *   slots, hyperparameters, shapes ─────────────────────► model.c + NAME.h ─────┼─ cc -shared ─► libNAME.so
+ *   runtime/model.c, ckpt.c, rng.c, … ─────────────────────────► libnmlrt.a ────┘
  *
- * Everything goes to a private temporary directory; the two outputs are linked or written under
- * temporary names beside their final ones and renamed last. */
+ * A large module is compiled in parts at the same time, an object each, as the JIT does
+ * (jit_parts_for, cg_keep_part). Everything goes to a private temporary directory; the two outputs
+ * are linked or written under temporary names beside their final ones and renamed last. */
 #include "aot.h"
 
 #include <ctype.h>
@@ -23,6 +24,7 @@
 
 #include "codegen.h"
 #include "config.h"
+#include "jit.h"
 
 enum {
 	AOT_NAME = 128, /* longest API prefix */
@@ -35,7 +37,9 @@ typedef struct Aot {
 	char name[AOT_NAME];              /* the API's prefix without its '_': fashion */
 	char upper[AOT_NAME];             /* FASHION, for the header's macros */
 	char header[PATH_MAX];            /* fashion.h, beside the .so */
-	char tmpdir[PATH_MAX];            /* kernels.o, model.c and a copy of the header */
+	char tmpdir[PATH_MAX];            /* kernels0.o …, model.c and a copy of the header */
+	char obj[JIT_MAX_PARTS][PATH_MAX + 16]; /* the kernels' objects, one per part */
+	int nparts;
 	char so_tmp[PATH_MAX], h_tmp[PATH_MAX]; /* beside the outputs, renamed at the end */
 	char lib[PATH_MAX], inc[PATH_MAX]; /* libnmlrt.a; the directory of nmlrt.h */
 	char cpu[128];                    /* what the kernels were compiled for */
@@ -170,20 +174,26 @@ static int find_runtime(Aot *a)
 
 /* ---- kernels ---- */
 
+/* --cpu as cg_machine takes it: NULL for the host. */
+static const char *machine_cpu(const Aot *a)
+{
+	const char *cpu = a->o->cpu;
+	return !cpu || !strcmp(cpu, "host") || !strcmp(cpu, "native") ? NULL : cpu;
+}
+
 /* The target machine for --cpu. LLVM reports a CPU name it does not know only on stderr, then
  * makes code without 64-bit support and aborts on the first function; so its report is caught
  * while the machine is made, and is an error. */
 static LLVMTargetMachineRef target_machine(Aot *a)
 {
 	char *err = NULL;
-	const char *cpu = a->o->cpu;
-	int host = !cpu || !strcmp(cpu, "host") || !strcmp(cpu, "native");
-	FILE *log = host ? NULL : tmpfile();
+	const char *cpu = machine_cpu(a);
+	FILE *log = cpu ? tmpfile() : NULL;
 	int saved = log ? dup(STDERR_FILENO) : -1;
 	fflush(stderr);
 	if (saved >= 0)
 		dup2(fileno(log), STDERR_FILENO);
-	LLVMTargetMachineRef tm = cg_machine(host ? NULL : cpu, &err);
+	LLVMTargetMachineRef tm = cg_machine(cpu, &err);
 	fflush(stderr);
 	if (saved >= 0) {
 		dup2(saved, STDERR_FILENO);
@@ -215,33 +225,82 @@ static LLVMTargetMachineRef target_machine(Aot *a)
 	return tm;
 }
 
-static int emit_kernels(Aot *a, LLVMTargetMachineRef tm, const char *obj)
+typedef struct AotPart {
+	LLVMContextRef ctx;
+	LLVMModuleRef mod;
+	LLVMTargetMachineRef tm; /* its own: a target machine serves one thread at a time */
+	const char *obj;
+	char *err;
+} AotPart;
+
+/* A copy of the kernels' module, in a context of its own. */
+static LLVMModuleRef kernels_module(Aot *a, CgKernel *k, int nk, LLVMContextRef *ctx)
+{
+	*ctx = LLVMContextCreate();
+	return cg_module(*ctx, "nml", &a->c->mod, k, nk, CG_F32, a->c->cfg.batch);
+}
+
+/* Hidden, in every part: the kernels and their pieces (nml_step.u12), which cg_keep_part made
+ * external; only the API is exported, so libraries of two models load side by side. */
+static void hide_kernels(LLVMModuleRef mod, const CgKernel *k, int nk)
+{
+	for (LLVMValueRef fn = LLVMGetFirstFunction(mod); fn; fn = LLVMGetNextFunction(fn)) {
+		size_t len;
+		const char *name = LLVMGetValueName2(fn, &len);
+		for (int i = 0; i < nk; i++) {
+			size_t n = strlen(k[i].name);
+			if (len >= n && !memcmp(name, k[i].name, n) && (len == n || name[n] == '.'))
+				LLVMSetVisibility(fn, LLVMHiddenVisibility);
+		}
+	}
+}
+
+static void *compile_part(void *arg)
+{
+	AotPart *p = arg;
+	if (p->tm)
+		cg_emit_object(p->mod, p->tm, p->obj, NULL, &p->err);
+	return NULL;
+}
+
+/* The kernels into a->obj[0 .. a->nparts): every copy of the module is built here, one after the
+ * other (cg_module is not reentrant); each part is optimized and emitted on a thread of its own, with
+ * a target machine of its own (part 0 uses tm). Every part goes through cg_keep_part, even alone, so
+ * that a function's code does not depend on how many there are. */
+static int emit_kernels(Aot *a, LLVMTargetMachineRef tm)
 {
 	Compiler *c = a->c;
 	CgKernel k[] = {{"nml_step", c->step, 0}, {"nml_eval", c->eval, 0}, {"nml_predict", c->predict, 0}};
 	enum { NK = sizeof k / sizeof k[0] };
 	for (int i = 0; i < NK; i++)
 		k[i].deterministic = c->cfg.deterministic;
-	char *err = NULL, *msg = NULL;
-	LLVMContextRef ctx = LLVMContextCreate();
-	LLVMModuleRef mod = cg_module(ctx, "nml", &c->mod, k, NK, CG_F32, c->cfg.batch);
-	/* Hidden: only the API is exported, so libraries of two models load side by side. */
-	for (int i = 0; i < NK; i++)
-		LLVMSetVisibility(LLVMGetNamedFunction(mod, k[i].name), LLVMHiddenVisibility);
+	AotPart part[JIT_MAX_PARTS] = {{0}};
+	part[0].mod = kernels_module(a, k, NK, &part[0].ctx);
+	a->nparts = jit_parts_for(cg_module_insts(part[0].mod));
+	for (int p = 0; p < a->nparts; p++) {
+		if (p)
+			part[p].mod = kernels_module(a, k, NK, &part[p].ctx);
+		cg_keep_part(part[p].mod, p, a->nparts);
+		hide_kernels(part[p].mod, k, NK);
+		snprintf(a->obj[p], sizeof a->obj[p], "%s/kernels%d.o", a->tmpdir, p);
+		part[p].obj = a->obj[p];
+		part[p].tm = p ? cg_machine(machine_cpu(a), &part[p].err) : tm;
+	}
+	jit_run_parts(compile_part, part, sizeof *part, a->nparts);
 	int rc = 0;
-	if (cg_optimize_for(mod, tm, &err)) {
-		rc = aot_error("code generation failed: %s", err ? err : "?");
-		free(err);
-	} else if (LLVMTargetMachineEmitToFile(tm, mod, (char *)obj, LLVMObjectFile, &msg)) {
-		rc = aot_error("cannot write the kernels' object file %s: %s", obj, msg ? msg : "?");
-		LLVMDisposeMessage(msg);
+	for (int p = 0; p < a->nparts; p++) {
+		if (part[p].err && !rc)
+			rc = aot_error("code generation failed: %s", part[p].err);
+		free(part[p].err);
+		if (p && part[p].tm)
+			LLVMDisposeTargetMachine(part[p].tm);
+		LLVMDisposeModule(part[p].mod);
+		LLVMContextDispose(part[p].ctx);
 	}
 	a->work = 0;
 	for (int i = 0; i < NK; i++)
 		if (k[i].work_bytes > a->work)
 			a->work = k[i].work_bytes;
-	LLVMDisposeModule(mod);
-	LLVMContextDispose(ctx);
 	return rc;
 }
 
@@ -454,7 +513,7 @@ static void write_source(const Aot *a, FILE *f, const char *src)
 		" * Generated by nmlc %s; do not edit. */\n", lower_model_name(&c->lower), src, p, NML_VERSION);
 	fprintf(f, "#include <math.h>\n#include <stddef.h>\n\n#include \"nmlrt.h\"\n#include \"%s.h\"\n\n", p);
 	fprintf(f, "#define API __attribute__((visibility(\"default\")))\n\n");
-	fprintf(f, "/* The kernels, in the object file LLVM wrote (hidden symbols). */\n"
+	fprintf(f, "/* The kernels, in the object files LLVM wrote (hidden symbols). */\n"
 		"void nml_step(NmlArgs *a);\nvoid nml_eval(NmlArgs *a);\nvoid nml_predict(NmlArgs *a);\n\n");
 	const IrBlock *params = ir_block(m, NML_B_PARAMS), *states = ir_block(m, NML_B_STATE);
 	for (int b = 0; b < NML_NBLOCKS; b++) /* every block the model keeps: "params_slots", ... */
@@ -592,13 +651,13 @@ static int run_command(char **argv)
 	return aot_error("linking the library failed: %s was killed by signal %d", argv[0], WTERMSIG(status));
 }
 
-/* cc -shared: the generated C, the kernels and the runtime archive, whose symbols stay inside the
- * library (--exclude-libs) so that only the API is exported. $CC may hold several words. */
-static int link_library(Aot *a, const char *src, const char *obj)
+/* cc -shared: the generated C, the kernels' objects and the runtime archive, whose symbols stay
+ * inside the library (--exclude-libs) so that only the API is exported. $CC may hold several words. */
+static int link_library(Aot *a, const char *src)
 {
 	const char *cc_env = getenv("CC");
 	char *words = strdup(cc_env && *cc_env ? cc_env : "cc");
-	char *argv[AOT_ARGS + 32], soname[PATH_MAX + 16];
+	char *argv[AOT_ARGS + 32 + JIT_MAX_PARTS], soname[PATH_MAX + 16];
 	int n = 0;
 	if (!words)
 		die("out of memory");
@@ -610,9 +669,13 @@ static int link_library(Aot *a, const char *src, const char *obj)
 	}
 	const char *base = strrchr(a->o->output, '/');
 	snprintf(soname, sizeof soname, "-Wl,-soname,%s", base ? base + 1 : a->o->output);
-	char *rest[] = {"-shared", "-fPIC", "-O2", "-fvisibility=hidden", "-I", a->tmpdir, "-I", a->inc, "-o",
-			a->so_tmp, (char *)src, (char *)obj, a->lib, "-Wl,--exclude-libs,ALL", soname, "-lopenblas",
-			"-lcjson", "-lz", "-lm", NULL};
+	char *first[] = {"-shared", "-fPIC", "-O2", "-fvisibility=hidden", "-I", a->tmpdir, "-I", a->inc, "-o",
+			 a->so_tmp, (char *)src, NULL};
+	char *rest[] = {a->lib, "-Wl,--exclude-libs,ALL", soname, "-lopenblas", "-lcjson", "-lz", "-lm", NULL};
+	for (int i = 0; first[i]; i++)
+		argv[n++] = first[i];
+	for (int p = 0; p < a->nparts; p++)
+		argv[n++] = a->obj[p];
 	for (int i = 0; rest[i]; i++)
 		argv[n++] = rest[i];
 	argv[n] = NULL;
@@ -630,6 +693,8 @@ static void cleanup(Aot *a, const char *const *scratch, int n)
 {
 	for (int i = 0; i < n; i++)
 		unlink(scratch[i]);
+	for (int p = 0; p < a->nparts; p++)
+		unlink(a->obj[p]);
 	if (a->tmpdir[0])
 		rmdir(a->tmpdir);
 	if (a->so_tmp[0])
@@ -652,17 +717,16 @@ int aot_build(Compiler *c, const AotOptions *o)
 		LLVMDisposeTargetMachine(tm);
 		return aot_error("cannot create a temporary directory: %s", strerror(e));
 	}
-	char obj[PATH_MAX + 16], src[PATH_MAX + 16], hdr[PATH_MAX + AOT_NAME + 8];
-	snprintf(obj, sizeof obj, "%s/kernels.o", a.tmpdir);
+	char src[PATH_MAX + 16], hdr[PATH_MAX + AOT_NAME + 8];
 	snprintf(src, sizeof src, "%s/model.c", a.tmpdir);
 	snprintf(hdr, sizeof hdr, "%s/%s.h", a.tmpdir, a.name);
-	const char *scratch[] = {obj, src, hdr};
+	const char *scratch[] = {src, hdr};
 
 	char *htext = NULL, *ctext = NULL;
 	size_t hlen = 0, clen = 0;
 	int rc = temp_beside(o->output, 0777, a.so_tmp, sizeof a.so_tmp)
 		|| temp_beside(a.header, 0666, a.h_tmp, sizeof a.h_tmp)
-		|| emit_kernels(&a, tm, obj);
+		|| emit_kernels(&a, tm);
 	LLVMDisposeTargetMachine(tm);
 	if (!rc) {
 		FILE *hf = open_memstream(&htext, &hlen), *cf = open_memstream(&ctext, &clen);
@@ -674,7 +738,7 @@ int aot_build(Compiler *c, const AotOptions *o)
 		write_source(&a, cf, path);
 		fclose(hf);
 		fclose(cf);
-		rc = write_file(hdr, htext, hlen) || write_file(src, ctext, clen) || link_library(&a, src, obj)
+		rc = write_file(hdr, htext, hlen) || write_file(src, ctext, clen) || link_library(&a, src)
 			|| write_file(a.h_tmp, htext, hlen);
 	}
 	if (!rc && rename(a.h_tmp, a.header))
@@ -685,7 +749,7 @@ int aot_build(Compiler *c, const AotOptions *o)
 		rc = aot_error("cannot write %s: %s", o->output, strerror(errno));
 	if (!rc)
 		a.so_tmp[0] = 0;
-	cleanup(&a, scratch, 3);
+	cleanup(&a, scratch, 2);
 	free(htext);
 	free(ctext);
 	if (!rc && !o->quiet)

@@ -2120,6 +2120,27 @@ int cg_optimize_for(LLVMModuleRef mod, LLVMTargetMachineRef tm, char **err)
 	return 0;
 }
 
+int cg_emit_object(LLVMModuleRef mod, LLVMTargetMachineRef tm, const char *path, LLVMMemoryBufferRef *obj, char **err)
+{
+	if (obj)
+		*obj = NULL;
+	if (cg_optimize_for(mod, tm, err))
+		return -1;
+	char *msg = NULL;
+	int bad = path ? LLVMTargetMachineEmitToFile(tm, mod, (char *)path, LLVMObjectFile, &msg)
+		       : LLVMTargetMachineEmitToMemoryBuffer(tm, mod, LLVMObjectFile, &msg, obj);
+	if (bad) {
+		char text[4400];
+		snprintf(text, sizeof text, "%s%s: %s", path ? "cannot write " : "cannot emit object code",
+			 path ? path : "", msg ? msg : "?");
+		*err = xstrdup(text);
+		if (obj)
+			*obj = NULL;
+	}
+	LLVMDisposeMessage(msg);
+	return bad ? -1 : 0;
+}
+
 int cg_optimize(LLVMModuleRef mod, char **err)
 {
 	LLVMTargetMachineRef tm = cg_host_machine(err);

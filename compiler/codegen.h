@@ -47,6 +47,10 @@ LLVMTargetMachineRef cg_machine(const char *cpu, char **err);
 int cg_optimize(LLVMModuleRef mod, char **err);
 /* The same for the target machine tm (nmlc build --cpu), which stays the caller's. */
 int cg_optimize_for(LLVMModuleRef mod, LLVMTargetMachineRef tm, char **err);
+/* cg_optimize_for, then object code for tm: into the file path, or when path is NULL into *obj
+ * (NULL on failure). A target machine serves one thread at a time. 0, or -1 with *err malloc'd. */
+int cg_emit_object(LLVMModuleRef mod, LLVMTargetMachineRef tm, const char *path, LLVMMemoryBufferRef *obj,
+		   char **err);
 
 /* Splitting a module so that its parts are optimized and compiled at the same time (jit.c, aot.c).
  * Every part is a copy of the whole module; cg_keep_part(mod, part, nparts) leaves in copy `part`

@@ -213,10 +213,40 @@ static void cache_write(const char *dir, const char *path, const uint64_t key[2]
 
 /* ---- compiling in parts, on threads ---- */
 
-/* A module of more instructions than SPLIT_INSTS (before optimization) is compiled in parts, at most
- * MAX_PARTS and one per online CPU, each optimized and compiled to an object on a thread of its own
- * (cg_keep_part). NML_JIT_THREADS=N sets the number of parts (1: no threads). */
-enum { SPLIT_INSTS = 1000, MAX_PARTS = 8 };
+/* Larger modules than SPLIT_INSTS instructions (before optimization) are compiled in parts. */
+enum { SPLIT_INSTS = 1000 };
+
+int jit_parts_for(size_t insts)
+{
+	const char *env = getenv("NML_JIT_THREADS");
+	if (env && *env) {
+		long n = strtol(env, NULL, 10);
+		return n < 1 ? 1 : n > JIT_MAX_PARTS ? JIT_MAX_PARTS : (int)n;
+	}
+	if (insts <= SPLIT_INSTS)
+		return 1;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	return cpus < 2 ? 1 : cpus > JIT_MAX_PARTS ? JIT_MAX_PARTS : (int)cpus;
+}
+
+void jit_run_parts(void *(*fn)(void *), void *parts, size_t size, int n)
+{
+	pthread_t tid[JIT_MAX_PARTS];
+	int started[JIT_MAX_PARTS] = {0};
+	pthread_attr_t attr;
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, 64u << 20); /* LLVM recurses over large functions */
+	for (int p = 1; p < n; p++)
+		started[p] = pthread_create(&tid[p], &attr, fn, (char *)parts + (size_t)p * size) == 0;
+	pthread_attr_destroy(&attr);
+	fn(parts);
+	for (int p = 1; p < n; p++) {
+		if (started[p])
+			pthread_join(tid[p], NULL);
+		else
+			fn((char *)parts + (size_t)p * size);
+	}
+}
 
 typedef struct Part {
 	LLVMModuleRef (*build)(LLVMContextRef ctx, void *user);
@@ -230,19 +260,6 @@ typedef struct Part {
 	int hit;
 	char *err;
 } Part;
-
-static int parts_for(size_t insts)
-{
-	const char *env = getenv("NML_JIT_THREADS");
-	if (env && *env) {
-		long n = strtol(env, NULL, 10);
-		return n < 1 ? 1 : n > MAX_PARTS ? MAX_PARTS : (int)n;
-	}
-	if (insts <= SPLIT_INSTS)
-		return 1;
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	return cpus < 2 ? 1 : cpus > MAX_PARTS ? MAX_PARTS : (int)cpus;
-}
 
 /* Part p's object: from the cache when an entry's key matches, else optimized and compiled (and
  * written to the cache). The key: the part's module as built, the host CPU and its features, and
@@ -279,15 +296,10 @@ static void *compile_part(void *arg)
 	}
 	if (!p->obj) {
 		LLVMTargetMachineRef tm = cg_host_machine(&p->err);
-		char *msg = NULL;
-		if (tm && !cg_optimize_for(p->mod, tm, &p->err)
-		    && LLVMTargetMachineEmitToMemoryBuffer(tm, p->mod, LLVMObjectFile, &msg, &p->obj)) {
-			p->err = strdup(msg ? msg : "cannot emit object code");
-			p->obj = NULL;
-		}
-		LLVMDisposeMessage(msg);
-		if (tm)
+		if (tm) {
+			cg_emit_object(p->mod, tm, NULL, &p->obj, &p->err);
 			LLVMDisposeTargetMachine(tm);
+		}
 		if (p->obj && p->dir)
 			cache_write(p->dir, path, key, p->obj);
 	}
@@ -299,7 +311,7 @@ static void *compile_part(void *arg)
 int jit_add_cached(Jit *j, LLVMModuleRef (*build)(LLVMContextRef ctx, void *user), void *user, int *hit, char **err)
 {
 	pthread_mutex_t building = PTHREAD_MUTEX_INITIALIZER;
-	Part part[MAX_PARTS] = {0};
+	Part part[JIT_MAX_PARTS] = {0};
 	char *dir = cache_dir();
 	part[0] = (Part){.build = build, .user = user, .building = &building, .dir = dir, .ctx = LLVMContextCreate()};
 	part[0].mod = build(part[0].ctx, user);
@@ -309,28 +321,14 @@ int jit_add_cached(Jit *j, LLVMModuleRef (*build)(LLVMContextRef ctx, void *user
 		free(dir);
 		return -1;
 	}
-	int n = parts_for(cg_module_insts(part[0].mod));
-	pthread_t tid[MAX_PARTS];
-	int started[MAX_PARTS] = {0};
-	pthread_attr_t attr;
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, 64u << 20); /* LLVM recurses over large functions */
+	int n = jit_parts_for(cg_module_insts(part[0].mod));
 	for (int p = 0; p < n; p++) {
 		if (p)
 			part[p] = (Part){.build = build, .user = user, .building = &building, .dir = dir};
 		part[p].part = p;
 		part[p].nparts = n;
-		if (p)
-			started[p] = pthread_create(&tid[p], &attr, compile_part, &part[p]) == 0;
 	}
-	pthread_attr_destroy(&attr);
-	compile_part(&part[0]);
-	for (int p = 1; p < n; p++) {
-		if (started[p])
-			pthread_join(tid[p], NULL);
-		else
-			compile_part(&part[p]);
-	}
+	jit_run_parts(compile_part, part, sizeof *part, n);
 	int rc = 0;
 	*hit = 1;
 	for (int p = 0; p < n; p++) {

@@ -3,6 +3,8 @@
 #ifndef JIT_H
 #define JIT_H
 
+#include <stddef.h>
+
 #include <llvm-c/Core.h>
 
 typedef struct Jit Jit;
@@ -23,6 +25,15 @@ int jit_add_ir(Jit *j, LLVMModuleRef (*build)(LLVMContextRef ctx, void *user), v
  * CPU and compiled in parts at the same time (cg_keep_part), each part an entry of the cache; build
  * is called from those threads, one at a time. */
 int jit_add_cached(Jit *j, LLVMModuleRef (*build)(LLVMContextRef ctx, void *user), void *user, int *hit, char **err);
+/* Compiling a large module in parts at the same time (cg_keep_part; jit_add_cached, nmlc build).
+ * The number of parts for a module of insts instructions before optimization (cg_module_insts):
+ * 1 up to 1,000, else one per online CPU, at most JIT_MAX_PARTS; NML_JIT_THREADS=N sets it. */
+enum { JIT_MAX_PARTS = 8 };
+int jit_parts_for(size_t insts);
+/* fn on each of the n parts of an array of items of size bytes, and back when all are done: the
+ * first on the calling thread, the others each on a thread of its own with a deep stack (LLVM
+ * recurses over large functions), or on the calling thread if one cannot be started. */
+void jit_run_parts(void *(*fn)(void *), void *parts, size_t size, int n);
 /* The address of an exported symbol (compiling its module on first use); NULL with *err malloc'd. */
 void *jit_lookup(Jit *j, const char *name, char **err);
 void jit_destroy(Jit *j);

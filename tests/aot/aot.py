@@ -2,13 +2,15 @@
 """nmlc build: libraries made from small models, driven by a C program compiled here with this
 build's compiler and sanitizers, agree bit for bit with nmlc run on the same seed and batches:
 initial tensors, per-epoch losses, evaluation loss, trained tensors; checkpoints go both ways.
-Then the command line's errors, which must leave no output behind.
+A module compiled in 1 part and in 3 gives the same library's results. Then the command line's
+errors, which must leave no output behind.
 
   aot.py NMLC LIBNMLRT.A TESTS_DIR RUNTIME_INCLUDE SANITIZE CC...
 """
 import glob
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -96,6 +98,17 @@ def run_program(exe, d, x, y, epochs, seed, run_ckpt=None):
     return losses, evals[0] if evals else None
 
 
+def exports_only_api(name, d):
+    """libmodel.so in d exports model_* and nothing else (the kernels and their pieces are hidden)."""
+    if not shutil.which("nm"):
+        print(f"{name}: exported symbols not checked (no nm)")
+        return
+    r = subprocess.run(["nm", "-D", "--defined-only", os.path.join(d, "libmodel.so")], capture_output=True, text=True)
+    syms = [line.split()[-1] for line in r.stdout.splitlines() if line.strip()]
+    check(f"{name}: only the API is exported", r.returncode == 0 and syms and all(s.startswith("model_") for s in syms),
+          str(syms) + r.stderr)
+
+
 def model_case(tmp, name, nml, x, y, epochs, seed):
     """Build NAME.nml, train it through the library and with nmlc run; compare."""
     d = os.path.join(tmp, name)
@@ -106,10 +119,7 @@ def model_case(tmp, name, nml, x, y, epochs, seed):
         return
     check(f"{name}: the header is beside the library", os.path.exists(os.path.join(d, "model.h")))
     check(f"{name}: no temporary files left", not glob.glob(os.path.join(d, "*.tmp.*")), str(os.listdir(d)))
-    if shutil.which("nm"):
-        syms = subprocess.run(["nm", "-D", "--defined-only", os.path.join(d, "libmodel.so")],
-                              capture_output=True, text=True).stdout.split()[2::3]
-        check(f"{name}: only the API is exported", syms and all(s.startswith("model_") for s in syms), str(syms))
+    exports_only_api(name, d)
 
     # nmlc run: the initial tensors (--epochs 0 --save), then the run itself.
     init_run, run_ckpt, log = (os.path.join(d, f) for f in ("init_run.safetensors", "run.safetensors", "run.jsonl"))
@@ -138,6 +148,37 @@ def model_case(tmp, name, nml, x, y, epochs, seed):
     check(f"{name}: nmlc run --init the library's checkpoint", r.returncode == 0, r.stderr)
     print(f"{name}: losses {' '.join(f'{v:.6f}' for v in losses)}, equal to nmlc run's")
     return losses
+
+
+def parts_case(tmp, x, y):
+    """parts.nml, whose step has pieces of its own, compiled in 1 part and in 3 (NML_JIT_THREADS, as
+    the JIT): the C compiler links that many kernel objects, and the two libraries give the same
+    losses and the same checkpoints, byte for byte; the 3-part one exports only the API."""
+    out = {}
+    for n in (1, 3):
+        name = f"{n} part(s)"
+        d = os.path.join(tmp, f"parts{n}")
+        os.mkdir(d)
+        r = nmlc_cmd("build", os.path.join(here, "parts.nml"), "-o", os.path.join(d, "libmodel.so"), "-v",
+                     env=dict(nmlc_env, NML_JIT_THREADS=str(n)))
+        if not check(f"{name}: nmlc build exits 0", r.returncode == 0, r.stderr[-3000:]):
+            return
+        objects = re.findall(r"/kernels(\d+)\.o ", r.stderr)
+        check(f"{name}: the library links {n} kernel object(s)", objects == [str(i) for i in range(n)],
+              r.stderr[-3000:])
+        exports_only_api(name, d)
+        exe = compile_program(d)
+        if not exe:
+            return
+        losses, eval_loss = run_program(exe, d, x, y, 3, 7)
+        files = []
+        for f in ("init.safetensors", "trained.safetensors"):
+            with open(os.path.join(d, f), "rb") as fh:
+                files.append(fh.read())
+        out[n] = (losses, eval_loss, files)
+    check("3 parts: the losses of 1", out[3][:2] == out[1][:2] and len(out[1][0]) == 3, f"{out[3][:2]} vs {out[1][:2]}")
+    check("3 parts: the checkpoints of 1, byte for byte", out[3][2] == out[1][2])
+    print(f"parts: losses {' '.join(f'{v:.6f}' for v in out[1][0])} in 1 part and in 3")
 
 
 def generic_cpu(tmp, x, y, host_losses):
@@ -347,7 +388,10 @@ with tempfile.TemporaryDirectory() as tmp:
     x = os.path.join(data, "blobs_x.npy")
     cls_losses = model_case(tmp, "cls", "cls.nml", x, os.path.join(data, "blobs_y.npy"), 4, 3)
     model_case(tmp, "reg", "reg.nml", x, os.path.join(data, "reg_t.npy"), 3, 11)
-    model_case(tmp, "cnn", "cnn.nml", os.path.join(data, "img_x.npy"), os.path.join(data, "img_y.npy"), 3, 5)
+    img_x, img_y = os.path.join(data, "img_x.npy"), os.path.join(data, "img_y.npy")
+    model_case(tmp, "cnn", "cnn.nml", img_x, img_y, 3, 5)
+    model_case(tmp, "parts", "parts.nml", img_x, img_y, 3, 7)
+    parts_case(tmp, img_x, img_y)
     generic_cpu(tmp, x, os.path.join(data, "blobs_y.npy"), cls_losses)
     embed_example(tmp)
     abi_mismatch(tmp)
