@@ -858,15 +858,13 @@ static int dist_late(const Dist *d, int v, int depth)
 	}
 }
 
-static int dist_sum(const Dist *d, int v) { return ir_reduce(d->out, IR_SUM, d->map[v], d->axes, 1, d->loc); }
-
-/* The number of elements summed into each. */
-static int dist_count(const Dist *d)
+/* The number of elements of the space along the summed axes in mask. */
+static int dist_count(const Dist *d, unsigned mask)
 {
 	int64_t k = 1;
 	int batch = 0;
 	for (int a = 0; a < d->space.rank; a++)
-		if (d->axes >> a & 1) {
+		if (mask >> a & 1) {
 			if (d->space.dim[a] == IR_BATCH)
 				batch = 1;
 			else
@@ -874,6 +872,24 @@ static int dist_count(const Dist *d)
 		}
 	int c = ir_const(d->out, (double)k, d->loc);
 	return batch ? ir_binary(d->out, IR_MUL, ir_scalar_leaf(d->out, IR_ROWS, d->loc), c, d->loc) : c;
+}
+
+/* The sum of v over the summed axes of the space: v's own axes among them summed, and the ones v
+ * is broadcast along counted. */
+static int dist_sum(const Dist *d, int v)
+{
+	const IrShape *s = &d->f->inst[v].shape;
+	int lead = d->space.rank - s->rank;
+	unsigned own = 0, spread = 0;
+	for (int a = 0; a < d->space.rank; a++)
+		if ((d->axes >> a & 1) && d->space.dim[a] != 1) {
+			if (a >= lead && s->dim[a - lead] != 1)
+				own |= 1u << (a - lead);
+			else
+				spread |= 1u << a;
+		}
+	int r = own ? ir_reduce(d->out, IR_SUM, d->map[v], own, 1, d->loc) : d->map[v];
+	return spread ? ir_binary(d->out, IR_MUL, r, dist_count(d, spread), d->loc) : r;
 }
 
 /* Factors of product v, through products over the space: those the same along the summed axes in
@@ -906,7 +922,7 @@ static int dist(const Dist *d, int v, int depth)
 {
 	const IrInst *in = &d->f->inst[v];
 	if (dist_const(d, v))
-		return ir_binary(d->out, IR_MUL, dist_factor(d, v), dist_count(d), d->loc);
+		return ir_binary(d->out, IR_MUL, dist_factor(d, v), dist_count(d, d->axes), d->loc);
 	if (!depth || !dist_space(d, v))
 		return dist_sum(d, v);
 	switch (in->op) {
@@ -933,9 +949,6 @@ static int dist(const Dist *d, int v, int depth)
 	}
 	case IR_ADD:
 	case IR_SUB: /* a sum of terms is split only to take such a factor out of one */
-		for (int k = 0; k < 2; k++)
-			if (!dist_const(d, in->in[k]) && !dist_space(d, in->in[k]))
-				return dist_sum(d, v);
 		if (!dist_late(d, v, depth))
 			return dist_sum(d, v);
 		return ir_binary(d->out, in->op, dist(d, in->in[0], depth - 1), dist(d, in->in[1], depth - 1), d->loc);

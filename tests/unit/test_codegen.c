@@ -947,6 +947,8 @@ static double check_batchnorm(const Blocks *in, const Blocks *out, int64_t n)
 	return e;
 }
 
+static double check_spread(const Blocks *in, const Blocks *out, int64_t n);
+
 /* ir_distribute_sums: a batch normalization's derivative, written as differentiation writes it. The
  * sums that need the variance's derivative (that of the mean of dxc, and dvar's own, which only a
  * channel factor separates from dg's) become sums of values known before any of them: five sums
@@ -1002,6 +1004,50 @@ static void test_distribute(void)
 	ok ? passed++ : failed++;
 	C.check = check_batchnorm;
 	run();
+
+	/* a term broadcast along a summed axis: split out of the sum, it is counted once per element */
+	begin("ir_distribute_sums: a term broadcast along a summed axis", S(N, 3, 4), S(N, 3, 4));
+	int x2 = x_(), sx = red(IR_SUM, x2, 5, 1);
+	int c2 = un(IR_RSQRT, bin(IR_ADD, bin(IR_MUL, sx, sx), cst(1)));
+	int g2 = red(IR_SUM, y_(), 4, 1); /* [N, 3, 1] */
+	int tot = red(IR_SUM, bin(IR_ADD, bin(IR_MUL, x2, c2), g2), 5, 1);
+	pred(bin(IR_ADD, x2, tot));
+	ir_distribute_sums(C.f);
+	int split = 0;
+	for (int i = 0; i < C.f->n; i++) /* the sum of g over n, then counted */
+		split += C.f->inst[i].op == IR_SUM && C.f->inst[i].in[0] == g2;
+	if (split != 1)
+		fprintf(stderr, "FAIL ir_distribute_sums: the broadcast term was not split out (%d sums of it)\n", split);
+	split == 1 ? passed++ : failed++;
+	C.check = check_spread;
+	run();
+}
+
+/* test_distribute's second case: pred = x + sum over n and w of (x c + g), c = 1 / sqrt(1 + s²)
+ * with s the sum of x over n and w, g the sum of y over w (broadcast along w: counted 4 times). */
+static double check_spread(const Blocks *in, const Blocks *out, int64_t n)
+{
+	double e = 0;
+	for (int ch = 0; ch < 3; ch++) {
+		double sx = 0, total = 0;
+		for (int64_t i = 0; i < n; i++)
+			for (int w = 0; w < 4; w++)
+				sx += in->x[(i * 3 + ch) * 4 + w];
+		double c = 1 / sqrt(1 + sx * sx);
+		for (int64_t i = 0; i < n; i++) {
+			double g = 0;
+			for (int w = 0; w < 4; w++)
+				g += in->y[(i * 3 + ch) * 4 + w];
+			for (int w = 0; w < 4; w++)
+				total += in->x[(i * 3 + ch) * 4 + w] * c + g;
+		}
+		for (int64_t i = 0; i < n; i++)
+			for (int w = 0; w < 4; w++) {
+				size_t at = (size_t)((i * 3 + ch) * 4 + w);
+				e = fmax(e, fabs(out->pred[at] - (in->x[at] + total)) / (1 + fabs(total)));
+			}
+	}
+	return e;
 }
 
 /* ir_hoist_updates' case below: params = w - 0.1 g with g the column sums of x; pred = x w with the
