@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum {
 	MODEL_ALIGN = 64, /* a cache line, and enough for any vector the kernels use (as train.c) */
@@ -120,6 +121,15 @@ static size_t block_bytes(const NmlModelDesc *d, NmlBlock b)
 	case NML_B_WORK: return d->work;
 	default: return d->block[nml_block_layout(b)].size * sizeof(float);
 	}
+}
+
+void nml_model_touch(NmlModel *m)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	size_t step = page > 0 ? (size_t)page : 4096, bytes = block_bytes(m->d, NML_B_WORK);
+	volatile char *w = m->block[NML_B_WORK];
+	for (size_t o = 0; o < bytes; o += step)
+		w[o] = 0;
 }
 
 NmlModel *nml_model_create(const NmlModelDesc *d, uint64_t seed)

@@ -206,6 +206,11 @@ void nml_model_free(NmlModel *m);
 const char *nml_model_error(const NmlModel *m);
 /* The tables the model was created from. */
 const NmlModelDesc *nml_model_desc(const NmlModel *m);
+/* Commits the kernels' scratch memory now (each page written once) rather than in the first step,
+ * which would otherwise pay the kernel's zeroing of every page it touches (100 ms for a CNN's tens
+ * of MB here); the trainer calls it before it starts timing. The scratch holds nothing between
+ * steps, so this may be called at any time. */
+void nml_model_touch(NmlModel *m);
 /* One optimizer step on n <= batch rows (x [n, xdim], y [n] or [n, ydim]); the step count advances
  * first (t is 1 in the first step). *loss is the batch's mean loss before the update; it may be
  * NaN or infinite when training diverges, which is not an error here. */

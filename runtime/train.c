@@ -103,6 +103,7 @@ int nml_train(NmlTrainer *tr, NmlEpochStats *last, char *err, size_t errlen)
 	NmlEpochStats s = {.epoch = tr->epochs_done, .train_loss = NAN, .test_loss = NAN, .test_accuracy = NAN,
 	                   .samples_per_sec = NAN, .seconds = 0};
 	int show = !tr->quiet, bar = tr->progress && show, rc = 0;
+	nml_model_touch(m); /* not in the first step's time */
 	for (int epoch = tr->epochs_done + 1; epoch <= tr->epochs; epoch++) {
 		double t0 = now(), drawn = -1;
 		nml_epoch_order(nml_model_seed(m), tr->in_order ? -1 : epoch, idx, d->n);

@@ -184,6 +184,12 @@ static void training(void)
 	CHECK(seen.x != xs); /* an aligned copy, not the caller's rows */
 	CHECK(nml_model_get_step(m) == 30);
 
+	/* Committing the scratch between steps changes nothing the model holds. */
+	float before[XDIM * YDIM];
+	memcpy(before, nml_model_param(m, 0), sizeof before);
+	nml_model_touch(m);
+	CHECK(memcmp(before, nml_model_param(m, 0), sizeof before) == 0 && nml_model_get_step(m) == 30);
+
 	/* A partial batch; then too many rows, none, NULL: errors that change nothing. */
 	CHECK(nml_model_train_step(m, xs, ys, 3, NULL) == 0 && seen.last_n == 3 && seen.last_t == 31);
 	float w0 = nml_model_param(m, 0)[0];
