@@ -233,10 +233,16 @@ static int store_key(const IrModule *m, const IrInst *in, const IrShape *value, 
 	return ir_slot_key(b, in->attr.slot.index);
 }
 
+static const IrShape *own_space(const Planner *p, int i);
+
 static void add_member(Planner *p, int u, int i)
 {
 	Unit *U = &p->u[u];
 	const IrInst *in = &p->f->inst[i];
+	int owner[IR_MAXRANK];
+	if (U->kind == FU_NEST && ir_op_class(in->op) != OPC_STORE && !U->nred && own_space(p, i)->rank > U->space.rank &&
+	    fuse_refine(own_space(p, i), &U->space, owner))
+		U->space = *own_space(p, i); /* a finer view of the nest's space: the nest runs over it */
 	push(&U->inst, i);
 	p->unit_of[i] = u;
 	for (int j = 0; j < ir_op_arity(in->op); j++) {
@@ -458,14 +464,25 @@ static void join(Planner *p, int u, int i)
 	add_member(p, u, i);
 }
 
-/* A nest that computes value a (not its reduction), over space s. */
+/* A nest that computes value a (not its reduction), or what a views, for a member over space s:
+ * its own space, a finer one (s a coarser view), or a coarser one that s splits finer when the nest
+ * has no reductions yet (the nest then takes s as its space: normalization before pooling). */
 static int producer(const Planner *p, int a, const IrShape *s)
 {
-	int u = p->unit_of[a];
+	int r = storage_of(p, a), u = p->unit_of[r], owner[IR_MAXRANK];
 	const Unit *U = &p->u[u];
-	if (U->kind != FU_NEST || feeds(U, a) || p->uniform[a] || !within(&U->space, s))
+	if (U->kind != FU_NEST || feeds(U, r) || p->uniform[a])
 		return -1;
-	return u;
+	if (within(&U->space, s) || (!U->nred && s->rank > U->space.rank && fuse_refine(s, &U->space, owner)))
+		return u;
+	return -1;
+}
+
+/* The space a member i is over: an op's shape, a reduction's or a store's operand's. */
+static const IrShape *own_space(const Planner *p, int i)
+{
+	const IrInst *in = &p->f->inst[i];
+	return ir_op_class(in->op) == OPC_ELEMWISE ? &in->shape : shape(p, in->in[0]);
 }
 
 /* An elementwise op: into the latest nest computing one of its operands, else the latest nest over

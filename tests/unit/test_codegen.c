@@ -1426,6 +1426,16 @@ static void test_fusion(void)
 	expect_reg(e6), expect_work(h4);
 	run();
 
+	/* the other way round: a nest over [N, 2, 4, 6] (a normalization and its ReLU) takes a max
+	 * over windows of its value's finer view, and runs over that view from then on */
+	begin("fuse a max over [N, 2, 2, 2, 2, 3] into the nest computing its input over [N, 2, 4, 6]", S(N, 2, 4, 6), S(N));
+	int hh = un(IR_RELU, bin(IR_MUL, x_(), param("g", S(1, 2, 1, 1))));
+	int hm = red(IR_MAX, ir_reshape(C.f, hh, S(N, 2, 2, 2, 2, 3), L0), (1u << 3) | (1u << 5), 1);
+	pred(hm);
+	expect_nests(2); /* the normalization, ReLU and max; the store of the max */
+	expect_reg(hh);
+	run();
+
 	/* a value read by a reduction in its nest and by a nest over the same space after it */
 	begin("fuse value used after its reduction", S(N, 4), S(N));
 	int t = bin(IR_MUL, x_(), cst(2));
