@@ -165,6 +165,15 @@ static int append(IrFunc *f, IrInst in)
 	return f->n++;
 }
 
+/* f's instructions become those a pass rebuilt it into (out, which keeps f's name). */
+static void take_insts(IrFunc *f, IrFunc *out)
+{
+	free(f->inst);
+	f->inst = out->inst;
+	f->n = out->n;
+	f->cap = out->cap;
+}
+
 static int broadcast_or_report(const char *what, IrShape a, IrShape b, IrShape *out, SrcLoc loc)
 {
 	if (ir_broadcast(a, b, out))
@@ -1006,10 +1015,7 @@ void ir_distribute_sums(IrFunc *f)
 		if (map[i] < 0)
 			map[i] = append(&out, in);
 	}
-	free(f->inst);
-	f->inst = out.inst;
-	f->n = out.n;
-	f->cap = out.cap;
+	take_insts(f, &out);
 	free(map);
 	free(late);
 }
@@ -1109,10 +1115,7 @@ void ir_remat(IrFunc *f)
 		}
 		map[i] = append(&out, in);
 	}
-	free(f->inst);
-	f->inst = out.inst;
-	f->n = out.n;
-	f->cap = out.cap;
+	take_insts(f, &out);
 	free(map);
 	free(copy);
 	free(copied_at);
