@@ -852,8 +852,7 @@ static int dist_late(const Dist *d, int v, int depth)
 		       (!dist_const(d, in->in[1]) && dist_late(d, in->in[1], depth - 1));
 	case IR_NEG: return dist_late(d, in->in[0], depth - 1);
 	case IR_DIV:
-		return dist_const(d, in->in[1]) && (d->late[in->in[1]] || dist_late_const(d, in->in[1]) ||
-						    dist_late(d, in->in[0], depth - 1));
+		return dist_const(d, in->in[1]) && (dist_late_const(d, in->in[1]) || dist_late(d, in->in[0], depth - 1));
 	case IR_MUL: {
 		int cf[8], vf[8], nc = 0, nv = 0;
 		if (!dist_factors(d, v, cf, &nc, vf, &nv, depth - 1))
