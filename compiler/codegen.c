@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Target.h>
@@ -61,6 +62,7 @@ typedef struct Cg {
 	CgType alt_type;
 	int64_t max_batch;
 	int deterministic;    /* the kernel's: matrix products on one thread */
+	int pieces;           /* small products in pieces (product_pieces) */
 	LLVMValueRef args;    /* the kernel's NmlArgs pointer */
 	LLVMValueRef threads; /* i32: the thread setting, read at the kernel's entry */
 	/* Emitting a piece of a unit split across threads (emit_split): the outermost loop of a nest,
@@ -1093,13 +1095,85 @@ static LLVMValueRef stack_count(Cg *g, int q)
 	return count;
 }
 
+static int product_pieces(Cg *g, int q, int *cols);
+
 static LLVMValueRef group_count(Cg *g, int q)
 {
 	const FuseUnit *u = &g->plan->unit[q];
+	int pieces = product_pieces(g, q, NULL);
+	if (pieces > 1)
+		return ci(g, pieces);
 	LLVMValueRef S = stack_count(g, q);
 	if (u->epi < 0 || g->f->inst[u->epi].op != IR_SUM)
 		return S;
 	return LLVMBuildSDiv(g->b, iadd(g, S, ci(g, u->acc_rows - 1)), ci(g, u->acc_rows), "parts");
+}
+
+char *openblas_get_corename(void);
+
+/* OpenBLAS's AVX-512 kernel sets (SkylakeX, Cooperlake; Sapphire Rapids runs Cooperlake's) multiply
+ * a product of at most about a million multiply-adds straight from its operands, without packing
+ * them into blocks first. On the Zen 4 machine of docs/performance.md that runs at 110-116 GFLOP/s
+ * on one thread, against 78-85 for the same work as one larger product: the 784-64-10 MLP's two
+ * large products at batch 32 (1.6M multiply-adds each) took 38 and 40 us whole, 29 and 29 us in two
+ * pieces each. Haswell's kernels (AVX2) have no such path and run the whole product as fast as the
+ * pieces (94 GFLOP/s), so the cut is made only for the kernel sets that gain from it. */
+static int blas_direct(void)
+{
+	static int known = -1;
+	if (known < 0) {
+		const char *core = openblas_get_corename();
+		known = core && (strncasecmp(core, "skylakex", 8) == 0 || strncasecmp(core, "cooperlake", 10) == 0);
+	}
+	return known;
+}
+
+/* A single product that OpenBLAS runs on one thread (fewer multiply-adds than BLAS_ONE_THREAD) is
+ * cut into pieces of at most DIRECT_MACS along the longer side of C, rows or columns (*cols), each
+ * side a multiple of 16, where blas_direct says pieces that small run faster (sgemm only: the
+ * figures are sgemm's; CgKernel.pieces forces the cut either way). The pieces run one
+ * after another on the calling thread (spread over two threads they were no faster: the update
+ * after the product then reads half of each gradient from the other core's cache). The cut
+ * depends on the shapes alone, so the bits do not depend on the thread count. Returns the number of
+ * pieces, a power of two; below 2, the product is not cut. */
+enum { BLAS_ONE_THREAD = 4 << 20, DIRECT_MACS = 960000 };
+
+static int64_t static_numel(Cg *g, const IrShape *s);
+
+static int product_pieces(Cg *g, int q, int *cols)
+{
+	const FuseUnit *u = &g->plan->unit[q];
+	const IrInst *in = &g->f->inst[u->inst[0]];
+	if (!g->pieces || in->op != IR_MATMUL || u->epi >= 0 || u->window[0] >= 0 || u->window[1] >= 0)
+		return 0;
+	const IrShape *sa = shape_of(g, in->in[0]), *sc = &in->shape;
+	int rc = sc->rank;
+	IrShape mn = {.rank = 2, .dim = {sc->dim[rc - 2], sc->dim[rc - 1]}};
+	int64_t c = static_numel(g, &mn);
+	if (static_numel(g, sc) != c) /* a stack of products: the pool splits the stack */
+		return 0;
+	int64_t k = sa->dim[sa->rank - (in->attr.mm.ta ? 2 : 1)], macs = c * (k == IR_BATCH ? g->max_batch : k);
+	int64_t m = mn.dim[0] == IR_BATCH ? g->max_batch : mn.dim[0], n = mn.dim[1] == IR_BATCH ? g->max_batch : mn.dim[1];
+	int64_t side = (n > m ? n : m) / 16;
+	if (macs >= BLAS_ONE_THREAD || macs <= DIRECT_MACS)
+		return 0;
+	int pieces = 2;
+	while (macs / pieces > DIRECT_MACS && pieces * 2 <= side)
+		pieces *= 2;
+	if (pieces > side)
+		return 0;
+	if (cols)
+		*cols = n > m;
+	return pieces;
+}
+
+/* The start of piece p of `pieces` along a side of len: whole multiples of 16, the last piece to
+ * the end (a side shorter than the batch it was planned for leaves late pieces empty). */
+static LLVMValueRef piece_bound(Cg *g, LLVMValueRef p, LLVMValueRef len, int pieces)
+{
+	LLVMBuilderRef b = g->b;
+	LLVMValueRef at = imul(g, LLVMBuildSDiv(b, imul(g, p, LLVMBuildSDiv(b, len, ci(g, 16), "")), ci(g, pieces), ""), ci(g, 16));
+	return sel(g, LLVMBuildICmp(b, LLVMIntEQ, p, ci(g, pieces), ""), len, at);
 }
 
 /* The matrix products of unit q: C = op(A) op(B) by cblas_?gemm, row-major; lda and ldb are the
@@ -1180,6 +1254,12 @@ static void emit_gemms(Cg *g, int q)
 		n = sel(g, LLVMBuildICmp(b, LLVMIntSLT, left, R, ""), left, R);
 		part = elem(g, g->val[i].ptr, imul(g, grp, imul(g, M, N)));
 	}
+	LLVMValueRef piece = NULL;
+	int cols = 0, pieces = product_pieces(g, q, &cols);
+	if (pieces > 1) { /* a piece of one product: the product's index is 0 */
+		piece = grp;
+		first = ci(g, 0);
+	}
 	LLVMValueRef s = iadd(g, loop_begin(g, &l, n), first), r = s;
 	LLVMValueRef oa = ci(g, 0), ob = ci(g, 0);
 	for (int k = lead - 1; k >= 0; k--) {
@@ -1201,11 +1281,25 @@ static void emit_gemms(Cg *g, int q)
 			emit_window_at(g, u->window[j], g->val[w->in[0]].ptr, opnd[j], from, ci(g, per), from);
 		}
 	LLVMValueRef c_at = acc ? part : fold ? elem(g, scratch, ci(g, at[2])) : elem(g, g->val[i].ptr, imul(g, s, imul(g, M, N)));
+	LLVMValueRef Mp = M, Np = N;
+	if (piece) { /* C's rows or columns [lo, hi): the same rows of op(A) or columns of op(B) */
+		LLVMValueRef len = cols ? N : M, lo = piece_bound(g, piece, len, pieces);
+		LLVMValueRef hi = piece_bound(g, iadd(g, piece, ci(g, 1)), len, pieces), part_len = LLVMBuildNSWSub(b, hi, lo, "");
+		if (cols) {
+			Np = part_len;
+			opnd[1] = elem(g, opnd[1], tb ? imul(g, lo, ldb) : lo);
+			c_at = elem(g, c_at, lo);
+		} else {
+			Mp = part_len;
+			opnd[0] = elem(g, opnd[0], ta ? lo : imul(g, lo, lda));
+			c_at = elem(g, c_at, imul(g, lo, N));
+		}
+	}
 	LLVMValueRef beta = acc ? sel(g, LLVMBuildICmp(b, LLVMIntEQ, s, first, ""), cf(g, 0), cf(g, 1)) : cf(g, 0);
 #define I32(v) LLVMBuildTrunc(b, (v), i32, "")
 	LLVMValueRef args[14] = {
 		LLVMConstInt(i32, CBLAS_ROW_MAJOR, 0), LLVMConstInt(i32, ta ? CBLAS_TRANS : CBLAS_NO_TRANS, 0),
-		LLVMConstInt(i32, tb ? CBLAS_TRANS : CBLAS_NO_TRANS, 0), I32(M), I32(N), I32(K), cf(g, 1),
+		LLVMConstInt(i32, tb ? CBLAS_TRANS : CBLAS_NO_TRANS, 0), I32(Mp), I32(Np), I32(K), cf(g, 1),
 		opnd[0], I32(lda), opnd[1], I32(ldb), beta, c_at, I32(N),
 	};
 #undef I32
@@ -1238,7 +1332,6 @@ static void emit_partials_sum(Cg *g, int q)
 
 static LLVMValueRef outline(Cg *g, int q, void (*piece)(Cg *g, int q), LLVMValueRef extra, LLVMValueRef *ctx);
 static void run_split(Cg *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef n, LLVMValueRef work);
-static int64_t static_numel(Cg *g, const IrShape *s);
 
 /* A matrix product (unit q), or a stack of them. OpenBLAS threads one product; a stack of two or
  * more is split across the pool's threads instead, each product on one thread (small products
@@ -1259,10 +1352,6 @@ static LLVMValueRef set_blas_threads(Cg *g, LLVMValueRef n)
 	return old;
 }
 
-/* Products of fewer multiply-adds than this run on the calling thread alone: OpenBLAS's threads
- * cost more to wake than they save (the 784-64-10 MLP's products at batch 32, 1.6M each, took
- * 54 us on two threads and 38 us on one). */
-enum { BLAS_ONE_THREAD = 4 << 20 };
 
 static void emit_matmul(Cg *g, int q)
 {
@@ -1931,6 +2020,7 @@ static void emit_kernel(Cg *g, CgKernel *k, int64_t max_batch)
 	g->f = k->fn;
 	g->max_batch = max_batch;
 	g->deterministic = k->deterministic;
+	g->pieces = k->pieces ? k->pieces > 0 : g->type == CG_F32 && blas_direct();
 	g->kname = k->name;
 	g->nscopes = 0;
 	char dom[256];
