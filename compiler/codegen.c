@@ -62,7 +62,7 @@ typedef struct Cg {
 	CgType alt_type;
 	int64_t max_batch;
 	int deterministic;    /* the kernel's: matrix products on one thread */
-	int pieces;           /* small products in pieces (product_pieces) */
+	int tiles;            /* single products in tiles (product_tiles) */
 	LLVMValueRef args;    /* the kernel's NmlArgs pointer */
 	LLVMValueRef threads; /* i32: the thread setting, read at the kernel's entry */
 	/* Emitting a piece of a unit split across threads (emit_split): the outermost loop of a nest,
@@ -168,6 +168,11 @@ static LLVMValueRef fcmp(Cg *g, LLVMRealPredicate p, LLVMValueRef a, LLVMValueRe
 static LLVMValueRef sel(Cg *g, LLVMValueRef c, LLVMValueRef a, LLVMValueRef b)
 {
 	return LLVMBuildSelect(g->b, c, a, b, "");
+}
+
+static LLVMValueRef imin(Cg *g, LLVMValueRef a, LLVMValueRef b)
+{
+	return sel(g, LLVMBuildICmp(g->b, LLVMIntSLT, a, b, ""), a, b);
 }
 
 /* a*b + c, fused where the target has FMA (halves the cost of a polynomial) */
@@ -1095,14 +1100,19 @@ static LLVMValueRef stack_count(Cg *g, int q)
 	return count;
 }
 
-static int product_pieces(Cg *g, int q, int *cols);
+typedef struct Tiles {
+	int64_t rows, cols;   /* a tile's size (the last ones may be shorter) */
+	int64_t down, across; /* tiles along C's rows and along its columns */
+} Tiles;
+
+static int64_t product_tiles(Cg *g, int q, Tiles *t);
 
 static LLVMValueRef group_count(Cg *g, int q)
 {
 	const FuseUnit *u = &g->plan->unit[q];
-	int pieces = product_pieces(g, q, NULL);
-	if (pieces > 1)
-		return ci(g, pieces);
+	int64_t tiles = product_tiles(g, q, NULL);
+	if (tiles > 1)
+		return ci(g, tiles);
 	LLVMValueRef S = stack_count(g, q);
 	if (u->epi < 0 || g->f->inst[u->epi].op != IR_SUM)
 		return S;
@@ -1113,11 +1123,12 @@ char *openblas_get_corename(void);
 
 /* OpenBLAS's AVX-512 kernel sets (SkylakeX, Cooperlake; Sapphire Rapids runs Cooperlake's) multiply
  * a product of at most about a million multiply-adds straight from its operands, without packing
- * them into blocks first. On the Zen 4 machine of docs/performance.md that runs at 110-116 GFLOP/s
- * on one thread, against 78-85 for the same work as one larger product: the 784-64-10 MLP's two
- * large products at batch 32 (1.6M multiply-adds each) took 38 and 40 us whole, 29 and 29 us in two
- * pieces each. Haswell's kernels (AVX2) have no such path and run the whole product as fast as the
- * pieces (94 GFLOP/s), so the cut is made only for the kernel sets that gain from it. */
+ * them into blocks first: 110-116 GFLOP/s on one thread of the Zen 4 machine of
+ * docs/performance.md, against 78-100 for the same work as one larger product. Haswell's kernels
+ * (AVX2) have no such path and run a whole product as fast as its tiles (94 GFLOP/s on one
+ * thread), so products are cut only for the kernel sets that gain from it. */
+char *openblas_get_corename(void);
+
 static int blas_direct(void)
 {
 	static int known = -1;
@@ -1128,52 +1139,61 @@ static int blas_direct(void)
 	return known;
 }
 
-/* A single product that OpenBLAS runs on one thread (fewer multiply-adds than BLAS_ONE_THREAD) is
- * cut into pieces of at most DIRECT_MACS along the longer side of C, rows or columns (*cols), each
- * side a multiple of 16, where blas_direct says pieces that small run faster (sgemm only: the
- * figures are sgemm's; CgKernel.pieces forces the cut either way). The pieces run one
- * after another on the calling thread (spread over two threads they were no faster: the update
- * after the product then reads half of each gradient from the other core's cache). The cut
- * depends on the shapes alone, so the bits do not depend on the thread count. Returns the number of
- * pieces, a power of two; below 2, the product is not cut. */
-enum { BLAS_ONE_THREAD = 4 << 20, DIRECT_MACS = 960000 };
+/* Where blas_direct says small products run faster, a single product is cut into tiles of C, each
+ * a product of its own on one thread: at most 64 columns, rows in multiples of 16, about TILE_MACS
+ * multiply-adds (half that when B is transposed, whose direct kernel was slower on larger tiles),
+ * never more than DIRECT_MACS, and the tiles along a side of equal size. A product of
+ * BLAS_ONE_THREAD multiply-adds or more runs its tiles on the pool's threads instead of OpenBLAS's
+ * own: the 784-512-256-10 MLP's products at batch 128 (16-51M multiply-adds) ran at 206-233
+ * GFLOP/s on two threads so, against 178-193 as whole products on OpenBLAS's two threads. A smaller
+ * one runs its tiles one after another on the calling thread: the 784-64-10 MLP's products at
+ * batch 32 (1.6M each) took 38 and 40 us whole, 29 and 29 in two tiles; spread over two threads
+ * the step was no faster, as the update after a product then reads half of its gradient from the
+ * other core's cache. The tiles depend on the shapes alone, so the bits do not depend on the
+ * thread count. Returns the number of tiles; below 2, the product is not cut. CgKernel.pieces
+ * forces the cut either way (tests). */
+enum { BLAS_ONE_THREAD = 4 << 20, TILE_MACS = 600000, DIRECT_MACS = 960000 };
 
 static int64_t static_numel(Cg *g, const IrShape *s);
 
-static int product_pieces(Cg *g, int q, int *cols)
+/* A side of len cut into pieces of at most `most` (a multiple of 16): equal pieces, in multiples of 16. */
+static int64_t tile_side(int64_t len, int64_t most)
+{
+	int64_t count = (len + most - 1) / most, side = (len + count - 1) / count;
+	side = (side + 15) / 16 * 16;
+	return side < most ? side : most;
+}
+
+static int64_t product_tiles(Cg *g, int q, Tiles *t)
 {
 	const FuseUnit *u = &g->plan->unit[q];
 	const IrInst *in = &g->f->inst[u->inst[0]];
-	if (!g->pieces || in->op != IR_MATMUL || u->epi >= 0 || u->window[0] >= 0 || u->window[1] >= 0)
+	if (!g->tiles || in->op != IR_MATMUL || u->epi >= 0 || u->window[0] >= 0 || u->window[1] >= 0)
 		return 0;
 	const IrShape *sa = shape_of(g, in->in[0]), *sc = &in->shape;
 	int rc = sc->rank;
 	IrShape mn = {.rank = 2, .dim = {sc->dim[rc - 2], sc->dim[rc - 1]}};
-	int64_t c = static_numel(g, &mn);
-	if (static_numel(g, sc) != c) /* a stack of products: the pool splits the stack */
+	if (static_numel(g, sc) != static_numel(g, &mn)) /* a stack of products: the pool splits the stack */
 		return 0;
-	int64_t k = sa->dim[sa->rank - (in->attr.mm.ta ? 2 : 1)], macs = c * (k == IR_BATCH ? g->max_batch : k);
-	int64_t m = mn.dim[0] == IR_BATCH ? g->max_batch : mn.dim[0], n = mn.dim[1] == IR_BATCH ? g->max_batch : mn.dim[1];
-	int64_t side = (n > m ? n : m) / 16;
-	if (macs >= BLAS_ONE_THREAD || macs <= DIRECT_MACS)
+	IrShape ks = {.rank = 1, .dim = {sa->dim[sa->rank - (in->attr.mm.ta ? 2 : 1)]}};
+	int64_t m = static_numel(g, &(IrShape){.rank = 1, .dim = {mn.dim[0]}});
+	int64_t n = static_numel(g, &(IrShape){.rank = 1, .dim = {mn.dim[1]}}), k = static_numel(g, &ks);
+	if (m < 1 || n < 1 || k < 1 || m * n * k <= DIRECT_MACS)
 		return 0;
-	int pieces = 2;
-	while (macs / pieces > DIRECT_MACS && pieces * 2 <= side)
-		pieces *= 2;
-	if (pieces > side)
-		return 0;
-	if (cols)
-		*cols = n > m;
-	return pieces;
-}
-
-/* The start of piece p of `pieces` along a side of len: whole multiples of 16, the last piece to
- * the end (a side shorter than the batch it was planned for leaves late pieces empty). */
-static LLVMValueRef piece_bound(Cg *g, LLVMValueRef p, LLVMValueRef len, int pieces)
-{
-	LLVMBuilderRef b = g->b;
-	LLVMValueRef at = imul(g, LLVMBuildSDiv(b, imul(g, p, LLVMBuildSDiv(b, len, ci(g, 16), "")), ci(g, pieces), ""), ci(g, 16));
-	return sel(g, LLVMBuildICmp(b, LLVMIntEQ, p, ci(g, pieces), ""), len, at);
+	int64_t want = in->attr.mm.tb ? TILE_MACS / 2 : TILE_MACS, cols = n < 64 ? n : 64;
+	int64_t rows = want / (cols * k) / 16 * 16;
+	if (rows < 16) { /* a long inner dimension: 16 rows, and as many columns as fit */
+		rows = 16;
+		if (rows * cols * k > DIRECT_MACS)
+			cols = DIRECT_MACS / (rows * k) / 16 * 16;
+		if (cols < 16)
+			return 0;
+	}
+	Tiles r = {.rows = tile_side(m, rows), .cols = n <= cols ? n : tile_side(n, cols)};
+	r.down = (m + r.rows - 1) / r.rows, r.across = (n + r.cols - 1) / r.cols;
+	if (t)
+		*t = r;
+	return r.down * r.across;
 }
 
 /* The matrix products of unit q: C = op(A) op(B) by cblas_?gemm, row-major; lda and ldb are the
@@ -1254,10 +1274,10 @@ static void emit_gemms(Cg *g, int q)
 		n = sel(g, LLVMBuildICmp(b, LLVMIntSLT, left, R, ""), left, R);
 		part = elem(g, g->val[i].ptr, imul(g, grp, imul(g, M, N)));
 	}
-	LLVMValueRef piece = NULL;
-	int cols = 0, pieces = product_pieces(g, q, &cols);
-	if (pieces > 1) { /* a piece of one product: the product's index is 0 */
-		piece = grp;
+	LLVMValueRef tile = NULL;
+	Tiles tl;
+	if (product_tiles(g, q, &tl) > 1) { /* a tile of one product: the product's index is 0 */
+		tile = grp;
 		first = ci(g, 0);
 	}
 	LLVMValueRef s = iadd(g, loop_begin(g, &l, n), first), r = s;
@@ -1282,18 +1302,14 @@ static void emit_gemms(Cg *g, int q)
 		}
 	LLVMValueRef c_at = acc ? part : fold ? elem(g, scratch, ci(g, at[2])) : elem(g, g->val[i].ptr, imul(g, s, imul(g, M, N)));
 	LLVMValueRef Mp = M, Np = N;
-	if (piece) { /* C's rows or columns [lo, hi): the same rows of op(A) or columns of op(B) */
-		LLVMValueRef len = cols ? N : M, lo = piece_bound(g, piece, len, pieces);
-		LLVMValueRef hi = piece_bound(g, iadd(g, piece, ci(g, 1)), len, pieces), part_len = LLVMBuildNSWSub(b, hi, lo, "");
-		if (cols) {
-			Np = part_len;
-			opnd[1] = elem(g, opnd[1], tb ? imul(g, lo, ldb) : lo);
-			c_at = elem(g, c_at, lo);
-		} else {
-			Mp = part_len;
-			opnd[0] = elem(g, opnd[0], ta ? lo : imul(g, lo, lda));
-			c_at = elem(g, c_at, imul(g, lo, N));
-		}
+	if (tile) { /* C's rows [r0, r1) and columns [c0, c1): those rows of op(A), those columns of op(B) */
+		LLVMValueRef across = ci(g, tl.across), ti = LLVMBuildSDiv(b, tile, across, ""), tj = LLVMBuildSRem(b, tile, across, "");
+		LLVMValueRef r0 = imin(g, imul(g, ti, ci(g, tl.rows)), M), r1 = imin(g, iadd(g, r0, ci(g, tl.rows)), M);
+		LLVMValueRef c0 = imin(g, imul(g, tj, ci(g, tl.cols)), N), c1 = imin(g, iadd(g, c0, ci(g, tl.cols)), N);
+		Mp = LLVMBuildNSWSub(b, r1, r0, ""), Np = LLVMBuildNSWSub(b, c1, c0, "");
+		opnd[0] = elem(g, opnd[0], ta ? r0 : imul(g, r0, lda));
+		opnd[1] = elem(g, opnd[1], tb ? imul(g, c0, ldb) : c0);
+		c_at = elem(g, c_at, iadd(g, imul(g, r0, N), c0));
 	}
 	LLVMValueRef beta = acc ? sel(g, LLVMBuildICmp(b, LLVMIntEQ, s, first, ""), cf(g, 0), cf(g, 1)) : cf(g, 0);
 #define I32(v) LLVMBuildTrunc(b, (v), i32, "")
@@ -1383,7 +1399,13 @@ static void emit_matmul(Cg *g, int q)
 	IrShape mnk = *sc; /* C's elements times K: the multiply-adds */
 	mnk.dim[mnk.rank++] = sa->dim[ra - (ta ? 2 : 1)];
 	int64_t macs = static_numel(g, &mnk);
-	if ((most < 2 || macs / 8 < NML_POOL_MIN_WORK) && (macs < BLAS_ONE_THREAD || g->deterministic)) {
+	int64_t tiles = product_tiles(g, q, NULL);
+	if (tiles > 1 && macs >= BLAS_ONE_THREAD) { /* tiles on the pool's threads, OpenBLAS on one */
+		LLVMValueRef ctx, fn = outline(g, q, emit_gemms, NULL, &ctx);
+		LLVMValueRef nt = set_blas_threads(g, LLVMConstInt(g->i32, 1, 0));
+		run_split(g, fn, ctx, ci(g, tiles), ci(g, macs / 8));
+		set_blas_threads(g, nt);
+	} else if (tiles > 1 || ((most < 2 || macs / 8 < NML_POOL_MIN_WORK) && (macs < BLAS_ONE_THREAD || g->deterministic))) {
 		/* too small for OpenBLAS's threads to pay for waking, or to be summed the same way on
 		 * any number of threads: on this thread alone */
 		LLVMValueRef nt = set_blas_threads(g, LLVMConstInt(g->i32, 1, 0));
@@ -2020,7 +2042,7 @@ static void emit_kernel(Cg *g, CgKernel *k, int64_t max_batch)
 	g->f = k->fn;
 	g->max_batch = max_batch;
 	g->deterministic = k->deterministic;
-	g->pieces = k->pieces ? k->pieces > 0 : g->type == CG_F32 && blas_direct();
+	g->tiles = k->pieces ? k->pieces > 0 : g->type == CG_F32 && blas_direct();
 	g->kname = k->name;
 	g->nscopes = 0;
 	char dom[256];

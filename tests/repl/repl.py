@@ -16,6 +16,19 @@ import sys
 import tempfile
 
 STDLIB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "stdlib")
+
+
+def blas_env():
+    """The sessions print losses to four digits, and a sign-based rule (research.in) turns a
+    difference in the last bit of a product into a visible one within an epoch. OpenBLAS's AVX-512
+    kernels multiply small products by another path (and nmlc cuts products into tiles for it,
+    codegen.c), so the kernel set is pinned to Haswell's (AVX2) wherever the CPU has them: the
+    transcripts then read the same on AVX2 and AVX-512 machines."""
+    if "OPENBLAS_CORETYPE" in os.environ or not os.path.exists("/proc/cpuinfo"):
+        return {}
+    with open("/proc/cpuinfo") as f:
+        flags = set(next((l for l in f if l.startswith("flags")), "").split())
+    return {"OPENBLAS_CORETYPE": "Haswell"} if {"avx2", "fma"} <= flags else {}
 EPOCH_TIMING = re.compile(r"\s+\d+ samples/s\s+[\d.]+s$")
 TABLE_TIMING = re.compile(r"\s+\d+\.\d\ds\s+(\d+|nan)(?=(  \(.*\))?$)")
 
@@ -26,7 +39,7 @@ def transcript(nmlc, d, name):
     first = text.split("\n", 1)[0]
     args = first[len("# args:"):].split() if first.startswith("# args:") else []
     # The stdlib by a relative path, so that diagnostics in it read the same on every machine.
-    env = dict(os.environ, NML_STDLIB=os.path.relpath(STDLIB, d))
+    env = dict(os.environ, NML_STDLIB=os.path.relpath(STDLIB, d), **blas_env())
     with tempfile.TemporaryDirectory() as tmp:
         r = subprocess.run([nmlc, "repl", "--echo", "--threads", "1", *args], input=text.replace("$TMP", tmp),
                            cwd=d, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

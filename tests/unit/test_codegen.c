@@ -299,7 +299,7 @@ typedef struct Case {
 	double rel32, rel64; /* if set, |got - want| <= rel |want| + the smallest normal (math accuracy) */
 	double maxrel;       /* the largest relative error seen, reported for math accuracy */
 	int64_t max_batch;   /* compiled for; 16 unless set */
-	int pieces;          /* CgKernel.pieces: 0 as the machine's OpenBLAS gains, 1 always */
+	int pieces;          /* CgKernel.pieces: 0 where the machine's OpenBLAS gains, 1 always */
 	int64_t n;           /* run at this batch only; 0: at several below max_batch */
 	/* an independent check of the output, from the inputs (in double) */
 	double (*check)(const Blocks *in, const Blocks *out, int64_t n);
@@ -1650,20 +1650,24 @@ static void conv_case(const char *name, IrShape xs, IrAttr win, int groups, int 
 	run();
 }
 
-/* Single products of 1.6M multiply-adds at batch 32, cut into two pieces each (codegen.c,
- * product_pieces), in every arrangement of operands: pieces of C's columns with op(B) = B and
- * B^T, of its rows with op(A) = A and A^T, and the batch as the inner dimension. */
-static void test_product_pieces(void)
+/* Single products cut into tiles (codegen.c, product_tiles), in every arrangement of operands.
+ * At batch 32: products of 1.6M multiply-adds, tiled along C's rows or columns and run on the
+ * calling thread, the batch as the outer and as the inner dimension (a smaller batch leaves tiles
+ * empty). Products of 16.8M of a parameter with itself, in tiles along both sides of C, run on
+ * the pool's threads, plain and with either operand transposed. */
+static void test_product_tiles(void)
 {
-	begin("products in pieces of rows and of columns, each operand plain and transposed", S(N, 784), S(N));
+	begin("products in tiles, each operand plain and transposed", S(N, 784), S(N));
 	C.max_batch = 32, C.pieces = 1, C.tol32 = 1e-4;
 	int w = param("w", S(784, 64)), x = x_();
-	int y = mm(x, w, 0);                             /* [N, 64]: columns, B plain */
+	int y = mm(x, w, 0);                             /* [N, 64]: tiles of rows, B plain */
 	int d = bin(IR_MUL, y, cst(0.01));
-	pred(mm(d, w, 2));                               /* [N, 784] = d w^T: columns, B transposed */
-	int g1 = mm(x, d, 1);                            /* [784, 64] = x^T d: rows, A transposed */
-	int g2 = mm(mm(w, d, 2), d, 0);                  /* [784, N] = w d^T, then [784, 64]: rows, A plain */
+	pred(mm(d, w, 2));                               /* [N, 784] = d w^T: tiles of columns, B transposed */
+	int g1 = mm(x, d, 1);                            /* [784, 64] = x^T d: A transposed */
+	int g2 = mm(mm(w, d, 2), d, 0);                  /* [784, N] = w d^T, then [784, 64]: A plain */
 	grad("gw", bin(IR_ADD, g1, g2));
+	int v = param("v", S(256, 256));
+	grad("gv", bin(IR_ADD, mm(v, v, 0), bin(IR_SUB, mm(v, v, 1), mm(v, v, 2))));
 	loss(red(IR_SUM, bin(IR_MUL, y, y), 3, 0));
 	run();
 }
@@ -1715,7 +1719,7 @@ int main(void)
 	test_differentiation();
 	test_permute_random();
 	test_conv_products();
-	test_product_pieces();
+	test_product_tiles();
 	ir_module_free(&C.m);
 	ir_func_free(C.f);
 	jit_destroy(jit);
