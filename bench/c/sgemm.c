@@ -5,9 +5,16 @@
  *   sgemm SECONDS M,N,K,TA,TB ...     C[M,N] = op(A) op(B), row-major, op = transpose when T? is 1;
  *                                     the whole list is one "step", run back to back repeatedly
  *
- * Prints `step_ms=… gflops=…`: the time of one pass through the list in the fastest of 15 rounds (a
- * bound: what the machine can do, which noise from other processes only slows down), and the list's
- * FLOPs (2 M N K each) over that time. Threads: OPENBLAS_NUM_THREADS. */
+ * Prints `step_ms=… gflops=… tiles=…`: the time of one pass through the list in the fastest of 15
+ * rounds (a bound: what the machine can do, which noise from other processes only slows down), and
+ * the list's FLOPs (2 M N K each) over that time. Threads: OPENBLAS_NUM_THREADS.
+ *
+ * Each list is timed two ways, and the faster counts (tiles=0 or 1): every product whole on
+ * OpenBLAS's threads; or every product of more than a million multiply-adds cut into tiles of C of
+ * at most 64 columns and about 600k multiply-adds (300k with B transposed), each tile one call on
+ * one OpenBLAS thread, the tiles of a product of 4M multiply-adds or more spread over the threads.
+ * That is how nmlc runs products where OpenBLAS's AVX-512 kernels multiply such tiles without
+ * packing them (compiler/codegen.c, product_tiles), faster than whole; elsewhere whole is faster. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +26,62 @@ char *openblas_get_corename(void);
 typedef struct {
 	int m, n, k, ta, tb;
 	float *a, *b, *c;
+	int rows, cols; /* a tile, or 0: not cut */
 } Gemm;
+
+void openblas_set_num_threads(int n);
+int openblas_get_num_threads(void);
+
+/* The tile of a product: at most 64 columns, rows in multiples of 16, tiles along a side equal. */
+static int side(int len, int most)
+{
+	int count = (len + most - 1) / most, s = ((len + count - 1) / count + 15) / 16 * 16;
+	return s < most ? s : most;
+}
+
+static void tile(Gemm *e)
+{
+	long macs = (long)e->m * e->n * e->k, want = e->tb ? 300000 : 600000;
+	int cols = e->n < 64 ? e->n : 64, rows = (int)(want / ((long)cols * e->k) / 16 * 16);
+	if (macs <= 960000)
+		return;
+	if (rows < 16) {
+		rows = 16;
+		if ((long)rows * cols * e->k > 960000)
+			cols = (int)(960000 / ((long)rows * e->k) / 16 * 16);
+		if (cols < 16)
+			return;
+	}
+	e->rows = side(e->m, rows);
+	e->cols = e->n <= cols ? e->n : side(e->n, cols);
+}
+
+static void one(const Gemm *e, int r0, int c0, int m, int n)
+{
+	int lda = e->ta ? e->m : e->k, ldb = e->tb ? e->k : e->n;
+	cblas_sgemm(CblasRowMajor, e->ta ? CblasTrans : CblasNoTrans, e->tb ? CblasTrans : CblasNoTrans, m, n, e->k,
+		    1.0f, e->a + (e->ta ? r0 : (long)r0 * lda), lda, e->b + (e->tb ? (long)c0 * ldb : c0), ldb, 0.0f,
+		    e->c + (long)r0 * e->n + c0, e->n);
+}
+
+static void run_tiles(const Gemm *g, int count, int threads)
+{
+	for (int i = 0; i < count; i++) {
+		const Gemm *e = &g[i];
+		if (!e->rows) {
+			one(e, 0, 0, e->m, e->n);
+			continue;
+		}
+		int down = (e->m + e->rows - 1) / e->rows, across = (e->n + e->cols - 1) / e->cols;
+		int spread = (long)e->m * e->n * e->k >= (4 << 20) ? threads : 1;
+#pragma omp parallel for num_threads(spread) schedule(static)
+		for (int t = 0; t < down * across; t++) {
+			int r0 = t / across * e->rows, c0 = t % across * e->cols;
+			int m = e->m - r0 < e->rows ? e->m - r0 : e->rows, n = e->n - c0 < e->cols ? e->n - c0 : e->cols;
+			one(e, r0, c0, m, n);
+		}
+	}
+}
 
 static double now(void)
 {
@@ -78,23 +140,32 @@ int main(int argc, char **argv)
 		flops += 2.0 * e->m * e->n * e->k;
 	}
 
-	/* Warm up (thread start, page faults), then size a round to about seconds / 15. */
-	double t0 = now();
-	int passes = 0;
-	while (now() - t0 < 0.05 || passes < 3)
-		run(g, count), passes++;
-	double per = (now() - t0) / passes;
-	int per_round = (int)(seconds / 15 / per) + 1;
+	for (int i = 0; i < count; i++)
+		tile(&g[i]);
+	int threads = openblas_get_num_threads();
+	double best[2];
+	for (int way = 0; way < 2; way++) {
+		openblas_set_num_threads(way ? 1 : threads);
+		/* Warm up (thread start, page faults), then size a round to about seconds / 30. */
+		double t0 = now();
+		int passes = 0;
+		while (now() - t0 < 0.05 || passes < 3)
+			way ? run_tiles(g, count, threads) : run(g, count), passes++;
+		double per = (now() - t0) / passes;
+		int per_round = (int)(seconds / 30 / per) + 1;
 
-	enum { ROUNDS = 15 };
-	double t[ROUNDS];
-	for (int r = 0; r < ROUNDS; r++) {
-		double s = now();
-		for (int i = 0; i < per_round; i++)
-			run(g, count);
-		t[r] = (now() - s) / per_round;
+		enum { ROUNDS = 15 };
+		double t[ROUNDS];
+		for (int r = 0; r < ROUNDS; r++) {
+			double s = now();
+			for (int i = 0; i < per_round; i++)
+				way ? run_tiles(g, count, threads) : run(g, count);
+			t[r] = (now() - s) / per_round;
+		}
+		qsort(t, ROUNDS, sizeof *t, by_value);
+		best[way] = t[0];
 	}
-	qsort(t, ROUNDS, sizeof *t, by_value);
-	printf("step_ms=%.4f gflops=%.2f\n", t[0] * 1e3, flops / t[0] * 1e-9);
+	int way = best[1] < best[0];
+	printf("step_ms=%.4f gflops=%.2f tiles=%d\n", best[way] * 1e3, flops / best[way] * 1e-9, way);
 	return 0;
 }
