@@ -854,6 +854,51 @@ static Value call_builtin(Lower *L, Env *env, int b, AstNode *call)
 		int v = lower_tensor(L, x, loc);
 		return v < 0 ? none : num(ir_shape_of(L->fn, v)->rank);
 	}
+	case BI_require: {
+		/* require(c, "message", values...): a check made at compile time, its value c. Where c is
+		 * 0, the message is an error at the call (with the calls that led to it as notes), each {}
+		 * in it replaced by the next value, a number known at compile time. */
+		Value c = lower_expr(L, env, arg[0]);
+		const char *msg = str_arg(L, env, arg[1]);
+		if (c.kind == V_NONE || !msg)
+			return none;
+		int slots = 0, values = 0;
+		for (const char *p = msg; (p = strstr(p, "{}")); p += 2)
+			slots++;
+		while (values < 4 && arg[2 + values])
+			values++;
+		if (slots != values) {
+			diag_error(arg[1]->loc, "require's message has %d {} for %d value%s", slots, values, values == 1 ? "" : "s");
+			return none;
+		}
+		if (c.kind != V_NUM) {
+			diag_error(arg[0]->loc, "require's condition must be a number known at compile time");
+			return none;
+		}
+		if (c.num != 0)
+			return c;
+		char text[512];
+		size_t n = 0;
+		for (int k = 0; *msg && n < sizeof text - 1; msg++) {
+			if (msg[0] != '{' || msg[1] != '}') {
+				text[n++] = *msg;
+				continue;
+			}
+			Value v = lower_expr(L, env, arg[2 + k]);
+			if (v.kind != V_NUM) {
+				if (v.kind != V_NONE)
+					diag_error(arg[2 + k]->loc, "a value of require's message must be a number known at compile time");
+				return none;
+			}
+			n += (size_t)snprintf(text + n, sizeof text - n, "%.15g", v.num);
+			n = n < sizeof text - 1 ? n : sizeof text - 1;
+			k++, msg++;
+		}
+		text[n] = 0;
+		diag_error(loc, "%s", text);
+		L->required = 1;
+		return none;
+	}
 	case BI_onehot: {
 		Value y = lower_expr(L, env, arg[0]);
 		int64_t n;
@@ -1372,6 +1417,10 @@ static Value instantiate(Lower *L, Env *callenv, AstNode *call, AstNode *layer)
 			L->prefix = intern_cstr(path);
 			lower_bind(L, in->env, st->name, lower_expr(L, in->env, st->rhs));
 			L->prefix = saved;
+			if (L->required) { /* a require failed: the rest of the layer relies on it */
+				L->required = 0;
+				break;
+			}
 		} else if (st->kind == AST_FORWARD) {
 			in->forward = st;
 		}
@@ -1506,6 +1555,10 @@ static Value eval_body(Lower *L, Env *env, const AstList *body)
 			continue;
 		}
 		Value v = lower_expr(L, env, st->rhs);
+		if (L->required) { /* a require failed: what follows it in the body relies on it */
+			L->required = 0;
+			return none;
+		}
 		Value *old = lower_lookup(env, st->name);
 		if (st->op != TK_ASSIGN) {
 			int tk = st->op == TK_PLUSEQ ? TK_PLUS : st->op == TK_MINUSEQ ? TK_MINUS

@@ -82,6 +82,7 @@ typedef struct Lower {
 	int nparam_leaf;
 	const char *prefix;    /* path of the layer being instantiated: "l1." */
 	int depth;             /* inlining depth, to stop runaway recursion */
+	int required;          /* a require just failed: the body it is in stops there */
 	AstNode *train;
 	Env *train_env;
 	Instance *model;

@@ -23,6 +23,7 @@
 	X(grad_at,        1, 2, "update_buffers")                              \
 	X(has_tag,        1, 1, NULL)                                          \
 	X(ndim,           1, 1, NULL)                                          \
+	X(require,        2, 6, NULL)                                          \
 	X(onehot,         2, 2, NULL)                                          \
 	X(take,           2, 2, NULL)                                          \
 	X(segment_sum,    2, 2, NULL)                                          \
