@@ -1156,6 +1156,16 @@ enum { BLAS_ONE_THREAD = 4 << 20, TILE_MACS = 600000, DIRECT_MACS = 960000 };
 
 static int64_t static_numel(Cg *g, const IrShape *s);
 
+/* The multiply-adds of unit q's products (at the largest batch): C's elements times K. */
+static int64_t product_macs(Cg *g, int q)
+{
+	const IrInst *in = &g->f->inst[g->plan->unit[q].inst[0]];
+	const IrShape *sa = shape_of(g, in->in[0]);
+	IrShape mnk = in->shape;
+	mnk.dim[mnk.rank++] = sa->dim[sa->rank - (in->attr.mm.ta ? 2 : 1)];
+	return static_numel(g, &mnk);
+}
+
 /* A side of len cut into pieces of at most `most` (a multiple of 16): equal pieces, in multiples of 16. */
 static int64_t tile_side(int64_t len, int64_t most)
 {
@@ -1170,15 +1180,15 @@ static int64_t product_tiles(Cg *g, int q, Tiles *t)
 	const IrInst *in = &g->f->inst[u->inst[0]];
 	if (!g->tiles || in->op != IR_MATMUL || u->epi >= 0 || u->window[0] >= 0 || u->window[1] >= 0)
 		return 0;
-	const IrShape *sa = shape_of(g, in->in[0]), *sc = &in->shape;
+	const IrShape *sc = &in->shape;
 	int rc = sc->rank;
 	IrShape mn = {.rank = 2, .dim = {sc->dim[rc - 2], sc->dim[rc - 1]}};
 	if (static_numel(g, sc) != static_numel(g, &mn)) /* a stack of products: the pool splits the stack */
 		return 0;
-	IrShape ks = {.rank = 1, .dim = {sa->dim[sa->rank - (in->attr.mm.ta ? 2 : 1)]}};
 	int64_t m = static_numel(g, &(IrShape){.rank = 1, .dim = {mn.dim[0]}});
-	int64_t n = static_numel(g, &(IrShape){.rank = 1, .dim = {mn.dim[1]}}), k = static_numel(g, &ks);
-	if (m < 1 || n < 1 || k < 1 || m * n * k <= DIRECT_MACS)
+	int64_t n = static_numel(g, &(IrShape){.rank = 1, .dim = {mn.dim[1]}}), macs = product_macs(g, q);
+	int64_t k = m * n > 0 ? macs / (m * n) : 0;
+	if (m < 1 || n < 1 || k < 1 || macs <= DIRECT_MACS)
 		return 0;
 	int64_t want = in->attr.mm.tb ? TILE_MACS / 2 : TILE_MACS, cols = n < 64 ? n : 64;
 	int64_t rows = want / (cols * k) / 16 * 16;
@@ -1396,9 +1406,7 @@ static void emit_matmul(Cg *g, int q)
 	for (int k = 0; k < rc - 2; k++)
 		stack.dim[stack.rank++] = sc->dim[k];
 	int64_t most = static_numel(g, &stack);
-	IrShape mnk = *sc; /* C's elements times K: the multiply-adds */
-	mnk.dim[mnk.rank++] = sa->dim[ra - (ta ? 2 : 1)];
-	int64_t macs = static_numel(g, &mnk);
+	int64_t macs = product_macs(g, q);
 	int64_t tiles = product_tiles(g, q, NULL);
 	if (tiles > 1 && macs >= BLAS_ONE_THREAD) { /* tiles on the pool's threads, OpenBLAS on one */
 		LLVMValueRef ctx, fn = outline(g, q, emit_gemms, NULL, &ctx);
@@ -2094,6 +2102,16 @@ void cg_dump_kernels(FILE *out, const IrModule *m, const IrFunc *f, CgType type,
 {
 	FusePlan *p = fuse_plan(m, f, type == CG_F32 ? 4 : 8, max_batch, 1);
 	fuse_dump(out, m, f, p);
+	/* the products cut into tiles, with the machine's OpenBLAS (product_tiles) */
+	Cg g = {.f = f, .plan = p, .max_batch = max_batch, .tiles = type == CG_F32 && blas_direct()};
+	for (int q = 0; q < p->nunits; q++) {
+		Tiles t;
+		int64_t n = product_tiles(&g, q, &t);
+		if (n > 1)
+			fprintf(out, "  tiles %%%d: %lld of %lld x %lld, %s\n", p->unit[q].inst[0], (long long)n,
+				(long long)t.rows, (long long)t.cols,
+				product_macs(&g, q) >= BLAS_ONE_THREAD ? "on the pool's threads" : "one after another");
+	}
 	fuse_free(p);
 }
 
