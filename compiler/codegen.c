@@ -61,8 +61,9 @@ typedef struct Cg {
 	LLVMTypeRef alt_T, alt_I; /* f64 and i64 while emitting kernel code: see swap_scalar_types */
 	CgType alt_type;
 	int64_t max_batch;
-	int deterministic;    /* the kernel's: matrix products on one thread */
-	int tiles;            /* single products in tiles (product_tiles) */
+	int deterministic;    /* the kernel's: the same bits on any number of threads */
+	int tiles;            /* single products in tiles (product_tiles): 1 small ones for OpenBLAS's
+	                       * direct kernels, 0 large ones under --deterministic only, -1 none */
 	LLVMValueRef args;    /* the kernel's NmlArgs pointer */
 	LLVMValueRef threads; /* i32: the thread setting, read at the kernel's entry */
 	/* Emitting a piece of a unit split across threads (emit_split): the outermost loop of a nest,
@@ -1150,8 +1151,13 @@ static int blas_direct(void)
  * batch 32 (1.6M each) took 38 and 40 us whole, 29 and 29 in two tiles; spread over two threads
  * the step was no faster, as the update after a product then reads half of its gradient from the
  * other core's cache. The tiles depend on the shapes alone, so the bits do not depend on the
- * thread count. Returns the number of tiles; below 2, the product is not cut. CgKernel.pieces
- * forces the cut either way (tests). */
+ * thread count. Returns the number of tiles; below 2, the product is not cut.
+ *
+ * Kernels that pack (Haswell's) gain nothing from small tiles, but --deterministic would run a
+ * product of BLAS_ONE_THREAD multiply-adds or more whole on one thread: there it is cut into 8
+ * tiles of columns (of rows, when it has fewer than 128 columns), which the pool runs. With
+ * Haswell's kernels, the 784-512-256-10 MLP's products ran at 165-196 GFLOP/s so on two threads,
+ * against 97-110 whole on one. CgKernel.pieces forces either kind (tests). */
 enum { BLAS_ONE_THREAD = 4 << 20, TILE_MACS = 600000, DIRECT_MACS = 960000 };
 
 static int64_t static_numel(Cg *g, const IrShape *s);
@@ -1178,7 +1184,7 @@ static int64_t product_tiles(Cg *g, int q, Tiles *t)
 {
 	const FuseUnit *u = &g->plan->unit[q];
 	const IrInst *in = &g->f->inst[u->inst[0]];
-	if (!g->tiles || in->op != IR_MATMUL || u->epi >= 0 || u->window[0] >= 0 || u->window[1] >= 0)
+	if (g->tiles < 0 || in->op != IR_MATMUL || u->epi >= 0 || u->window[0] >= 0 || u->window[1] >= 0)
 		return 0;
 	const IrShape *sc = &in->shape;
 	int rc = sc->rank;
@@ -1190,6 +1196,19 @@ static int64_t product_tiles(Cg *g, int q, Tiles *t)
 	int64_t k = m * n > 0 ? macs / (m * n) : 0;
 	if (m < 1 || n < 1 || k < 1 || macs <= DIRECT_MACS)
 		return 0;
+	if (g->tiles == 0) { /* kernels that pack: 8 tiles of columns (or rows), under --deterministic */
+		if (!g->deterministic || macs < BLAS_ONE_THREAD || (n < 128 && m < 128))
+			return 0;
+		Tiles r = {.rows = m, .cols = n};
+		if (n >= 128)
+			r.cols = tile_side(n, ((n + 7) / 8 + 15) / 16 * 16);
+		else
+			r.rows = tile_side(m, ((m + 7) / 8 + 15) / 16 * 16);
+		r.down = (m + r.rows - 1) / r.rows, r.across = (n + r.cols - 1) / r.cols;
+		if (t)
+			*t = r;
+		return r.down * r.across;
+	}
 	int64_t want = in->attr.mm.tb ? TILE_MACS / 2 : TILE_MACS, cols = n < 64 ? n : 64;
 	int64_t rows = want / (cols * k) / 16 * 16;
 	if (rows < 16) { /* a long inner dimension: 16 rows, and as many columns as fit */
@@ -2050,7 +2069,7 @@ static void emit_kernel(Cg *g, CgKernel *k, int64_t max_batch)
 	g->f = k->fn;
 	g->max_batch = max_batch;
 	g->deterministic = k->deterministic;
-	g->tiles = k->pieces ? k->pieces > 0 : g->type == CG_F32 && blas_direct();
+	g->tiles = k->pieces == 2 ? 0 : k->pieces ? k->pieces : g->type == CG_F32 && blas_direct() ? 1 : 0;
 	g->kname = k->name;
 	g->nscopes = 0;
 	char dom[256];

@@ -23,8 +23,9 @@ typedef struct CgKernel {
 	int unfused;       /* in: one loop nest per op, the baseline fusion is tested and measured against */
 	int deterministic; /* in: every matrix product on one thread, so that no result depends on how
 	                    * many there are (OpenBLAS's threads may sum in another order) */
-	int pieces;        /* in: single products cut into pieces (codegen.c, product_pieces): 0 where
-	                    * OpenBLAS's kernels run pieces faster, 1 always (tests), -1 never */
+	int pieces;        /* in: single products cut into tiles (codegen.c, product_tiles): 0 as the
+	                    * machine's OpenBLAS gains; tests: 1 small tiles, 2 large tiles (the ones
+	                    * --deterministic uses with packing kernels), -1 none */
 } CgKernel;
 
 /* Initializes LLVM's native target; idempotent. The other entry points call it. */

@@ -299,7 +299,8 @@ typedef struct Case {
 	double rel32, rel64; /* if set, |got - want| <= rel |want| + the smallest normal (math accuracy) */
 	double maxrel;       /* the largest relative error seen, reported for math accuracy */
 	int64_t max_batch;   /* compiled for; 16 unless set */
-	int pieces;          /* CgKernel.pieces: 0 where the machine's OpenBLAS gains, 1 always */
+	int pieces;          /* CgKernel.pieces: 0 as the machine's OpenBLAS gains; 1, 2: tiles forced */
+	int deterministic;   /* CgKernel.deterministic */
 	int64_t n;           /* run at this batch only; 0: at several below max_batch */
 	/* an independent check of the output, from the inputs (in double) */
 	double (*check)(const Blocks *in, const Blocks *out, int64_t n);
@@ -633,7 +634,8 @@ static void run(void)
 		const char *tname = variants[vi].name;
 		char name[64];
 		snprintf(name, sizeof name, "k%d_%s", serial++, t == CG_F32 ? "f32" : "f64");
-		Build b = {.k = {.name = name, .fn = C.f, .unfused = variants[vi].unfused, .pieces = C.pieces}, .t = t};
+		Build b = {.k = {.name = name, .fn = C.f, .unfused = variants[vi].unfused, .pieces = C.pieces,
+		                 .deterministic = C.deterministic}, .t = t};
 		char *err = NULL;
 		NmlKernel k = NULL;
 		if (jit_add(jit, build, &b, &err) == 0)
@@ -1655,10 +1657,10 @@ static void conv_case(const char *name, IrShape xs, IrAttr win, int groups, int 
  * calling thread, the batch as the outer and as the inner dimension (a smaller batch leaves tiles
  * empty). Products of 16.8M of a parameter with itself, in tiles along both sides of C, run on
  * the pool's threads, plain and with either operand transposed. */
-static void test_product_tiles(void)
+static void product_tiles_case(const char *name, int pieces, int deterministic)
 {
-	begin("products in tiles, each operand plain and transposed", S(N, 784), S(N));
-	C.max_batch = 32, C.pieces = 1, C.tol32 = 1e-4;
+	begin(name, S(N, 784), S(N));
+	C.max_batch = 32, C.pieces = pieces, C.deterministic = deterministic, C.tol32 = 1e-4;
 	int w = param("w", S(784, 64)), x = x_();
 	int y = mm(x, w, 0);                             /* [N, 64]: tiles of rows, B plain */
 	int d = bin(IR_MUL, y, cst(0.01));
@@ -1670,6 +1672,14 @@ static void test_product_tiles(void)
 	grad("gv", bin(IR_ADD, mm(v, v, 0), bin(IR_SUB, mm(v, v, 1), mm(v, v, 2))));
 	loss(red(IR_SUM, bin(IR_MUL, y, y), 3, 0));
 	run();
+}
+
+static void test_product_tiles(void)
+{
+	product_tiles_case("products in small tiles, each operand plain and transposed", 1, 0);
+	/* --deterministic with kernels that pack: the products of 16.8M in 8 tiles of columns on the
+	 * pool, the smaller ones whole */
+	product_tiles_case("products in large tiles under --deterministic", 2, 1);
 }
 
 static void test_conv_products(void)
