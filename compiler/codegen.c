@@ -1128,8 +1128,6 @@ char *openblas_get_corename(void);
  * docs/performance.md, against 78-100 for the same work as one larger product. Haswell's kernels
  * (AVX2) have no such path and run a whole product as fast as its tiles (94 GFLOP/s on one
  * thread), so products are cut only for the kernel sets that gain from it. */
-char *openblas_get_corename(void);
-
 static int blas_direct(void)
 {
 	static int known = -1;
@@ -1378,9 +1376,10 @@ static void emit_partials_sum(Cg *g, int q)
 static LLVMValueRef outline(Cg *g, int q, void (*piece)(Cg *g, int q), LLVMValueRef extra, LLVMValueRef *ctx);
 static void run_split(Cg *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef n, LLVMValueRef work);
 
-/* A matrix product (unit q), or a stack of them. OpenBLAS threads one product; a stack of two or
- * more is split across the pool's threads instead, each product on one thread (small products
- * gain little from OpenBLAS's threads and pay for waking them every call). */
+/* A matrix product (unit q), or a stack of them. OpenBLAS threads one product, unless it is cut
+ * into tiles (product_tiles); a stack of two or more is split across the pool's threads instead,
+ * each product on one thread (small products gain little from OpenBLAS's threads and pay for
+ * waking them every call). */
 /* openblas_set_num_threads(n); returns the setting it replaced */
 static LLVMValueRef set_blas_threads(Cg *g, LLVMValueRef n)
 {
@@ -1396,7 +1395,6 @@ static LLVMValueRef set_blas_threads(Cg *g, LLVMValueRef n)
 	LLVMBuildCall2(g->b, setty, set, &n, 1, "");
 	return old;
 }
-
 
 static void emit_matmul(Cg *g, int q)
 {

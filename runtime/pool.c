@@ -8,9 +8,9 @@
  *
  * The caller never waits for a worker to start: on a busy machine a worker that is not running
  * simply takes no piece, and the caller runs them all. Workers start on first use and sleep on a
- * condition variable between loops, after a spin of SPIN_US (loops come in bursts within a step), or at
- * once when the kernel is about to run a matrix product on OpenBLAS's threads (nml_pool_rest), whose
- * cores a spinning worker would take. One loop runs at a time; a caller that finds the pool busy (two
+ * condition variable between loops, after a spin of SPIN_US (loops come in bursts within a step),
+ * or at once when the kernel is about to run a matrix product on OpenBLAS's threads
+ * (nml_pool_rest), whose cores a spinning worker would take. One loop runs at a time; a caller that finds the pool busy (two
  * models trained from two threads) runs its loop alone. Workers copy the caller's floating-point
  * control word (flush-to-zero) for every loop, and stop when the library or program that holds this
  * file is unloaded or exits. */
@@ -37,8 +37,8 @@ static void relax(void) {}
 /* How long a worker spins for the next loop before it sleeps, in microseconds: a loop that finds
  * its worker asleep waits for the wake-up (tens of microseconds on a virtual machine), and the
  * gaps between a step's loops are mostly shorter than this. With 50 us, the 784-512-256-10 MLP's
- * step at batch 128 woke a sleeping worker 5 times (989 futex calls in 200 steps); with 500, once
- * in 8, and the step was 1-3% faster. The pause instruction's length varies from CPU to CPU (25
+ * step at batch 128 woke a sleeping worker 5 times (989 futex calls in 200 steps); with 500, less
+ * than once (159 calls), and the step was 1-3% faster. The pause instruction's length varies from CPU to CPU (25
  * ns on Zen 4, 10 to 140 cycles on Intel's), so the spin is measured by the clock. */
 enum { SPIN_US = 500 };
 enum { SPINS = 2000 };      /* pauses a caller waits for workers before it yields its core */
