@@ -1627,12 +1627,13 @@ static void test_permute_random(void)
  * weight gradient sum over images of dy @ windows(x)^T, the input gradient fold(w^T @ dy). Each
  * product reads its image's windows, unfolded just before it, and its result goes straight to the
  * fold or into partial sums (fuse.c, "products that work one at a time"). */
-static void conv_case(const char *name, IrShape xs, IrAttr win, int groups, int out, int64_t max_batch)
+static void conv_case(const char *name, IrShape xs, IrAttr win, int groups, int out, int64_t max_batch, int pieces,
+		      double tol32)
 {
 	begin(name, xs, S(N));
-	C.max_batch = max_batch;
+	C.max_batch = max_batch, C.pieces = pieces;
 	/* f32: the weight gradient sums batch * OH * OW terms of up to about 10 that cancel to under 1 */
-	C.tol32 = 1e-4;
+	C.tol32 = tol32;
 	int u = ir_unfold(C.f, x_(), win, L0);
 	IrShape us = C.f->inst[u].shape; /* [N, C, KH*KW, OH, OW] */
 	int64_t k = us.dim[1] / groups * us.dim[2], p = us.dim[3] * us.dim[4];
@@ -1685,13 +1686,19 @@ static void test_product_tiles(void)
 static void test_conv_products(void)
 {
 	conv_case("convolution 3x3, stride 2, padding 1: products one image at a time", S(N, 3, 5, 6),
-		  (IrAttr){.win = {{3, 3}, {2, 2}, {1, 1}, {1, 1}}}, 1, 4, 16);
+		  (IrAttr){.win = {{3, 3}, {2, 2}, {1, 1}, {1, 1}}}, 1, 4, 16, 0, 1e-4);
 	conv_case("grouped convolution 2x3, dilation 2x1: two groups of 2 channels per image", S(N, 4, 6, 5),
-		  (IrAttr){.win = {{2, 3}, {1, 1}, {1, 0}, {2, 1}}}, 2, 3, 16);
+		  (IrAttr){.win = {{2, 3}, {1, 1}, {1, 0}, {2, 1}}}, 2, 3, 16, 0, 1e-4);
 	/* large enough to run on the pool's threads at batch 16 (and not at 5 or 1); 23 images in
 	 * partial sums of 2, the last one short */
 	conv_case("convolution 3x3, padding 1, 8 -> 16 channels, products split across threads", S(N, 8, 6, 6),
-		  (IrAttr){.win = {{3, 3}, {1, 1}, {1, 1}, {1, 1}}}, 1, 16, 23);
+		  (IrAttr){.win = {{3, 3}, {1, 1}, {1, 1}, {1, 1}}}, 1, 16, 23, 0, 1e-4);
+	/* each image's products of 3.6M multiply-adds (64 x 196 x 288 forward, 288 x 196 x 64 for the
+	 * input gradient) in tiles (codegen.c, stack_tiles), the fold after the last tile; in f32 the
+	 * weight gradient's sums over 16 images of 196 positions cancel to 4e-4 of the exact ones,
+	 * tiles or not (f64 checks the tiles to 1e-12) */
+	conv_case("convolution 3x3, padding 1, 32 -> 64 channels on 14 x 14, products in tiles", S(N, 32, 14, 14),
+		  (IrAttr){.win = {{3, 3}, {1, 1}, {1, 1}, {1, 1}}}, 1, 64, 16, 1, 5e-4);
 
 	begin("windows read by a product and by something else: stored once, read by both", S(N, 2, 4, 4), S(N));
 	IrAttr win = {.win = {{3, 3}, {1, 1}, {1, 1}, {1, 1}}};
