@@ -2157,11 +2157,14 @@ void cg_dump_kernels(FILE *out, const IrModule *m, const IrFunc *f, CgType type,
 	Cg g = {.f = f, .plan = p, .max_batch = max_batch, .tiles = type == CG_F32 && blas_direct()};
 	for (int q = 0; q < p->nunits; q++) {
 		Tiles t;
-		int64_t n = product_tiles(&g, q, &t);
+		int64_t n = product_tiles(&g, q, &t), each = n > 1 ? 0 : stack_tiles(&g, q, &t);
 		if (n > 1)
 			fprintf(out, "  tiles %%%d: %lld of %lld x %lld, %s\n", p->unit[q].inst[0], (long long)n,
 				(long long)t.rows, (long long)t.cols,
 				product_macs(&g, q) >= BLAS_ONE_THREAD ? "on the pool's threads" : "one after another");
+		else if (each > 1)
+			fprintf(out, "  tiles %%%d: each product in %lld of %lld x %lld, one after another\n",
+				p->unit[q].inst[0], (long long)each, (long long)t.rows, (long long)t.cols);
 	}
 	fuse_free(p);
 }
