@@ -1140,8 +1140,8 @@ static int blas_direct(void)
 
 /* Where blas_direct says small products run faster, a single product is cut into tiles of C, each
  * a product of its own on one thread: at most 64 columns, rows in multiples of 16, about TILE_MACS
- * multiply-adds (half that when B is transposed, whose direct kernel was slower on larger tiles),
- * never more than DIRECT_MACS, and the tiles along a side of equal size. A product of
+ * multiply-adds (16 rows when B is transposed, whose direct kernel was slower on larger tiles),
+ * never more than DIRECT_MACS, and the tiles along a side of equal size (direct_tiles). A product of
  * BLAS_ONE_THREAD multiply-adds or more runs its tiles on the pool's threads instead of OpenBLAS's
  * own: the 784-512-256-10 MLP's products at batch 128 (16-51M multiply-adds) ran at 206-233
  * GFLOP/s on two threads so, against 178-193 as whole products on OpenBLAS's two threads. A smaller
@@ -1178,18 +1178,20 @@ static int64_t tile_side(int64_t len, int64_t most)
 	return side < most ? side : most;
 }
 
-/* The small tiles of an m x n x k product for the direct kernels; 0 when it is not cut. */
+/* The small tiles of an m x n x k product for the direct kernels; 0 when it is not cut. With B
+ * transposed, tiles of 16 rows, and only for k of 256 or more (the tiles of shorter products were
+ * slower than the whole product: 153 against 159 GFLOP/s for 128 x 3136 x 128). A tile of 16 rows
+ * and 64 columns (fewer if C has fewer) that would exceed DIRECT_MACS is not made narrower: 16 x
+ * 16 tiles of the CNN's 128 x 128 x 3136 ran at 116 GFLOP/s against 158 whole. */
 static int64_t direct_tiles(int64_t m, int64_t n, int64_t k, int tb, Tiles *t)
 {
-	int64_t want = tb ? TILE_MACS / 2 : TILE_MACS, cols = n < 64 ? n : 64;
-	int64_t rows = want / (cols * k) / 16 * 16;
-	if (rows < 16) { /* a long inner dimension: 16 rows, and as many columns as fit */
+	int64_t cols = n < 64 ? n : 64, rows = tb ? 16 : TILE_MACS / (cols * k) / 16 * 16;
+	if (tb && k < 256)
+		return 0;
+	if (rows < 16)
 		rows = 16;
-		if (rows * cols * k > DIRECT_MACS)
-			cols = DIRECT_MACS / (rows * k) / 16 * 16;
-		if (cols < 16)
-			return 0;
-	}
+	if (rows * cols * k > DIRECT_MACS)
+		return 0;
 	Tiles r = {.rows = tile_side(m, rows), .cols = n <= cols ? n : tile_side(n, cols)};
 	r.down = (m + r.rows - 1) / r.rows, r.across = (n + r.cols - 1) / r.cols;
 	if (t)

@@ -11,7 +11,8 @@
  *
  * Each list is timed two ways, and the faster counts (tiles=0 or 1): every product whole on
  * OpenBLAS's threads; or every product of more than a million multiply-adds cut into tiles of C of
- * at most 64 columns and about 600k multiply-adds (300k with B transposed), each tile one call on
+ * at most 64 columns and about 600k multiply-adds (16 rows with B transposed; none for an inner
+ * dimension too long for 16 rows, or with B transposed shorter than 256), each tile one call on
  * one OpenBLAS thread, the tiles of a product of 4M multiply-adds or more spread over the threads.
  * That is how nmlc runs products where OpenBLAS's AVX-512 kernels multiply such tiles without
  * packing them (compiler/codegen.c, product_tiles), faster than whole; elsewhere whole is faster. */
@@ -41,17 +42,14 @@ static int side(int len, int most)
 
 static void tile(Gemm *e)
 {
-	long macs = (long)e->m * e->n * e->k, want = e->tb ? 300000 : 600000;
-	int cols = e->n < 64 ? e->n : 64, rows = (int)(want / ((long)cols * e->k) / 16 * 16);
-	if (macs <= 960000)
+	long macs = (long)e->m * e->n * e->k;
+	int cols = e->n < 64 ? e->n : 64, rows = e->tb ? 16 : (int)(600000 / ((long)cols * e->k) / 16 * 16);
+	if (macs <= 960000 || (e->tb && e->k < 256))
 		return;
-	if (rows < 16) {
+	if (rows < 16)
 		rows = 16;
-		if ((long)rows * cols * e->k > 960000)
-			cols = (int)(960000 / ((long)rows * e->k) / 16 * 16);
-		if (cols < 16)
-			return;
-	}
+	if ((long)rows * cols * e->k > 960000)
+		return;
 	e->rows = side(e->m, rows);
 	e->cols = e->n <= cols ? e->n : side(e->n, cols);
 }
