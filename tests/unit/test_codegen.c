@@ -1654,10 +1654,11 @@ static void conv_case(const char *name, IrShape xs, IrAttr win, int groups, int 
 }
 
 /* Single products cut into tiles (codegen.c, product_tiles), in every arrangement of operands.
- * At batch 32: products of 1.6M multiply-adds, tiled along C's rows or columns and run on the
- * calling thread, the batch as the outer and as the inner dimension (a smaller batch leaves tiles
- * empty). Products of 16.8M of a parameter with itself, in tiles along both sides of C, run on
- * the pool's threads, plain and with either operand transposed. */
+ * At batch 32: products of 1.6M multiply-adds, tiled along C's rows and run on the calling thread,
+ * the batch as the outer dimension (x w) and as the inner one (x^T d, (w d^T) d), a smaller batch
+ * leaving tiles empty; with B transposed and an inner dimension of 64 (d w^T, w d^T) they stay
+ * whole. Products of 16.8M of a parameter with itself, in tiles along both sides of C, run on the
+ * pool's threads, plain and with either operand transposed. */
 static void product_tiles_case(const char *name, int pieces, int deterministic)
 {
 	begin(name, S(N, 784), S(N));
@@ -1665,9 +1666,9 @@ static void product_tiles_case(const char *name, int pieces, int deterministic)
 	int w = param("w", S(784, 64)), x = x_();
 	int y = mm(x, w, 0);                             /* [N, 64]: tiles of rows, B plain */
 	int d = bin(IR_MUL, y, cst(0.01));
-	pred(mm(d, w, 2));                               /* [N, 784] = d w^T: tiles of columns, B transposed */
+	pred(mm(d, w, 2));                               /* [N, 784] = d w^T: whole */
 	int g1 = mm(x, d, 1);                            /* [784, 64] = x^T d: A transposed */
-	int g2 = mm(mm(w, d, 2), d, 0);                  /* [784, N] = w d^T, then [784, 64]: A plain */
+	int g2 = mm(mm(w, d, 2), d, 0);                  /* [784, N] = w d^T (whole), then [784, 64] */
 	grad("gw", bin(IR_ADD, g1, g2));
 	int v = param("v", S(256, 256));
 	grad("gv", bin(IR_ADD, mm(v, v, 0), bin(IR_SUB, mm(v, v, 1), mm(v, v, 2))));
