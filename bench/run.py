@@ -397,10 +397,12 @@ def bench(a):
                  lambda: torch_train(a, "torch_mlp.py", lim_mlp,
                                      ["--hidden", "64", "--batch", "32", "--optimizer", "sgd"]), i)
             R["s2"].append(sgemm_rate(a, g2))
+            log(f"  sgemm on row 2's shapes: {R['s2'][-1]}")
         if 3 in a.rows:
             pair("3", None if a.cnn_why else lambda: nml_train(a, a.cnn_nml, lim_cnn),
                  lambda: torch_train(a, "torch_cnn.py", lim_cnn, ["--eval-limit", "1000"]), i)
             R["s3"].append(sgemm_rate(a, g3))
+            log(f"  sgemm on row 3's shapes: {R['s3'][-1]}")
         if 4 in a.rows:
             pair("4", lambda: nml_train(a, os.path.join(BENCH, "models", "mlp512_ademamix.nml"), lim_mlp),
                  lambda: torch_train(a, "torch_mlp.py", lim_mlp, ["--hidden", "512", "256", "--optimizer", "ademamix"]),
