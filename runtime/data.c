@@ -11,7 +11,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -39,26 +38,6 @@ static uint64_t rd_le(const unsigned char *p, int size)
 	for (int i = size - 1; i >= 0; i--)
 		v = v << 8 | p[i];
 	return v;
-}
-
-/* Training reads the samples of a batch from random rows of the set, and with 4 KB pages nearly
- * every row is a miss in the TLB as well as in the caches. So a block of samples asks for 2 MB
- * pages (where the kernel gives them only on request, as Debian's does): gathering a batch of 32
- * rows of Fashion-MNIST from 188 MB took 11-13 us instead of 16-21, one of 128 rows 59-66 us
- * instead of 82-100. Pages written before the advice stay small, so it comes right after the
- * allocation. It covers every page of the block from the one it starts in, so that a block malloc
- * mapped on its own stays one mapping, which realloc can still resize in place. Blocks under 2 MB
- * are left alone. */
-static void big_pages(void *p, size_t bytes)
-{
-#ifdef MADV_HUGEPAGE
-	uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = (uintptr_t)p & ~(page - 1);
-	uintptr_t hi = ((uintptr_t)p + bytes + page - 1) & ~(page - 1);
-	if (p && bytes >= (2 << 20))
-		(void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE); /* advice: without it, small pages */
-#else
-	(void)p, (void)bytes;
-#endif
 }
 
 /* Bytes of a [rows, cols] float matrix into *bytes; 0 if that does not fit a size_t. */
@@ -136,46 +115,45 @@ fail:
 }
 
 /* Reads count bytes as floats divided by div (divided, not multiplied by 1/div, so a pixel matches
- * numpy's and torchvision's x / 255 bit for bit). The bytes grow as they arrive (doubling, capped at
- * count), so a header that lies about the size cannot make us allocate for it up front; the floats
- * are allocated once all bytes are in, so their block is fresh and gets big pages whole. */
+ * numpy's and torchvision's x / 255 bit for bit). The array grows as bytes arrive (doubling, capped
+ * at count), so a header that lies about the size cannot make us allocate for it up front. */
 static float *idx_read_bytes(gzFile f, const char *path, uint64_t count, float div, char *err, size_t errlen)
 {
 	float value[256];
 	for (int i = 0; i < 256; i++)
 		value[i] = (float)i / div;
-	unsigned char *raw = NULL;
+	unsigned char *chunk = malloc(DATA_CHUNK);
 	float *out = NULL;
 	uint64_t cap = 0, have = 0;
+	if (!chunk) {
+		rt_error(err, errlen, "out of memory reading %s", path);
+		return NULL;
+	}
 	while (have < count) {
 		if (have == cap) {
 			cap = cap ? 2 * cap : (1 << 20);
 			if (cap > count)
 				cap = count;
-			unsigned char *p = cap <= SIZE_MAX ? realloc(raw, (size_t)cap) : NULL;
+			size_t bytes;
+			float *p = float_bytes(cap, 1, &bytes) ? realloc(out, bytes) : NULL;
 			if (!p) {
 				rt_error(err, errlen, "out of memory reading %s", path);
 				goto fail;
 			}
-			raw = p;
+			out = p;
 		}
 		uint64_t want = cap - have < DATA_CHUNK ? cap - have : DATA_CHUNK;
-		if (gz_read_all(f, path, raw + have, want, "data", err, errlen) < 0)
+		if (gz_read_all(f, path, chunk, want, "data", err, errlen) < 0)
 			goto fail;
+		for (uint64_t i = 0; i < want; i++)
+			out[have + i] = value[chunk[i]];
 		have += want;
 	}
-	size_t bytes;
-	if (!float_bytes(count, 1, &bytes) || !(out = malloc(bytes ? bytes : 1))) {
-		rt_error(err, errlen, "out of memory reading %s", path);
-		goto fail;
-	}
-	big_pages(out, bytes);
-	for (uint64_t i = 0; i < count; i++)
-		out[i] = value[raw[i]];
-	free(raw);
+	free(chunk);
 	return out;
 fail:
-	free(raw);
+	free(chunk);
+	free(out);
 	return NULL;
 }
 
@@ -521,7 +499,6 @@ static float *npy_read(const char *path, NpyArray *a, int64_t *lo, uint64_t *hi,
 		rt_error(err, errlen, "out of memory reading %s", path);
 		goto fail;
 	}
-	big_pages(out, out_bytes);
 	size_t per = DATA_CHUNK / a->size, done = 0;
 	while (done < (size_t)count) {
 		size_t k = (size_t)count - done < per ? (size_t)count - done : per;
@@ -719,7 +696,6 @@ int nml_data_load_csv(NmlData *d, const char *path, int label, int regression, c
 		rt_error(err, errlen, "out of memory reading %s", path);
 		goto out;
 	}
-	big_pages(d->x, xbytes);
 	for (int64_t r = 0; r < rows; r++) {
 		float *src = vals + r * cols, *dst = d->x + r * d->xdim;
 		for (int64_t k = 0; k < cols; k++)
@@ -768,7 +744,6 @@ int nml_data_split(NmlData *d, NmlData *held, int64_t count, char *err, size_t e
 		nml_data_free(&h);
 		return rt_error(err, errlen, "out of memory splitting the data set");
 	}
-	big_pages(h.x, hx);
 	memcpy(h.x, (const char *)d->x + kx, hx);
 	memcpy(h.y, (const char *)d->y + ky, hy);
 	/* Shrinking cannot lose data; if realloc declines, the larger block is still valid. */
@@ -820,7 +795,6 @@ int nml_data_synthetic(NmlData *d, int64_t n, int64_t dim, int classes, double n
 	double *w = malloc((size_t)(dim * cols) * sizeof *w), *s = malloc((size_t)cols * sizeof *s);
 	d->x = malloc((size_t)(n * dim) * sizeof *d->x);
 	d->y = malloc((size_t)n * sizeof *d->y);
-	big_pages(d->x, (size_t)(n * dim) * sizeof *d->x);
 	if (!w || !s || !d->x || !d->y) {
 		free(w);
 		free(s);
