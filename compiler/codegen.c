@@ -1170,6 +1170,20 @@ static int64_t product_macs(Cg *g, int q)
 	return static_numel(g, &mnk);
 }
 
+/* The sides of each product of unit inst in: C's rows m and columns n, the inner dimension k, the
+ * batch counted at its largest. Returns whether none of them is the batch. */
+static int product_mnk(Cg *g, const IrInst *in, int64_t *m, int64_t *n, int64_t *k)
+{
+	const IrShape *sa = shape_of(g, in->in[0]), *sc = &in->shape;
+	int64_t d[3] = {sc->dim[sc->rank - 2], sc->dim[sc->rank - 1], sa->dim[sa->rank - (in->attr.mm.ta ? 2 : 1)]};
+	int fixed = 1;
+	for (int j = 0; j < 3; j++)
+		if (d[j] == IR_BATCH)
+			d[j] = g->max_batch, fixed = 0;
+	*m = d[0], *n = d[1], *k = d[2];
+	return fixed;
+}
+
 /* A side of len cut into pieces of at most `most` (a multiple of 16): equal pieces, in multiples of 16. */
 static int64_t tile_side(int64_t len, int64_t most)
 {
@@ -1205,14 +1219,11 @@ static int64_t product_tiles(Cg *g, int q, Tiles *t)
 	const IrInst *in = &g->f->inst[u->inst[0]];
 	if (g->tiles < 0 || in->op != IR_MATMUL || u->epi >= 0 || u->window[0] >= 0 || u->window[1] >= 0)
 		return 0;
-	const IrShape *sc = &in->shape;
-	int rc = sc->rank;
-	IrShape mn = {.rank = 2, .dim = {sc->dim[rc - 2], sc->dim[rc - 1]}};
-	if (static_numel(g, sc) != static_numel(g, &mn)) /* a stack of products: see stack_tiles */
+	int64_t m, n, k;
+	product_mnk(g, in, &m, &n, &k);
+	int64_t macs = m * n * k;
+	if (macs != product_macs(g, q)) /* a stack of products: see stack_tiles */
 		return 0;
-	int64_t m = static_numel(g, &(IrShape){.rank = 1, .dim = {mn.dim[0]}});
-	int64_t n = static_numel(g, &(IrShape){.rank = 1, .dim = {mn.dim[1]}}), macs = product_macs(g, q);
-	int64_t k = m * n > 0 ? macs / (m * n) : 0;
 	if (m < 1 || n < 1 || k < 1 || macs <= DIRECT_MACS)
 		return 0;
 	if (g->tiles == 0) { /* kernels that pack: 8 tiles of columns (or rows), under --deterministic */
@@ -1242,11 +1253,8 @@ static int64_t stack_tiles(Cg *g, int q, Tiles *t)
 	const IrInst *in = &g->f->inst[u->inst[0]];
 	if (g->tiles < 1 || in->op != IR_MATMUL || in->attr.mm.tb)
 		return 0;
-	const IrShape *sa = shape_of(g, in->in[0]), *sc = &in->shape;
-	int rc = sc->rank;
-	int64_t m = sc->dim[rc - 2], n = sc->dim[rc - 1], k = sa->dim[sa->rank - (in->attr.mm.ta ? 2 : 1)];
-	IrShape mn = {.rank = 2, .dim = {m, n}};
-	if (static_numel(g, sc) == static_numel(g, &mn) || m == IR_BATCH || n == IR_BATCH || k == IR_BATCH ||
+	int64_t m, n, k;
+	if (!product_mnk(g, in, &m, &n, &k) || m * n * k == product_macs(g, q) /* a single product */ ||
 	    m < 1 || n < 1 || k < 1 || m * n * k <= DIRECT_MACS)
 		return 0;
 	return direct_tiles(m, n, k, 0, t);
