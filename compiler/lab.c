@@ -116,6 +116,8 @@ void lab_train(Compiler *c, const SessionKernels *k, uint64_t seed, const LabPla
 		}
 		int64_t n = d->n - pos < batch ? d->n - pos : batch;
 		double l = 0, t1 = now();
+		if (pos + n < d->n) /* the next batch, toward the cache while this one trains */
+			nml_data_prefetch(d, idx + pos + n, d->n - pos - n < batch ? d->n - pos - n : batch);
 		if (nml_model_train_rows(m, d, idx + pos, n, &l) < 0)
 			die("training step: %s", nml_model_error(m));
 		train_time += now() - t1;

@@ -774,6 +774,21 @@ void nml_data_gather(const NmlData *d, const int64_t *idx, int64_t n, float *xb,
 	}
 }
 
+/* Start loading rows idx[0..n) of x toward the cache: one prefetch per KB of each row, which is enough
+ * for the hardware's stream prefetcher to fetch the rest and for the page walks to be done, while a
+ * prefetch of every line stalls the caller on its misses. Issued for the next batch before a step,
+ * it takes most of the next gather's DRAM latency out of the loop (row 2 of bench/: 5-6% more
+ * samples/s, measured against no prefetch and a prefetch of every line). */
+void nml_data_prefetch(const NmlData *d, const int64_t *idx, int64_t n)
+{
+	size_t bytes = (size_t)d->xdim * sizeof *d->x;
+	for (int64_t i = 0; i < n; i++) {
+		const char *row = (const char *)(d->x + idx[i] * d->xdim);
+		for (size_t o = 0; o < bytes; o += 1024)
+			__builtin_prefetch(row + o, 0, 1);
+	}
+}
+
 /* A synthetic set from the seed alone: x ~ N(0, 1) per feature (Philox stream 0), a teacher
  * W ~ N(0, 1/dim) of one column per class, or one for a regression target (stream 1), noise
  * N(0, noise^2) per target (stream 2). classes 0: y = x W + noise; classes >= 2: y = the argmax of

@@ -128,6 +128,8 @@ int nml_data_split(NmlData *d, NmlData *held, int64_t count, char *err, size_t e
 void nml_data_free(NmlData *d);
 /* Copy rows idx[0..n) into xb [n, xdim] and yb [n] or [n, ydim]. */
 void nml_data_gather(const NmlData *d, const int64_t *idx, int64_t n, float *xb, float *yb);
+/* Hint that rows idx[0..n) are gathered next (nothing is read or written). */
+void nml_data_prefetch(const NmlData *d, const int64_t *idx, int64_t n);
 
 /* ---- checkpoints (ckpt.c): safetensors, F32, written atomically ---- */
 typedef struct NmlTensorRef {

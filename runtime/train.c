@@ -119,6 +119,8 @@ int nml_train(NmlTrainer *tr, NmlEpochStats *last, char *err, size_t errlen)
 				goto out;
 			}
 			double l = 0;
+			if (start + n < d->n)
+				nml_data_prefetch(d, idx + start + n, d->n - start - n < batch ? d->n - start - n : batch);
 			if (nml_model_train_rows(m, d, idx + start, n, &l) < 0) {
 				rc = rt_error(err, errlen, "%s", nml_model_error(m));
 				goto out;
