@@ -1101,9 +1101,13 @@ static LLVMValueRef stack_count(Cg *g, int q)
 	return count;
 }
 
+enum { MAX_PARTIALS = 16384 }; /* elements of partial results a kernel keeps on its stack */
+
 typedef struct Tiles {
 	int64_t rows, cols;   /* a tile's size (the last ones may be shorter) */
 	int64_t down, across; /* tiles along C's rows and along its columns */
+	int64_t deep, depth;  /* the inner dimension's pieces and their number (1: C's tiles are whole
+	                       * products; more: each piece's product is a partial sum of C) */
 } Tiles;
 
 static int64_t product_tiles(Cg *g, int q, Tiles *t);
@@ -1141,15 +1145,14 @@ static int blas_direct(void)
 /* Where blas_direct says small products run faster, a single product is cut into tiles of C, each
  * a product of its own on one thread: at most 64 columns, rows in multiples of 16, about TILE_MACS
  * multiply-adds (16 rows when B is transposed, whose direct kernel was slower on larger tiles),
- * never more than DIRECT_MACS, and the tiles along a side of equal size (direct_tiles). A product of
- * BLAS_ONE_THREAD multiply-adds or more runs its tiles on the pool's threads instead of OpenBLAS's
- * own: the 784-512-256-10 MLP's products at batch 128 (16-51M multiply-adds) ran at 206-233
- * GFLOP/s on two threads so, against 178-193 as whole products on OpenBLAS's two threads. A smaller
- * one runs its tiles one after another on the calling thread: the 784-64-10 MLP's products at
- * batch 32 (1.6M each) took 38 and 40 us whole, 29 and 29 in two tiles; spread over two threads
- * the step was no faster, as the update after a product then reads half of its gradient from the
- * other core's cache. The tiles depend on the shapes alone, so the bits do not depend on the
- * thread count. Returns the number of tiles; below 2, the product is not cut.
+ * never more than DIRECT_MACS, and the tiles along a side of equal size (direct_tiles); a product
+ * of few rows is cut along its inner dimension instead (inner_tiles). The pool runs the tiles,
+ * OpenBLAS one thread each: the 784-512-256-10 MLP's products at batch 128 (16-51M multiply-adds)
+ * ran at 206-233 GFLOP/s on two threads so, against 178-193 as whole products on OpenBLAS's two
+ * threads; the 784-64-10 MLP's at batch 32 (1.6M each) took 38 and 40 us whole, 29 and 29 in tiles
+ * on one thread, and its step went from 68-75 to 53-64 us on two (inner_tiles). The tiles depend on
+ * the shapes alone, so the bits do not depend on the thread count. Returns the number of tiles;
+ * below 2, the product is not cut.
  *
  * Kernels that pack (Haswell's) gain nothing from small tiles, but --deterministic would run a
  * product of BLAS_ONE_THREAD multiply-adds or more whole on one thread: there it is cut into 8
@@ -1206,11 +1209,47 @@ static int64_t direct_tiles(int64_t m, int64_t n, int64_t k, int tb, Tiles *t)
 		rows = 16;
 	if (rows * cols * k > DIRECT_MACS)
 		return 0;
-	Tiles r = {.rows = tile_side(m, rows), .cols = n <= cols ? n : tile_side(n, cols)};
+	Tiles r = {.rows = tile_side(m, rows), .cols = n <= cols ? n : tile_side(n, cols), .deep = k, .depth = 1};
 	r.down = (m + r.rows - 1) / r.rows, r.across = (n + r.cols - 1) / r.cols;
+	/* A product of few tiles in an even number of them, so that each of two threads runs the tiles
+	 * of one half of the rows, about the half of the nest after it it runs (inner_tiles) */
+	if (r.down * r.across % 2 && r.across == 1 && m * n * k < BLAS_ONE_THREAD) {
+		int64_t side = ((m + r.down) / (r.down + 1) + 15) / 16 * 16;
+		if ((m + side - 1) / side == r.down + 1)
+			r.rows = side, r.down++;
+	}
 	if (t)
 		*t = r;
 	return r.down * r.across;
+}
+
+/* A product of few rows (a small batch's x w) cut along its inner dimension into an even number of
+ * pieces of about TILE_MACS, each piece's product a partial sum of C, added in order after them: run
+ * on the pool, each thread reads only its own rows of w, the same rows whose gradient (x^T dy, cut
+ * into as many tiles of rows: direct_tiles) and update (the nest after it, split by rows:
+ * affine_split) it computes, so w, its gradient and its optimizer state stay in that thread's
+ * cache from step to step (runtime/pool.c gives each thread the same share of a loop's pieces
+ * every time). Cut into tiles of C's rows instead, every thread reads all of w, and the update's
+ * writes to w then invalidate the other core's copy: the 784-64-10 MLP's step at batch 32 (x w of
+ * 32 x 64 x 784 in 4 pieces of 208) took 65 us so, 67 on one thread, and 53-64 cut along the inner
+ * dimension (alternating with the one-thread build: 68-75). The partial sums change the order of
+ * C's additions, not with the thread count. 0 when the product is not cut so: an operand transposed,
+ * more than INNER_ROWS rows, pieces of fewer than INNER_MIN. */
+enum { INNER_ROWS = 64, INNER_MIN = 128 };
+static int64_t inner_tiles(int64_t m, int64_t n, int64_t k, int ta, int tb, Tiles *t)
+{
+	int64_t depth = (m * n * k + TILE_MACS - 1) / TILE_MACS;
+	depth += depth % 2;
+	if (ta || tb || m > INNER_ROWS || m * n * k >= BLAS_ONE_THREAD || k / depth < INNER_MIN ||
+	    depth * m * n > MAX_PARTIALS)
+		return 0;
+	Tiles r = {.rows = m, .cols = n, .down = 1, .across = 1, .deep = tile_side(k, ((k + depth - 1) / depth + 15) / 16 * 16)};
+	r.depth = (k + r.deep - 1) / r.deep;
+	if (r.depth < 2)
+		return 0;
+	if (t)
+		*t = r;
+	return r.depth;
 }
 
 static int64_t product_tiles(Cg *g, int q, Tiles *t)
@@ -1226,10 +1265,12 @@ static int64_t product_tiles(Cg *g, int q, Tiles *t)
 		return 0;
 	if (m < 1 || n < 1 || k < 1 || macs <= DIRECT_MACS)
 		return 0;
+	if (g->tiles == 1 && inner_tiles(m, n, k, in->attr.mm.ta, in->attr.mm.tb, t))
+		return inner_tiles(m, n, k, in->attr.mm.ta, in->attr.mm.tb, t);
 	if (g->tiles == 0) { /* kernels that pack: 8 tiles of columns (or rows), under --deterministic */
 		if (!g->deterministic || macs < BLAS_ONE_THREAD || (n < 128 && m < 128))
 			return 0;
-		Tiles r = {.rows = m, .cols = n};
+		Tiles r = {.rows = m, .cols = n, .deep = k, .depth = 1};
 		if (n >= 128)
 			r.cols = tile_side(n, ((n + 7) / 8 + 15) / 16 * 16);
 		else
@@ -1365,13 +1406,19 @@ static void emit_gemms(Cg *g, int q)
 			emit_window_at(g, u->window[j], g->val[w->in[0]].ptr, opnd[j], from, ci(g, per), from);
 		}
 	LLVMValueRef c_at = acc ? part : fold ? elem(g, scratch, ci(g, at[2])) : elem(g, g->val[i].ptr, imul(g, s, imul(g, M, N)));
-	LLVMValueRef Mp = M, Np = N, a_at = opnd[0], b_at = opnd[1], c_tile = c_at;
+	LLVMValueRef Mp = M, Np = N, Kp = K, a_at = opnd[0], b_at = opnd[1], c_tile = c_at;
 	Loop lt;
 	if (!tile && stack_tiles(g, q, &tl) > 1) /* this product in tiles, one after another */
 		tile = loop_begin(g, &lt, ci(g, tl.down * tl.across));
 	else
 		lt.body = NULL;
-	if (tile) { /* C's rows [r0, r1) and columns [c0, c1): those rows of op(A), those columns of op(B) */
+	if (tile && tl.depth > 1) { /* the inner dimension's [k0, k1): a partial sum of C, in g->extra */
+		LLVMValueRef k0 = imin(g, imul(g, tile, ci(g, tl.deep)), K), k1 = imin(g, iadd(g, k0, ci(g, tl.deep)), K);
+		Kp = LLVMBuildNSWSub(b, k1, k0, "");
+		a_at = elem(g, opnd[0], k0);
+		b_at = elem(g, opnd[1], imul(g, k0, ldb));
+		c_tile = elem(g, g->extra, imul(g, tile, imul(g, M, N)));
+	} else if (tile) { /* C's rows [r0, r1) and columns [c0, c1): those rows of op(A), those columns of op(B) */
 		LLVMValueRef across = ci(g, tl.across), ti = LLVMBuildSDiv(b, tile, across, ""), tj = LLVMBuildSRem(b, tile, across, "");
 		LLVMValueRef r0 = imin(g, imul(g, ti, ci(g, tl.rows)), M), r1 = imin(g, iadd(g, r0, ci(g, tl.rows)), M);
 		LLVMValueRef c0 = imin(g, imul(g, tj, ci(g, tl.cols)), N), c1 = imin(g, iadd(g, c0, ci(g, tl.cols)), N);
@@ -1384,7 +1431,7 @@ static void emit_gemms(Cg *g, int q)
 #define I32(v) LLVMBuildTrunc(b, (v), i32, "")
 	LLVMValueRef args[14] = {
 		LLVMConstInt(i32, CBLAS_ROW_MAJOR, 0), LLVMConstInt(i32, ta ? CBLAS_TRANS : CBLAS_NO_TRANS, 0),
-		LLVMConstInt(i32, tb ? CBLAS_TRANS : CBLAS_NO_TRANS, 0), I32(Mp), I32(Np), I32(K), cf(g, 1),
+		LLVMConstInt(i32, tb ? CBLAS_TRANS : CBLAS_NO_TRANS, 0), I32(Mp), I32(Np), I32(Kp), cf(g, 1),
 		a_at, I32(lda), b_at, I32(ldb), beta, c_tile, I32(N),
 	};
 #undef I32
@@ -1468,13 +1515,31 @@ static void emit_matmul(Cg *g, int q)
 		stack.dim[stack.rank++] = sc->dim[k];
 	int64_t most = static_numel(g, &stack);
 	int64_t macs = product_macs(g, q);
-	int64_t tiles = product_tiles(g, q, NULL);
-	if (tiles > 1 && macs >= BLAS_ONE_THREAD) { /* tiles on the pool's threads, OpenBLAS on one */
-		LLVMValueRef ctx, fn = outline(g, q, emit_gemms, NULL, &ctx);
+	Tiles tl;
+	int64_t tiles = product_tiles(g, q, &tl);
+	if (tiles > 1) { /* tiles on the pool's threads, OpenBLAS on one */
+		LLVMValueRef part = NULL;
+		if (tl.depth > 1) { /* the partial sums, on this thread's stack */
+			LLVMBasicBlockRef here = LLVMGetInsertBlock(b);
+			LLVMPositionBuilderBefore(b, LLVMGetFirstInstruction(LLVMGetEntryBasicBlock(g->fn)));
+			part = LLVMBuildAlloca(b, LLVMArrayType2(g->T, (uint64_t)(tl.depth * static_numel(g, sc))), "partials");
+			LLVMPositionBuilderAtEnd(b, here);
+		}
+		LLVMValueRef ctx, fn = outline(g, q, emit_gemms, part, &ctx);
 		LLVMValueRef nt = set_blas_threads(g, LLVMConstInt(g->i32, 1, 0));
 		run_split(g, fn, ctx, ci(g, tiles), ci(g, macs / 8));
 		set_blas_threads(g, nt);
-	} else if (tiles > 1 || ((most < 2 || macs / 8 < NML_POOL_MIN_WORK) && (macs < BLAS_ONE_THREAD || g->deterministic))) {
+		if (part) { /* C = the partial sums, added in order */
+			LLVMValueRef MN = imul(g, M, N);
+			Loop lj, lp;
+			LLVMValueRef j = loop_begin(g, &lj, MN), t = loop_begin(g, &lp, ci(g, tl.depth));
+			LLVMValueRef acc = loop_acc(g, &lp, cf(g, 0));
+			LLVMValueRef x = LLVMBuildLoad2(b, g->T, elem(g, part, iadd(g, imul(g, t, MN), j)), "");
+			LLVMValueRef sum = loop_end(g, &lp, LLVMBuildFAdd(b, acc, x, ""));
+			LLVMBuildStore(b, sum, elem(g, g->val[i].ptr, j));
+			loop_end(g, &lj, NULL);
+		}
+	} else if (((most < 2 || macs / 8 < NML_POOL_MIN_WORK) && (macs < BLAS_ONE_THREAD || g->deterministic))) {
 		/* too small for OpenBLAS's threads to pay for waking, or to be summed the same way on
 		 * any number of threads: on this thread alone */
 		LLVMValueRef nt = set_blas_threads(g, LLVMConstInt(g->i32, 1, 0));
@@ -1952,7 +2017,7 @@ static void run_split(Cg *g, LLVMValueRef fn, LLVMValueRef ctx, LLVMValueRef n, 
  * alone (about CHUNK elements each, whole rows): each chunk reduces into a partial result of its own,
  * in any thread, and the kernel combines the partials in chunk order. So the sums are the same on
  * any number of threads (they differ from one unchunked loop's by reassociation only). */
-enum { CHUNK = 16384, MAX_PARTIALS = 16384 };
+enum { CHUNK = 16384 };
 enum { OUTLINE_OPS = 8192 }; /* more ops than this in a kernel: its small nests become functions */
 
 /* Chunks [lo, hi) of unit q, each reducing into its partial result in g->extra. */
@@ -1983,6 +2048,28 @@ static void emit_chunks(Cg *g, int q)
 	loop_end(g, &l, NULL);
 }
 
+/* A nest too small to split for its own sake that reads a product run in tiles on the pool (the
+ * update after a weight gradient): split by rows all the same, so that each thread updates the rows
+ * of the gradient it computed, in its own cache (inner_tiles; the pool gives each thread the same
+ * share of a loop's pieces every time). Not below AFFINE_MIN elements, where a loop on the pool
+ * costs more than it saves. */
+enum { AFFINE_MIN = 16384 };
+static int affine_split(Cg *g, int q)
+{
+	const FuseUnit *u = &g->plan->unit[q];
+	if (static_numel(g, &u->space) < AFFINE_MIN || split_axis(g, u) < 0)
+		return 0;
+	for (int x = 0; x < u->n; x++) {
+		const IrInst *in = &g->f->inst[u->inst[x]];
+		for (int j = 0; j < ir_op_arity(in->op); j++) {
+			int p = g->plan->val[in->in[j]].unit;
+			if (p >= 0 && p != q && product_tiles(g, p, NULL) > 1)
+				return 1;
+		}
+	}
+	return 0;
+}
+
 /* A nest worth splitting: one with enough elements and an axis to split on, kept (split_axis) or
  * reduced in chunks (emit_chunks). */
 static void emit_nest_unit(Cg *g, int q)
@@ -2003,13 +2090,17 @@ static void emit_nest_unit(Cg *g, int q)
 		LLVMBuildCall2(g->b, LLVMFunctionType(LLVMVoidTypeInContext(g->ctx), pt, 4, 0), fn, a, 4, "");
 		return;
 	}
-	if (a0 == u->space.rank || static_numel(g, &u->space) < NML_POOL_MIN_WORK) {
+	int affine = a0 < u->space.rank && affine_split(g, q);
+	if (a0 == u->space.rank || (static_numel(g, &u->space) < NML_POOL_MIN_WORK && !affine)) {
 		emit_nest(g, q);
 		return;
 	}
 	if (split_axis(g, u) >= 0) {
 		LLVMValueRef ctx, fn = outline(g, q, emit_nest, NULL, &ctx);
-		run_split(g, fn, ctx, dimv(g, u->space.dim[a0]), numelv(g, &u->space));
+		LLVMValueRef work = numelv(g, &u->space);
+		if (affine) /* at least what the pool splits */
+			work = sel(g, LLVMBuildICmp(g->b, LLVMIntSLT, work, ci(g, NML_POOL_MIN_WORK), ""), ci(g, NML_POOL_MIN_WORK), work);
+		run_split(g, fn, ctx, dimv(g, u->space.dim[a0]), work);
 		return;
 	}
 	/* the reduction reduces the first axis: chunks, when the rest of a row has a size known now */
@@ -2168,10 +2259,12 @@ void cg_dump_kernels(FILE *out, const IrModule *m, const IrFunc *f, CgType type,
 	for (int q = 0; q < p->nunits; q++) {
 		Tiles t;
 		int64_t n = product_tiles(&g, q, &t), each = n > 1 ? 0 : stack_tiles(&g, q, &t);
-		if (n > 1)
-			fprintf(out, "  tiles %%%d: %lld of %lld x %lld, %s\n", p->unit[q].inst[0], (long long)n,
-				(long long)t.rows, (long long)t.cols,
-				product_macs(&g, q) >= BLAS_ONE_THREAD ? "on the pool's threads" : "one after another");
+		if (n > 1 && t.depth > 1)
+			fprintf(out, "  tiles %%%d: %lld of %lld x %lld x %lld (partial sums), on the pool's threads\n",
+				p->unit[q].inst[0], (long long)n, (long long)t.rows, (long long)t.cols, (long long)t.deep);
+		else if (n > 1)
+			fprintf(out, "  tiles %%%d: %lld of %lld x %lld, on the pool's threads\n", p->unit[q].inst[0],
+				(long long)n, (long long)t.rows, (long long)t.cols);
 		else if (each > 1)
 			fprintf(out, "  tiles %%%d: each product in %lld of %lld x %lld, one after another\n",
 				p->unit[q].inst[0], (long long)each, (long long)t.rows, (long long)t.cols);

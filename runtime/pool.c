@@ -1,19 +1,23 @@
 /* pool.c: the threads of generated loops.
  *
  * A kernel hands a loop to nml_pool_for as a function over a range of its outermost index. The
- * range is cut into a fixed number of contiguous pieces (a few per thread); the calling thread and
- * the pool's workers take pieces one at a time until none is left, and the call returns when all
- * are done. Pieces write disjoint elements and each element is computed by the same code whatever
- * the cut and whoever runs it, so results depend neither on the number of threads nor on timing.
+ * range is cut into a fixed number of contiguous pieces (a few per thread), and each thread has a
+ * contiguous share of them: the caller the first, worker 1 the second, and so on. A thread takes the
+ * pieces of its own share from the front, one at a time, then steals from the back of the others'
+ * until none is left; the call returns when all are done. So when every thread keeps up, each one
+ * runs the same rows of every loop of a given size, step after step, and the rows a kernel's loops
+ * write stay in one core's cache (codegen.c, inner_tiles and affine_split). Pieces write disjoint
+ * elements and each element is computed by the same code whatever the cut and whoever runs it, so
+ * results depend neither on the number of threads nor on timing.
  *
  * The caller never waits for a worker to start: on a busy machine a worker that is not running
  * simply takes no piece, and the caller runs them all. Workers start on first use and sleep on a
  * condition variable between loops, after a spin of SPIN_US (loops come in bursts within a step),
  * or at once when the kernel is about to run a matrix product on OpenBLAS's threads
- * (nml_pool_rest), whose cores a spinning worker would take. One loop runs at a time; a caller that finds the pool busy (two
- * models trained from two threads) runs its loop alone. Workers copy the caller's floating-point
- * control word (flush-to-zero) for every loop, and stop when the library or program that holds this
- * file is unloaded or exits. */
+ * (nml_pool_rest), whose cores a spinning worker would take. One loop runs at a time; a caller that
+ * finds the pool busy (two models trained from two threads) runs its loop alone. Workers copy the
+ * caller's floating-point control word (flush-to-zero) for every loop, and stop when the library or
+ * program that holds this file is unloaded or exits. */
 #include "nmlrt.h"
 
 #include <pthread.h>
@@ -58,10 +62,14 @@ static struct {
 	pthread_cond_t go;
 	pthread_t tid[NML_POOL_MAX_THREADS];
 	int nworkers, quit;
-	/* The loop's number (bits 32-63), its number of pieces (16-31) and the next piece to take
-	 * (0-15): a worker takes a piece only of the loop it was woken for, so the loop's fields below
-	 * are the ones it reads. */
+	/* The loop's number (bits 32-63): workers wait for it to change. */
 	_Atomic uint64_t next;
+	/* Each thread's share of the loop's pieces (take_piece), one cache line each: a thread takes a
+	 * piece only of the loop it was woken for, so the loop's fields below are the ones it reads. */
+	struct {
+		_Alignas(64) _Atomic uint64_t word;
+	} lane[NML_POOL_MAX_THREADS];
+	atomic_int lanes;       /* the shares: the caller's and the first lanes - 1 workers' */
 	atomic_int done;        /* pieces finished */
 	uint32_t loop;
 	_Atomic uint32_t rest;  /* the loop after which workers sleep at once (nml_pool_rest) */
@@ -72,32 +80,45 @@ static struct {
 	unsigned csr;
 } P = {.busy = PTHREAD_MUTEX_INITIALIZER, .m = PTHREAD_MUTEX_INITIALIZER, .go = PTHREAD_COND_INITIALIZER};
 
-/* Takes and runs pieces of loop `loop` until none is left. */
-static void take_pieces(uint32_t loop, int worker)
+/* Piece k of lane v's pieces [first, end): the lane word holds the loop's number (bits 32-63), end
+ * (16-31) and the next piece to take (0-15). A thread takes from the front of its own lane and steals
+ * from the back of the others', so the pieces a thread runs are, unless it is late, the same ones
+ * every time a loop of the same size comes round. */
+static int take_piece(uint32_t loop, int v, int steal)
 {
-	uint64_t cur = atomic_load_explicit(&P.next, memory_order_acquire);
-	int csr_set = 0;
+	_Atomic uint64_t *w = &P.lane[v].word;
+	uint64_t cur = atomic_load_explicit(w, memory_order_acquire);
 	for (;;) {
-		if ((uint32_t)(cur >> 32) != loop || (cur & 0xffff) >= (cur >> 16 & 0xffff))
-			return;
-		if (!atomic_compare_exchange_weak_explicit(&P.next, &cur, cur + 1, memory_order_acq_rel,
-							   memory_order_acquire))
-			continue;
-		/* the piece is ours, so the loop cannot finish, and its fields stay, until it is done */
-		int k = (int)(cur & 0xffff);
-		if (worker && !csr_set)
-			fp_set(P.csr), csr_set = 1;
-		int64_t lo = P.n * k / P.parts, hi = P.n * (k + 1) / P.parts;
-		if (lo < hi)
-			P.fn(P.args, P.ctx, lo, hi);
-		atomic_fetch_add_explicit(&P.done, 1, memory_order_release);
-		cur = atomic_load_explicit(&P.next, memory_order_acquire);
+		uint64_t next = cur & 0xffff, end = cur >> 16 & 0xffff;
+		if ((uint32_t)(cur >> 32) != loop || next >= end)
+			return -1;
+		uint64_t want = steal ? (cur & ~((uint64_t)0xffff << 16)) | (end - 1) << 16 : cur + 1;
+		if (atomic_compare_exchange_weak_explicit(w, &cur, want, memory_order_acq_rel, memory_order_acquire))
+			return (int)(steal ? end - 1 : next);
+	}
+}
+
+/* Runs pieces of loop `loop` until none is left: those of lane `self` first, then the others'. */
+static void take_pieces(uint32_t loop, int self)
+{
+	int csr_set = 0, lanes = atomic_load_explicit(&P.lanes, memory_order_relaxed);
+	for (int j = 0; j < lanes; j++) {
+		int v = (self + j) % lanes, k;
+		while ((k = take_piece(loop, v, v != self)) >= 0) {
+			/* the piece is ours, so the loop cannot finish, and its fields stay, until it is done */
+			if (self && !csr_set)
+				fp_set(P.csr), csr_set = 1;
+			int64_t lo = P.n * k / P.parts, hi = P.n * (k + 1) / P.parts;
+			if (lo < hi)
+				P.fn(P.args, P.ctx, lo, hi);
+			atomic_fetch_add_explicit(&P.done, 1, memory_order_release);
+		}
 	}
 }
 
 static void *worker(void *arg)
 {
-	(void)arg;
+	int self = (int)(intptr_t)arg;
 	uint32_t seen = (uint32_t)(atomic_load_explicit(&P.next, memory_order_acquire) >> 32);
 	for (;;) {
 		uint32_t loop;
@@ -119,7 +140,7 @@ static void *worker(void *arg)
 				return NULL;
 		}
 		seen = loop;
-		take_pieces(loop, 1);
+		take_pieces(loop, self);
 	}
 }
 
@@ -129,7 +150,7 @@ static int grow(int want)
 		pthread_attr_t a;
 		pthread_attr_init(&a);
 		pthread_attr_setstacksize(&a, 1 << 20);
-		int rc = pthread_create(&P.tid[P.nworkers], &a, worker, NULL);
+		int rc = pthread_create(&P.tid[P.nworkers], &a, worker, (void *)(intptr_t)(P.nworkers + 1));
 		pthread_attr_destroy(&a);
 		if (rc)
 			break;
@@ -159,11 +180,17 @@ void nml_pool_for(NmlPoolFn fn, void *args, void *ctx, int64_t n, int64_t work, 
 		parts = n;
 	if (parts < 2)
 		parts = 2;
+	int lanes = P.nworkers + 1 < threads ? P.nworkers + 1 : threads;
 	P.fn = fn, P.args = args, P.ctx = ctx, P.n = n, P.parts = (int)parts, P.csr = fp_get();
 	atomic_store_explicit(&P.done, 0, memory_order_relaxed);
 	uint32_t loop = ++P.loop;
+	/* thread v's pieces: [v parts / lanes, (v + 1) parts / lanes); workers beyond the lanes steal */
+	atomic_store_explicit(&P.lanes, lanes, memory_order_relaxed);
+	for (int v = 0; v < lanes; v++)
+		atomic_store_explicit(&P.lane[v].word, (uint64_t)loop << 32 | (uint64_t)(parts * (v + 1) / lanes) << 16 |
+				      (uint64_t)(parts * v / lanes), memory_order_relaxed);
 	pthread_mutex_lock(&P.m);
-	atomic_store_explicit(&P.next, (uint64_t)loop << 32 | (uint64_t)parts << 16, memory_order_release);
+	atomic_store_explicit(&P.next, (uint64_t)loop << 32, memory_order_release);
 	pthread_cond_broadcast(&P.go);
 	pthread_mutex_unlock(&P.m);
 

@@ -1,7 +1,8 @@
 /* test_pool.c: runtime/pool.c on its own. Every index of a loop runs exactly once, whatever the
  * length, thread count and work; the call returns only when all pieces are done; workers run with
  * the caller's floating-point control word; two threads calling at once both get their loops run
- * (one of them alone); workers told to rest still wake for the next loop. Prints "N passed, M failed". */
+ * (one of them alone); workers told to rest still wake for the next loop; each thread starts on its
+ * own share of a loop's pieces. Prints "N passed, M failed". */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,47 @@ static int once(Loop *l, int64_t n, int64_t work, int threads)
 	return l->hits[n] == 0;
 }
 
+/* Which thread ran each piece, and in what order pieces started. */
+typedef struct Shares {
+	int64_t n;
+	int64_t order[8]; /* piece k (of 8, [k n / 8, (k + 1) n / 8)): when it started */
+	int worker[8];    /* and whether a worker ran it */
+	long clock;
+} Shares;
+
+static void share_body(void *args, void *ctx, int64_t lo, int64_t hi)
+{
+	Shares *s = args;
+	(void)ctx, (void)hi;
+	int k = (int)(lo * 8 / s->n);
+	s->order[k] = __atomic_fetch_add(&s->clock, 1, __ATOMIC_RELAXED);
+	s->worker[k] = !pthread_equal(pthread_self(), main_thread);
+	for (volatile int spin = 0; spin < 20000; spin++) /* long enough for the worker to join in */
+		;
+}
+
+/* With two threads, a loop of 8 pieces is 4 for each: the caller takes its own from the front,
+ * the worker its own (pieces 4-7) from the front, and a thread that runs out steals from the back
+ * of the other's. So whenever the worker runs anything, the first piece it runs is piece 4: the
+ * front of its share is taken by no one else until it is the last piece of that share. Run first,
+ * while the pool has one worker. */
+static void shares(void)
+{
+	int joined = 0, own_first = 1;
+	for (int r = 0; r < 300; r++) {
+		Shares s = {.n = 800};
+		nml_pool_for(share_body, &s, NULL, s.n, 1 << 20, 2);
+		int first = -1;
+		for (int k = 0; k < 8; k++)
+			if (s.worker[k] && (first < 0 || s.order[k] < s.order[first]))
+				first = k;
+		joined += first >= 0;
+		own_first &= first < 0 || first == 4;
+	}
+	check(joined > 0, "the worker ran pieces", joined, 0);
+	check(own_first, "the worker's first piece is the first of its own share", 0, 0);
+}
+
 static void *caller(void *arg)
 {
 	Loop l = {.hits = malloc(300001), .csr = CSR_GET()};
@@ -77,6 +119,7 @@ int main(void)
 	static const int64_t ns[] = {0, 1, 2, 3, 7, 100, 1000, 4097, 196613};
 	static const int threads[] = {1, 2, 3, 4, 8};
 	main_thread = pthread_self();
+	shares();
 	unsigned old = CSR_GET();
 	CSR_SET(old | 0x8040); /* flush-to-zero and denormals-are-zero, as kernels run */
 	Loop l = {.hits = malloc(200000), .csr = CSR_GET()};

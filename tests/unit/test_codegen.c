@@ -544,6 +544,55 @@ static void run_n(NmlKernel k, size_t work, CgType t, int64_t n, int at_end, con
 	free_blocks(&want);
 }
 
+void openblas_set_num_threads(int n);
+int openblas_get_num_threads(void);
+
+/* Kernel k at n rows on 1, 2 and 3 threads (the pool's and OpenBLAS's): the same bits in every
+ * output. For cases whose products are cut into tiles, which the pool runs. */
+static void same_bits_on_threads(NmlKernel k, size_t work, CgType t, int64_t n, const char *tname)
+{
+	int was = openblas_get_num_threads(), ok = 1;
+	unsigned char *first[5] = {0};
+	size_t len[5] = {0};
+	for (int threads = 1; threads <= 3; threads++) {
+		openblas_set_num_threads(threads);
+		rng_state = 0x9E3779B97F4A7C15ull ^ (uint64_t)n;
+		Blocks in = make_inputs(t, n);
+		Buf params = to_buf(in.params, in.nparams, t, 1), grads = to_buf(in.grads, in.nparams, t, 1);
+		Buf st = to_buf(in.state, in.nstate, t, 1), x = to_buf(in.x, in.nx, t, 1), y = to_buf(in.y, in.ny, t, 1);
+		Buf hp = to_buf(in.hparams, (size_t)C.m.nhparams, CG_F64, 1), pr = to_buf(in.pred, in.npred, t, 1);
+		Buf ls = to_buf(&in.loss, 1, t, 1), wk = galloc(work, 1);
+		NmlArgs a = {
+			.block = {[NML_B_PARAMS] = params.p, [NML_B_GRADS] = grads.p, [NML_B_STATE] = st.p, [NML_B_X] = x.p,
+				  [NML_B_Y] = y.p, [NML_B_WORK] = wk.p, [NML_B_LOSS] = ls.p, [NML_B_PRED] = pr.p},
+			.hparams = hp.p, .n = n, .t = 3, .seed = in.seed,
+		};
+		k(&a);
+		size_t es = t == CG_F32 ? 4 : 8;
+		const Buf *out[5] = {&params, &grads, &st, &pr, &ls};
+		size_t count[5] = {in.nparams, in.nparams, in.nstate, in.npred, 1};
+		for (int j = 0; j < 5; j++) {
+			if (threads == 1) {
+				len[j] = count[j] * es;
+				first[j] = malloc(len[j] ? len[j] : 1);
+				memcpy(first[j], out[j]->p, len[j]);
+			} else if (memcmp(first[j], out[j]->p, len[j])) {
+				fprintf(stderr, "FAIL %s %s n=%lld: output %d on %d threads differs from 1 thread's\n", C.name,
+					tname, (long long)n, j, threads);
+				ok = 0;
+			}
+		}
+		Buf *bufs[] = {&params, &grads, &st, &x, &y, &hp, &pr, &ls, &wk};
+		for (int i = 0; i < 9; i++)
+			gfree(bufs[i]);
+		free_blocks(&in);
+	}
+	for (int j = 0; j < 5; j++)
+		free(first[j]);
+	openblas_set_num_threads(was);
+	ok ? passed++ : failed++;
+}
+
 typedef struct Build {
 	CgKernel k;
 	CgType t;
@@ -651,6 +700,8 @@ static void run(void)
 			for (int at_end = 1; at_end >= 0; at_end--)
 				if (!C.n || i == 0)
 					run_n(k, b.k.work_bytes, t, C.n ? C.n : ns[i], at_end, tname);
+		if (C.pieces && !variants[vi].unfused)
+			same_bits_on_threads(k, b.k.work_bytes, t, C.max_batch, tname);
 		if (C.rel32 && !variants[vi].unfused)
 			printf("%s %s: largest relative error %.2g\n", C.name, tname, C.maxrel);
 	}
