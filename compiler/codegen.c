@@ -63,7 +63,8 @@ typedef struct Cg {
 	int64_t max_batch;
 	int deterministic;    /* the kernel's: the same bits on any number of threads */
 	int tiles;            /* single products in tiles (product_tiles): 1 small ones for OpenBLAS's
-	                       * direct kernels, 0 large ones under --deterministic only, -1 none */
+	                       * direct kernels, 0 for kernels that pack (products below
+	                       * BLAS_ONE_THREAD, and larger ones under --deterministic), -1 none */
 	LLVMValueRef args;    /* the kernel's NmlArgs pointer */
 	LLVMValueRef threads; /* i32: the thread setting, read at the kernel's entry */
 	/* Emitting a piece of a unit split across threads (emit_split): the outermost loop of a nest,
@@ -1154,11 +1155,14 @@ static int blas_direct(void)
  * the shapes alone, so the bits do not depend on the thread count. Returns the number of tiles;
  * below 2, the product is not cut.
  *
- * Kernels that pack (Haswell's) gain nothing from small tiles, but --deterministic would run a
- * product of BLAS_ONE_THREAD multiply-adds or more whole on one thread: there it is cut into 8
- * tiles of columns (of rows, when it has fewer than 128 columns), which the pool runs. With
- * Haswell's kernels, the 784-512-256-10 MLP's products ran at 165-196 GFLOP/s so on two threads,
- * against 97-110 whole on one. CgKernel.pieces forces either kind (tests). */
+ * Kernels that pack (Haswell's) gain nothing from small tiles, but a product below BLAS_ONE_THREAD
+ * is cut all the same, to run on two threads (the 784-64-10 MLP at batch 32, nmlc run on two
+ * threads with Haswell's kernels: 310-327k samples/s whole, 350-425k in tiles), and
+ * --deterministic would run a product of BLAS_ONE_THREAD multiply-adds or more whole on one
+ * thread: there it is cut into 8 tiles of columns (of rows, when it has fewer than 128 columns),
+ * which the pool runs. With Haswell's kernels, the 784-512-256-10 MLP's products ran at 165-196
+ * GFLOP/s so on two threads, against 97-110 whole on one. CgKernel.pieces forces either kind
+ * (tests). */
 enum { BLAS_ONE_THREAD = 4 << 20, TILE_MACS = 600000, DIRECT_MACS = 960000 };
 
 static int64_t static_numel(Cg *g, const IrShape *s);
@@ -1265,10 +1269,11 @@ static int64_t product_tiles(Cg *g, int q, Tiles *t)
 		return 0;
 	if (m < 1 || n < 1 || k < 1 || macs <= DIRECT_MACS)
 		return 0;
-	if (g->tiles == 1 && inner_tiles(m, n, k, in->attr.mm.ta, in->attr.mm.tb, t))
+	/* below BLAS_ONE_THREAD, cut for the threads' sake whatever the kernels (inner_tiles) */
+	if ((g->tiles == 1 || macs < BLAS_ONE_THREAD) && inner_tiles(m, n, k, in->attr.mm.ta, in->attr.mm.tb, t))
 		return inner_tiles(m, n, k, in->attr.mm.ta, in->attr.mm.tb, t);
-	if (g->tiles == 0) { /* kernels that pack: 8 tiles of columns (or rows), under --deterministic */
-		if (!g->deterministic || macs < BLAS_ONE_THREAD || (n < 128 && m < 128))
+	if (g->tiles == 0 && macs >= BLAS_ONE_THREAD) { /* kernels that pack: 8 tiles of columns (or rows), under --deterministic */
+		if (!g->deterministic || (n < 128 && m < 128))
 			return 0;
 		Tiles r = {.rows = m, .cols = n, .deep = k, .depth = 1};
 		if (n >= 128)

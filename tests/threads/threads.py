@@ -2,7 +2,8 @@
 """Threads in generated loops (runtime/pool.c): threads.nml trains to the same bits on 1, 2 and 3
 threads, twice on 2, in nmlc run (the JIT) and in a library built by nmlc build (which links the
 pool from libnmlrt.a); and its step really has units split across threads, or none of this would
-test anything. wide.nml, whose products OpenBLAS threads, does the same with --deterministic.
+test anything. wide.nml, whose products OpenBLAS threads, does the same with --deterministic;
+narrow.nml, whose small batch's products the pool runs in pieces, in nmlc run.
 
   threads.py NMLC RUNTIME_INC SANITIZE CC...
 """
@@ -120,6 +121,22 @@ with tempfile.TemporaryDirectory() as tmp:
     if len(out) == 3:
         check("wide library, --deterministic: 2 threads, the bits of 1", out[1] == out[0])
         check("wide library, --deterministic: 3 threads, the bits of 1", out[2] == out[0])
+
+    # A small batch's products in pieces on the pool (partial sums along the inner dimension), the
+    # update split by the rows each thread's piece of the weight gradient has.
+    narrow = os.path.join(here, "narrow.nml")
+    r = nmlc_run("show", "--kernels", narrow)
+    check("narrow.nml: a product in partial sums on the pool", "(partial sums), on the pool's threads" in r.stdout,
+          r.stdout + r.stderr[-3000:])
+    bits = {}
+    for i, t in enumerate(["1", "2", "3"]):
+        path = os.path.join(tmp, f"narrow{i}.safetensors")
+        r = nmlc_run("run", narrow, "--limit", "1280", "--threads", t, "--save", path, "-q")
+        if check(f"narrow.nml: nmlc run --threads {t}", r.returncode == 0, r.stderr[-3000:]):
+            bits[i] = read(path)
+    if len(bits) == 3:
+        check("narrow.nml: 2 threads give the bits of 1", bits[1] == bits[0])
+        check("narrow.nml: 3 threads give the bits of 1", bits[2] == bits[0])
 
     # nmlc build: the library sizes the pool by OpenBLAS's setting (OPENBLAS_NUM_THREADS).
     out = library_runs(model, tmp, [], ["1", "2", "2", "3"], "library", losses=6)
