@@ -13,7 +13,8 @@
  * OpenBLAS's threads; or every product of more than a million multiply-adds cut into tiles of C of
  * at most 64 columns and about 600k multiply-adds (16 rows with B transposed; none for an inner
  * dimension too long for 16 rows, or with B transposed shorter than 256), each tile one call on
- * one OpenBLAS thread, the tiles of a product of 4M multiply-adds or more spread over the threads.
+ * one OpenBLAS thread, the tiles spread over the threads (nmlc cuts a small batch's x w along its
+ * inner dimension instead, the same multiply-adds in as many calls).
  * That is how nmlc runs products where OpenBLAS's AVX-512 kernels multiply such tiles without
  * packing them (compiler/codegen.c, product_tiles), faster than whole; elsewhere whole is faster. */
 #include <cblas.h>
@@ -71,8 +72,7 @@ static void run_tiles(const Gemm *g, int count, int threads)
 			continue;
 		}
 		int down = (e->m + e->rows - 1) / e->rows, across = (e->n + e->cols - 1) / e->cols;
-		int spread = (long)e->m * e->n * e->k >= (4 << 20) ? threads : 1;
-#pragma omp parallel for num_threads(spread) schedule(static)
+#pragma omp parallel for num_threads(threads) schedule(static)
 		for (int t = 0; t < down * across; t++) {
 			int r0 = t / across * e->rows, c0 = t % across * e->cols;
 			int m = e->m - r0 < e->rows ? e->m - r0 : e->rows, n = e->n - c0 < e->cols ? e->n - c0 : e->cols;
