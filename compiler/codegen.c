@@ -1270,8 +1270,9 @@ static int64_t product_tiles(Cg *g, int q, Tiles *t)
 	if (m < 1 || n < 1 || k < 1 || macs <= DIRECT_MACS)
 		return 0;
 	/* below BLAS_ONE_THREAD, cut for the threads' sake whatever the kernels (inner_tiles) */
-	if ((g->tiles == 1 || macs < BLAS_ONE_THREAD) && inner_tiles(m, n, k, in->attr.mm.ta, in->attr.mm.tb, t))
-		return inner_tiles(m, n, k, in->attr.mm.ta, in->attr.mm.tb, t);
+	int64_t inner = g->tiles == 1 || macs < BLAS_ONE_THREAD ? inner_tiles(m, n, k, in->attr.mm.ta, in->attr.mm.tb, t) : 0;
+	if (inner)
+		return inner;
 	if (g->tiles == 0 && macs >= BLAS_ONE_THREAD) { /* kernels that pack: 8 tiles of columns (or rows), under --deterministic */
 		if (!g->deterministic || (n < 128 && m < 128))
 			return 0;
@@ -1453,20 +1454,25 @@ static void emit_gemms(Cg *g, int q)
 	loop_end(g, &lg, NULL);
 }
 
+/* dst[j] = the sum over c < parts of src[c MN + j], added in order, for j < MN. */
+static void sum_partials(Cg *g, LLVMValueRef src, LLVMValueRef dst, LLVMValueRef MN, LLVMValueRef parts)
+{
+	Loop lj, lc;
+	LLVMValueRef j = loop_begin(g, &lj, MN);
+	LLVMValueRef c = loop_begin(g, &lc, parts);
+	LLVMValueRef acc = loop_acc(g, &lc, cf(g, 0));
+	LLVMValueRef x = LLVMBuildLoad2(g->b, g->T, elem(g, src, iadd(g, imul(g, c, MN), j)), "");
+	LLVMValueRef sum = loop_end(g, &lc, LLVMBuildFAdd(g->b, acc, x, ""));
+	LLVMBuildStore(g->b, sum, elem(g, dst, j));
+	loop_end(g, &lj, NULL);
+}
+
 /* A sum over the stack: out = its partial sums, added in order. */
 static void emit_partials_sum(Cg *g, int q)
 {
 	const FuseUnit *u = &g->plan->unit[q];
 	const IrShape *sc = &g->f->inst[u->inst[0]].shape;
-	LLVMValueRef MN = ci(g, mat_numel(sc)), parts = group_count(g, q);
-	Loop lj, lc;
-	LLVMValueRef j = loop_begin(g, &lj, MN);
-	LLVMValueRef c = loop_begin(g, &lc, parts);
-	LLVMValueRef acc = loop_acc(g, &lc, cf(g, 0));
-	LLVMValueRef x = LLVMBuildLoad2(g->b, g->T, elem(g, g->val[u->inst[0]].ptr, iadd(g, imul(g, c, MN), j)), "");
-	LLVMValueRef sum = loop_end(g, &lc, LLVMBuildFAdd(g->b, acc, x, ""));
-	LLVMBuildStore(g->b, sum, elem(g, g->val[u->epi].ptr, j));
-	loop_end(g, &lj, NULL);
+	sum_partials(g, g->val[u->inst[0]].ptr, g->val[u->epi].ptr, ci(g, mat_numel(sc)), group_count(g, q));
 }
 
 static LLVMValueRef outline(Cg *g, int q, void (*piece)(Cg *g, int q), LLVMValueRef extra, LLVMValueRef *ctx);
@@ -1534,16 +1540,8 @@ static void emit_matmul(Cg *g, int q)
 		LLVMValueRef nt = set_blas_threads(g, LLVMConstInt(g->i32, 1, 0));
 		run_split(g, fn, ctx, ci(g, tiles), ci(g, macs / 8));
 		set_blas_threads(g, nt);
-		if (part) { /* C = the partial sums, added in order */
-			LLVMValueRef MN = imul(g, M, N);
-			Loop lj, lp;
-			LLVMValueRef j = loop_begin(g, &lj, MN), t = loop_begin(g, &lp, ci(g, tl.depth));
-			LLVMValueRef acc = loop_acc(g, &lp, cf(g, 0));
-			LLVMValueRef x = LLVMBuildLoad2(b, g->T, elem(g, part, iadd(g, imul(g, t, MN), j)), "");
-			LLVMValueRef sum = loop_end(g, &lp, LLVMBuildFAdd(b, acc, x, ""));
-			LLVMBuildStore(b, sum, elem(g, g->val[i].ptr, j));
-			loop_end(g, &lj, NULL);
-		}
+		if (part) /* C = the partial sums, added in order */
+			sum_partials(g, part, g->val[i].ptr, imul(g, M, N), ci(g, tl.depth));
 	} else if (((most < 2 || macs / 8 < NML_POOL_MIN_WORK) && (macs < BLAS_ONE_THREAD || g->deterministic))) {
 		/* too small for OpenBLAS's threads to pay for waking, or to be summed the same way on
 		 * any number of threads: on this thread alone */

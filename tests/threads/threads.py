@@ -69,18 +69,25 @@ def library_runs(model, libdir, build_args, threads, name, losses=None):
     return out
 
 
+def run_checkpoints(tmp, model, stem, threads, limit, label, *args):
+    """nmlc run model once per thread count in threads, saving a checkpoint: {run index: its bytes}
+    for the runs that passed; label(t, i) names each run's check."""
+    out = {}
+    for i, t in enumerate(threads):
+        path = os.path.join(tmp, f"{stem}{i}.safetensors")
+        r = nmlc_run("run", model, "--limit", limit, "--threads", t, *args, "--save", path, "-q")
+        if check(label(t, i), r.returncode == 0, r.stderr[-3000:]):
+            out[i] = read(path)
+    return out
+
+
 r = nmlc_run("show", "--llvm", model)
 splits = r.stdout.count("call void @nml_pool_for")
 check("the step has units split across threads", r.returncode == 0 and splits >= 4, f"{splits} calls\n{r.stderr}")
 
 with tempfile.TemporaryDirectory() as tmp:
     # nmlc run: --threads sets OpenBLAS's threads and the pool's.
-    ckpt = {}
-    for i, t in enumerate(["1", "2", "2", "3"]):
-        path = os.path.join(tmp, f"run{i}.safetensors")
-        r = nmlc_run("run", model, "--limit", "640", "--threads", t, "--save", path, "-q")
-        if check(f"nmlc run --threads {t} ({i})", r.returncode == 0, r.stderr[-3000:]):
-            ckpt[i] = read(path)
+    ckpt = run_checkpoints(tmp, model, "run", ["1", "2", "2", "3"], "640", lambda t, i: f"nmlc run --threads {t} ({i})")
     if len(ckpt) == 4:
         check("nmlc run: 2 threads give the bits of 1", ckpt[1] == ckpt[0])
         check("nmlc run: 2 threads again, the same bits", ckpt[2] == ckpt[0])
@@ -106,12 +113,8 @@ with tempfile.TemporaryDirectory() as tmp:
     # --deterministic: a model whose products OpenBLAS would thread gives the same bits on 1, 2 and
     # 3 threads, from nmlc run and from a library built with it.
     wide = os.path.join(here, "wide.nml")
-    det = {}
-    for i, t in enumerate(["1", "2", "3"]):
-        path = os.path.join(tmp, f"wide{i}.safetensors")
-        r = nmlc_run("run", wide, "--limit", "1280", "--threads", t, "--deterministic", "--save", path, "-q")
-        if check(f"nmlc run --deterministic --threads {t}", r.returncode == 0, r.stderr[-3000:]):
-            det[i] = read(path)
+    det = run_checkpoints(tmp, wide, "wide", ["1", "2", "3"], "1280",
+                          lambda t, i: f"nmlc run --deterministic --threads {t}", "--deterministic")
     if len(det) == 3:
         check("--deterministic: 2 threads give the bits of 1", det[1] == det[0])
         check("--deterministic: 3 threads give the bits of 1", det[2] == det[0])
@@ -128,12 +131,8 @@ with tempfile.TemporaryDirectory() as tmp:
     r = nmlc_run("show", "--kernels", narrow)
     check("narrow.nml: a product in partial sums on the pool", "(partial sums), on the pool's threads" in r.stdout,
           r.stdout + r.stderr[-3000:])
-    bits = {}
-    for i, t in enumerate(["1", "2", "3"]):
-        path = os.path.join(tmp, f"narrow{i}.safetensors")
-        r = nmlc_run("run", narrow, "--limit", "1280", "--threads", t, "--save", path, "-q")
-        if check(f"narrow.nml: nmlc run --threads {t}", r.returncode == 0, r.stderr[-3000:]):
-            bits[i] = read(path)
+    bits = run_checkpoints(tmp, narrow, "narrow", ["1", "2", "3"], "1280",
+                           lambda t, i: f"narrow.nml: nmlc run --threads {t}")
     if len(bits) == 3:
         check("narrow.nml: 2 threads give the bits of 1", bits[1] == bits[0])
         check("narrow.nml: 3 threads give the bits of 1", bits[2] == bits[0])
