@@ -190,6 +190,15 @@ def sgemm_rate(a, gemms):
     return {"gflops": kv["gflops"], "step_ms": kv["step_ms"], "tiles": kv.get("tiles")}
 
 
+def fma_peak(a):
+    """The machine's arithmetic peak (bench/c/peak.c): FMAs on registers, one thread and all."""
+    r = run([a.peak, "0.3" if a.quick else "0.6", str(a.threads)])
+    kv = keyvals(r.out)
+    if not r.ok() or "all" not in kv:
+        return {"error": f"peak probe failed: {r.tail()}"}
+    return kv
+
+
 # ---- the optimizer rows ----
 
 RULES = ["adam", "lion", "lamb"]
@@ -289,8 +298,9 @@ def setup(a):
         fail(f"{PY} cannot import torch (apt install python3-torch)")
     if not os.path.exists(os.path.join(DATA, "train-images-idx3-ubyte.gz")):
         fail(f"no Fashion-MNIST in {DATA} (apt install dataset-fashion-mnist)")
-    a.sgemm, a.optstep = os.path.join(a.tmp, "sgemm"), os.path.join(a.tmp, "optstep")
+    a.sgemm, a.optstep, a.peak = (os.path.join(a.tmp, x) for x in ("sgemm", "optstep", "peak"))
     cc(a.sgemm, [os.path.join(BENCH, "c", "sgemm.c")], ["-O2", "-fopenmp"], ["-lopenblas"])
+    cc(a.peak, [os.path.join(BENCH, "c", "peak.c")], ["-O2", "-pthread"])
     cc(a.optstep, [os.path.join(BENCH, "c", "optstep.c")], ["-O3", "-march=native", "-fno-math-errno", "-fopenmp"],
        ["-lm"])
     a.core = pick_kernels(a)
@@ -366,7 +376,7 @@ def bench(a):
     mlp1, mlp2 = [784, 512, 256, 10], [784, 64, 10]
     g1, g2, g3 = mlp_gemms(mlp1, 128), mlp_gemms(mlp2, 32), cnn_gemms(128)
 
-    R = {k: [] for k in ("n1", "t1", "n2", "t2", "n3", "t3", "n4", "t4", "t4c", "s1", "s2", "s3", "w1", "w3")}
+    R = {k: [] for k in ("n1", "t1", "n2", "t2", "n3", "t3", "n4", "t4", "t4c", "s1", "s2", "s3", "w1", "w3", "pk")}
     for rule in RULES:
         R["n5" + rule], R["t5" + rule], R["c5" + rule] = [], [], []
 
@@ -384,6 +394,8 @@ def bench(a):
 
     for i in range(a.repeat):
         log(f"repeat {i + 1}/{a.repeat}")
+        R["pk"].append(fma_peak(a))
+        log(f"  FMA peak: {R['pk'][-1]}")
         if 1 in a.rows:
             pair("1", lambda: nml_train(a, os.path.join(BENCH, "models", "mlp512_adam.nml"), lim_mlp),
                  lambda: torch_train(a, "torch_mlp.py", lim_mlp, ["--hidden", "512", "256"]), i)
@@ -528,6 +540,14 @@ def bench(a):
             rates.append(f"{name} {g:.1f}")
     if rates:
         print("sgemm on each step's own GEMM shapes, best of the repeats, GFLOP/s: " + ", ".join(rates))
+    peak, peak_one = best(R["pk"], "all", max), best(R["pk"], "one", max)
+    if peak:
+        isa = {16: "AVX-512", 8: "AVX2", 4: "SSE"}.get(int(best(R["pk"], "lanes", max)), "?")
+        windows = int(sum(r.get("windows", 0) for r in R["pk"]))
+        shared = int(sum(r.get("shared", 0) for r in R["pk"]))
+        print(f"FMA peak ({isa} on registers, bench/c/peak.c), best of the repeats, GFLOP/s: 1 thread {peak_one:.1f}, "
+              f"{a.threads} threads {peak:.1f}" + (f"; the {a.threads} threads ran at one core's rate in {shared} of "
+                                                  f"{windows} windows" if a.threads > 1 else ""))
     print()
     print(cells(head))
     print(cells(["-" * w for w in widths]))
@@ -577,6 +597,17 @@ def bench(a):
          "to its first step (interpreter, import torch, data, model)."),
         ({7}, "7: peak RSS of the whole process (ru_maxrss via wait4), the data set included on both sides."),
     ]
+    if peak:
+        # The ceiling of a training row: its products at the FMA peak, everything else free.
+        ceil = []
+        for r, g, batch in ((1, g1, 128), (2, g2, 32), (3, g3, 128), (4, g1, 128)):
+            t = med(R[f"t{r}"], "sps")
+            if r in a.rows and t:
+                sps = batch / (flops(g) / (peak * 1e9))
+                ceil.append(f"row {r} {sps:,.0f} samples/s, {sps / t:.2f}× PyTorch's median")
+        if ceil:
+            expl.append(({1, 2, 3, 4}, "Ceiling: the step's products at the FMA peak above, all else free: "
+                         + "; ".join(ceil) + ". No implementation runs a row faster on this machine."))
     spread = []
     for r in (1, 2, 3, 4):
         for side_name, key in (("NML", f"n{r}"), ("PyTorch", f"t{r}")):

@@ -1,0 +1,175 @@
+/* peak.c: the machine's arithmetic peak, for bench/run.py: the single-precision FLOPs per second
+ * that fused multiply-adds on registers reach, with no memory traffic, on one thread and on all
+ * the threads at once. No matrix product, however tuned, runs faster, so a training step's FLOPs
+ * over this rate is the time no implementation can beat here.
+ *
+ *   peak SECONDS THREADS
+ *
+ * Alternates windows of WINDOW seconds on one thread and on THREADS threads for about SECONDS in
+ * all, and prints `lanes=… one=… all=… windows=… shared=…`: the floats of each FMA instruction (16:
+ * AVX-512, 8: AVX2 with FMA, 4: SSE multiply and add), the best window's GFLOP/s on one thread and
+ * on all of them, the windows of all threads, and how many of those ran at no more than
+ * 1.25 times the best one-thread rate (the threads then shared one core: on a virtual machine, the
+ * host ran its virtual CPUs on one physical core for that window).
+ *
+ * The instruction set is detected at run time, never assumed: each kernel is compiled for its own
+ * target, and only the widest the CPU has runs. */
+#include <immintrin.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+enum { REPS = 20000 };       /* FMAs per chain between clock reads: about 0.1 ms */
+static const double WINDOW = 0.05;
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static volatile float sink; /* the chains' sum, so that no chain is optimized away */
+
+/* Each kernel runs independent chains x = x * b + c (b just below 1: no overflow, no subnormals),
+ * enough of them to cover the FMA latency on every FMA unit, until the clock passes `until`, and
+ * returns the FLOPs it did (2 per lane per FMA). */
+__attribute__((target("avx512f"))) static double fma16(double until)
+{
+	__m512 x[16], b = _mm512_set1_ps(0.9999999f), c = _mm512_set1_ps(1e-7f);
+	for (int i = 0; i < 16; i++)
+		x[i] = _mm512_set1_ps((float)i);
+	double flops = 0;
+	do {
+		for (int r = 0; r < REPS; r++)
+#pragma GCC unroll 16
+			for (int i = 0; i < 16; i++)
+				x[i] = _mm512_fmadd_ps(x[i], b, c);
+		flops += 2.0 * 16 * 16 * REPS;
+	} while (now() < until);
+	float s = 0;
+	for (int i = 0; i < 16; i++)
+		s += _mm512_reduce_add_ps(x[i]);
+	sink = s;
+	return flops;
+}
+
+/* 12 chains: with b and c, 14 of AVX2's 16 registers. */
+__attribute__((target("avx2,fma"))) static double fma8(double until)
+{
+	__m256 x[12], b = _mm256_set1_ps(0.9999999f), c = _mm256_set1_ps(1e-7f);
+	for (int i = 0; i < 12; i++)
+		x[i] = _mm256_set1_ps((float)i);
+	double flops = 0;
+	do {
+		for (int r = 0; r < REPS; r++)
+#pragma GCC unroll 12
+			for (int i = 0; i < 12; i++)
+				x[i] = _mm256_fmadd_ps(x[i], b, c);
+		flops += 2.0 * 8 * 12 * REPS;
+	} while (now() < until);
+	float v[8], s = 0;
+	for (int i = 0; i < 12; i++) {
+		_mm256_storeu_ps(v, x[i]);
+		s += v[0] + v[7];
+	}
+	sink = s;
+	return flops;
+}
+
+/* Without FMA: a multiply and an add, 4 lanes (SSE, which every x86-64 has). */
+static double fma4(double until)
+{
+	typedef float v4 __attribute__((vector_size(16)));
+	v4 x[12], b = {0.9999999f, 0.9999999f, 0.9999999f, 0.9999999f}, c = {1e-7f, 1e-7f, 1e-7f, 1e-7f};
+	for (int i = 0; i < 12; i++)
+		x[i] = (v4){(float)i, (float)i, (float)i, (float)i};
+	double flops = 0;
+	do {
+		for (int r = 0; r < REPS; r++)
+#pragma GCC unroll 12
+			for (int i = 0; i < 12; i++)
+				x[i] = x[i] * b + c;
+		flops += 2.0 * 4 * 12 * REPS;
+	} while (now() < until);
+	float s = 0;
+	for (int i = 0; i < 12; i++)
+		s += x[i][0] + x[i][3];
+	sink = s;
+	return flops;
+}
+
+static double (*kernel)(double);
+
+typedef struct {
+	pthread_barrier_t *start;
+	double until, flops;
+} Job;
+
+static void *worker(void *arg)
+{
+	Job *j = arg;
+	pthread_barrier_wait(j->start);
+	j->flops = kernel(j->until);
+	return NULL;
+}
+
+/* One window on n threads: their FLOPs together over its wall time, in GFLOP/s. */
+static double window(int n)
+{
+	pthread_t th[256];
+	Job job[256];
+	pthread_barrier_t start;
+	pthread_barrier_init(&start, NULL, (unsigned)n);
+	/* Thread creation counts in the window's time: tens of microseconds in 50 ms. */
+	double t0 = now();
+	for (int i = 0; i < n; i++)
+		job[i].until = t0 + WINDOW, job[i].start = &start;
+	for (int i = 1; i < n; i++)
+		if (pthread_create(&th[i], NULL, worker, &job[i])) {
+			fprintf(stderr, "peak: cannot start a thread\n");
+			exit(1);
+		}
+	worker(&job[0]);
+	double flops = job[0].flops;
+	for (int i = 1; i < n; i++) {
+		pthread_join(th[i], NULL);
+		flops += job[i].flops;
+	}
+	double t1 = now();
+	pthread_barrier_destroy(&start);
+	return flops / (t1 - t0) * 1e-9;
+}
+
+int main(int argc, char **argv)
+{
+	double seconds = argc == 3 ? atof(argv[1]) : 0;
+	int threads = argc == 3 ? atoi(argv[2]) : 0;
+	if (seconds <= 0 || threads < 1 || threads > 256) {
+		fprintf(stderr, "usage: peak SECONDS THREADS\n");
+		return 2;
+	}
+	__builtin_cpu_init();
+	int lanes = 4;
+	kernel = fma4;
+	if (__builtin_cpu_supports("avx512f"))
+		kernel = fma16, lanes = 16;
+	else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+		kernel = fma8, lanes = 8;
+
+	int rounds = (int)(seconds / (2 * WINDOW)) + 1;
+	double *all = malloc(rounds * sizeof *all), one = 0, best = 0;
+	for (int r = 0; r < rounds; r++) {
+		double o = window(1);
+		all[r] = window(threads);
+		one = o > one ? o : one;
+		best = all[r] > best ? all[r] : best;
+	}
+	int shared = 0;
+	for (int r = 0; r < rounds && threads > 1; r++)
+		shared += all[r] <= 1.25 * one;
+	printf("lanes=%d one=%.1f all=%.1f windows=%d shared=%d\n", lanes, one, best, rounds, shared);
+	free(all);
+	return 0;
+}
