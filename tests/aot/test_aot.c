@@ -11,6 +11,8 @@
 #include "check.h"
 
 #include <math.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "model.h"
 #include "nmlrt.h"
@@ -111,6 +113,70 @@ static void check_api(model_model *m, const NmlData *d)
 	free(p2);
 }
 
+/* A copy of count floats at src that ends where an unmapped page begins, on read-only pages: a read
+ * past the end or a write ends the program. munmap(*map, *len) frees it. */
+static const float *fenced(const float *src, size_t count, void **map, size_t *len)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE), bytes = count * sizeof(float);
+	size_t data = (bytes + page - 1) / page * page;
+	*len = data + page;
+	char *base = mmap(NULL, *len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (base == MAP_FAILED) {
+		*map = NULL;
+		return NULL;
+	}
+	float *at = (float *)(base + data - bytes);
+	memcpy(at, src, bytes);
+	if (mprotect(base, data, PROT_READ) || mprotect(base + data, page, PROT_NONE)) {
+		munmap(base, *len);
+		*map = NULL;
+		return NULL;
+	}
+	*map = base;
+	return at;
+}
+
+/* The library reads the caller's x and y where they are (runtime/model.c, rows_args): only their
+ * first n rows, and never writes them. Rows on read-only pages that end at an unmapped one, a whole
+ * batch and a partial one, give the same model, losses and outputs as the same rows in a buffer of
+ * the batch's size. */
+static void check_in_place(const NmlData *d, uint64_t seed)
+{
+	int64_t yw = MODEL_Y_DIM ? MODEL_Y_DIM : 1, batch = d->n < MODEL_BATCH ? d->n : MODEL_BATCH;
+	int64_t counts[2] = {batch, batch > 1 ? batch / 2 + 1 : 1};
+	float *x = malloc((size_t)(MODEL_BATCH * d->xdim) * sizeof *x), *y = malloc((size_t)(MODEL_BATCH * yw) * sizeof *y);
+	float *p1 = malloc((size_t)(batch * MODEL_OUT_DIM) * sizeof *p1), *p2 = malloc((size_t)(batch * MODEL_OUT_DIM) * sizeof *p2);
+	model_model *a = model_create(seed), *b = model_create(seed);
+	CHECK(x && y && p1 && p2 && a && b);
+	for (int s = 0; s < 2 && x && y && p1 && p2 && a && b; s++) {
+		int64_t n = counts[s];
+		memcpy(x, d->x + s * d->xdim, (size_t)(n * d->xdim) * sizeof *x); /* rows s .. s + n */
+		memcpy(y, d->y + s * yw, (size_t)(n * yw) * sizeof *y);
+		void *mx, *my;
+		size_t lx, ly;
+		const float *fx = fenced(x, (size_t)(n * d->xdim), &mx, &lx), *fy = fenced(y, (size_t)(n * yw), &my, &ly);
+		CHECK(fx && fy);
+		if (!fx || !fy)
+			break;
+		double la = NAN, lb = NAN, ea = NAN, eb = NAN;
+		CHECK(model_train_step(a, x, y, n, &la) == 0);
+		CHECK(model_train_step(b, fx, fy, n, &lb) == 0);
+		CHECK(memcmp(&la, &lb, sizeof la) == 0 && same_tensors(a, b));
+		CHECK(model_evaluate(a, x, y, n, &ea, p1) == 0);
+		CHECK(model_evaluate(b, fx, fy, n, &eb, p2) == 0);
+		CHECK(memcmp(&ea, &eb, sizeof ea) == 0 && memcmp(p1, p2, (size_t)(n * MODEL_OUT_DIM) * sizeof *p1) == 0);
+		CHECK(model_predict(b, fx, n, p2) == 0 && memcmp(p1, p2, (size_t)(n * MODEL_OUT_DIM) * sizeof *p1) == 0);
+		munmap(mx, lx);
+		munmap(my, ly);
+	}
+	model_free(a);
+	model_free(b);
+	free(x);
+	free(y);
+	free(p1);
+	free(p2);
+}
+
 /* Save, load into a fresh model, and load_params: the tensors and step come back exactly. */
 static void check_checkpoints(model_model *m, const char *dir, uint64_t seed, const char *run)
 {
@@ -195,6 +261,7 @@ int main(int argc, char **argv)
 	CHECK(model_save(m, in_dir(dir, "trained.safetensors")) == 0);
 
 	check_api(m, &d);
+	check_in_place(&d, seed);
 	check_checkpoints(m, dir, seed, run);
 
 	model_free(m);

@@ -26,7 +26,7 @@ static struct {
 	int64_t calls, rows, last_n, max_n;
 	double last_t;
 	int aligned, ftz;
-	const void *x;
+	const void *x, *y;
 } seen;
 
 static void saw(const NmlArgs *a)
@@ -37,8 +37,9 @@ static void saw(const NmlArgs *a)
 	seen.max_n = a->n > seen.max_n ? a->n : seen.max_n;
 	seen.last_t = a->t;
 	seen.x = a->block[NML_B_X];
-	seen.aligned &= ((uintptr_t)a->block[NML_B_X] | (uintptr_t)a->block[NML_B_Y] | (uintptr_t)a->block[NML_B_WORK] |
-			 (uintptr_t)a->block[NML_B_PRED]) % 64 == 0;
+	seen.y = a->block[NML_B_Y];
+	/* the model's own blocks; x and y are the caller's rows where it passes them */
+	seen.aligned &= ((uintptr_t)a->block[NML_B_WORK] | (uintptr_t)a->block[NML_B_PRED]) % 64 == 0;
 #if defined(__x86_64__)
 	seen.ftz &= (_mm_getcsr() & 0x8040) == 0x8040;
 #endif
@@ -181,17 +182,36 @@ static void training(void)
 	CHECK(loss < first * 0.5);
 	CHECK(seen.calls == 30 && seen.last_t == 30 && seen.max_n == BATCH);
 	CHECK(seen.aligned && seen.ftz);
-	CHECK(seen.x != xs); /* an aligned copy, not the caller's rows */
+	/* the caller's rows, read where they are (runtime/model.c, rows_args) */
+	CHECK(seen.x == xs + 4 * BATCH * XDIM && seen.y == ys + 4 * BATCH * YDIM);
 	CHECK(nml_model_get_step(m) == 30);
+
+	/* Rows that overlap memory the kernel writes (a parameter passed as x) are copied first: the
+	 * step is the one the same values give from the caller's own array. */
+	{
+		NmlModel *twin = nml_model_create(&desc, 1);
+		CHECK(twin != NULL);
+		for (int s = 0; s < 30 && twin; s++)
+			CHECK(nml_model_train_step(twin, xs + (s % 5) * BATCH * XDIM, ys + (s % 5) * BATCH * YDIM, BATCH, NULL) == 0);
+		float *w = nml_model_param(m, 0), rows[2 * XDIM];
+		memcpy(rows, w, sizeof rows);
+		double la = 0, lb = 1;
+		CHECK(nml_model_train_step(m, w, ys, 2, &la) == 0);
+		CHECK(seen.x != w && (uintptr_t)seen.x % 64 == 0);
+		CHECK(twin && nml_model_train_step(twin, rows, ys, 2, &lb) == 0);
+		CHECK(la == lb && twin && memcmp(nml_model_param(m, 0), nml_model_param(twin, 0), XDIM * YDIM * sizeof(float)) == 0);
+		nml_model_free(twin);
+	}
+	CHECK(nml_model_get_step(m) == 31);
 
 	/* Committing the scratch between steps changes nothing the model holds. */
 	float before[XDIM * YDIM];
 	memcpy(before, nml_model_param(m, 0), sizeof before);
 	nml_model_touch(m);
-	CHECK(memcmp(before, nml_model_param(m, 0), sizeof before) == 0 && nml_model_get_step(m) == 30);
+	CHECK(memcmp(before, nml_model_param(m, 0), sizeof before) == 0 && nml_model_get_step(m) == 31);
 
 	/* A partial batch; then too many rows, none, NULL: errors that change nothing. */
-	CHECK(nml_model_train_step(m, xs, ys, 3, NULL) == 0 && seen.last_n == 3 && seen.last_t == 31);
+	CHECK(nml_model_train_step(m, xs, ys, 3, NULL) == 0 && seen.last_n == 3 && seen.last_t == 32);
 	float w0 = nml_model_param(m, 0)[0];
 	CHECK(nml_model_train_step(m, xs, ys, BATCH + 1, &loss) == -1);
 	CHECK_ERR(nml_model_error(m), "compiled for batches of 1 to 8");
@@ -199,7 +219,7 @@ static void training(void)
 	CHECK(nml_model_train_step(m, NULL, ys, 1, &loss) == -1);
 	CHECK_ERR(nml_model_error(m), "x is NULL");
 	CHECK(nml_model_train_step(m, xs, NULL, 1, &loss) == -1);
-	CHECK(nml_model_get_step(m) == 31 && nml_model_param(m, 0)[0] == w0);
+	CHECK(nml_model_get_step(m) == 32 && nml_model_param(m, 0)[0] == w0);
 	CHECK(nml_model_train_step(NULL, xs, ys, 1, &loss) == -1);
 	CHECK_ERR(nml_model_error(NULL), "NULL");
 
@@ -209,6 +229,7 @@ static void training(void)
 	start();
 	CHECK(nml_model_evaluate(m, xs, ys, 37, &whole, pred) == 0);
 	CHECK(seen.calls == 5 && seen.rows == 37 && seen.max_n == BATCH && seen.last_n == 5 && seen.aligned);
+	CHECK(seen.x == xs + 4 * BATCH * XDIM && seen.y == ys + 4 * BATCH * YDIM);
 	double sum = 0;
 	for (int b = 0; b < 5; b++) {
 		int64_t n = b < 4 ? BATCH : 5;
@@ -222,7 +243,7 @@ static void training(void)
 	CHECK(memcmp(one, pred + 36 * YDIM, sizeof one) == 0);
 	CHECK(nml_model_predict(m, xs, 1, NULL) == -1);
 	CHECK(nml_model_evaluate(m, xs, NULL, 1, &whole, NULL) == -1);
-	CHECK(nml_model_get_step(m) == 31);
+	CHECK(nml_model_get_step(m) == 32);
 	nml_model_free(m);
 }
 
