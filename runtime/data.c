@@ -765,13 +765,35 @@ void nml_data_free(NmlData *d)
 	memset(d, 0, sizeof *d);
 }
 
+typedef struct {
+	const NmlData *d;
+	const int64_t *idx;
+	float *xb, *yb;
+} Gather;
+
+/* Rows [lo, hi) of a gather. */
+static void gather_rows(void *args, void *ctx, int64_t lo, int64_t hi)
+{
+	(void)args;
+	const Gather *g = ctx;
+	int64_t xw = g->d->xdim, yw = g->d->ydim ? g->d->ydim : 1;
+	for (int64_t i = lo; i < hi; i++) {
+		memcpy(g->xb + i * xw, g->d->x + g->idx[i] * xw, (size_t)xw * sizeof *g->xb);
+		memcpy(g->yb + i * yw, g->d->y + g->idx[i] * yw, (size_t)yw * sizeof *g->yb);
+	}
+}
+
+int openblas_get_num_threads(void);
+
+/* The rows come from anywhere in the data set, so they are mostly memory's latency, not arithmetic:
+ * the pool's threads (as many as the kernels use: OpenBLAS's setting) gather a share each, with a
+ * byte of rows counted as one element of the pool's work. The 784-64-10 MLP at batch 32 (100 KB of
+ * rows a step), nmlc run on 2 threads, 11 alternating runs: 470-580k samples/s (median 545k)
+ * against 464-528k (488k) on one. */
 void nml_data_gather(const NmlData *d, const int64_t *idx, int64_t n, float *xb, float *yb)
 {
-	int64_t yw = d->ydim ? d->ydim : 1;
-	for (int64_t i = 0; i < n; i++) {
-		memcpy(xb + i * d->xdim, d->x + idx[i] * d->xdim, (size_t)d->xdim * sizeof *xb);
-		memcpy(yb + i * yw, d->y + idx[i] * yw, (size_t)yw * sizeof *yb);
-	}
+	Gather g = {d, idx, xb, yb};
+	nml_pool_for(gather_rows, NULL, &g, n, n * d->xdim * (int64_t)sizeof *xb, openblas_get_num_threads());
 }
 
 /* Start loading rows idx[0..n) of x toward the cache: one prefetch per KB of each row, which is enough

@@ -84,7 +84,7 @@ def compile_program(d):
         flags += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer"]
     r = subprocess.run([*cc, *flags, "-I", d, "-I", runtime_inc, "-I", os.path.join(tests, "runtime"),
                         os.path.join(here, "test_aot.c"), os.path.join(d, "libmodel.so"), nmlrt,
-                        "-lcjson", "-lz", "-lm", f"-Wl,-rpath,{d}", "-o", exe], capture_output=True, text=True)
+                        "-lcjson", "-lz", "-lm", "-lopenblas", f"-Wl,-rpath,{d}", "-o", exe], capture_output=True, text=True)
     check(f"compile test program in {d}", r.returncode == 0, r.stderr)
     return exe if r.returncode == 0 else None
 

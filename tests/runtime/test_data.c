@@ -453,6 +453,8 @@ static void csv_tests(void)
 	CHECK_ERR(err, "nope.csv");
 }
 
+void openblas_set_num_threads(int n);
+
 static void split_gather_tests(void)
 {
 	NmlData d = {.n = 10, .xdim = 3, .ydim = 2};
@@ -494,6 +496,40 @@ static void split_gather_tests(void)
 	CHECK(xb[0] == 2 && xb[1] == 1 && yb[0] == 2 && yb[1] == 1);
 	nml_data_free(&c);
 	nml_data_free(&held);
+
+	/* A gather large enough for the pool's threads (runtime/data.c): every row where it belongs, on
+	 * 1, 2 and 3 threads; a row twice, rows of y too. */
+	{
+		enum { N = 500, W = 700, B = 64 };
+		NmlData w = {.n = N, .xdim = W, .ydim = 3};
+		w.x = malloc((size_t)N * W * sizeof *w.x);
+		w.y = malloc((size_t)N * 3 * sizeof *w.y);
+		float *gx = malloc((size_t)B * W * sizeof *gx), gy[B * 3];
+		CHECK(w.x && w.y && gx);
+		for (int64_t i = 0; w.x && i < (int64_t)N * W; i++)
+			w.x[i] = (float)i;
+		for (int i = 0; w.y && i < N * 3; i++)
+			w.y[i] = (float)-i;
+		int64_t rows[B];
+		for (int i = 0; i < B; i++)
+			rows[i] = (int64_t)(i * 37 % N);
+		rows[B - 1] = rows[0];
+		for (int t = 1; t <= 3 && w.x && w.y && gx; t++) {
+			openblas_set_num_threads(t);
+			memset(gx, 0, (size_t)B * W * sizeof *gx);
+			memset(gy, 0, sizeof gy);
+			nml_data_gather(&w, rows, B, gx, gy);
+			int same = 1;
+			for (int i = 0; i < B; i++) {
+				same &= memcmp(gx + (int64_t)i * W, w.x + rows[i] * W, W * sizeof *gx) == 0;
+				same &= memcmp(gy + i * 3, w.y + rows[i] * 3, 3 * sizeof *gy) == 0;
+			}
+			check_report(same, __FILE__, __LINE__, "gather of %d rows of %d on %d thread(s)", B, W, t);
+		}
+		openblas_set_num_threads(1);
+		free(gx);
+		nml_data_free(&w);
+	}
 
 	/* Sizes whose byte counts overflow are refused, not wrapped into a small copy. */
 	float one[2] = {0};
