@@ -126,7 +126,8 @@ int nml_data_synthetic(NmlData *d, int64_t n, int64_t dim, int classes, double n
 /* Move the last `count` samples of d into held (a held-out split). */
 int nml_data_split(NmlData *d, NmlData *held, int64_t count, char *err, size_t errlen);
 void nml_data_free(NmlData *d);
-/* Copy rows idx[0..n) into xb [n, xdim] and yb [n] or [n, ydim]. */
+/* Copy rows idx[0..n) into xb [n, xdim] and yb [n] or [n, ydim], a share of the rows on each of the
+ * pool's threads (as many as OpenBLAS's setting) when there are enough of them. */
 void nml_data_gather(const NmlData *d, const int64_t *idx, int64_t n, float *xb, float *yb);
 /* Hint that rows idx[0..n) are gathered next (nothing is read or written). */
 void nml_data_prefetch(const NmlData *d, const int64_t *idx, int64_t n);

@@ -9,12 +9,11 @@
  * all, and prints `lanes=… one=… all=… windows=… shared=…`: the floats of each FMA instruction (16:
  * AVX-512, 8: AVX2 with FMA, 4: SSE multiply and add), the best window's GFLOP/s on one thread and
  * on all of them, the windows of all threads, and how many of those ran at no more than
- * 1.25 times the best one-thread rate (the threads then shared one core: on a virtual machine, the
- * host ran its virtual CPUs on one physical core for that window).
+ * 1.25 times the best one-thread rate (the threads then shared one core: another process took the
+ * other, or on a virtual machine the host ran its virtual CPUs on one physical core).
  *
  * The instruction set is detected at run time, never assumed: each kernel is compiled for its own
  * target, and only the widest the CPU has runs. */
-#include <immintrin.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,9 +31,17 @@ static double now(void)
 
 static volatile float sink; /* the chains' sum, so that no chain is optimized away */
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define X86 1
+#else
+#define X86 0
+#endif
+
 /* Each kernel runs independent chains x = x * b + c (b just below 1: no overflow, no subnormals),
  * enough of them to cover the FMA latency on every FMA unit, until the clock passes `until`, and
  * returns the FLOPs it did (2 per lane per FMA). */
+#if X86
 __attribute__((target("avx512f"))) static double fma16(double until)
 {
 	__m512 x[16], b = _mm512_set1_ps(0.9999999f), c = _mm512_set1_ps(1e-7f);
@@ -77,8 +84,10 @@ __attribute__((target("avx2,fma"))) static double fma8(double until)
 	sink = s;
 	return flops;
 }
+#endif
 
-/* Without FMA: a multiply and an add, 4 lanes (SSE, which every x86-64 has). */
+/* Without FMA: a multiply and an add, 4 lanes (SSE, which every x86-64 has; elsewhere what the
+ * compiler makes of 16-byte vectors). */
 static double fma4(double until)
 {
 	typedef float v4 __attribute__((vector_size(16)));
@@ -150,13 +159,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: peak SECONDS THREADS\n");
 		return 2;
 	}
-	__builtin_cpu_init();
 	int lanes = 4;
 	kernel = fma4;
+#if X86
+	__builtin_cpu_init();
 	if (__builtin_cpu_supports("avx512f"))
 		kernel = fma16, lanes = 16;
 	else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
 		kernel = fma8, lanes = 8;
+#endif
 
 	int rounds = (int)(seconds / (2 * WINDOW)) + 1;
 	double *all = malloc(rounds * sizeof *all), one = 0, best = 0;
