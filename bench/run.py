@@ -548,6 +548,12 @@ def bench(a):
         print(f"FMA peak ({isa} on registers, bench/c/peak.c), best of the repeats, GFLOP/s: 1 thread {peak_one:.1f}, "
               f"{a.threads} threads {peak:.1f}" + (f"; the {a.threads} threads ran at one core's rate in {shared} of "
                                                   f"{windows} windows" if a.threads > 1 else ""))
+        rtt = [r["rtt"] for r in R["pk"] if "rtt" in r]
+        if rtt:
+            far = sum(x > 150 for x in rtt)
+            print(f"A cache line from one thread to another and back (bench/c/peak.c), at the start of each repeat: "
+                  f"{min(rtt):.0f}-{max(rtt):.0f} ns; above 150 ns in {far} of {len(rtt)} (the host had placed the "
+                  f"virtual CPUs apart, which slows a two-thread step that passes data between its threads)")
     print()
     print(cells(head))
     print(cells(["-" * w for w in widths]))

@@ -6,15 +6,23 @@
  *   peak SECONDS THREADS
  *
  * Alternates windows of WINDOW seconds on one thread and on THREADS threads for about SECONDS in
- * all, and prints `lanes=… one=… all=… windows=… shared=…`: the floats of each FMA instruction (16:
- * AVX-512, 8: AVX2 with FMA, 4: SSE multiply and add), the best window's GFLOP/s on one thread and
- * on all of them, the windows of all threads, and how many of those ran at no more than
- * 1.25 times the best one-thread rate (the threads then shared one core: another process took the
- * other, or on a virtual machine the host ran its virtual CPUs on one physical core).
+ * all, and prints `lanes=… one=… all=… windows=… shared=… rtt=… rtt_max=…`: the floats of each FMA
+ * instruction (16: AVX-512, 8: AVX2 with FMA, 4: SSE multiply and add), the best window's GFLOP/s
+ * on one thread and on all of them, the windows of all threads, and how many of those ran at no
+ * more than 1.25 times the best one-thread rate (the threads then shared one core: another process
+ * took the other, or on a virtual machine the host ran its virtual CPUs on one physical core).
+ *
+ * Then, with two threads or more, the time a cache line takes to go from one thread to another
+ * and back (a flag each sets in turn), in ns, the median and the largest of PINGS rounds: what a
+ * loop split across cores pays for each line one core writes and the other reads. About 55 ns
+ * between two cores of one L3 on the Zen 4 machine of docs/performance.md, and about 315 when its
+ * host had placed the two virtual CPUs apart, which slows a two-thread training step that exchanges
+ * partial sums and activations between its threads 1.8-fold.
  *
  * The instruction set is detected at run time, never assumed: each kernel is compiled for its own
  * target, and only the widest the CPU has runs. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -111,6 +119,50 @@ static double fma4(double until)
 
 static double (*kernel)(double);
 
+/* ---- the round trip of a cache line between two threads ---- */
+
+enum { TRIPS = 20000, PINGS = 15 };
+static struct {
+	_Alignas(64) _Atomic long flag;
+} line;
+
+static void *pong(void *arg)
+{
+	(void)arg;
+	for (long i = 1; i <= TRIPS; i++) {
+		while (atomic_load_explicit(&line.flag, memory_order_acquire) != 2 * i - 1)
+			;
+		atomic_store_explicit(&line.flag, 2 * i, memory_order_release);
+	}
+	return NULL;
+}
+
+/* One round of TRIPS round trips: ns per round trip. */
+static double round_trip(void)
+{
+	pthread_t th;
+	atomic_store(&line.flag, 0);
+	if (pthread_create(&th, NULL, pong, NULL)) {
+		fprintf(stderr, "peak: cannot start a thread\n");
+		exit(1);
+	}
+	double t0 = now();
+	for (long i = 1; i <= TRIPS; i++) {
+		atomic_store_explicit(&line.flag, 2 * i - 1, memory_order_release);
+		while (atomic_load_explicit(&line.flag, memory_order_acquire) != 2 * i)
+			;
+	}
+	double t = now() - t0;
+	pthread_join(th, NULL);
+	return t / TRIPS * 1e9;
+}
+
+static int by_value(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
 typedef struct {
 	pthread_barrier_t *start;
 	double until, flops;
@@ -180,7 +232,15 @@ int main(int argc, char **argv)
 	int shared = 0;
 	for (int r = 0; r < rounds && threads > 1; r++)
 		shared += all[r] <= 1.25 * one;
-	printf("lanes=%d one=%.1f all=%.1f windows=%d shared=%d\n", lanes, one, best, rounds, shared);
+	printf("lanes=%d one=%.1f all=%.1f windows=%d shared=%d", lanes, one, best, rounds, shared);
+	if (threads > 1) {
+		double rtt[PINGS];
+		for (int i = 0; i < PINGS; i++)
+			rtt[i] = round_trip();
+		qsort(rtt, PINGS, sizeof *rtt, by_value);
+		printf(" rtt=%.0f rtt_max=%.0f", rtt[PINGS / 2], rtt[PINGS - 1]);
+	}
+	printf("\n");
 	free(all);
 	return 0;
 }
