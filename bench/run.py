@@ -545,15 +545,15 @@ def bench(a):
         isa = {16: "AVX-512", 8: "AVX2", 4: "SSE"}.get(int(best(R["pk"], "lanes", max)), "?")
         windows = int(sum(r.get("windows", 0) for r in R["pk"]))
         shared = int(sum(r.get("shared", 0) for r in R["pk"]))
-        print(f"FMA peak ({isa} on registers, bench/c/peak.c), best of the repeats, GFLOP/s: 1 thread {peak_one:.1f}, "
-              f"{a.threads} threads {peak:.1f}" + (f"; the {a.threads} threads ran at one core's rate in {shared} of "
-                                                  f"{windows} windows" if a.threads > 1 else ""))
+        print(f"FMA peak ({isa} on registers, bench/c/peak.c), best of the repeats, GFLOP/s: 1 thread {peak_one:.1f}"
+              + (f", {a.threads} threads {peak:.1f}; the {a.threads} threads ran at one core's rate in {shared} of "
+                 f"{windows} windows" if a.threads > 1 else ""))
         rtt = [r["rtt"] for r in R["pk"] if "rtt" in r]
         if rtt:
             far = sum(x > 150 for x in rtt)
             print(f"A cache line from one thread to another and back (bench/c/peak.c), at the start of each repeat: "
-                  f"{min(rtt):.0f}-{max(rtt):.0f} ns; above 150 ns in {far} of {len(rtt)} (the host had placed the "
-                  f"virtual CPUs apart, which slows a two-thread step that passes data between its threads)")
+                  f"{min(rtt):.0f}-{max(rtt):.0f} ns; {far} of {len(rtt)} above 150 ns (virtual CPUs the host placed "
+                  f"apart, where a two-thread step that passes data between its threads slows down)")
     print()
     print(cells(head))
     print(cells(["-" * w for w in widths]))
