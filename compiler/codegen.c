@@ -1215,8 +1215,14 @@ static int64_t direct_tiles(int64_t m, int64_t n, int64_t k, int tb, Tiles *t)
 		return 0;
 	Tiles r = {.rows = tile_side(m, rows), .cols = n <= cols ? n : tile_side(n, cols), .deep = k, .depth = 1};
 	r.down = (m + r.rows - 1) / r.rows, r.across = (n + r.cols - 1) / r.cols;
-	/* A product of few tiles in an even number of them, so that each of two threads runs the tiles
-	 * of one half of the rows, about the half of the nest after it it runs (inner_tiles) */
+	/* A product below BLAS_ONE_THREAD in two halves of its rows where each half is small enough, as
+	 * inner_tiles cuts x w: each of two threads runs the tiles of one half of the rows, the half of
+	 * the nest after it it runs; else in an even number of tiles */
+	if (r.across == 1 && m * n * k < BLAS_ONE_THREAD && r.down > 2) {
+		int64_t half = tile_side(m, ((m + 1) / 2 + 15) / 16 * 16);
+		if ((m + half - 1) / half == 2 && half * n * k <= DIRECT_MACS)
+			r.rows = half, r.down = 2;
+	}
 	if (r.down * r.across % 2 && r.across == 1 && m * n * k < BLAS_ONE_THREAD) {
 		int64_t side = ((m + r.down) / (r.down + 1) + 15) / 16 * 16;
 		if ((m + side - 1) / side == r.down + 1)
@@ -1228,7 +1234,8 @@ static int64_t direct_tiles(int64_t m, int64_t n, int64_t k, int tb, Tiles *t)
 }
 
 /* A product of few rows (a small batch's x w) cut along its inner dimension into an even number of
- * pieces of about TILE_MACS, each piece's product a partial sum of C, added in order after them: run
+ * pieces of about TILE_MACS (two where each half has at most DIRECT_MACS), each piece's product a
+ * partial sum of C, added in order after them: run
  * on the pool, each thread reads only its own rows of w, the same rows whose gradient (x^T dy, cut
  * into as many tiles of rows: direct_tiles) and update (the nest after it, split by rows:
  * affine_split) it computes, so w, its gradient and its optimizer state stay in that thread's
@@ -1236,7 +1243,12 @@ static int64_t direct_tiles(int64_t m, int64_t n, int64_t k, int tb, Tiles *t)
  * every time). Cut into tiles of C's rows instead, every thread reads all of w, and the update's
  * writes to w then invalidate the other core's copy: the 784-64-10 MLP's step at batch 32 (x w of
  * 32 x 64 x 784 in 4 pieces of 208) took 65 us so, 67 on one thread, and 53-64 cut along the inner
- * dimension (alternating with the one-thread build: 68-75). The partial sums change the order of
+ * dimension (alternating with the one-thread build: 68-75). In two pieces of 400 rather than four,
+ * with x^T dy in two tiles of 400 rows to match, each thread hands one partial sum to the caller
+ * instead of two: 43.8-46.4 us against 47.7-50.0 in the same process (three runs of a minute,
+ * alternating, the cores close), 57.2 against 61.1 with Haswell's kernels; the same with the
+ * virtual CPUs placed apart (docs/performance.md, "Row 2's slow mode"), where every line passed
+ * between the threads costs six times as long. The partial sums change the order of
  * C's additions, not with the thread count. 0 when the product is not cut so: an operand transposed,
  * more than INNER_ROWS rows, pieces of fewer than INNER_MIN. */
 enum { INNER_ROWS = 64, INNER_MIN = 128 };
@@ -1244,6 +1256,8 @@ static int64_t inner_tiles(int64_t m, int64_t n, int64_t k, int ta, int tb, Tile
 {
 	int64_t depth = (m * n * k + TILE_MACS - 1) / TILE_MACS;
 	depth += depth % 2;
+	if (depth > 2 && m * n * k <= 2 * DIRECT_MACS)
+		depth = 2;
 	if (ta || tb || m > INNER_ROWS || m * n * k >= BLAS_ONE_THREAD || k / depth < INNER_MIN ||
 	    depth * m * n > MAX_PARTIALS)
 		return 0;

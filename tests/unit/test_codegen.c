@@ -1705,21 +1705,22 @@ static void conv_case(const char *name, IrShape xs, IrAttr win, int groups, int 
 }
 
 /* Single products cut into tiles (codegen.c, product_tiles), in every arrangement of operands.
- * At batch 32: products of 1.6M multiply-adds, tiled along C's rows and run on the calling thread,
- * the batch as the outer dimension (x w) and as the inner one (x^T d, (w d^T) d), a smaller batch
- * leaving tiles empty; with B transposed and an inner dimension of 64 (d w^T, w d^T) they stay
- * whole. Products of 16.8M of a parameter with itself, in tiles along both sides of C, run on the
+ * At batch 32 and din = 784: products of 1.6M multiply-adds, x w in two partial sums along its inner
+ * dimension, x^T d in two tiles of rows, the batch as the outer dimension (x w) and as the inner one
+ * (x^T d, (w d^T) d), a smaller batch leaving tiles empty; with B transposed and an inner dimension
+ * of 64 (d w^T, w d^T) they stay whole. With din = 1568 (3.2M), x w in six partial sums, added in
+ * order. Products of 16.8M of a parameter with itself, in tiles along both sides of C, run on the
  * pool's threads, plain and with either operand transposed. */
-static void product_tiles_case(const char *name, int pieces, int deterministic)
+static void product_tiles_case(const char *name, int64_t din, int pieces, int deterministic)
 {
-	begin(name, S(N, 784), S(N));
+	begin(name, S(N, din), S(N));
 	C.max_batch = 32, C.pieces = pieces, C.deterministic = deterministic, C.tol32 = 1e-4;
-	int w = param("w", S(784, 64)), x = x_();
+	int w = param("w", S(din, 64)), x = x_();
 	int y = mm(x, w, 0);                             /* [N, 64]: tiles of rows, B plain */
 	int d = bin(IR_MUL, y, cst(0.01));
 	pred(mm(d, w, 2));                               /* [N, 784] = d w^T: whole */
-	int g1 = mm(x, d, 1);                            /* [784, 64] = x^T d: A transposed */
-	int g2 = mm(mm(w, d, 2), d, 0);                  /* [784, N] = w d^T (whole), then [784, 64] */
+	int g1 = mm(x, d, 1);                            /* [din, 64] = x^T d: A transposed */
+	int g2 = mm(mm(w, d, 2), d, 0);                  /* [din, N] = w d^T (whole), then [din, 64] */
 	grad("gw", bin(IR_ADD, g1, g2));
 	int v = param("v", S(256, 256));
 	grad("gv", bin(IR_ADD, mm(v, v, 0), bin(IR_SUB, mm(v, v, 1), mm(v, v, 2))));
@@ -1729,10 +1730,11 @@ static void product_tiles_case(const char *name, int pieces, int deterministic)
 
 static void test_product_tiles(void)
 {
-	product_tiles_case("products in small tiles, each operand plain and transposed", 1, 0);
+	product_tiles_case("products in small tiles, each operand plain and transposed", 784, 1, 0);
+	product_tiles_case("x w of 3.2M multiply-adds in six partial sums", 1568, 1, 0);
 	/* --deterministic with kernels that pack: the products of 16.8M in 8 tiles of columns on the
 	 * pool, the smaller ones whole */
-	product_tiles_case("products in large tiles under --deterministic", 2, 1);
+	product_tiles_case("products in large tiles under --deterministic", 784, 2, 1);
 }
 
 static void test_conv_products(void)
