@@ -1215,14 +1215,8 @@ static int64_t direct_tiles(int64_t m, int64_t n, int64_t k, int tb, Tiles *t)
 		return 0;
 	Tiles r = {.rows = tile_side(m, rows), .cols = n <= cols ? n : tile_side(n, cols), .deep = k, .depth = 1};
 	r.down = (m + r.rows - 1) / r.rows, r.across = (n + r.cols - 1) / r.cols;
-	/* A product below BLAS_ONE_THREAD in two halves of its rows where each half is small enough, as
-	 * inner_tiles cuts x w: each of two threads runs the tiles of one half of the rows, the half of
-	 * the nest after it it runs; else in an even number of tiles */
-	if (r.across == 1 && m * n * k < BLAS_ONE_THREAD && r.down > 2) {
-		int64_t half = tile_side(m, ((m + 1) / 2 + 15) / 16 * 16);
-		if ((m + half - 1) / half == 2 && half * n * k <= DIRECT_MACS)
-			r.rows = half, r.down = 2;
-	}
+	/* A product of few tiles in an even number of them, so that each of two threads runs the tiles
+	 * of one half of the rows, about the half of the nest after it it runs (inner_tiles) */
 	if (r.down * r.across % 2 && r.across == 1 && m * n * k < BLAS_ONE_THREAD) {
 		int64_t side = ((m + r.down) / (r.down + 1) + 15) / 16 * 16;
 		if ((m + side - 1) / side == r.down + 1)
@@ -1300,7 +1294,19 @@ static int64_t product_tiles(Cg *g, int q, Tiles *t)
 			*t = r;
 		return r.down * r.across;
 	}
-	return direct_tiles(m, n, k, in->attr.mm.tb, t);
+	Tiles r;
+	int64_t tiles = direct_tiles(m, n, k, in->attr.mm.tb, &r);
+	/* Below BLAS_ONE_THREAD, in two halves of C's rows where each half fits DIRECT_MACS, as
+	 * inner_tiles cuts x w in two: each of two threads runs one half, the rows of the nest after
+	 * it it runs (not with B transposed, whose tiles stay at 16 rows) */
+	if (tiles > 2 && r.across == 1 && macs < BLAS_ONE_THREAD && !in->attr.mm.tb) {
+		int64_t half = tile_side(m, ((m + 1) / 2 + 15) / 16 * 16);
+		if ((m + half - 1) / half == 2 && half * n * k <= DIRECT_MACS)
+			r.rows = half, r.down = 2, tiles = 2;
+	}
+	if (t && tiles)
+		*t = r;
+	return tiles;
 }
 
 /* Each product of a stack (a convolution's, one per image) in small tiles, one after another on
