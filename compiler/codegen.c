@@ -1203,8 +1203,9 @@ static int64_t tile_side(int64_t len, int64_t most)
  * transposed, tiles of 16 rows, and only for k of 256 or more (the tiles of shorter products were
  * slower than the whole product: 153 against 159 GFLOP/s for 128 x 3136 x 128). A tile of 16 rows
  * and 64 columns (fewer if C has fewer) that would exceed DIRECT_MACS is not made narrower: 16 x
- * 16 tiles of the CNN's 128 x 128 x 3136 ran at 116 GFLOP/s against 158 whole. */
-static int64_t direct_tiles(int64_t m, int64_t n, int64_t k, int tb, Tiles *t)
+ * 16 tiles of the CNN's 128 x 128 x 3136 ran at 116 GFLOP/s against 158 whole. single: a product
+ * whose tiles the pool runs (product_tiles), not one of a stack's (stack_tiles). */
+static int64_t direct_tiles(int64_t m, int64_t n, int64_t k, int tb, int single, Tiles *t)
 {
 	int64_t cols = n < 64 ? n : 64, rows = tb ? 16 : TILE_MACS / (cols * k) / 16 * 16;
 	if (tb && k < 256)
@@ -1215,8 +1216,16 @@ static int64_t direct_tiles(int64_t m, int64_t n, int64_t k, int tb, Tiles *t)
 		return 0;
 	Tiles r = {.rows = tile_side(m, rows), .cols = n <= cols ? n : tile_side(n, cols), .deep = k, .depth = 1};
 	r.down = (m + r.rows - 1) / r.rows, r.across = (n + r.cols - 1) / r.cols;
-	/* A product of few tiles in an even number of them, so that each of two threads runs the tiles
-	 * of one half of the rows, about the half of the nest after it it runs (inner_tiles) */
+	/* A single product below BLAS_ONE_THREAD in two halves of its rows where each half fits
+	 * DIRECT_MACS, as inner_tiles cuts x w in two: each of two threads runs one half, the rows of
+	 * the nest after it it runs (not with B transposed, whose tiles stay at 16 rows) */
+	if (single && !tb && r.down > 2 && r.across == 1 && m * n * k < BLAS_ONE_THREAD) {
+		int64_t half = tile_side(m, ((m + 1) / 2 + 15) / 16 * 16);
+		if ((m + half - 1) / half == 2 && half * n * k <= DIRECT_MACS)
+			r.rows = half, r.down = 2;
+	}
+	/* Else a product of few tiles in an even number of them, so that each of two threads runs the
+	 * tiles of one half of the rows, about the half of the nest after it it runs (inner_tiles) */
 	if (r.down * r.across % 2 && r.across == 1 && m * n * k < BLAS_ONE_THREAD) {
 		int64_t side = ((m + r.down) / (r.down + 1) + 15) / 16 * 16;
 		if ((m + side - 1) / side == r.down + 1)
@@ -1294,19 +1303,7 @@ static int64_t product_tiles(Cg *g, int q, Tiles *t)
 			*t = r;
 		return r.down * r.across;
 	}
-	Tiles r;
-	int64_t tiles = direct_tiles(m, n, k, in->attr.mm.tb, &r);
-	/* Below BLAS_ONE_THREAD, in two halves of C's rows where each half fits DIRECT_MACS, as
-	 * inner_tiles cuts x w in two: each of two threads runs one half, the rows of the nest after
-	 * it it runs (not with B transposed, whose tiles stay at 16 rows) */
-	if (tiles > 2 && r.across == 1 && macs < BLAS_ONE_THREAD && !in->attr.mm.tb) {
-		int64_t half = tile_side(m, ((m + 1) / 2 + 15) / 16 * 16);
-		if ((m + half - 1) / half == 2 && half * n * k <= DIRECT_MACS)
-			r.rows = half, r.down = 2, tiles = 2;
-	}
-	if (t && tiles)
-		*t = r;
-	return tiles;
+	return direct_tiles(m, n, k, in->attr.mm.tb, 1, t);
 }
 
 /* Each product of a stack (a convolution's, one per image) in small tiles, one after another on
@@ -1324,7 +1321,7 @@ static int64_t stack_tiles(Cg *g, int q, Tiles *t)
 	if (!product_mnk(g, in, &m, &n, &k) || m * n * k == product_macs(g, q) /* a single product */ ||
 	    m < 1 || n < 1 || k < 1 || m * n * k <= DIRECT_MACS)
 		return 0;
-	return direct_tiles(m, n, k, 0, t);
+	return direct_tiles(m, n, k, 0, 0, t);
 }
 
 /* The matrix products of unit q: C = op(A) op(B) by cblas_?gemm, row-major; lda and ldb are the
