@@ -25,6 +25,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 enum { REPS = 20000 };       /* FMAs per chain between clock reads: about 0.1 ms */
@@ -46,76 +47,44 @@ static volatile float sink; /* the chains' sum, so that no chain is optimized aw
 #define X86 0
 #endif
 
-/* Each kernel runs independent chains x = x * b + c (b just below 1: no overflow, no subnormals),
- * enough of them to cover the FMA latency on every FMA unit, until the clock passes `until`, and
- * returns the FLOPs it did (2 per lane per FMA). */
-#if X86
-__attribute__((target("avx512f"))) static double fma16(double until)
-{
-	__m512 x[16], b = _mm512_set1_ps(0.9999999f), c = _mm512_set1_ps(1e-7f);
-	for (int i = 0; i < 16; i++)
-		x[i] = _mm512_set1_ps((float)i);
-	double flops = 0;
-	do {
-		for (int r = 0; r < REPS; r++)
-#pragma GCC unroll 16
-			for (int i = 0; i < 16; i++)
-				x[i] = _mm512_fmadd_ps(x[i], b, c);
-		flops += 2.0 * 16 * 16 * REPS;
-	} while (now() < until);
-	float s = 0;
-	for (int i = 0; i < 16; i++)
-		s += _mm512_reduce_add_ps(x[i]);
-	sink = s;
-	return flops;
-}
-
-/* 12 chains: with b and c, 14 of AVX2's 16 registers. */
-__attribute__((target("avx2,fma"))) static double fma8(double until)
-{
-	__m256 x[12], b = _mm256_set1_ps(0.9999999f), c = _mm256_set1_ps(1e-7f);
-	for (int i = 0; i < 12; i++)
-		x[i] = _mm256_set1_ps((float)i);
-	double flops = 0;
-	do {
-		for (int r = 0; r < REPS; r++)
-#pragma GCC unroll 12
-			for (int i = 0; i < 12; i++)
-				x[i] = _mm256_fmadd_ps(x[i], b, c);
-		flops += 2.0 * 8 * 12 * REPS;
-	} while (now() < until);
-	float v[8], s = 0;
-	for (int i = 0; i < 12; i++) {
-		_mm256_storeu_ps(v, x[i]);
-		s += v[0] + v[7];
+/* Each kernel runs `chains` independent chains x = x * b + c of `lanes` floats (b just below 1: no
+ * overflow, no subnormals), enough to cover the FMA latency on every FMA unit, until the clock
+ * passes `until`, and returns the FLOPs it did (2 per lane per step). One definition, compiled for
+ * each target: `vec` its vector type, set1 and madd its broadcast and its multiply-add. */
+#define FMA_KERNEL(name, target, vec, set1, madd, lanes, chains)                                   \
+	target static double name(double until)                                                    \
+	{                                                                                           \
+		vec x[chains], b = set1(0.9999999f), c = set1(1e-7f);                               \
+		for (int i = 0; i < chains; i++)                                                    \
+			x[i] = set1((float)i);                                                      \
+		double flops = 0;                                                                   \
+		do {                                                                                \
+			for (int r = 0; r < REPS; r++)                                              \
+				_Pragma("GCC unroll 16") for (int i = 0; i < chains; i++) x[i] =    \
+					madd(x[i], b, c);                                           \
+			flops += 2.0 * lanes * chains * REPS;                                       \
+		} while (now() < until);                                                            \
+		float v[lanes], s = 0;                                                              \
+		for (int i = 0; i < chains; i++) {                                                  \
+			memcpy(v, &x[i], sizeof v);                                                 \
+			s += v[0] + v[lanes - 1];                                                   \
+		}                                                                                   \
+		sink = s;                                                                           \
+		return flops;                                                                       \
 	}
-	sink = s;
-	return flops;
-}
-#endif
 
 /* Without FMA: a multiply and an add, 4 lanes (SSE, which every x86-64 has; elsewhere what the
  * compiler makes of 16-byte vectors). */
-static double fma4(double until)
-{
-	typedef float v4 __attribute__((vector_size(16)));
-	v4 x[12], b = {0.9999999f, 0.9999999f, 0.9999999f, 0.9999999f}, c = {1e-7f, 1e-7f, 1e-7f, 1e-7f};
-	for (int i = 0; i < 12; i++)
-		x[i] = (v4){(float)i, (float)i, (float)i, (float)i};
-	double flops = 0;
-	do {
-		for (int r = 0; r < REPS; r++)
-#pragma GCC unroll 12
-			for (int i = 0; i < 12; i++)
-				x[i] = x[i] * b + c;
-		flops += 2.0 * 4 * 12 * REPS;
-	} while (now() < until);
-	float s = 0;
-	for (int i = 0; i < 12; i++)
-		s += x[i][0] + x[i][3];
-	sink = s;
-	return flops;
-}
+typedef float v4 __attribute__((vector_size(16)));
+static v4 set4(float f) { return (v4){f, f, f, f}; }
+#define MUL_ADD(x, b, c) ((x) * (b) + (c))
+FMA_KERNEL(fma4, , v4, set4, MUL_ADD, 4, 12)
+
+#if X86
+FMA_KERNEL(fma16, __attribute__((target("avx512f"))), __m512, _mm512_set1_ps, _mm512_fmadd_ps, 16, 16)
+/* 12 chains: with b and c, 14 of AVX2's 16 registers. */
+FMA_KERNEL(fma8, __attribute__((target("avx2,fma"))), __m256, _mm256_set1_ps, _mm256_fmadd_ps, 8, 12)
+#endif
 
 static double (*kernel)(double);
 
